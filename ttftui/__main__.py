@@ -1,0 +1,3 @@
+from ttftui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Command line: ``ttftui`` (dashboard), ``ttftui --headless`` (JSON/CSV report) and subcommands.
+
+Every user-caused problem ends here as one line on stderr, ``ttftui: <what is wrong>``, and its own
+exit code (see :mod:`ttftui.errors` and the README). A traceback is only printed with
+``TTFTUI_DEBUG=1``. The headless path never imports Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any, NoReturn, Sequence
+
+from ttftui import __version__
+from ttftui.definitions import definitions_text
+from ttftui.errors import ConfigError, TtftuiError, exit_code_table
+
+SUBCOMMANDS = ("replay", "compare", "doctor", "schema")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit with ConfigError's code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+EPILOG = f"""\
+metric definitions (all times by perf_counter_ns in the working thread):
+{definitions_text()}
+
+exit codes: 0 success, 1 gate failed, 2 config/usage, 3 model missing, 4 not GGUF, 5 truncated GGUF,
+6 load failed, 7 prompt too long/empty, 8 unknown scenario, 9 output not writable, 10-13 recording
+problems, 14 report problems, 16 engine failure, 130 Ctrl-C, 143 SIGTERM (README has the full table).
+"""
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ttftui",
+        description="Profile the time to first token (TTFT) of a local GGUF model, phase by phase. "
+        "With no options: the live dashboard on the bundled demo model. "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (ttftui SUBCOMMAND --help).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ttftui {__version__}")
+    p.add_argument("--config", metavar="FILE", help="config file (default: ./config.toml if present, else built-in defaults)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config key, e.g. --set model.n_batch=64 (repeatable)")
+    p.add_argument("--model", metavar="PATH", help="GGUF model file (default: the bundled demo model)")
+    p.add_argument("--synthetic", action="store_true", help="use the synthetic engine (labelled synthetic everywhere)")
+    p.add_argument("--scenario", metavar="NAME", action="append", help="run only this scenario (repeatable)")
+    p.add_argument("--iterations", metavar="N", type=_positive_int, help="measured runs per scenario")
+    p.add_argument("--warmup", metavar="N", type=_non_negative_int, help="warm-up runs per scenario")
+    p.add_argument("--headless", action="store_true", help="no dashboard: write a report (JSON by default)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
+    p.add_argument("--format", choices=("json", "csv"), default="json", help="report format (csv: one row per run)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.set)
+    if args.model:
+        out.append(f"model.path={_toml_str(args.model)}")
+    if args.iterations is not None:
+        out.append(f"run.iterations={args.iterations}")
+    if args.warmup is not None:
+        out.append(f"run.warmup={args.warmup}")
+    return out
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _preflight(config: Any, names: list[str]) -> None:
+    """Checks that need only the config: a prompt that cannot fit fails before anything loads."""
+    from ttftui.prompts import check_fits
+
+    for n in names:
+        s = config.scenario(n)
+        if s.prompt_tokens is not None:
+            check_fits(s.name, s.prompt_tokens, s.max_tokens, config.model.n_ctx)
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    from ttftui.config import load_config
+    from ttftui.session import select_scenarios
+
+    config = load_config(args.config, _overrides(args))
+    names = select_scenarios(config, args.scenario)
+    _preflight(config, names)
+    if not args.headless:
+        if args.output:
+            raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
+        from ttftui.tui.launch import run_dashboard
+
+        return run_dashboard(config, names, synthetic=args.synthetic)
+    return run_headless_cli(config, names, args)
+
+
+def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace) -> int:
+    from ttftui.engine import select_engine
+    from ttftui.output import check_writable, write_atomic
+    from ttftui.progress import Progress
+    from ttftui.pump import Pump, run_live
+    from ttftui.report import build_report, report_csv, report_json
+    from ttftui.session import Controls, EventBus, SessionRunner
+
+    if args.output:
+        check_writable(args.output, "report")
+    factory = select_engine(config, force_synthetic=args.synthetic, pace=False)
+    total = len(names) * (config.run.iterations + config.run.warmup)
+    bus = EventBus()
+    controls = Controls()
+    runner = SessionRunner(config, factory, bus.publish, scenarios=names, controls=controls)
+    pump = Pump([Progress(total, quiet=args.quiet)])
+    state = run_live(runner, bus, pump)
+    if state.runs:  # nothing ran (e.g. failed while loading): leave nothing behind at -o
+        report = build_report(state, source={"kind": "live"})
+        text = report_csv(report) if args.format == "csv" else report_json(report)
+        if args.output:
+            write_atomic(args.output, text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    if runner.error is not None:
+        raise runner.error
+    status = state.finished.status if state.finished else "failed"
+    if status == "interrupted":
+        from ttftui.errors import Interrupted
+
+        raise Interrupted(f"interrupted after {len(state.runs)} run(s); the report holds the completed runs")
+    if status == "terminated":
+        from ttftui.errors import Terminated
+
+        raise Terminated(f"terminated after {len(state.runs)} run(s); the report holds the completed runs")
+    return 0
+
+
+def cmd_schema(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui schema", description="Print the JSON Schema of ttftui's JSON report.")
+    p.parse_args(argv)
+    import json
+
+    from ttftui.report import report_schema
+
+    sys.stdout.write(json.dumps(report_schema(), indent=2) + "\n")
+    return 0
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        name, rest = argv[0], argv[1:]
+        handler = {"schema": cmd_schema}.get(name)
+        if handler is None:
+            raise ConfigError(f"the {name} command is not available in this version")
+        return handler(rest)
+    return cmd_run(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return dispatch(argv)
+    except TtftuiError as e:
+        _print_error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        except OSError:
+            pass
+        return 0
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get("TTFTUI_DEBUG"):
+            traceback.print_exc()
+        _print_error(f"internal error: {type(e).__name__}: {e} (set TTFTUI_DEBUG=1 for a traceback; please report it)")
+        return 70
+
+
+def _print_error(msg: str) -> None:
+    sys.stderr.write(f"ttftui: {' '.join(msg.split())}\n")
+    sys.stderr.flush()
+
+
+def exit_codes_markdown() -> str:
+    return exit_code_table()

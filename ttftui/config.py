@@ -1,0 +1,281 @@
+"""Configuration: ``config.toml`` parsed with tomllib and validated by pydantic.
+
+Every key has a default, so an empty file (or no file) is a valid configuration. Unknown keys are
+errors, not silently ignored: a typo such as ``n_bacth`` must not fall back to a default and make a
+benchmark measure something else than intended. Errors are turned into one line that names the
+file, the key and what was expected (:func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ttftui.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    path: str = Field("", description="GGUF file; empty means the bundled SmolLM2-135M demo model")
+    n_ctx: int = Field(4096, ge=16, description="context size in tokens")
+    n_batch: int = Field(512, ge=1, description="prompt tokens per prefill chunk (llama_decode call)")
+    n_threads: int = Field(0, ge=0, description="CPU threads; 0 = number of physical cores")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers to offload to the GPU; -1 = all")
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    use_mmap: bool = True
+
+
+class EngineConfig(_Strict):
+    kind: Literal["auto", "llama", "synthetic"] = Field(
+        "auto", description="auto = llama.cpp when it and the model load, else synthetic"
+    )
+    synthetic_pace: bool = Field(
+        True, description="synthetic engine sleeps to its modelled timings in the dashboard"
+    )
+
+
+class RunConfig(_Strict):
+    iterations: int = Field(5, ge=1, description="measured runs per scenario")
+    warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
+    seed: int = Field(42, ge=0)
+
+
+class GreedySampler(_Strict):
+    kind: Literal["greedy"] = "greedy"
+
+
+class TopKSampler(_Strict):
+    kind: Literal["top_k"]
+    k: int = Field(40, ge=1)
+    temperature: float = Field(0.8, gt=0)
+
+
+class TopPSampler(_Strict):
+    kind: Literal["top_p"]
+    p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(0.8, gt=0)
+
+
+Sampler = Annotated[Union[GreedySampler, TopKSampler, TopPSampler], Field(discriminator="kind")]
+
+
+class ScenarioConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    prompt_tokens: int | None = Field(
+        None, ge=1, description="exact prompt length in the model's tokens (BOS included)"
+    )
+    max_tokens: int = Field(ge=1, description="tokens generated per run")
+    sampler: Sampler = GreedySampler()
+    prompt: str | None = Field(None, description="prompt text; trimmed or repeated to prompt_tokens")
+    prompt_file: str | None = Field(None, description="file holding the prompt text")
+    chat: bool = Field(False, description="wrap the prompt in the model's chat template")
+    stop_at_eos: bool = Field(
+        False, description="stop at end-of-generation; false keeps output length fixed"
+    )
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _prompt_source(self) -> "ScenarioConfig":
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ValueError("give either prompt or prompt_file, not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt is empty")
+        if self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
+            raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
+        return self
+
+
+def _default_scenarios() -> list[ScenarioConfig]:
+    return [
+        ScenarioConfig(name="short", prompt_tokens=128, max_tokens=50),
+        ScenarioConfig(name="medium", prompt_tokens=512, max_tokens=100),
+        ScenarioConfig(name="long", prompt_tokens=2048, max_tokens=100),
+    ]
+
+
+class ReportConfig(_Strict):
+    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _in_range(cls, v: list[float]) -> list[float]:
+        for p in v:
+            if not 0 <= p <= 100:
+                raise ValueError(f"percentile {p} is outside 0..100")
+        return sorted(set(float(p) for p in v))
+
+
+class UIConfig(_Strict):
+    theme: str = Field("dark", description="a theme name from themes/ or a path to a theme file")
+    refresh_hz: float = Field(15.0, ge=1, le=60, description="dashboard redraw rate")
+
+
+class TelemetryConfig(_Strict):
+    backend: Literal["auto", "rocm", "nvml", "none"] = "auto"
+    interval_ms: float = Field(100.0, ge=10, description="sampling period; floor 10 ms")
+    gpu_index: int = Field(0, ge=0)
+
+
+class RecordingConfig(_Strict):
+    enabled: bool = False
+    path: str = Field("", description="file to record to; empty = ttftui-<time>.ttftrec[.gz]")
+    gzip: bool = False
+
+
+class Config(_Strict):
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    run: RunConfig = RunConfig()
+    report: ReportConfig = ReportConfig()
+    ui: UIConfig = UIConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    recording: RecordingConfig = RecordingConfig()
+    scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        names = [s.name for s in self.scenarios]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    def scenario(self, name: str) -> ScenarioConfig:
+        for s in self.scenarios:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("greedy", "top_k", "top_p") and out.endswith("sampler"):
+            continue  # discriminated-union tag: not a key the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line: ``FILE: key.path: what was expected (got VALUE)``; counts further problems."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    key = _loc(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = first["loc"][:-1]
+        msg = f"unknown key{_allowed_keys(parent)}"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind == "value_error":
+        msg = str(first["msg"]).removeprefix("Value error, ")
+    else:
+        msg = first["msg"][0].lower() + first["msg"][1:]
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            msg += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> str:
+    model: Any = Config
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return ""
+    keys = list(getattr(model, "model_fields", {}))
+    return f" (expected one of: {', '.join(keys)})" if keys else ""
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (numbers, booleans, arrays), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (from ``--set``) to raw config data."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.n_batch=64")
+        key, _, value = item.partition("=")
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a table")
+        node[parts[-1]] = _parse_value(value.strip())
+    return data
+
+
+def find_default_config() -> Path | None:
+    """``./config.toml`` if it exists (the repository's documented file), else none."""
+    p = Path.cwd() / DEFAULT_CONFIG_NAME
+    return p if p.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
+    """Read and validate a config file; ``path=None`` uses ./config.toml or built-in defaults."""
+    source = "defaults"
+    data: dict[str, Any] = {}
+    p = Path(path) if path is not None else find_default_config()
+    if p is not None:
+        source = str(p)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a UTF-8 text file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(source, e)) from None
+    return resolve_paths(cfg, p.parent if p is not None else Path.cwd())
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative model/prompt paths are relative to the config file, as a user reading it expects."""
+
+    def fix(path: str | None) -> str | None:
+        if not path:
+            return path
+        q = Path(path).expanduser()
+        return str(q if q.is_absolute() else (base / q))
+
+    scenarios = [s.model_copy(update={"prompt_file": fix(s.prompt_file)}) for s in cfg.scenarios]
+    model = cfg.model.model_copy(update={"path": fix(cfg.model.path) or ""})
+    return cfg.model_copy(update={"scenarios": scenarios, "model": model})

@@ -1,0 +1,59 @@
+"""Engines: llama.cpp (real) and synthetic (cost model). ``select_engine`` picks one.
+
+The synthetic engine is chosen only when asked for, or when nothing real *can* run (no model
+available, llama-cpp-python not importable); a model the user named that fails to load is an
+error, never a silent switch to made-up numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ttftui.config import Config
+from ttftui.demo_model import INSTALL_HINT, demo_model_path
+from ttftui.engine.base import Engine
+from ttftui.errors import ModelLoadFailed, ModelNotFound
+from ttftui.gguf import read_header
+
+
+def resolve_model_path(config: Config) -> Path | None:
+    if config.model.path:
+        return Path(config.model.path)
+    return demo_model_path()
+
+
+def llama_import_error() -> str | None:
+    """None when llama_cpp imports; otherwise why not (one line)."""
+    try:
+        from ttftui.engine import llama
+    except Exception as e:  # pragma: no cover - depends on the installed build
+        return f"{type(e).__name__}: {e}"
+    return llama.IMPORT_ERROR
+
+
+def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool = False) -> Callable[[], Engine]:
+    """Decide which engine to build (checking the model file now, so bad input fails early) and
+    return a factory that builds it in the worker thread."""
+    from ttftui.engine.synthetic import SyntheticEngine
+
+    kind = "synthetic" if force_synthetic else config.engine.kind
+    if kind == "synthetic":
+        reason = "requested with --synthetic" if force_synthetic else "requested by engine.kind = synthetic"
+        return lambda: SyntheticEngine(config, reason, pace=pace)
+    path = resolve_model_path(config)
+    if path is None:
+        if kind == "llama":
+            raise ModelNotFound(f"no model: model.path is empty and the demo model is not installed ({INSTALL_HINT})")
+        reason = f"no model available (model.path is empty and the demo model is not installed: {INSTALL_HINT})"
+        return lambda: SyntheticEngine(config, reason, pace=pace)
+    read_header(path)  # missing / not GGUF / truncated: a one-line error with its own exit code
+    err = llama_import_error()
+    if err is not None:
+        if kind == "llama" or config.model.path:
+            raise ModelLoadFailed(f"llama-cpp-python is not usable ({err}); install it or use --synthetic")
+        reason = f"llama-cpp-python is not usable ({err})"
+        return lambda: SyntheticEngine(config, reason, pace=pace)
+    from ttftui.engine.llama import LlamaEngine
+
+    return lambda: LlamaEngine(config, path)

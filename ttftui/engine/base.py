@@ -1,0 +1,82 @@
+"""What every engine offers the session runner.
+
+An engine loads a model once, prepares each scenario (builds its exact-length prompt and its sampler
+outside any timed region) and then performs runs. During a run it publishes ``PhaseTimed`` and
+``TokenEmitted`` events as they happen and returns the ``RunFinished`` event; it never touches a
+widget, a file or a statistic. Timing is the engine's own job because only it knows where each phase
+begins and ends; everything downstream only folds events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ttftui.config import ScenarioConfig
+from ttftui.events import DeviceFacts, ModelFacts, RunFinished
+
+Publish = Callable[[Any], None]
+
+
+class Clock:
+    """Session clock: nanoseconds since the session started, on ``perf_counter_ns``."""
+
+    def __init__(self) -> None:
+        self.t0_ns = time.perf_counter_ns()
+
+    def now_ns(self) -> int:
+        return time.perf_counter_ns() - self.t0_ns
+
+    def rel(self, abs_ns: int) -> int:
+        """Session-relative time of an absolute ``perf_counter_ns`` reading."""
+        return abs_ns - self.t0_ns
+
+
+class RunStopped(Exception):
+    """The stop flag was set before the run produced its first token."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    load_ms: float
+    model: ModelFacts
+    device: DeviceFacts
+    engine_version: str | None = None
+
+
+@dataclass
+class PreparedScenario:
+    scenario: ScenarioConfig
+    prompt_text: str
+    prompt_tokens: int
+    handle: Any = None  # engine-specific (sampler chain, template, ...)
+
+
+class Engine(ABC):
+    name: str
+    synthetic: bool
+    synthetic_reason: str | None = None
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+
+    @abstractmethod
+    def load(self) -> LoadResult: ...
+
+    @abstractmethod
+    def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario: ...
+
+    @abstractmethod
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event) -> RunFinished:
+        """One request from a clean KV cache. Raises ``RunStopped`` if stopped before the first
+        token, ``ttftui.errors.EngineFailed`` if the engine reports an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def sleep_until(self, t_ns: int) -> None:  # noqa: B027 - only the paced synthetic engine waits
+        pass

@@ -1,0 +1,167 @@
+"""Per-run metrics and per-scenario statistics, derived from the reducer's state.
+
+Definitions are DESIGN.md §2's (also printed by ``ttftui --help`` and the README):
+
+* unaccounted = ttft − (tokenize + cache_prep + prefill + first_sample + first_detok), never hidden
+* tpot        = (e2e − ttft) / (n_output − 1)
+* decode_tps  = (n_output − 1) / (e2e − ttft) × 1000
+* prefill_tps = n_prompt_tokens / prefill × 1000
+* itl         = gaps between consecutive output tokens, pooled over the scenario's runs
+
+Runs that count toward statistics: finished, not warm-up, not stopped early. The others stay in the
+record, marked.
+
+llama.cpp cross-check: llama.cpp books a 1-token batch as "eval", not "prompt eval". When the last
+prefill chunk holds one token, ``n_p_eval`` is one short and that chunk's time is in ``t_eval_ms``;
+the comparison then leaves that chunk out of our prefill too, so like is compared with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ttftui.events import COMPONENTS, RunFinished, TokenEmitted
+from ttftui.stats import Summary, summarize
+
+NS_PER_MS = 1e6
+
+# Metrics summarised per scenario, in display order. ITL is pooled over tokens; the rest are per run.
+SUMMARY_METRICS: tuple[str, ...] = (
+    "ttft_ms", "tokenize_ms", "cache_prep_ms", "prefill_ms", "first_sample_ms", "first_detok_ms",
+    "unaccounted_ms", "unaccounted_pct", "prefill_tps", "itl_ms", "tpot_ms", "decode_tps", "e2e_ms",
+    "llama_prefill_diff_pct",
+)
+COMPONENT_METRICS: tuple[str, ...] = tuple(f"{c}_ms" for c in COMPONENTS) + ("unaccounted_ms",)
+
+
+@dataclass(frozen=True)
+class LlamaCompare:
+    t_p_eval_ms: float
+    n_p_eval: int
+    t_eval_ms: float
+    n_eval: int
+    counters_enabled: bool
+    prefill_compared_ms: float | None  # our prefill over the same tokens llama.cpp booked as prompt eval
+    prefill_diff_pct: float | None  # (ours − llama.cpp) / llama.cpp × 100
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    run_id: int
+    scenario: str
+    iteration: int
+    warmup: bool
+    counted: bool
+    stop_reason: str
+    n_prompt_tokens: int
+    n_output_tokens: int
+    ttft_ms: float
+    tokenize_ms: float
+    cache_prep_ms: float
+    prefill_ms: float
+    prefill_chunks_ms: tuple[float, ...]
+    prefill_chunk_tokens: tuple[int, ...]
+    first_sample_ms: float
+    first_detok_ms: float
+    unaccounted_ms: float
+    unaccounted_pct: float
+    prefill_tps: float | None
+    itl_ms: tuple[float, ...]
+    tpot_ms: float | None
+    decode_tps: float | None
+    e2e_ms: float
+    llama: LlamaCompare | None
+    output_text: str = ""
+    t_start_ns: int = 0
+    t_end_ns: int = 0
+    extra: dict[str, float | None] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float | None:
+        if metric == "llama_prefill_diff_pct":
+            return self.llama.prefill_diff_pct if self.llama else None
+        if metric in self.extra:
+            return self.extra[metric]
+        v = getattr(self, metric, None)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted]) -> RunMetrics:
+    toks = list(tokens)
+    comp_ns = fin.tokenize_ns + fin.cache_prep_ns + fin.prefill_ns + fin.first_sample_ns + fin.first_detok_ns
+    unacc_ns = fin.ttft_ns - comp_ns
+    n_out = fin.n_output_tokens
+    gen_ns = fin.e2e_ns - fin.ttft_ns
+    tpot = gen_ns / (n_out - 1) / NS_PER_MS if n_out > 1 else None
+    decode_tps = (n_out - 1) / (gen_ns / 1e9) if n_out > 1 and gen_ns > 0 else None
+    prefill_tps = fin.n_prompt_tokens / (fin.prefill_ns / 1e9) if fin.prefill_ns > 0 else None
+    llama = None
+    if fin.llama_perf is not None:
+        p = fin.llama_perf
+        enabled = p.n_p_eval > 0 or p.n_eval > 0
+        compared = None
+        diff = None
+        if enabled:
+            # Chunks of one token are booked by llama.cpp as "eval": leave them out of ours too.
+            one_tok = sum(ns for ns, k in zip(fin.prefill_chunks_ns, fin.prefill_chunk_tokens) if k == 1)
+            ours_ns = fin.prefill_ns - (one_tok if p.n_p_eval < fin.n_prompt_tokens else 0)
+            compared = ours_ns / NS_PER_MS
+            if p.t_p_eval_ms > 0:
+                diff = (compared - p.t_p_eval_ms) / p.t_p_eval_ms * 100.0
+        llama = LlamaCompare(p.t_p_eval_ms, p.n_p_eval, p.t_eval_ms, p.n_eval, enabled, compared, diff)
+    counted = not fin.warmup and fin.stop_reason != "stopped"
+    return RunMetrics(
+        run_id=fin.run_id, scenario=fin.scenario, iteration=iteration, warmup=fin.warmup, counted=counted,
+        stop_reason=fin.stop_reason, n_prompt_tokens=fin.n_prompt_tokens, n_output_tokens=n_out,
+        ttft_ms=fin.ttft_ns / NS_PER_MS, tokenize_ms=fin.tokenize_ns / NS_PER_MS,
+        cache_prep_ms=fin.cache_prep_ns / NS_PER_MS, prefill_ms=fin.prefill_ns / NS_PER_MS,
+        prefill_chunks_ms=tuple(c / NS_PER_MS for c in fin.prefill_chunks_ns),
+        prefill_chunk_tokens=tuple(fin.prefill_chunk_tokens),
+        first_sample_ms=fin.first_sample_ns / NS_PER_MS, first_detok_ms=fin.first_detok_ns / NS_PER_MS,
+        unaccounted_ms=unacc_ns / NS_PER_MS,
+        unaccounted_pct=(unacc_ns / fin.ttft_ns * 100.0) if fin.ttft_ns > 0 else 0.0,
+        prefill_tps=prefill_tps, itl_ms=tuple(t.dt_ns / NS_PER_MS for t in toks[1:]),
+        tpot_ms=tpot, decode_tps=decode_tps, e2e_ms=fin.e2e_ns / NS_PER_MS, llama=llama,
+        output_text="".join(t.text for t in toks), t_start_ns=t_start_ns, t_end_ns=fin.t_ns,
+    )
+
+
+@dataclass(frozen=True)
+class ScenarioStats:
+    scenario: str
+    n_runs: int  # counted runs
+    n_warmup: int
+    n_failed: int
+    n_prompt_tokens: int | None
+    metrics: dict[str, Summary]
+    component_medians_ms: dict[str, float]
+    dominant_component: str | None
+    dominant_share_pct: float | None
+
+
+def scenario_stats(name: str, runs: Sequence[RunMetrics], n_failed: int, percentiles: Sequence[float]) -> ScenarioStats:
+    counted = [r for r in runs if r.counted]
+    metrics: dict[str, Summary] = {}
+    for m in SUMMARY_METRICS:
+        if m == "itl_ms":
+            pooled = [x for r in counted for x in r.itl_ms]
+            metrics[m] = summarize(pooled, percentiles)
+        else:
+            metrics[m] = summarize((r.value(m) for r in counted), percentiles)
+    for m in sorted({k for r in counted for k in r.extra}):
+        metrics[m] = summarize((r.extra.get(m) for r in counted), percentiles)
+    medians: dict[str, float] = {}
+    if counted:
+        for m in COMPONENT_METRICS:
+            medians[m.removesuffix("_ms")] = float(np.median([getattr(r, m) for r in counted]))
+    dominant = max(medians, key=medians.__getitem__) if medians else None
+    total = sum(v for v in medians.values() if v > 0)
+    share = (medians[dominant] / total * 100.0) if dominant and total > 0 else None
+    prompt_sizes = {r.n_prompt_tokens for r in runs}
+    return ScenarioStats(
+        scenario=name, n_runs=len(counted), n_warmup=sum(r.warmup for r in runs), n_failed=n_failed,
+        n_prompt_tokens=prompt_sizes.pop() if len(prompt_sizes) == 1 else None,
+        metrics=metrics, component_medians_ms=medians, dominant_component=dominant, dominant_share_pct=share,
+    )

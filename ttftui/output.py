@@ -1,0 +1,64 @@
+"""Writing result files safely: checked before the session starts, written atomically at the end.
+
+A report is written to a temporary file in the destination folder and renamed over the target, so a
+reader (or a CI step) never sees half a report, and an interrupted write leaves nothing at ``-o``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ttftui.errors import OutputNotWritable
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Fail now, not after a long session, if ``path`` cannot be written."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise OutputNotWritable(f"{what} path {p} is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise OutputNotWritable(f"cannot write {what} {p}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputNotWritable(f"cannot write {what} {p}: {parent} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ttftui-check-", dir=parent)
+    except OSError as e:
+        raise OutputNotWritable(f"cannot write {what} {p}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OutputNotWritable(f"cannot write {what} {p}: the existing file is read-only")
+    return p
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    p = Path(path).expanduser()
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputNotWritable(f"cannot write {p}: {e.strerror or e}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputNotWritable(f"cannot write {p}: {e.strerror or e}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,84 @@
+"""The consumer side of a session, shared by the headless reporter and the dashboard.
+
+A :class:`Pump` takes events from any source (a live session's bus or a recording), folds them into
+the session state with the pure reducer, hands each one to the sinks (recorder, progress, …) and,
+for live sessions, lets the alert evaluator react to each ended run by emitting alert events, which
+go through the same path, so they are folded, recorded and shown like everything else.
+
+:func:`run_live` drives a live session in a worker thread from the calling (main) thread; SIGINT
+and SIGTERM become a *stop request* (the engine stops between tokens) instead of an exception that
+could tear the state apart, and the session still ends with its SessionFinished event.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Callable, Iterable
+
+from ttftui.events import RunFailed, RunFinished
+from ttftui.reducer import SessionState, apply, initial_state
+from ttftui.session import Controls, EventBus, SessionRunner
+
+Sink = Callable[[Any], None]
+Evaluator = Callable[[SessionState, Any], Iterable[Any]]
+
+
+class Pump:
+    def __init__(self, sinks: Iterable[Sink] = (), evaluator: Evaluator | None = None):
+        self.state: SessionState = initial_state()
+        self.sinks = list(sinks)
+        self.evaluator = evaluator
+
+    def feed(self, events: Iterable[Any]) -> SessionState:
+        for ev in events:
+            self._one(ev)
+        return self.state
+
+    def _one(self, ev: Any) -> None:
+        self.state = apply(self.state, ev)
+        for sink in self.sinks:
+            sink(ev)
+        if self.evaluator is not None and isinstance(ev, (RunFinished, RunFailed)):
+            for derived in self.evaluator(self.state, ev):
+                self._one(derived)
+
+
+class _Signals:
+    """SIGINT / SIGTERM -> a stop request, for the duration of a ``with`` block (main thread only)."""
+
+    def __init__(self, controls: Controls):
+        self.controls = controls
+        self.saved: dict[int, Any] = {}
+        self.count = 0
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.count > 2:  # third press: the user really wants out now
+            raise KeyboardInterrupt
+        self.controls.request_stop("terminated" if signum == signal.SIGTERM else "interrupted")
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, h in self.saved.items():
+            signal.signal(sig, h)
+
+
+def run_live(runner: SessionRunner, bus: EventBus, pump: Pump, *, poll_s: float = 0.05) -> SessionState:
+    """Run ``runner`` in a worker thread and pump its events here until it has finished."""
+    worker = threading.Thread(target=runner.run, name="ttftui-engine", daemon=True)
+    with _Signals(runner.controls):
+        worker.start()
+        while True:
+            events = bus.drain(timeout=poll_s)
+            if events:
+                pump.feed(events)
+            elif not worker.is_alive():
+                pump.feed(bus.drain(timeout=0))
+                break
+    return pump.state

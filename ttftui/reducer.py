@@ -1,0 +1,241 @@
+"""The pure reducer: ``apply(state, event) -> state``.
+
+The dashboard, the headless reporter and replay (including seek) all fold the same events with this
+function, so a session looks the same whichever way it is consumed. ``apply`` never mutates the
+state it is given. Growing sequences (tokens of a run, finished runs, telemetry samples) use
+:class:`Log`, an append-only vector shared between successive states: appending to the newest state
+is O(1), and an older state still sees exactly the items it had (``Log`` copies on a branch), which
+is what keeps a 100,000-event replay fast without giving up purity.
+
+Statistics are *not* computed here on every event; :mod:`ttftui.summary` derives them from a state
+on demand (per finished run at most), because recomputing percentiles per token would make the
+reducer quadratic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Iterator, TypeVar
+
+from ttftui.metrics import RunMetrics, ScenarioStats, run_metrics, scenario_stats
+from ttftui.events import (
+    AlertChanged,
+    EngineReady,
+    Notice,
+    PhaseTimed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    SessionFinished,
+    SessionStarted,
+    TelemetrySample,
+    TelemetryStatus,
+    TokenEmitted,
+)
+
+T = TypeVar("T")
+
+
+class Log(Generic[T]):
+    """Immutable view of the first ``n`` items of a shared, append-only list."""
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list[T] | None = None, n: int | None = None):
+        self._items: list[T] = items if items is not None else []
+        self._n = len(self._items) if n is None else n
+
+    def append(self, item: T) -> "Log[T]":
+        items = self._items
+        if self._n == 0:  # never grow a possibly shared empty default
+            items = []
+        elif len(items) != self._n:  # someone appended to a newer state: branch off a copy
+            items = items[: self._n]
+        items.append(item)
+        return Log(items, self._n + 1)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[T]:
+        items, n = self._items, self._n
+        for i in range(n):
+            yield items[i]
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return self._items[: self._n][i]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._items[i]
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def last(self) -> T | None:
+        return self._items[self._n - 1] if self._n else None
+
+    def to_list(self) -> list[T]:
+        return self._items[: self._n]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Log) and self.to_list() == other.to_list()
+
+    def __repr__(self) -> str:
+        return f"Log(n={self._n})"
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run as it unfolds: its start, its phases so far, its tokens, then how it ended."""
+
+    started: RunStarted
+    phases: tuple[PhaseTimed, ...] = ()
+    tokens: Log[TokenEmitted] = field(default_factory=Log)
+    finished: RunFinished | None = None
+    failed: str | None = None
+    metrics: RunMetrics | None = None  # derived once, when the run finishes
+
+    @property
+    def run_id(self) -> int:
+        return self.started.run_id
+
+    @property
+    def scenario(self) -> str:
+        return self.started.scenario
+
+    @property
+    def warmup(self) -> bool:
+        return self.started.warmup
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    session: SessionStarted | None = None
+    engine: EngineReady | None = None
+    current: RunState | None = None
+    runs: Log[RunState] = field(default_factory=Log)  # ended runs (finished or failed), in order
+    notices: Log[Notice] = field(default_factory=Log)
+    telemetry: Log[TelemetrySample] = field(default_factory=Log)
+    telemetry_status: TelemetryStatus | None = None
+    alerts: Log[AlertChanged] = field(default_factory=Log)
+    finished: SessionFinished | None = None
+    n_events: int = 0
+    last_t_ns: int = 0
+
+    @property
+    def synthetic(self) -> bool | None:
+        return None if self.engine is None else self.engine.synthetic
+
+
+def initial_state() -> SessionState:
+    # fresh Logs: never share the class-level default instances between sessions
+    return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log())
+
+
+def _end_current(state: SessionState, run: RunState, **kw: Any) -> SessionState:
+    return replace(state, current=None, runs=state.runs.append(run), **kw)
+
+
+def apply(state: SessionState, ev: Any) -> SessionState:
+    """Fold one event into the session state (pure; the input state is left as it was)."""
+    t = getattr(ev, "t_ns", state.last_t_ns)
+    n = state.n_events + 1
+    last = t if t > state.last_t_ns else state.last_t_ns
+    cur = state.current
+    if isinstance(ev, TokenEmitted):
+        if cur is None or cur.run_id != ev.run_id:
+            return replace(state, n_events=n, last_t_ns=last)
+        run = replace(cur, tokens=cur.tokens.append(ev))
+        return replace(state, current=run, n_events=n, last_t_ns=last)
+    if isinstance(ev, PhaseTimed):
+        if cur is None or cur.run_id != ev.run_id:
+            return replace(state, n_events=n, last_t_ns=last)
+        return replace(state, current=replace(cur, phases=cur.phases + (ev,)), n_events=n, last_t_ns=last)
+    if isinstance(ev, TelemetrySample):
+        return replace(state, telemetry=state.telemetry.append(ev), n_events=n, last_t_ns=last)
+    if isinstance(ev, RunStarted):
+        if cur is not None:  # a run that never ended (damaged recording): drop it, don't invent data
+            state = replace(state, current=None)
+        return replace(state, current=RunState(started=ev, tokens=Log()), n_events=n, last_t_ns=last)
+    if isinstance(ev, RunFinished):
+        if cur is None or cur.run_id != ev.run_id:
+            return replace(state, n_events=n, last_t_ns=last)
+        m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens)
+        return _end_current(state, replace(cur, finished=ev, metrics=m), n_events=n, last_t_ns=last)
+    if isinstance(ev, RunFailed):
+        if cur is None or cur.run_id != ev.run_id:
+            return replace(state, n_events=n, last_t_ns=last)
+        return _end_current(state, replace(cur, failed=ev.error), n_events=n, last_t_ns=last)
+    if isinstance(ev, AlertChanged):
+        return replace(state, alerts=state.alerts.append(ev), n_events=n, last_t_ns=last)
+    if isinstance(ev, Notice):
+        return replace(state, notices=state.notices.append(ev), n_events=n, last_t_ns=last)
+    if isinstance(ev, TelemetryStatus):
+        return replace(state, telemetry_status=ev, n_events=n, last_t_ns=last)
+    if isinstance(ev, EngineReady):
+        return replace(state, engine=ev, n_events=n, last_t_ns=last)
+    if isinstance(ev, SessionStarted):
+        return replace(initial_state(), session=ev, n_events=n, last_t_ns=last)
+    if isinstance(ev, SessionFinished):
+        return replace(state, finished=ev, current=None, n_events=n, last_t_ns=last)
+    return replace(state, n_events=n, last_t_ns=last)
+
+
+def fold(events: Any, state: SessionState | None = None) -> SessionState:
+    s = state if state is not None else initial_state()
+    for ev in events:
+        s = apply(s, ev)
+    return s
+
+
+def finished_metrics(state: SessionState) -> list[RunMetrics]:
+    return [r.metrics for r in state.runs if r.metrics is not None]
+
+
+def scenario_order(state: SessionState) -> list[str]:
+    """Scenarios in config order, then any others in order of appearance."""
+    names: list[str] = []
+    if state.session is not None:
+        for sc in state.session.config.get("scenarios", []):
+            if isinstance(sc, dict) and "name" in sc:
+                names.append(sc["name"])
+    for r in state.runs:
+        if r.scenario not in names:
+            names.append(r.scenario)
+    if state.current is not None and state.current.scenario not in names:
+        names.append(state.current.scenario)
+    return names
+
+
+# One-entry cache. It holds references to the keyed objects, so an ``id`` can never be reused
+# by another session while the entry lives.
+_STATS_CACHE: list[Any] = [None, None, -1, None, None]  # items, session, n, percentiles, value
+
+
+def session_stats(state: SessionState, percentiles: tuple[float, ...] | list[float]) -> dict[str, ScenarioStats]:
+    """Per-scenario statistics of the runs that have ended (cached per distinct set of runs)."""
+    c = _STATS_CACHE
+    pcts = tuple(percentiles)
+    if c[0] is state.runs._items and c[1] is state.session and c[2] == len(state.runs) and c[3] == pcts:
+        return c[4]
+    by: dict[str, list[RunMetrics]] = {}
+    failed: dict[str, int] = {}
+    for r in state.runs:
+        if r.metrics is not None:
+            by.setdefault(r.scenario, []).append(r.metrics)
+        elif r.failed is not None:
+            failed[r.scenario] = failed.get(r.scenario, 0) + 1
+    out = {
+        name: scenario_stats(name, by.get(name, []), failed.get(name, 0), percentiles)
+        for name in scenario_order(state)
+        if name in by or name in failed
+    }
+    c[:] = [state.runs._items, state.session, len(state.runs), pcts, out]
+    return out

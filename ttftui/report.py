@@ -1,0 +1,295 @@
+"""The headless report: one versioned JSON document (or CSV, one row per run), built from state.
+
+``build_report(state)`` is a pure function of the reducer's state, so a live session and the replay
+of its recording give the same report. The pydantic models below *are* the schema: ``ttftui schema``
+prints it and ``schema/report.schema.json`` is the published copy (a test keeps them equal).
+
+Conventions: units in key names (``_ms``, ``_bytes``, ``_pct``, ``_tps`` = tokens per second),
+numbers as numbers, unavailable values as ``null`` (never NaN).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ttftui import __version__
+from ttftui.definitions import DEFINITIONS
+from ttftui.events import DeviceFacts, ModelFacts
+from ttftui.metrics import RunMetrics, ScenarioStats
+from ttftui.reducer import SessionState, session_stats
+from ttftui.stats import Summary
+
+SCHEMA_VERSION = 1
+REPORT_KIND = "ttftui.report"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricSummary(BaseModel):
+    """n, mean, sd (sample, null below 2), min, max and one key per configured percentile (p50, …)."""
+
+    model_config = ConfigDict(extra="allow")
+    n: int
+    mean: float | None
+    sd: float | None
+    min: float | None
+    max: float | None
+    __pydantic_extra__: dict[str, float | None] = Field(init=False)  # type: ignore[assignment]
+
+
+class LlamaCounters(_M):
+    t_p_eval_ms: float
+    n_p_eval: int
+    t_eval_ms: float
+    n_eval: int
+    counters_enabled: bool
+    prefill_compared_ms: float | None = Field(description="ttftui's prefill over the tokens llama.cpp booked as prompt eval")
+    prefill_diff_pct: float | None = Field(description="(ttftui − llama.cpp) / llama.cpp × 100")
+
+
+class RunRecord(_M):
+    run_id: int
+    scenario: str
+    iteration: int
+    warmup: bool
+    counted: bool = Field(description="included in statistics (not warm-up, not stopped early)")
+    stop_reason: str
+    n_prompt_tokens: int
+    n_output_tokens: int
+    ttft_ms: float
+    tokenize_ms: float
+    cache_prep_ms: float
+    prefill_ms: float
+    prefill_chunks_ms: list[float]
+    prefill_chunk_tokens: list[int]
+    first_sample_ms: float
+    first_detok_ms: float
+    unaccounted_ms: float
+    unaccounted_pct: float
+    prefill_tps: float | None
+    decode_tps: float | None
+    tpot_ms: float | None
+    e2e_ms: float
+    itl_ms: list[float]
+    llama: LlamaCounters | None
+    telemetry: dict[str, float | None] | None = None
+    output_text: str
+    t_start_ms: float = Field(description="session time at which the run started")
+
+
+class FailedRun(_M):
+    run_id: int
+    scenario: str
+    iteration: int
+    warmup: bool
+    error: str
+
+
+class ScenarioSummary(_M):
+    n_runs: int
+    n_warmup: int
+    n_failed: int
+    n_prompt_tokens: int | None
+    dominant_component: str | None = Field(description="TTFT component with the largest median")
+    dominant_share_pct: float | None
+    component_medians_ms: dict[str, float]
+    metrics: dict[str, MetricSummary]
+    goodput_pct: float | None = None
+
+
+class SessionInfo(_M):
+    id: str | None
+    started_at: str | None
+    status: str
+    message: str | None
+    duration_ms: float
+
+
+class NoticeRecord(_M):
+    t_ms: float
+    level: str
+    message: str
+
+
+class AlertRecord(_M):
+    t_ms: float
+    rule: str
+    state: str
+    severity: str
+    scenario: str | None
+    metric: str
+    statistic: str
+    op: str
+    threshold: float
+    value: float | None
+    run_id: int | None
+    message: str
+
+
+class Report(_M):
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["ttftui.report"] = REPORT_KIND
+    ttftui_version: str
+    synthetic: bool = Field(description="true: timings come from the synthetic cost model, not measured")
+    synthetic_reason: str | None
+    engine: str | None
+    engine_version: str | None
+    session: SessionInfo
+    device: DeviceFacts | None
+    model: ModelFacts | None
+    load_ms: float | None
+    cold_ttft_ms: float | None = Field(description="load_ms + TTFT of the session's first run")
+    percentiles: list[float]
+    definitions: dict[str, str]
+    config: dict[str, Any]
+    runs: list[RunRecord]
+    failed_runs: list[FailedRun]
+    summary: dict[str, ScenarioSummary]
+    notices: list[NoticeRecord]
+    alerts: list[AlertRecord] = Field(default_factory=list)
+    telemetry: dict[str, Any] | None = None
+    source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _summary(s: Summary) -> MetricSummary:
+    return MetricSummary(**{k: _clean(v) for k, v in s.as_dict().items()})
+
+
+def _run_record(m: RunMetrics) -> RunRecord:
+    llama = None
+    if m.llama is not None:
+        c = m.llama
+        llama = LlamaCounters(t_p_eval_ms=c.t_p_eval_ms, n_p_eval=c.n_p_eval, t_eval_ms=c.t_eval_ms, n_eval=c.n_eval,
+                              counters_enabled=c.counters_enabled, prefill_compared_ms=c.prefill_compared_ms,
+                              prefill_diff_pct=c.prefill_diff_pct)
+    return RunRecord(
+        run_id=m.run_id, scenario=m.scenario, iteration=m.iteration, warmup=m.warmup, counted=m.counted,
+        stop_reason=m.stop_reason, n_prompt_tokens=m.n_prompt_tokens, n_output_tokens=m.n_output_tokens,
+        ttft_ms=m.ttft_ms, tokenize_ms=m.tokenize_ms, cache_prep_ms=m.cache_prep_ms, prefill_ms=m.prefill_ms,
+        prefill_chunks_ms=list(m.prefill_chunks_ms), prefill_chunk_tokens=list(m.prefill_chunk_tokens),
+        first_sample_ms=m.first_sample_ms, first_detok_ms=m.first_detok_ms, unaccounted_ms=m.unaccounted_ms,
+        unaccounted_pct=m.unaccounted_pct, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, tpot_ms=m.tpot_ms,
+        e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, telemetry=dict(m.extra) or None,
+        output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6,
+    )
+
+
+def _scenario_summary(s: ScenarioStats) -> ScenarioSummary:
+    return ScenarioSummary(
+        n_runs=s.n_runs, n_warmup=s.n_warmup, n_failed=s.n_failed, n_prompt_tokens=s.n_prompt_tokens,
+        dominant_component=s.dominant_component, dominant_share_pct=s.dominant_share_pct,
+        component_medians_ms=s.component_medians_ms,
+        metrics={k: _summary(v) for k, v in s.metrics.items()},
+    )
+
+
+def report_percentiles(state: SessionState) -> list[float]:
+    cfg = state.session.config if state.session else {}
+    return list(cfg.get("report", {}).get("percentiles", [50.0, 90.0, 95.0, 99.0]))
+
+
+def build_report(state: SessionState, source: dict[str, Any] | None = None) -> Report:
+    pcts = report_percentiles(state)
+    eng = state.engine
+    runs = [r.metrics for r in state.runs if r.metrics is not None]
+    failed = [
+        FailedRun(run_id=r.run_id, scenario=r.scenario, iteration=r.started.iteration, warmup=r.warmup, error=r.failed)
+        for r in state.runs if r.failed is not None
+    ]
+    first = runs[0] if runs else None
+    cold = (eng.load_ms + first.ttft_ms) if (eng is not None and first is not None and first.run_id == 1) else None
+    fin = state.finished
+    start_t = state.session.t_ns if state.session else 0
+    return Report(
+        ttftui_version=state.session.ttftui_version if state.session else __version__,
+        synthetic=bool(eng.synthetic) if eng else False,
+        synthetic_reason=eng.synthetic_reason if eng else None,
+        engine=eng.engine if eng else None,
+        engine_version=eng.engine_version if eng else None,
+        session=SessionInfo(
+            id=state.session.session_id if state.session else None,
+            started_at=state.session.started_at if state.session else None,
+            status=fin.status if fin else "incomplete",
+            message=fin.message if fin else None,
+            duration_ms=(state.last_t_ns - start_t) / 1e6,
+        ),
+        device=eng.device if eng else None,
+        model=eng.model if eng else None,
+        load_ms=eng.load_ms if eng else None,
+        cold_ttft_ms=cold,
+        percentiles=pcts,
+        definitions=DEFINITIONS,
+        config=state.session.config if state.session else {},
+        runs=[_run_record(m) for m in runs],
+        failed_runs=failed,
+        summary={k: _scenario_summary(v) for k, v in session_stats(state, pcts).items()},
+        notices=[NoticeRecord(t_ms=n.t_ns / 1e6, level=n.level, message=n.message) for n in state.notices],
+        alerts=[
+            AlertRecord(t_ms=a.t_ns / 1e6, rule=a.rule, state=a.state, severity=a.severity, scenario=a.scenario,
+                        metric=a.metric, statistic=a.statistic, op=a.op, threshold=a.threshold, value=a.value,
+                        run_id=a.run_id, message=a.message)
+            for a in state.alerts
+        ],
+        source=source or {},
+    )
+
+
+def report_json(report: Report) -> str:
+    return json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+CSV_COLUMNS = (
+    "scenario", "run_id", "iteration", "warmup", "counted", "stop_reason", "n_prompt_tokens", "n_output_tokens",
+    "ttft_ms", "tokenize_ms", "cache_prep_ms", "prefill_ms", "first_sample_ms", "first_detok_ms",
+    "unaccounted_ms", "unaccounted_pct", "prefill_tps", "decode_tps", "tpot_ms", "e2e_ms",
+    "itl_p50_ms", "itl_max_ms", "prefill_chunks_ms", "llama_t_p_eval_ms", "llama_prefill_diff_pct",
+    "synthetic", "device",
+)
+
+
+def report_csv(report: Report) -> str:
+    import numpy as np
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    dev = report.device.name if report.device else ""
+    for r in report.runs:
+        itl = np.asarray(r.itl_ms) if r.itl_ms else None
+        w.writerow([
+            r.scenario, r.run_id, r.iteration, int(r.warmup), int(r.counted), r.stop_reason, r.n_prompt_tokens,
+            r.n_output_tokens, r.ttft_ms, r.tokenize_ms, r.cache_prep_ms, r.prefill_ms, r.first_sample_ms,
+            r.first_detok_ms, r.unaccounted_ms, r.unaccounted_pct, _na(r.prefill_tps), _na(r.decode_tps),
+            _na(r.tpot_ms), r.e2e_ms,
+            _na(float(np.percentile(itl, 50)) if itl is not None else None),
+            _na(float(itl.max()) if itl is not None else None),
+            ";".join(f"{c:.6f}" for c in r.prefill_chunks_ms),
+            _na(r.llama.t_p_eval_ms if r.llama else None), _na(r.llama.prefill_diff_pct if r.llama else None),
+            int(report.synthetic), dev,
+        ])
+    return buf.getvalue()
+
+
+def _na(v: float | None) -> Any:
+    return "" if v is None else v
+
+
+def report_schema() -> dict[str, Any]:
+    schema = Report.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://ttftui.invalid/schema/report-v{SCHEMA_VERSION}.json"
+    return schema

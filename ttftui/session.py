@@ -1,0 +1,202 @@
+"""Runs a profiling session: load once, prepare every scenario, then run them, publishing events.
+
+The runner is the only producer of engine events. It runs in a worker thread in both front ends
+(headless and dashboard) and talks to them only through :class:`EventBus`; the consumers decide what
+to do with each event (fold, record, draw). Controls (stop, pause, skip, re-run) are flags checked
+between runs and between tokens, so a quit never waits for more than one token.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ttftui import __version__
+from ttftui.config import Config
+from ttftui.engine.base import Engine, PreparedScenario, RunStopped
+from ttftui.errors import TtftuiError, UnknownScenario
+from ttftui.events import (
+    EngineReady,
+    Notice,
+    RunFailed,
+    RunStarted,
+    SessionFinished,
+    SessionStarted,
+)
+
+
+class EventBus:
+    """Thread-safe hand-off from producers to one consumer loop. ``publish`` is O(1) and never
+    blocks, so a producer's timing is not disturbed by how slowly a consumer draws."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def publish(self, event: Any) -> None:
+        self._q.put(event)
+
+    def drain(self, timeout: float | None = 0.0, limit: int = 1_000_000) -> list[Any]:
+        """Everything queued now; waits up to ``timeout`` seconds for the first event."""
+        out: list[Any] = []
+        try:
+            if timeout:
+                out.append(self._q.get(timeout=timeout))
+            while len(out) < limit:
+                out.append(self._q.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+
+@dataclass
+class Controls:
+    """Flags the front end sets and the runner reads between runs (or between tokens for stop)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_status: str = "interrupted"  # what SessionFinished says when stop is set
+    paused: threading.Event = field(default_factory=threading.Event)
+    skip_scenario: threading.Event = field(default_factory=threading.Event)
+    requests: "queue.SimpleQueue[str]" = field(default_factory=queue.SimpleQueue)  # re-run a scenario
+    keep_alive: bool = False  # dashboard: stay open for re-runs after the plan is done
+
+    def request_stop(self, status: str = "interrupted") -> None:
+        self.stop_status = status
+        self.stop.set()
+        self.paused.clear()
+
+
+def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
+    """Scenario names to run, in the order given (or config order); unknown names are an error."""
+    known = [s.name for s in config.scenarios]
+    if not names:
+        return known
+    chosen: list[str] = []
+    for n in names:
+        if n not in known:
+            raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
+        if n not in chosen:
+            chosen.append(n)
+    return chosen
+
+
+def host_facts() -> dict[str, Any]:
+    import os
+
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+AfterRun = Callable[[Any], None]
+
+
+class SessionRunner:
+    def __init__(
+        self,
+        config: Config,
+        engine_factory: Callable[[], Engine],
+        publish: Callable[[Any], None],
+        *,
+        scenarios: list[str] | None = None,
+        controls: Controls | None = None,
+        after_run: AfterRun | None = None,
+    ):
+        self.config = config
+        self.engine_factory = engine_factory
+        self.publish = publish
+        self.names = select_scenarios(config, scenarios)
+        self.controls = controls or Controls()
+        self.after_run = after_run  # e.g. the alert evaluator; called with each run's end event
+        self.engine: Engine | None = None
+        self.error: BaseException | None = None
+        self._run_id = 0
+        self._iters: dict[str, int] = {}
+
+    def run(self) -> None:
+        """Whole session. Exceptions are kept in ``self.error`` (and reported as events)."""
+        c = self.controls
+        engine = None
+        status, message = "completed", None
+        try:
+            engine = self.engine = self.engine_factory()
+            clock = engine.clock
+            self.publish(SessionStarted(
+                t_ns=clock.now_ns(), session_id=uuid.uuid4().hex[:12],
+                started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                ttftui_version=__version__, config=self.config.model_dump(mode="json"), host=host_facts(),
+            ))
+            loaded = engine.load()
+            self.publish(EngineReady(
+                t_ns=clock.now_ns(), engine=engine.name, synthetic=engine.synthetic,  # type: ignore[arg-type]
+                synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
+                device=loaded.device, engine_version=loaded.engine_version,
+            ))
+            if engine.synthetic:
+                self.publish(Notice(t_ns=clock.now_ns(), level="warning",
+                                    message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
+            prepared = {n: engine.prepare(self.config.scenario(n), self.config.run.seed) for n in self.names}
+            for name in self.names:
+                if c.stop.is_set():
+                    break
+                self._run_scenario(engine, prepared[name])
+            while c.keep_alive and not c.stop.is_set():
+                try:
+                    name = c.requests.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if name not in prepared:
+                    prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
+                self._run_scenario(engine, prepared[name])
+            if c.stop.is_set():
+                status = c.stop_status
+        except TtftuiError as e:
+            self.error = e
+            status, message = "failed", str(e)
+        except BaseException as e:  # noqa: BLE001 - reported, then re-raised by the front end
+            self.error = e
+            status, message = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            t = engine.clock.now_ns() if engine is not None else 0
+            if message:
+                self.publish(Notice(t_ns=t, level="error", message=message))
+            self.publish(SessionFinished(t_ns=t, status=status, message=message))  # type: ignore[arg-type]
+            if engine is not None:
+                engine.close()
+
+    def _run_scenario(self, engine: Engine, prep: PreparedScenario) -> None:
+        c = self.controls
+        s = prep.scenario
+        c.skip_scenario.clear()
+        total = self.config.run.warmup + self.config.run.iterations
+        for k in range(total):
+            while c.paused.is_set() and not c.stop.is_set():
+                c.stop.wait(0.05)
+            if c.stop.is_set() or c.skip_scenario.is_set():
+                break
+            warm = k < self.config.run.warmup
+            self._run_id += 1
+            it = self._iters.get(s.name, 0)
+            self._iters[s.name] = it + 1
+            rid = self._run_id
+            self.publish(RunStarted(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, iteration=it,
+                                    warmup=warm, prompt_tokens=prep.prompt_tokens, max_tokens=s.max_tokens))
+            try:
+                end: Any = engine.run(prep, rid, warm, self.publish, c.stop)
+            except RunStopped:
+                end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name,
+                                error="stopped before the first token")
+            except TtftuiError as e:
+                self.publish(RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
+                raise
+            self.publish(end)
+            if self.after_run is not None:
+                self.after_run(end)
