@@ -31,7 +31,6 @@ class ModelConfig(_Strict):
     n_threads: int = Field(0, ge=0, description="CPU threads; 0 = number of physical cores")
     n_gpu_layers: int = Field(0, ge=-1, description="layers to offload to the GPU; -1 = all")
     flash_attn: Literal["auto", "on", "off"] = "auto"
-    use_mmap: bool = True
 
 
 class EngineConfig(_Strict):
@@ -172,7 +171,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
+def format_validation_error(source: str, err: ValidationError, *, key_in_source: bool = False) -> str:
     """One line: ``FILE: key.path: what was expected (got VALUE)``; counts further problems."""
     errors = err.errors(include_url=False)
     first = errors[0]
@@ -190,7 +189,8 @@ def format_validation_error(source: str, err: ValidationError) -> str:
         if "input" in first and not isinstance(first["input"], (dict, list)):
             msg += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{source}: {key}: {msg}{more}"
+    where = source if key_in_source else f"{source}: {key}"
+    return f"{where}: {msg}{more}"
 
 
 def _allowed_keys(parent: tuple[Any, ...]) -> str:
@@ -263,6 +263,12 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
+        key = _loc(e.errors(include_url=False)[0]["loc"])
+        for item in overrides or []:
+            k = item.partition("=")[0].strip()
+            if key == k or key.startswith(k + ".") or key.startswith(k + "["):
+                # the bad value came from the command line, not from the file
+                raise ConfigError(format_validation_error(f"--set {key}", e, key_in_source=True)) from None
         raise ConfigError(format_validation_error(source, e)) from None
     return resolve_paths(cfg, p.parent if p is not None else Path.cwd())
 

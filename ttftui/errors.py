@@ -126,7 +126,8 @@ def all_error_classes() -> list[type[TtftuiError]]:
 
 def exit_code_table() -> str:
     """Markdown table of exit codes (kept in the README; a test checks they agree)."""
+    entries = [(c.exit_code, c.label) for c in all_error_classes()]
+    entries.append((TtftuiError.exit_code, f"{TtftuiError.label}: a bug; please report it"))
     rows = ["| code | meaning |", "|---|---|", "| 0 | success |"]
-    rows += [f"| {c.exit_code} | {c.label} |" for c in all_error_classes()]
-    rows.append(f"| {TtftuiError.exit_code} | {TtftuiError.label}: a bug; please report it |")
+    rows += [f"| {code} | {label} |" for code, label in sorted(entries)]
     return "\n".join(rows)

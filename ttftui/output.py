@@ -13,9 +13,18 @@ from pathlib import Path
 from ttftui.errors import OutputNotWritable
 
 
+def _is_special(p: Path) -> bool:
+    """A device or pipe (/dev/null, /dev/stdout, a FIFO): written in place, never replaced."""
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Fail now, not after a long session, if ``path`` cannot be written."""
     p = Path(path).expanduser()
+    if _is_special(p):
+        if not os.access(p, os.W_OK):
+            raise OutputNotWritable(f"cannot write {what} {p}: permission denied")
+        return p
     if p.is_dir():
         raise OutputNotWritable(f"{what} path {p} is a directory; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
@@ -36,6 +45,13 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     p = Path(path).expanduser()
+    if _is_special(p):
+        try:
+            with open(p, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as e:
+            raise OutputNotWritable(f"cannot write {p}: {e.strerror or e}") from None
+        return
     parent = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)

