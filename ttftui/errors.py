@@ -93,11 +93,6 @@ class ReportError(TtftuiError):
     label = "a report given to compare/--baseline is missing, not a ttftui report or incompatible"
 
 
-class ThemeError(TtftuiError):
-    exit_code = 15
-    label = "theme file invalid (the dashboard falls back to the default theme)"
-
-
 class EngineFailed(TtftuiError):
     exit_code = 16
     label = "the engine failed during a run (llama.cpp returned an error)"

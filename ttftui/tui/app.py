@@ -1,0 +1,254 @@
+"""The Textual dashboard. It consumes the session's events on a timer (``refresh_hz``), folds them
+with the shared pure reducer (through the same ``Pump`` the headless path uses) and redraws inside
+``batch_update()``. Producers never call into the UI, so a slow frame cannot slow the engine; the
+engine thread only appends to a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer
+
+from ttftui.pump import Pump
+from ttftui.reducer import session_stats
+from ttftui.report import report_percentiles
+from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
+from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
+
+PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
+
+
+class TtftApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "ttftui"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("r", "rerun", "Re-run"),
+        Binding("n", "next_scenario", "Next scen."),
+        Binding("t", "cycle_theme", "Theme"),
+        Binding("m", "maximize", "Max/restore"),
+        Binding("1,2,3,4", "toggle_panel", "Panels 1-4", key_display="1-4"),
+        Binding("s", "screenshot", "SVG"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("escape", "minimize", "Restore", show=False),
+    ]
+
+    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 15.0, pump: Pump | None = None,
+                 n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None):
+        super().__init__()
+        self.source = source
+        self.pump = pump or Pump()
+        self.refresh_hz = refresh_hz
+        self.n_rules = n_rules
+        self.screenshot_dir = Path(screenshot_dir)
+        self._theme_spec = theme
+        self.theme_file: ThemeFile
+        self.theme_problem: str | None = None
+        self._clock = clock  # tests inject a fixed clock; live uses the source's session clock
+        self._dirty = True
+        self._quitting = False
+        self._failure_shown = False
+        self._compact: bool | None = None
+        self._solo: str | None = None
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Vertical(id="body"):
+            yield TTFTBar(id="ttft")
+            with Horizontal(id="middle"):
+                yield TokenStream(id="stream")
+                with Vertical(id="side"):
+                    yield AlertsPanel(id="alerts")
+                    yield TelemetryPanel(id="telemetry")
+            yield PercentileTable(id="table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for name in builtin_theme_names():
+            th, _ = load_theme_or_default(name)
+            self.register_theme(th.textual_theme())
+        th, problem = load_theme_or_default(self._theme_spec)
+        if problem is None and th.textual_theme().name not in self.available_themes:
+            self.register_theme(th.textual_theme())
+        self._apply_theme(th)
+        if problem:
+            self.theme_problem = problem
+            self.notify(problem, title="theme", severity="warning", timeout=10)
+        self._fit_layout()
+        self.source.start()
+        self.set_interval(1 / self.refresh_hz, self.tick)
+        self.tick()
+
+    def _fit_layout(self) -> None:
+        """Small terminals (80x24) get the compact style: top borders only, tighter caps."""
+        compact = self.size.height < 36 or self.size.width < 110
+        if compact != self._compact:
+            self._compact = compact
+            self.screen.set_class(compact, "compact")
+
+    def _apply_theme(self, th: ThemeFile) -> None:
+        self.theme_file = th
+        self.theme = th.textual_theme().name
+        for w in (self.query_one(StatusBar), self.query_one(TTFTBar), self.query_one(TokenStream),
+                  self.query_one(AlertsPanel), self.query_one(TelemetryPanel)):
+            w.theme_file = th
+            if hasattr(w, "_key"):
+                w._key = None
+            if isinstance(w, StatusBar):
+                w._last = None
+        self._dirty = True
+
+    # ------------------------------------------------------------------ the drain loop
+    def now_ns(self) -> int:
+        return self._clock() if self._clock is not None else self.source.now_ns()
+
+    def tick(self) -> None:
+        events = self.source.drain()
+        if events:
+            self.pump.feed(events)
+            self._dirty = True
+        err = self.source.error_message()
+        if err and not self._failure_shown:
+            self._failure_shown = True
+            self.notify(err, title="session failed", severity="error", timeout=30)
+        self.redraw()
+
+    def redraw(self) -> None:
+        self._fit_layout()
+        state = self.pump.state
+        now = self.now_ns()
+        pcts = report_percentiles(state)
+        stats = session_stats(state, pcts)
+        with self.batch_update():
+            self.query_one(StatusBar).show(state, mode=self.source.mode, activity=self.source.activity(state),
+                                           now_ns=now, extra=self.status_extra(),
+                                           total_runs=getattr(self.source, "total_runs", None))
+            self.query_one(TTFTBar).show(state, stats, now)
+            if not self._dirty:
+                return
+            self._dirty = False
+            self.query_one(TokenStream).show(state)
+            table = self.query_one(PercentileTable)
+            table.setup(pcts, list(stats), with_baseline=table.baseline is not None, compact=bool(self._compact))
+            table.show(stats, pcts)
+            self.query_one(AlertsPanel).show(state, self.n_rules)
+            self.query_one(TelemetryPanel).show(state)
+
+    def status_extra(self) -> str:
+        extra = getattr(self.source, "status_extra", None)
+        return extra() if callable(extra) else ""
+
+    # ------------------------------------------------------------------ actions
+    def _live_only(self, what: str) -> bool:
+        if self.source.mode != "live":
+            self.notify(f"{what} is only available in a live session", severity="warning")
+            return False
+        return True
+
+    def action_pause(self) -> None:
+        toggle = getattr(self.source, "toggle_pause", None)
+        if toggle is None:
+            return
+        paused = toggle()
+        if self.source.mode == "live":
+            self.notify("pausing after the current run" if paused else "resumed", timeout=3)
+        self.redraw()
+
+    def action_rerun(self) -> None:
+        if not self._live_only("re-run"):
+            return
+        state = self.pump.state
+        cur = state.current or (state.runs[-1] if state.runs else None)
+        if cur is None:
+            self.notify("nothing to re-run yet", severity="warning")
+            return
+        self.source.rerun(cur.scenario)
+        self.notify(f"queued a re-run of {cur.scenario}", timeout=3)
+
+    def action_next_scenario(self) -> None:
+        if not self._live_only("next scenario"):
+            return
+        self.source.skip_scenario()
+        self.notify("moving to the next scenario after this run", timeout=3)
+
+    def action_cycle_theme(self) -> None:
+        names = builtin_theme_names()
+        cur = self.theme_file.name
+        nxt = names[(names.index(cur) + 1) % len(names)] if cur in names else names[0]
+        th, _ = load_theme_or_default(nxt)
+        self._apply_theme(th)
+        self.notify(f"theme: {nxt}", timeout=2)
+        self.redraw()
+
+    # Panels: 1-4 hide/show one; m shows only the focused panel (again: all of them back).
+    def _panel_of(self, widget: Any) -> str | None:
+        while widget is not None:
+            if widget.id in ("ttft", "stream", "side", "table"):
+                return f"#{widget.id}"
+            widget = widget.parent
+        return None
+
+    def _show_only(self, keep: str | None) -> None:
+        for sel in PANELS.values():
+            self.query_one(sel).display = keep is None or sel == keep
+        if keep is not None:
+            # the middle row holds two panels: keep the row, hide the sibling
+            self.query_one("#middle").display = keep in ("#stream", "#side")
+        else:
+            self.query_one("#middle").display = True
+        self._solo = keep
+
+    def action_maximize(self) -> None:
+        if self._solo is not None:
+            self._show_only(None)
+            return
+        target = self._panel_of(self.focused) or "#table"
+        self._show_only(target)
+
+    def action_minimize(self) -> None:
+        if self._solo is not None:
+            self._show_only(None)
+
+    def action_toggle_panel(self) -> None:
+        pass  # the key itself says which panel: handled in on_key
+
+    def on_key(self, event: Any) -> None:
+        if event.key in PANELS:
+            self._solo = None
+            w = self.query_one(PANELS[event.key])
+            w.display = not w.display
+            middle = self.query_one("#middle")
+            middle.display = self.query_one("#stream").display or self.query_one("#side").display
+            event.stop()
+
+    def action_screenshot(self) -> None:
+        try:
+            path = self.save_screenshot(path=str(self.screenshot_dir))
+        except OSError as e:
+            self.notify(f"cannot save the screenshot: {e.strerror or e}", severity="error")
+            return
+        self.notify(f"saved {path}", title="screenshot", timeout=5)
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        self.source.stop()
+        # The engine stops between tokens (or after the current prefill chunk); wait briefly so the
+        # session's last events (and its recording) are complete, but never hang the terminal.
+        for _ in range(100):
+            if not getattr(self.source, "alive", False):
+                break
+            await asyncio.sleep(0.03)
+        self.pump.feed(self.source.drain())
+        self.exit(self.source.exit_code())

@@ -1,0 +1,201 @@
+"""Pure text renderers for the dashboard (no widgets, no app): stacked bars, legends, token runs.
+
+Kept apart from the widgets so that they can be tested as plain functions and so that widgets stay
+thin. Everything builds ``rich.text.Text`` with explicit styles: model output is appended as plain
+strings and is therefore never interpreted as markup (a token such as ``[bold]`` stays ``[bold]``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from rich.text import Text
+from textual.color import Color
+
+from ttftui.tui.themes import ThemeFile
+
+COMPONENT_LABELS = {
+    "tokenize": "tokenize",
+    "cache_prep": "cache prep",
+    "prefill": "prefill",
+    "first_sample": "first sample",
+    "first_detok": "first detok",
+    "unaccounted": "unaccounted",
+    "pending": "running",
+}
+
+# Control characters would move the cursor or recolour the terminal: show them as escapes.
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t"}
+_CONTROL[0x7F] = "\\x7f"
+_CONTROL[ord("\t")] = "    "
+
+
+def literal(text: str) -> str:
+    """Model output made safe to draw: control characters become visible escapes."""
+    return text.translate(_CONTROL)
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None or not math.isfinite(ms):
+        return "–"
+    a = abs(ms)
+    if a >= 10_000:
+        return f"{ms / 1000:.1f} s"
+    if a >= 100:
+        return f"{ms:.0f} ms"
+    if a >= 10:
+        return f"{ms:.1f} ms"
+    if a >= 1:
+        return f"{ms:.2f} ms"
+    return f"{ms:.3f} ms"
+
+
+def fmt_num(v: float | None, unit: str) -> str:
+    """A table cell: ms values with adaptive precision, rates with one decimal."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if unit == "ms":
+        return fmt_ms(v).removesuffix(" ms")
+    if unit == "pct":
+        return f"{v:.2f}"
+    if unit == "bytes":
+        return fmt_bytes(v)
+    return f"{v:.1f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def text_on(color: str) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    return "black" if Color.parse(color).brightness > 0.55 else "white"
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str  # component key (colour lookup): tokenize, prefill, ...
+    ms: float
+    color: str
+
+
+def allocate(values: Sequence[float], width: int) -> list[int]:
+    """Integer cell counts proportional to ``values`` that add up to ``width`` (largest remainder)."""
+    total = sum(v for v in values if v > 0)
+    if total <= 0 or width <= 0:
+        return [0] * len(values)
+    exact = [max(v, 0) / total * width for v in values]
+    cells = [int(x) for x in exact]
+    rest = width - sum(cells)
+    order = sorted(range(len(values)), key=lambda i: exact[i] - cells[i], reverse=True)
+    for i in order[:rest]:
+        cells[i] += 1
+    return cells
+
+
+def stacked_bar(segments: Sequence[Segment], width: int, empty_color: str = "grey23") -> Text:
+    text = Text(no_wrap=True, overflow="crop")
+    cells = allocate([s.ms for s in segments], width)
+    for seg, n in zip(segments, cells):
+        if n:
+            text.append("█" * n, style=seg.color)
+    used = sum(cells)
+    if used < width:
+        text.append("░" * (width - used), style=empty_color)
+    return text
+
+
+def legend(items: Sequence[tuple[str, str, float, float | None]], width: int) -> Text:
+    """``(label, colour, ms, pct)`` items as "■ label 12.3 ms 45%" runs, wrapped to ``width``."""
+    out = Text()
+    line = 0
+    for label, color, ms, pct in items:
+        piece = f"{label} {fmt_ms(ms)}" + (f" {pct:.1f}%" if pct is not None else "")
+        need = len(piece) + 3
+        if line and line + need > width:
+            out.append("\n")
+            line = 0
+        out.append("■ ", style=color)
+        out.append(piece)
+        out.append("  ")
+        line += need
+    return out
+
+
+def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequence[float] = ()) -> list[Segment]:
+    """Segments in phase order; the prefill segment is split into its chunks with alternating
+    shades when there is more than one chunk."""
+    c = theme.components
+    segs: list[Segment] = []
+    for key in ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok", "unaccounted", "pending"):
+        ms = parts.get(key)
+        if ms is None:
+            continue
+        if key == "prefill" and len(chunks) > 1:
+            for i, ch in enumerate(chunks):
+                segs.append(Segment("prefill", ch, c.prefill if i % 2 == 0 else c.prefill_alt))
+            continue
+        segs.append(Segment(key, max(ms, 0.0), getattr(c, key)))
+    return segs
+
+
+def itl_style(theme: ThemeFile, ratio: float | None) -> str:
+    """Colour of a token by its gap against the run's median gap."""
+    t = theme.itl
+    if ratio is None:
+        return t.normal
+    if ratio < 0.8:
+        return t.fast
+    if ratio <= 1.25:
+        return t.normal
+    if ratio <= 2.0:
+        return t.slow
+    return f"bold {text_on(t.spike)} on {t.spike}"
+
+
+def token_text(theme: ThemeFile, pieces: Sequence[str], gaps_ms: Sequence[float], median_ms: float | None) -> Text:
+    """The stream of a run: each token coloured by ``gap / median``; the first token (whose gap is
+    the TTFT) is underlined instead."""
+    out = Text()
+    for i, (piece, gap) in enumerate(zip(pieces, gaps_ms)):
+        if not piece:
+            continue
+        if i == 0:
+            out.append(literal(piece), style=f"underline {theme.itl.normal}")
+        else:
+            ratio = gap / median_ms if median_ms else None
+            out.append(literal(piece), style=itl_style(theme, ratio))
+    return out
+
+
+def itl_legend(theme: ThemeFile) -> Text:
+    t = Text()
+    t.append("<0.8×", style=theme.itl.fast)
+    t.append(" ≈1× ", style=theme.itl.normal)
+    t.append(">1.25×", style=theme.itl.slow)
+    t.append(" ")
+    t.append(">2×", style=itl_style(theme, 3.0))
+    t.append(" of median gap · ")
+    t.append("1st token", style="underline")
+    return t
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """A unicode sparkline of the last ``width`` values (min..max scaled)."""
+    blocks = "▁▂▃▄▅▆▇█"
+    vals = list(values)[-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = hi - lo
+    if span <= 0:
+        return blocks[3] * len(vals)
+    return "".join(blocks[min(7, int((v - lo) / span * 7.999))] for v in vals)

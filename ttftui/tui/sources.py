@@ -1,0 +1,86 @@
+"""Event sources the dashboard can be fed from. The dashboard only ever calls ``drain()`` on its
+timer; a source never touches a widget. A live source runs the session runner in a worker thread.
+(The replay source lives in ttftui.recording.replay_source and has the same shape.)"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from ttftui.config import Config
+from ttftui.engine.base import Engine
+from ttftui.errors import TtftuiError
+from ttftui.reducer import SessionState
+from ttftui.session import Controls, EventBus, SessionRunner
+
+
+class LiveSource:
+    mode = "live"
+
+    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine]):
+        self.config = config
+        self.bus = EventBus()
+        self.controls = Controls(keep_alive=True)
+        self.runner = SessionRunner(config, engine_factory, self.bus.publish, scenarios=names,
+                                    controls=self.controls)
+        self.total_runs = len(names) * (config.run.iterations + config.run.warmup)
+        self._thread = threading.Thread(target=self.runner.run, name="ttftui-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain(self) -> list[Any]:
+        return self.bus.drain(timeout=0)
+
+    def now_ns(self) -> int:
+        eng = self.runner.engine
+        return eng.clock.now_ns() if eng is not None else 0
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.controls.request_stop("interrupted")
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- controls exposed to keys
+    def toggle_pause(self) -> bool:
+        if self.controls.paused.is_set():
+            self.controls.paused.clear()
+        else:
+            self.controls.paused.set()
+        return self.controls.paused.is_set()
+
+    def rerun(self, scenario: str) -> None:
+        self.controls.requests.put(scenario)
+
+    def skip_scenario(self) -> None:
+        self.controls.skip_scenario.set()
+
+    def activity(self, state: SessionState) -> str:
+        if self.runner.error is not None:
+            return f"FAILED: {self.runner.error}"
+        if state.engine is None:
+            return "loading model…"
+        if self.controls.stop.is_set():
+            return "stopping…" if self.alive else "stopped"
+        paused = self.controls.paused.is_set()
+        if state.current is not None:
+            return "running (pauses after this run)" if paused else "running"
+        if paused:
+            return "paused — p to resume"
+        plan_done = len(state.runs) >= self.total_runs
+        return "done — r re-runs a scenario, q quits" if plan_done else "running"
+
+    def exit_code(self) -> int:
+        err = self.runner.error
+        if isinstance(err, TtftuiError):
+            return err.exit_code
+        return 70 if err is not None else 0
+
+    def error_message(self) -> str | None:
+        return str(self.runner.error) if self.runner.error is not None else None

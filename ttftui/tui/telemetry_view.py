@@ -1,0 +1,70 @@
+"""Telemetry panel text: GPU util/memory, process CPU and RSS sparklines over the recent window, with
+the run phases marked underneath (p = prefill, d = decode), or "N/A — reason" per field."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from ttftui.reducer import SessionState
+from ttftui.tui import render as R
+from ttftui.tui.themes import ThemeFile
+
+FIELDS = (
+    ("gpu_busy_pct", "GPU busy", "pct"),
+    ("gpu_mem_used_bytes", "GPU mem", "bytes"),
+    ("proc_cpu_pct", "CPU proc", "pct"),
+    ("rss_bytes", "RSS", "bytes"),
+)
+
+
+def _phase_marks(state: SessionState, times: list[int]) -> str:
+    """For each sample time: 'p' inside a prefill, 'd' inside decode, ' ' between runs."""
+    spans: list[tuple[int, int, int, str]] = []
+    runs = list(state.runs[-8:])
+    if state.current is not None:
+        runs.append(state.current)
+    for r in runs:
+        start = r.started.t_ns
+        first = r.tokens[0].t_ns if r.tokens else None
+        end = r.finished.t_ns if r.finished else (r.tokens[-1].t_ns if r.tokens else None)
+        spans.append((start, first if first is not None else 1 << 62, end if end is not None else 1 << 62, r.scenario))
+    out = []
+    for t in times:
+        mark = " "
+        for start, first, end, _ in spans:
+            if start <= t < first:
+                mark = "p"
+            elif first <= t <= end:
+                mark = "d"
+        out.append(mark)
+    return "".join(out)
+
+
+def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
+    st = state.telemetry_status
+    out = Text()
+    if st is None:
+        out.append("N/A — no telemetry in this session", style="dim")
+        return out
+    gpu = f"GPU: {st.gpu_name}" if st.gpu_name else "GPU: N/A"
+    out.append(f"{gpu} • {st.backend} • every {st.interval_ms:g} ms\n", style="bold")
+    samples = state.telemetry[-max(width - 22, 8):] if len(state.telemetry) else []
+    spark_w = max(width - 22, 8)
+    for key, label, unit in FIELDS:
+        out.append(f"{label:<9}")
+        if key in st.unavailable:
+            out.append(f"N/A — {st.unavailable[key]}", style="dim")
+            out.append("\n")
+            continue
+        vals = [getattr(s, key) for s in samples]
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            out.append("no samples yet\n", style="dim")
+            continue
+        out.append(R.sparkline(vals, spark_w), style=theme.textual.accent)
+        out.append(f" {R.fmt_num(vals[-1], unit):>10}\n")
+    if samples:
+        out.append(" " * 9)
+        out.append(_phase_marks(state, [s.t_ns for s in samples])[-spark_w:], style="dim")
+        out.append("  p prefill, d decode", style="dim")
+    return out.rstrip() or out
