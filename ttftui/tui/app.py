@@ -74,6 +74,12 @@ class TtftApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.w_status = self.query_one(StatusBar)
+        self.w_ttft = self.query_one(TTFTBar)
+        self.w_stream = self.query_one(TokenStream)
+        self.w_table = self.query_one(PercentileTable)
+        self.w_alerts = self.query_one(AlertsPanel)
+        self.w_telemetry = self.query_one(TelemetryPanel)
         for name in builtin_theme_names():
             th, _ = load_theme_or_default(name)
             self.register_theme(th.textual_theme())
@@ -99,8 +105,7 @@ class TtftApp(App[int]):
     def _apply_theme(self, th: ThemeFile) -> None:
         self.theme_file = th
         self.theme = th.textual_theme().name
-        for w in (self.query_one(StatusBar), self.query_one(TTFTBar), self.query_one(TokenStream),
-                  self.query_one(AlertsPanel), self.query_one(TelemetryPanel)):
+        for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry):
             w.theme_file = th
             if hasattr(w, "_key"):
                 w._key = None
@@ -130,19 +135,18 @@ class TtftApp(App[int]):
         pcts = report_percentiles(state)
         stats = session_stats(state, pcts)
         with self.batch_update():
-            self.query_one(StatusBar).show(state, mode=self.source.mode, activity=self.source.activity(state),
-                                           now_ns=now, extra=self.status_extra(),
-                                           total_runs=getattr(self.source, "total_runs", None))
-            self.query_one(TTFTBar).show(state, stats, now)
+            self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
+                               extra=self.status_extra(), total_runs=getattr(self.source, "total_runs", None))
+            self.w_ttft.show(state, stats, now)
             if not self._dirty:
                 return
             self._dirty = False
-            self.query_one(TokenStream).show(state)
-            table = self.query_one(PercentileTable)
+            self.w_stream.show(state)
+            table = self.w_table
             table.setup(pcts, list(stats), with_baseline=table.baseline is not None, compact=bool(self._compact))
             table.show(stats, pcts)
-            self.query_one(AlertsPanel).show(state, self.n_rules)
-            self.query_one(TelemetryPanel).show(state)
+            self.w_alerts.show(state, self.n_rules)
+            self.w_telemetry.show(state)
 
     def status_extra(self) -> str:
         extra = getattr(self.source, "status_extra", None)

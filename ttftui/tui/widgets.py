@@ -75,8 +75,9 @@ class StatusBar(Static):
                 t.append(f" not measured: {eng.synthetic_reason}", style=f"bold {th.badges.synthetic}")
             m, d = eng.model, eng.device
             size = f" {R.fmt_bytes(m.file_size_bytes)}" if m.file_size_bytes else ""
-            quant = f" {m.quantization}" if m.quantization else ""
-            t.append(f"  {m.name}{quant}{size}", style="bold")
+            quant = f" {m.quantization}" if m.quantization and m.quantization not in (m.path or "") else ""
+            name = m.path.rsplit("/", 1)[-1] if m.path else m.name
+            t.append(f"  {name}{quant}{size}", style="bold")
             if d.kind == "gpu":
                 dev = f"GPU {d.name} ({d.build}, {d.n_gpu_layers_offloaded} layers offloaded)"
             elif d.kind == "cpu":
@@ -144,18 +145,17 @@ class TTFTBar(Panel):
             out.append_text(R.stacked_bar(R.component_segments(th, parts, chunks), width, th.components.pending))
             out.append("\n")
             denom = sum(v for v in parts.values()) or 1.0
-            items = [(R.COMPONENT_LABELS[k] + (f" ({len(chunks)} chunks)" if k == "prefill" and len(chunks) > 1 else ""),
+            items = [(R.COMPONENT_LABELS[k] + (f"×{len(chunks)}" if k == "prefill" and len(chunks) > 1 else ""),
                       getattr(th.components, k), v, v / denom * 100) for k, v in parts.items()]
             out.append_text(R.legend(items, width))
         if stats:
-            out.append("\nscenario medians", style="bold")
             name_w = max(len(n) for n in stats) + 1
             for name, st in stats.items():
                 med = st.component_medians_ms
                 if not med:
                     continue
                 tot = sum(med.values())
-                lab = f"{name:<{name_w}}{R.fmt_ms(tot):>9} "
+                lab = f"{name:<{name_w}}median{R.fmt_ms(tot):>9} "
                 dom = f" {R.COMPONENT_LABELS.get(st.dominant_component or '', '?')} {st.dominant_share_pct or 0:.0f}%"
                 bar_w = max(width - len(lab) - len(dom), 4)
                 out.append("\n" + lab)
@@ -249,7 +249,7 @@ class TokenStream(Panel):
         if len(itl) >= 1:
             span_s = (run.tokens[-1].t_ns - run.tokens[0].t_ns) / 1e9
             rate = (n - 1) / span_s if span_s > 0 else 0.0
-            head.append(f" · {rate:.1f} tok/s · ITL p50 {R.fmt_ms(median)}")
+            head.append(f" · {rate:.1f} tok/s · p50 {R.fmt_ms(median)}")
         width = max(self.content_size.width, 20)
         spark = R.sparkline(itl, width - 5)
         body = R.token_text(th, [t.text for t in toks], gaps if toks and toks[0].index == 0 else [0.0] + gaps[1:], median)
@@ -296,6 +296,7 @@ class PercentileTable(DataTable):
         self._cols: tuple[str, ...] = ()
         self._stats_key: Any = None
         self._cells: dict[str, list[str]] = {}
+        self._widths: list[int] = []
         self.baseline: dict[str, dict[str, dict[str, float | None]]] | None = None
 
     def setup(self, percentiles: Sequence[float], scenario_names: Sequence[str] = (), with_baseline: bool = False,
@@ -310,11 +311,12 @@ class PercentileTable(DataTable):
             return
         self.clear(columns=True)
         self._cells.clear()
+        self._widths = []
         for c in cols:
             width = (name_w if c == "scenario" else 13 if c == "metric" else 5 if c == "n"
                      else 13 if c.startswith("Δ") else num_w)
-            label = Text(c, justify="left" if c in ("scenario", "metric") else "right")
-            self.add_column(label, key=c, width=width)
+            self._widths.append(width)
+            self.add_column(Text(c if c in ("scenario", "metric") else c.rjust(width)), key=c, width=width)
         self._cols = spec  # type: ignore[assignment]
         self._stats_key = None
 
@@ -340,12 +342,13 @@ class PercentileTable(DataTable):
                     cells.append(self._delta(name, metric, summ.percentiles.get("p50")))
                 rk = f"{name}:{metric}"
                 old = self._cells.get(rk)
+                widths = self._widths
                 if old is None:
-                    self.add_row(*(_cell(c, i) for i, c in enumerate(cells)), key=rk)
+                    self.add_row(*(_cell(c, i, widths[i]) for i, c in enumerate(cells)), key=rk)
                 else:
                     for i, (col, val) in enumerate(zip(names, cells)):
                         if old[i] != val:
-                            self.update_cell(rk, col, _cell(val, i))
+                            self.update_cell(rk, col, _cell(val, i, widths[i]))
                 self._cells[rk] = cells
 
     def _delta(self, scenario: str, metric: str, value: float | None) -> str:
@@ -355,8 +358,8 @@ class PercentileTable(DataTable):
         return f"{(value - base) / base * 100:+.1f}%"
 
 
-def _cell(value: str, index: int) -> Text:
-    return Text(value, justify="left" if index < 2 else "right")
+def _cell(value: str, index: int, width: int) -> str:
+    return value if index < 2 else value.rjust(width)
 
 
 class AlertsPanel(Panel):
@@ -369,7 +372,7 @@ class AlertsPanel(Panel):
         if not self.changed(key) or th is None:
             return
         if not state.alerts:
-            msg = ("no alert rules configured — add [[alerts]] rules to config.toml" if n_rules == 0
+            msg = ("no rules — add [[alerts]] to config.toml" if n_rules == 0
                    else f"all clear: {n_rules} rule{'s' if n_rules != 1 else ''} checked after every run")
             self.update(Text(msg, style="dim"))
             return

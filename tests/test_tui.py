@@ -1,0 +1,193 @@
+"""Dashboard behaviour with Pilot: keys, panel states, literal tokens, themes, clean quit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rich.text import Text
+
+from ttftui.events import TokenEmitted
+from ttftui.tui.app import TtftApp
+from ttftui.tui.themes import ThemeLoadError, builtin_theme_names, load_theme, load_theme_or_default
+from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
+
+from .tui_support import StaticSource, fixed_clock, synthetic_session
+
+
+def plain(widget) -> str:
+    c = widget.content
+    return c.plain if isinstance(c, Text) else str(c)
+
+
+def make_app(events=None, **kw):
+    events = synthetic_session() if events is None else events
+    src = StaticSource(events, **{k: v for k, v in kw.items() if k in ("mode", "activity")})
+    app = TtftApp(src, clock=fixed_clock(events), **{k: v for k, v in kw.items() if k not in ("mode", "activity")})
+    return app, src
+
+
+async def test_panels_show_the_session():
+    app, _ = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        status = plain(app.query_one(StatusBar))
+        assert "SYNTHETIC" in status and "not measured" in status and "test data (deterministic)" in status
+        bar = plain(app.query_one(TTFTBar))
+        assert "last run 12 • long" in bar and "prefill" in bar and "unaccounted" in bar
+        assert "short  median" in bar and "long   median" in bar
+        stream = plain(app.query_one(TokenStream))
+        assert "run 12 long · 24 tok" in stream and "tok/s" in stream
+        table = app.query_one(PercentileTable)
+        assert table.row_count == 3 * 12
+        assert "no rules — add [[alerts]] to config.toml" in plain(app.query_one(AlertsPanel))
+        assert "N/A" in plain(app.query_one(TelemetryPanel))
+
+
+async def test_run_in_progress_shows_phases_so_far():
+    events = synthetic_session(stop_before_end=True)
+    app, _ = make_app(events)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        bar = plain(app.query_one(TTFTBar))
+        assert "run 12 • long" in bar and "so far" in bar and "running" in bar
+
+
+async def test_keys_reach_the_session_controls():
+    app, src = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("p")
+        await pilot.press("p")
+        await pilot.press("r")
+        await pilot.press("n")
+        await pilot.pause()
+    assert ("pause", True) in src.calls and ("pause", False) in src.calls
+    assert ("rerun", "long") in src.calls
+    assert ("skip", None) in src.calls
+
+
+async def test_live_only_keys_are_refused_in_replay():
+    app, src = make_app(mode="replay")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("r", "n")
+        await pilot.pause()
+    assert not any(c[0] in ("rerun", "skip") for c in src.calls)
+
+
+async def test_panel_toggles_and_solo():
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        assert not app.query_one("#stream").display and app.query_one("#side").display
+        await pilot.press("3")
+        assert not app.query_one("#middle").display
+        await pilot.press("2", "3")
+        assert app.query_one("#stream").display and app.query_one("#middle").display
+        app.query_one(PercentileTable).focus()
+        await pilot.press("m")
+        assert app.query_one("#table").display and not app.query_one("#ttft").display
+        assert not app.query_one("#middle").display
+        await pilot.press("m")
+        assert all(app.query_one(s).display for s in ("#ttft", "#middle", "#stream", "#side", "#table"))
+
+
+async def test_theme_cycles_through_every_builtin_theme():
+    app, _ = make_app()
+    seen = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in builtin_theme_names():
+            seen.append(app.theme_file.name)
+            await pilot.press("t")
+        assert app.theme_file.name == seen[0]
+    assert sorted(seen) == builtin_theme_names() == ["dark", "high-contrast", "light"]
+
+
+async def test_screenshot_key_writes_an_svg(tmp_path):
+    app, _ = make_app(screenshot_dir=tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await pilot.pause()
+    files = list(tmp_path.glob("*.svg"))
+    assert len(files) == 1 and "<svg" in files[0].read_text()[:500]
+
+
+async def test_quit_stops_the_source_and_exits_zero():
+    app, src = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert ("stop", None) in src.calls
+    assert app.return_code == 0
+
+
+async def test_markup_like_tokens_render_literally():
+    events = synthetic_session(iterations=1, warmup=0, scenarios=[{"name": "s", "prompt_tokens": 8, "max_tokens": 6}])
+    run_id = next(e.run_id for e in events if isinstance(e, TokenEmitted))
+    nasty = ["[bold]", "[/]", "[red]x[/red]", " [link=http://e]y", "\x1b[31m", "tab\there"]
+    i = 0
+    for k, e in enumerate(events):
+        if isinstance(e, TokenEmitted) and e.run_id == run_id and i < len(nasty):
+            events[k] = TokenEmitted(t_ns=e.t_ns, run_id=e.run_id, index=e.index, token_id=e.token_id,
+                                     text=nasty[i], dt_ns=e.dt_ns)
+            i += 1
+    app, _ = make_app(events)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        text = plain(app.query_one(TokenStream))
+    assert "[bold][/][red]x[/red] [link=http://e]y\\x1b[31mtab    here" in text
+
+
+def test_bad_theme_falls_back_with_a_message(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('name = "mine"\ndark = true\n[textual]\nprimary = "not-a-colour"\n')
+    th, problem = load_theme_or_default(str(bad))
+    assert th.name == "dark"
+    assert "mine.toml" in problem and "textual.primary" in problem and "using the default theme" in problem
+    assert "\n" not in problem
+    with pytest.raises(ThemeLoadError, match="unknown theme 'nope'"):
+        load_theme("nope")
+
+
+async def test_bad_theme_in_app_notifies_and_uses_default(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("this is [not toml")
+    app, _ = make_app(theme=str(bad))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert app.theme_file.name == "dark"
+        assert app.theme_problem and "invalid TOML" in app.theme_problem
+
+
+def test_theme_files_define_every_colour():
+    for name in builtin_theme_names():
+        th = load_theme(name)
+        assert th.name == name
+        assert th.textual_theme().name == f"ttftui-{name}"
+
+
+async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
+    """A real LiveSource (synthetic engine at 5,000 tok/s, paced): nothing lost, quit is prompt."""
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.tui.sources import LiveSource
+
+    cfg = Config.model_validate({"run": {"iterations": 2, "warmup": 0},
+                                 "scenarios": [{"name": "fast", "prompt_tokens": 32, "max_tokens": 2000}]})
+    src = LiveSource(cfg, ["fast"], lambda: SyntheticEngine(cfg, "stress", pace=True,
+                                                            cost=CostModel.with_decode_rate(5000)))
+    app = TtftApp(src, refresh_hz=15)
+    async with app.run_test(size=(120, 40)) as pilot:
+        deadline = time.monotonic() + 20
+        while len(app.pump.state.runs) < 2 and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        state = app.pump.state
+        assert len(state.runs) == 2
+        for r in state.runs:
+            assert len(r.tokens) == 2000 == r.finished.n_output_tokens
+            assert [t.index for t in r.tokens] == list(range(2000))
+        t0 = time.monotonic()
+        await pilot.press("q")
+        await pilot.pause()
+    assert time.monotonic() - t0 < 3
+    assert not src.alive and app.return_code == 0
+    assert app.pump.state.finished is not None
