@@ -79,6 +79,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="report format (csv: one row per run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    p.add_argument("--record", metavar="PATH", nargs="?", const="",
+                   help="record every event to PATH (default name ttftui-<time>.ttftrec; .gz compresses)")
     return p
 
 
@@ -115,16 +117,31 @@ def cmd_run(argv: Sequence[str]) -> int:
     config = load_config(args.config, _overrides(args))
     names = select_scenarios(config, args.scenario)
     _preflight(config, names)
+    if not args.headless and args.output:
+        raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
+    recorder = _recorder(config, args)
     if not args.headless:
-        if args.output:
-            raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
         from ttftui.tui.launch import run_dashboard
 
-        return run_dashboard(config, names, synthetic=args.synthetic)
-    return run_headless_cli(config, names, args)
+        return run_dashboard(config, names, synthetic=args.synthetic, recorder=recorder)
+    return run_headless_cli(config, names, args, recorder)
 
 
-def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace) -> int:
+def _recorder(config: Any, args: argparse.Namespace) -> Any:
+    """The recording sink asked for by --record or [recording], created now so a bad path fails early."""
+    from ttftui.recording import Recorder, default_recording_path
+
+    if args.record is None and not config.recording.enabled:
+        return None
+    path = args.record if args.record else (config.recording.path if args.record is None else "")
+    if not path:
+        path = str(default_recording_path(config.recording.gzip))
+    elif config.recording.gzip and not path.endswith(".gz"):
+        path += ".gz"
+    return Recorder(path)
+
+
+def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, recorder: Any = None) -> int:
     from ttftui.engine import select_engine
     from ttftui.output import check_writable, write_atomic
     from ttftui.progress import Progress
@@ -139,8 +156,17 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace) ->
     bus = EventBus()
     controls = Controls()
     runner = SessionRunner(config, factory, bus.publish, scenarios=names, controls=controls)
-    pump = Pump([Progress(total, quiet=args.quiet)])
-    state = run_live(runner, bus, pump)
+    sinks: list[Any] = [Progress(total, quiet=args.quiet)]
+    if recorder is not None:
+        sinks.insert(0, recorder)
+    pump = Pump(sinks)
+    try:
+        state = run_live(runner, bus, pump)
+    finally:
+        if recorder is not None:
+            recorder.close()
+            if not args.quiet:
+                sys.stderr.write(f"ttftui: recorded {recorder.n_events} events to {recorder.path}\n")
     if state.runs:  # nothing ran (e.g. failed while loading): leave nothing behind at -o
         report = build_report(state, source={"kind": "live"})
         text = report_csv(report) if args.format == "csv" else report_json(report)
@@ -163,6 +189,67 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace) ->
     return 0
 
 
+def cmd_replay(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui replay", description="Replay a recorded session into the dashboard, or rebuild "
+                "its report with --headless (the same report the live session wrote).")
+    p.add_argument("file", metavar="FILE", help="a .ttftrec (or .ttftrec.gz) recording")
+    p.add_argument("--headless", action="store_true", help="no dashboard: write the report")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--speed", default="1", help="dashboard pace: 0.25 .. 16, or max (default 1)")
+    p.add_argument("--strict", action="store_true", help="a corrupt line is an error instead of being skipped")
+    p.add_argument("--theme", default=None, help="dashboard theme (default: ui.theme of ./config.toml, else dark)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no warnings on stderr")
+    args = p.parse_args(argv)
+    from ttftui.recording import read_recording
+    from ttftui.replay import SPEEDS
+
+    try:
+        speed = float("inf") if args.speed == "max" else float(args.speed)
+    except ValueError:
+        raise ConfigError(f"--speed: expected one of {', '.join('max' if x == float('inf') else f'{x:g}' for x in SPEEDS)}, got {args.speed!r}") from None
+    if speed not in SPEEDS:
+        raise ConfigError(f"--speed: expected one of {', '.join('max' if x == float('inf') else f'{x:g}' for x in SPEEDS)}, got {args.speed!r}")
+    if args.output and not args.headless:
+        raise ConfigError("-o/--output needs --headless")
+    if args.output:
+        from ttftui.output import check_writable
+
+        check_writable(args.output, "report")
+    rec = read_recording(args.file, strict=args.strict)
+    if not args.quiet:
+        for w in rec.warnings:
+            _print_error(f"warning: {w}")
+    if args.headless:
+        return replay_headless(rec, args.output, args.format)
+    from ttftui.config import load_config
+    from ttftui.tui.launch import run_replay_dashboard
+
+    theme = args.theme
+    if theme is None:
+        try:
+            theme = load_config(None).ui.theme
+        except TtftuiError:
+            theme = "dark"
+    return run_replay_dashboard(rec, theme=theme, speed=speed)
+
+
+def replay_headless(rec: Any, output: str | None, fmt: str) -> int:
+    from ttftui.output import write_atomic
+    from ttftui.reducer import fold
+    from ttftui.report import build_report, report_csv, report_json
+
+    state = fold(rec.events)
+    report = build_report(state, source={"kind": "replay", "file": rec.path, "warnings": rec.warnings})
+    text = report_csv(report) if fmt == "csv" else report_json(report)
+    if output:
+        write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
 def cmd_schema(argv: Sequence[str]) -> int:
     p = _Parser(prog="ttftui schema", description="Print the JSON Schema of ttftui's JSON report.")
     p.parse_args(argv)
@@ -177,7 +264,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def dispatch(argv: Sequence[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         name, rest = argv[0], argv[1:]
-        handler = {"schema": cmd_schema}.get(name)
+        handler = {"schema": cmd_schema, "replay": cmd_replay}.get(name)
         if handler is None:
             raise ConfigError(f"the {name} command is not available in this version")
         return handler(rest)

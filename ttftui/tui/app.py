@@ -13,9 +13,11 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Label
 
 from ttftui.pump import Pump
+from ttftui.replay import fmt_clock, fmt_speed
 from ttftui.reducer import session_stats
 from ttftui.report import report_percentiles
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
@@ -24,15 +26,65 @@ from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, Telemetr
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 
 
+def parse_time(text: str, now_ns: int) -> int | None:
+    """'mm:ss', 'ss' or a relative '+s' / '-s' -> session nanoseconds."""
+    t = text.strip()
+    rel = t[:1] in ("+", "-")
+    try:
+        if ":" in t.lstrip("+-"):
+            m, _, sec = t.lstrip("+-").partition(":")
+            value = int(m) * 60 + float(sec)
+        else:
+            value = float(t.lstrip("+-"))
+    except ValueError:
+        return None
+    ns = int(value * 1e9)
+    if rel:
+        return now_ns + ns if t[0] == "+" else now_ns - ns
+    return ns
+
+
+class SeekScreen(ModalScreen[str | None]):
+    """Asks for a time to seek to."""
+
+    DEFAULT_CSS = """
+    SeekScreen { align: center middle; }
+    SeekScreen > Vertical { width: 48; height: auto; border: round $accent; background: $panel; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, now: str, end: str):
+        super().__init__()
+        self._now, self._end = now, end
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"seek to (now {self._now}, end {self._end}): mm:ss, seconds or ±seconds")
+            yield Input(placeholder="e.g. 1:30", id="seek-input")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class TtftApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "ttftui"
     ENABLE_COMMAND_PALETTE = False
 
     BINDINGS = [
-        Binding("p", "pause", "Pause"),
+        Binding("p,space", "pause", "Pause", key_display="p"),
         Binding("r", "rerun", "Re-run"),
         Binding("n", "next_scenario", "Next scen."),
+        Binding("minus", "slower", "Slower", key_display="-"),
+        Binding("plus,equals_sign", "faster", "Faster", key_display="+"),
+        Binding("left_square_bracket", "prev_run", "Prev run", key_display="["),
+        Binding("right_square_bracket", "next_run", "Next run", key_display="]"),
+        Binding("home", "seek_start", "Start", show=False),
+        Binding("end", "seek_end", "End", show=False),
+        Binding("g", "seek", "Seek"),
         Binding("t", "cycle_theme", "Theme"),
         Binding("m", "maximize", "Max/restore"),
         Binding("1,2,3,4", "toggle_panel", "Panels 1-4", key_display="1-4"),
@@ -43,8 +95,9 @@ class TtftApp(App[int]):
     ]
 
     def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 15.0, pump: Pump | None = None,
-                 n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None):
+                 n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None):
         super().__init__()
+        self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
         self.source = source
         self.pump = pump or Pump()
         self.refresh_hz = refresh_hz
@@ -80,6 +133,7 @@ class TtftApp(App[int]):
         self.w_table = self.query_one(PercentileTable)
         self.w_alerts = self.query_one(AlertsPanel)
         self.w_telemetry = self.query_one(TelemetryPanel)
+        self.w_table.baseline = self.baseline
         for name in builtin_theme_names():
             th, _ = load_theme_or_default(name)
             self.register_theme(th.textual_theme())
@@ -118,6 +172,10 @@ class TtftApp(App[int]):
         return self._clock() if self._clock is not None else self.source.now_ns()
 
     def tick(self) -> None:
+        take_reset = getattr(self.source, "take_reset", None)
+        if take_reset is not None and (reset := take_reset()) is not None:
+            self.pump.state = reset  # replay seek: the folded state at the new position
+            self._dirty = True
         events = self.source.drain()
         if events:
             self.pump.feed(events)
@@ -153,6 +211,64 @@ class TtftApp(App[int]):
         return extra() if callable(extra) else ""
 
     # ------------------------------------------------------------------ actions
+    LIVE_ONLY = {"rerun", "next_scenario"}
+    REPLAY_ONLY = {"slower", "faster", "prev_run", "next_run", "seek_start", "seek_end", "seek"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        mode = self.source.mode
+        if action in self.REPLAY_ONLY and mode != "replay":
+            return False  # hidden: meaningless live
+        if action in self.LIVE_ONLY and mode != "live":
+            return None  # shown disabled: a replay cannot run the engine
+        return True
+
+    def _replay(self) -> Any:
+        return self.source if self.source.mode == "replay" else None
+
+    def action_slower(self) -> None:
+        if (src := self._replay()) is not None:
+            self.notify(f"speed {fmt_speed(src.slower())}", timeout=2)
+
+    def action_faster(self) -> None:
+        if (src := self._replay()) is not None:
+            self.notify(f"speed {fmt_speed(src.faster())}", timeout=2)
+
+    def action_next_run(self) -> None:
+        if (src := self._replay()) is not None:
+            src.seek_run(+1)
+            self.tick()
+
+    def action_prev_run(self) -> None:
+        if (src := self._replay()) is not None:
+            src.seek_run(-1)
+            self.tick()
+
+    def action_seek_start(self) -> None:
+        if (src := self._replay()) is not None:
+            src.seek_start()
+            self.tick()
+
+    def action_seek_end(self) -> None:
+        if (src := self._replay()) is not None:
+            src.seek_end()
+            self.tick()
+
+    def action_seek(self) -> None:
+        if (src := self._replay()) is None:
+            return
+
+        def done(value: str | None) -> None:
+            if value is None:
+                return
+            t = parse_time(value, src.now_ns())
+            if t is None:
+                self.notify(f"not a time: {value!r} (use mm:ss, seconds, or +/-seconds)", severity="error")
+                return
+            src.seek(t)
+            self.tick()
+
+        self.push_screen(SeekScreen(fmt_clock(src.now_ns()), fmt_clock(src.end_ns)), done)
+
     def _live_only(self, what: str) -> bool:
         if self.source.mode != "live":
             self.notify(f"{what} is only available in a live session", severity="warning")

@@ -1,28 +1,66 @@
-"""Start the dashboard for a live session (``ttftui`` with no --headless)."""
+"""Start the dashboard: on a live session (``ttftui``) or on a recording (``ttftui replay FILE``)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from ttftui.config import Config
+from ttftui.errors import ConfigError
 
 
-def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False) -> int:
+def _need_terminal() -> None:
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise ConfigError("the dashboard needs a terminal; use --headless for a report")
+
+
+def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, recorder: Any = None,
+                  evaluator: Any = None, n_rules: int = 0, baseline: Any = None) -> int:
     from ttftui.engine import select_engine
     from ttftui.pump import Pump
     from ttftui.tui.app import TtftApp
     from ttftui.tui.sources import LiveSource
 
-    if not sys.stdout.isatty():
-        from ttftui.errors import ConfigError
-
-        raise ConfigError("the dashboard needs a terminal; use --headless for a report")
+    _need_terminal()
     factory = select_engine(config, force_synthetic=synthetic, pace=config.engine.synthetic_pace)
-    source = LiveSource(config, names, factory)
-    app = TtftApp(source, theme=config.ui.theme, refresh_hz=config.ui.refresh_hz, pump=Pump())
-    code = app.run()
+    source = LiveSource(config, names, factory, recorder=recorder)
+    pump = Pump([recorder] if recorder is not None else [], evaluator=evaluator)
+    app = TtftApp(source, theme=config.ui.theme, refresh_hz=config.ui.refresh_hz, pump=pump, n_rules=n_rules,
+                  baseline=baseline)
+    try:
+        code = app.run()
+    finally:
+        if recorder is not None:
+            recorder.close()
     if source.error_message():
         sys.stderr.write(f"ttftui: {source.error_message()}\n")
     if app.theme_problem:
         sys.stderr.write(f"ttftui: {app.theme_problem}\n")
+    if recorder is not None:
+        sys.stderr.write(f"ttftui: recorded {recorder.n_events} events to {recorder.path}\n")
     return code if isinstance(code, int) else 0
+
+
+def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz: float = 15.0,
+                         baseline: Any = None) -> int:
+    from ttftui.pump import Pump
+    from ttftui.replay import ReplaySource
+    from ttftui.tui.app import TtftApp
+
+    _need_terminal()
+    source = ReplaySource(recording.events, source_name=recording.path, speed=speed)
+    n_rules = _rules_in(recording.events)
+    app = TtftApp(source, theme=theme, refresh_hz=refresh_hz, pump=Pump(), n_rules=n_rules, baseline=baseline)
+    code = app.run()
+    if app.theme_problem:
+        sys.stderr.write(f"ttftui: {app.theme_problem}\n")
+    return code if isinstance(code, int) else 0
+
+
+def _rules_in(events: list[Any]) -> int:
+    from ttftui.events import SessionStarted
+
+    for e in events:
+        if isinstance(e, SessionStarted):
+            return len(e.config.get("alerts", []) or [])
+    return 0

@@ -17,8 +17,10 @@ from ttftui.session import Controls, EventBus, SessionRunner
 class LiveSource:
     mode = "live"
 
-    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine]):
+    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine],
+                 recorder: Any = None):
         self.config = config
+        self.recorder = recorder
         self.bus = EventBus()
         self.controls = Controls(keep_alive=True)
         self.runner = SessionRunner(config, engine_factory, self.bus.publish, scenarios=names,
@@ -75,6 +77,14 @@ class LiveSource:
             return "paused — p to resume"
         plan_done = len(state.runs) >= self.total_runs
         return "done — r re-runs a scenario, q quits" if plan_done else "running"
+
+    def status_extra(self) -> str:
+        r = self.recorder
+        if r is None:
+            return ""
+        if r.closed:
+            return f"recorded {r.path.name} ({r.n_events} events)"
+        return f"● REC {r.path.name} ({r.n_events} events, {r.file_size / 1024:.0f} KiB)"
 
     def exit_code(self) -> int:
         err = self.runner.error
