@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -191,3 +192,44 @@ async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
     assert time.monotonic() - t0 < 3
     assert not src.alive and app.return_code == 0
     assert app.pump.state.finished is not None
+
+
+async def test_alert_fires_once_in_the_dashboard_and_critical_is_unmissable():
+    from ttftui.alerts import AlertEvaluator, AlertRule
+    from ttftui.pump import Pump
+
+    rules = [AlertRule(metric="ttft_ms", statistic="per_run", op="<=", value=1, severity="critical")]
+    events = synthetic_session()
+    app, _ = make_app(events, pump=Pump(evaluator=AlertEvaluator(rules)), n_rules=1)
+    notes = []
+    app.notify = lambda message, **kw: notes.append((message, kw))  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        app.tick()  # nothing new: no second notification
+        await pilot.pause()
+        status = plain(app.query_one(StatusBar))
+        alerts = plain(app.query_one(AlertsPanel))
+    # one firing per scenario (3), each notified exactly once, although every run violates the rule
+    firing = [a for a in app.pump.state.alerts if a.state == "firing"]
+    assert len(firing) == 3
+    assert "3 CRITICAL" in status
+    assert alerts.count("CRITICAL") == 3
+    assert [kw["title"] for _, kw in notes] == ["CRITICAL ALERT"] * 3
+    assert all(kw["severity"] == "error" for _, kw in notes)
+
+
+async def test_baseline_column(tmp_path):
+    from ttftui.compare import baseline_table
+    from ttftui.reducer import fold
+    from ttftui.report import build_report
+
+    events = synthetic_session()
+    base = json.loads(build_report(fold(events)).model_dump_json())
+    base["summary"]["short"]["metrics"]["ttft_ms"]["p50"] /= 2  # candidate is twice as slow
+    app, _ = make_app(events, baseline=baseline_table(base))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        table = app.query_one(PercentileTable)
+        assert "Δ P50 vs base" in [str(c.label).strip() for c in table.columns.values()]
+        row = table.get_row("short:ttft_ms")
+        assert str(row[-1]).strip() == "+100.0%"

@@ -81,6 +81,10 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     p.add_argument("--record", metavar="PATH", nargs="?", const="",
                    help="record every event to PATH (default name ttftui-<time>.ttftrec; .gz compresses)")
+    p.add_argument("--fail-on", choices=("warning", "critical"),
+                   help="headless gate: exit 1 if an alert rule of this severity (or worse) fired")
+    p.add_argument("--baseline", metavar="REPORT",
+                   help="dashboard: a JSON report to show a Δ-vs-baseline column against")
     return p
 
 
@@ -119,12 +123,23 @@ def cmd_run(argv: Sequence[str]) -> int:
     _preflight(config, names)
     if not args.headless and args.output:
         raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
+    if args.fail_on and not args.headless:
+        raise ConfigError("--fail-on needs --headless (it sets the exit code of a headless run)")
+    baseline = _baseline(args.baseline) if args.baseline else None
     recorder = _recorder(config, args)
     if not args.headless:
+        from ttftui.alerts import AlertEvaluator
         from ttftui.tui.launch import run_dashboard
 
-        return run_dashboard(config, names, synthetic=args.synthetic, recorder=recorder)
+        return run_dashboard(config, names, synthetic=args.synthetic, recorder=recorder,
+                             evaluator=AlertEvaluator(config.alerts), n_rules=len(config.alerts), baseline=baseline)
     return run_headless_cli(config, names, args, recorder)
+
+
+def _baseline(path: str) -> Any:
+    from ttftui.compare import baseline_table, load_report
+
+    return baseline_table(load_report(path))
 
 
 def _recorder(config: Any, args: argparse.Namespace) -> Any:
@@ -159,7 +174,9 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
     sinks: list[Any] = [Progress(total, quiet=args.quiet)]
     if recorder is not None:
         sinks.insert(0, recorder)
-    pump = Pump(sinks)
+    from ttftui.alerts import AlertEvaluator
+
+    pump = Pump(sinks, evaluator=AlertEvaluator(config.alerts))
     try:
         state = run_live(runner, bus, pump)
     finally:
@@ -177,6 +194,7 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
             sys.stdout.flush()
     if runner.error is not None:
         raise runner.error
+    _gate(state, args.fail_on)
     status = state.finished.status if state.finished else "failed"
     if status == "interrupted":
         from ttftui.errors import Interrupted
@@ -187,6 +205,19 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
 
         raise Terminated(f"terminated after {len(state.runs)} run(s); the report holds the completed runs")
     return 0
+
+
+def _gate(state: Any, fail_on: str | None) -> None:
+    """--fail-on: exit 1 (a gate, not an error) when a rule of that severity fired at any point."""
+    if not fail_on:
+        return
+    from ttftui.alerts import fired
+    from ttftui.errors import GateFailed
+
+    hits = fired(state.alerts, fail_on)
+    if hits:
+        names = sorted({f"{a.rule} [{a.scenario}]" for a in hits})
+        raise GateFailed(f"{len(names)} alert rule(s) of severity >= {fail_on} fired: {'; '.join(names)}")
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
@@ -200,6 +231,9 @@ def cmd_replay(argv: Sequence[str]) -> int:
     p.add_argument("--strict", action="store_true", help="a corrupt line is an error instead of being skipped")
     p.add_argument("--theme", default=None, help="dashboard theme (default: ui.theme of ./config.toml, else dark)")
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings on stderr")
+    p.add_argument("--fail-on", choices=("warning", "critical"),
+                   help="with --headless: exit 1 if a recorded alert of this severity (or worse) fired")
+    p.add_argument("--baseline", metavar="REPORT", help="dashboard: show a Δ-vs-baseline column")
     args = p.parse_args(argv)
     from ttftui.recording import read_recording
     from ttftui.replay import SPEEDS
@@ -221,7 +255,10 @@ def cmd_replay(argv: Sequence[str]) -> int:
         for w in rec.warnings:
             _print_error(f"warning: {w}")
     if args.headless:
-        return replay_headless(rec, args.output, args.format)
+        return replay_headless(rec, args.output, args.format, args.fail_on)
+    if args.fail_on:
+        raise ConfigError("--fail-on needs --headless")
+    baseline = _baseline(args.baseline) if args.baseline else None
     from ttftui.config import load_config
     from ttftui.tui.launch import run_replay_dashboard
 
@@ -231,10 +268,10 @@ def cmd_replay(argv: Sequence[str]) -> int:
             theme = load_config(None).ui.theme
         except TtftuiError:
             theme = "dark"
-    return run_replay_dashboard(rec, theme=theme, speed=speed)
+    return run_replay_dashboard(rec, theme=theme, speed=speed, baseline=baseline)
 
 
-def replay_headless(rec: Any, output: str | None, fmt: str) -> int:
+def replay_headless(rec: Any, output: str | None, fmt: str, fail_on: str | None = None) -> int:
     from ttftui.output import write_atomic
     from ttftui.reducer import fold
     from ttftui.report import build_report, report_csv, report_json
@@ -247,6 +284,38 @@ def replay_headless(rec: Any, output: str | None, fmt: str) -> int:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    _gate(state, fail_on)
+    return 0
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui compare", description="Compare two JSON reports per scenario and metric: "
+                "baseline, candidate, ratio and whether the difference is significant (Mann-Whitney U on "
+                "the per-run values, two-sided, alpha 0.05).",
+                epilog="gates: --max-regression ttft_ms.p95=10%% fails (exit 1) when the candidate's p95 TTFT "
+                "is more than 10%% worse than the baseline's in any scenario; prefix a scenario to restrict "
+                "it: --max-regression medium:decode_tps.p50=5%%. 'Worse' is higher for *_ms, lower for *_tps.")
+    p.add_argument("baseline", metavar="BASE.json")
+    p.add_argument("candidate", metavar="CANDIDATE.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--max-regression", metavar="[SCENARIO:]METRIC.STAT=PCT%", action="append", default=[])
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    args = p.parse_args(argv)
+    from ttftui.compare import compare_reports, load_report, parse_gate, render_table
+
+    gates = [parse_gate(g) for g in args.max_regression]
+    result = compare_reports(load_report(args.baseline), load_report(args.candidate), gates=gates, alpha=args.alpha)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_table(result))
+    failed = [g for g in result["gates"] if not g["passed"]]
+    if failed:
+        from ttftui.errors import GateFailed
+
+        raise GateFailed(f"{len(failed)} regression gate(s) failed: " + "; ".join(g["message"] for g in failed))
     return 0
 
 
@@ -264,7 +333,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def dispatch(argv: Sequence[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         name, rest = argv[0], argv[1:]
-        handler = {"schema": cmd_schema, "replay": cmd_replay}.get(name)
+        handler = {"schema": cmd_schema, "replay": cmd_replay, "compare": cmd_compare}.get(name)
         if handler is None:
             raise ConfigError(f"the {name} command is not available in this version")
         return handler(rest)

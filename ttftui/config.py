@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ttftui.alerts import AlertRule
 from ttftui.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -143,6 +144,7 @@ class Config(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     recording: RecordingConfig = RecordingConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
+    alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -150,6 +152,14 @@ class Config(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"scenario names must be unique; repeated: {', '.join(sorted(dup))}")
+        for i, rule in enumerate(self.alerts):
+            if rule.scenario is not None and rule.scenario not in names:
+                raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
+                                 f"(scenarios: {', '.join(names)})")
+        rule_names = [r.name for r in self.alerts]
+        dup = {n for n in rule_names if rule_names.count(n) > 1}
+        if dup:
+            raise ValueError(f"alert rule names must be unique; repeated: {', '.join(sorted(dup))}")
         return self
 
     def scenario(self, name: str) -> ScenarioConfig:
@@ -171,11 +181,20 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(source: str, err: ValidationError, *, key_in_source: bool = False) -> str:
+def format_validation_error(source: str, err: ValidationError, *, key_in_source: bool = False,
+                            data: dict[str, Any] | None = None) -> str:
     """One line: ``FILE: key.path: what was expected (got VALUE)``; counts further problems."""
     errors = err.errors(include_url=False)
     first = errors[0]
     key = _loc(first["loc"])
+    loc = first["loc"]
+    if data and len(loc) >= 2 and loc[0] in ("alerts", "scenarios") and isinstance(loc[1], int):
+        try:
+            label = data[loc[0]][loc[1]].get("name")
+        except (IndexError, KeyError, TypeError, AttributeError):
+            label = None
+        if label:  # name the rule / scenario, not just its index
+            key = key.replace(f"{loc[0]}[{loc[1]}]", f"{loc[0]}[{loc[1]}] ({label})", 1)
     kind = first["type"]
     if kind == "extra_forbidden":
         parent = first["loc"][:-1]
@@ -269,7 +288,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
             if key == k or key.startswith(k + ".") or key.startswith(k + "["):
                 # the bad value came from the command line, not from the file
                 raise ConfigError(format_validation_error(f"--set {key}", e, key_in_source=True)) from None
-        raise ConfigError(format_validation_error(source, e)) from None
+        raise ConfigError(format_validation_error(source, e, data=data)) from None
     return resolve_paths(cfg, p.parent if p is not None else Path.cwd())
 
 

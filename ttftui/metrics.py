@@ -19,7 +19,7 @@ the comparison then leaves that chunk out of our prefill too, so like is compare
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,49 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "llama_prefill_diff_pct",
 )
 COMPONENT_METRICS: tuple[str, ...] = tuple(f"{c}_ms" for c in COMPONENTS) + ("unaccounted_ms",)
+
+# Per-run telemetry figures (from the samples taken while the run was going; null when unavailable).
+# "prefill" is the run's start up to its first token, "decode" the rest.
+TELEMETRY_RUN_METRICS: tuple[str, ...] = (
+    "gpu_mem_peak_bytes", "gpu_mem_mean_bytes", "gpu_mem_delta_bytes", "gpu_busy_mean_pct",
+    "prefill_gpu_busy_mean_pct", "decode_gpu_busy_mean_pct", "prefill_gpu_mem_peak_bytes", "decode_gpu_mem_peak_bytes",
+    "rss_peak_bytes", "proc_cpu_mean_pct", "prefill_proc_cpu_mean_pct", "decode_proc_cpu_mean_pct", "sys_cpu_mean_pct",
+)
+
+
+def _mean(vals: list[float]) -> float | None:
+    return sum(vals) / len(vals) if vals else None
+
+
+def telemetry_figures(samples: Sequence[Any], first_token_t_ns: int | None) -> dict[str, float | None]:
+    """Per-run (and per-phase) telemetry from the samples inside the run's time window."""
+    if not samples:
+        return {}
+
+    def vals(field: str, part: Sequence[Any]) -> list[float]:
+        return [v for s in part if (v := getattr(s, field)) is not None]
+
+    split = first_token_t_ns if first_token_t_ns is not None else samples[-1].t_ns + 1
+    pre = [s for s in samples if s.t_ns < split]
+    dec = [s for s in samples if s.t_ns >= split]
+    mem = vals("gpu_mem_used_bytes", samples)
+    pre_mem, dec_mem = vals("gpu_mem_used_bytes", pre), vals("gpu_mem_used_bytes", dec)
+    rss = vals("rss_bytes", samples)
+    return {
+        "gpu_mem_peak_bytes": max(mem) if mem else None,
+        "gpu_mem_mean_bytes": _mean(mem),
+        "gpu_mem_delta_bytes": (mem[-1] - mem[0]) if len(mem) >= 2 else None,
+        "gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", samples)),
+        "prefill_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", pre)),
+        "decode_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", dec)),
+        "prefill_gpu_mem_peak_bytes": max(pre_mem) if pre_mem else None,
+        "decode_gpu_mem_peak_bytes": max(dec_mem) if dec_mem else None,
+        "rss_peak_bytes": max(rss) if rss else None,
+        "proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", samples)),
+        "prefill_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", pre)),
+        "decode_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", dec)),
+        "sys_cpu_mean_pct": _mean(vals("sys_cpu_pct", samples)),
+    }
 
 
 @dataclass(frozen=True)
@@ -88,7 +131,8 @@ class RunMetrics:
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted]) -> RunMetrics:
+def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted],
+                samples: Sequence[Any] = ()) -> RunMetrics:
     toks = list(tokens)
     comp_ns = fin.tokenize_ns + fin.cache_prep_ns + fin.prefill_ns + fin.first_sample_ns + fin.first_detok_ns
     unacc_ns = fin.ttft_ns - comp_ns
@@ -125,6 +169,7 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
         prefill_tps=prefill_tps, itl_ms=tuple(t.dt_ns / NS_PER_MS for t in toks[1:]),
         tpot_ms=tpot, decode_tps=decode_tps, e2e_ms=fin.e2e_ns / NS_PER_MS, llama=llama,
         output_text="".join(t.text for t in toks), t_start_ns=t_start_ns, t_end_ns=fin.t_ns,
+        extra=telemetry_figures(samples, toks[0].t_ns if toks else None),
     )
 
 
@@ -150,8 +195,9 @@ def scenario_stats(name: str, runs: Sequence[RunMetrics], n_failed: int, percent
             metrics[m] = summarize(pooled, percentiles)
         else:
             metrics[m] = summarize((r.value(m) for r in counted), percentiles)
-    for m in sorted({k for r in counted for k in r.extra}):
-        metrics[m] = summarize((r.extra.get(m) for r in counted), percentiles)
+    for m in TELEMETRY_RUN_METRICS:  # only what was measured: N/A fields stay out of the tables
+        if any(r.extra.get(m) is not None for r in counted):
+            metrics[m] = summarize((r.extra.get(m) for r in counted), percentiles)
     medians: dict[str, float] = {}
     if counted:
         for m in COMPONENT_METRICS:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ttftui.events import EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished
+from ttftui.events import AlertChanged, EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished
 
 
 class Progress:
@@ -65,6 +65,9 @@ class Progress:
             self._line(f"ttftui: {ev.scenario} run {ev.run_id} failed: {ev.error}")
         elif isinstance(ev, Notice) and ev.level == "warning":  # errors: the CLI prints them once
             self._line(f"ttftui: {ev.level}: {ev.message}")
+        elif isinstance(ev, AlertChanged):
+            word = "ALERT" if ev.state == "firing" else "cleared"
+            self._line(f"ttftui: {word}: {ev.message}")
         elif isinstance(ev, SessionFinished):
             if self.tty and not self.quiet:
                 self.stream.write("\r\x1b[2K")

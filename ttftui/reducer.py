@@ -14,6 +14,7 @@ reducer quadratic.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Iterator, TypeVar
 
@@ -167,7 +168,8 @@ def apply(state: SessionState, ev: Any) -> SessionState:
     if isinstance(ev, RunFinished):
         if cur is None or cur.run_id != ev.run_id:
             return replace(state, n_events=n, last_t_ns=last)
-        m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens)
+        m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens,
+                        telemetry_window(state.telemetry, cur.started.t_ns, ev.t_ns))
         return _end_current(state, replace(cur, finished=ev, metrics=m), n_events=n, last_t_ns=last)
     if isinstance(ev, RunFailed):
         if cur is None or cur.run_id != ev.run_id:
@@ -193,6 +195,16 @@ def fold(events: Any, state: SessionState | None = None) -> SessionState:
     for ev in events:
         s = apply(s, ev)
     return s
+
+
+def telemetry_window(log: Log[TelemetrySample], start_ns: int, end_ns: int) -> list[TelemetrySample]:
+    """Samples with start <= t_ns <= end (samples arrive in time order from one sampler thread)."""
+    if not log:
+        return []
+    items, n = log._items, len(log)
+    lo = bisect.bisect_left(items, start_ns, 0, n, key=lambda s: s.t_ns)
+    hi = bisect.bisect_right(items, end_ns, lo, n, key=lambda s: s.t_ns)
+    return items[lo:hi]
 
 
 def finished_metrics(state: SessionState) -> list[RunMetrics]:

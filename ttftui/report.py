@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ttftui import __version__
+from ttftui.alerts import goodput, rules_from_config
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
 from ttftui.metrics import RunMetrics, ScenarioStats
@@ -134,6 +135,14 @@ class AlertRecord(_M):
     message: str
 
 
+class AlertStatus(_M):
+    rule: str
+    scenario: str | None
+    severity: str
+    state: str = Field(description="firing or cleared at the end of the session")
+    times_fired: int
+
+
 class Report(_M):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["ttftui.report"] = REPORT_KIND
@@ -154,7 +163,8 @@ class Report(_M):
     failed_runs: list[FailedRun]
     summary: dict[str, ScenarioSummary]
     notices: list[NoticeRecord]
-    alerts: list[AlertRecord] = Field(default_factory=list)
+    alerts: list[AlertRecord] = Field(default_factory=list, description="every firing/cleared transition")
+    alert_status: list[AlertStatus] = Field(default_factory=list, description="each rule's state at the end")
     telemetry: dict[str, Any] | None = None
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
@@ -188,8 +198,9 @@ def _run_record(m: RunMetrics) -> RunRecord:
     )
 
 
-def _scenario_summary(s: ScenarioStats) -> ScenarioSummary:
+def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None) -> ScenarioSummary:
     return ScenarioSummary(
+        goodput_pct=goodput_pct,
         n_runs=s.n_runs, n_warmup=s.n_warmup, n_failed=s.n_failed, n_prompt_tokens=s.n_prompt_tokens,
         dominant_component=s.dominant_component, dominant_share_pct=s.dominant_share_pct,
         component_medians_ms=s.component_medians_ms,
@@ -202,8 +213,19 @@ def report_percentiles(state: SessionState) -> list[float]:
     return list(cfg.get("report", {}).get("percentiles", [50.0, 90.0, 95.0, 99.0]))
 
 
+def _alert_status(state: SessionState) -> list[AlertStatus]:
+    out: dict[tuple[str, str | None], AlertStatus] = {}
+    for a in state.alerts:
+        key = (a.rule, a.scenario)
+        prev = out.get(key)
+        fired_n = (prev.times_fired if prev else 0) + (a.state == "firing")
+        out[key] = AlertStatus(rule=a.rule, scenario=a.scenario, severity=a.severity, state=a.state, times_fired=fired_n)
+    return list(out.values())
+
+
 def build_report(state: SessionState, source: dict[str, Any] | None = None) -> Report:
     pcts = report_percentiles(state)
+    rules = rules_from_config(state.session.config) if state.session else []
     eng = state.engine
     runs = [r.metrics for r in state.runs if r.metrics is not None]
     failed = [
@@ -236,7 +258,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         config=state.session.config if state.session else {},
         runs=[_run_record(m) for m in runs],
         failed_runs=failed,
-        summary={k: _scenario_summary(v) for k, v in session_stats(state, pcts).items()},
+        summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]))
+                 for k, v in session_stats(state, pcts).items()},
         notices=[NoticeRecord(t_ms=n.t_ns / 1e6, level=n.level, message=n.message) for n in state.notices],
         alerts=[
             AlertRecord(t_ms=a.t_ns / 1e6, rule=a.rule, state=a.state, severity=a.severity, scenario=a.scenario,
@@ -244,6 +267,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
                         run_id=a.run_id, message=a.message)
             for a in state.alerts
         ],
+        alert_status=_alert_status(state),
         source=source or {},
     )
 

@@ -178,8 +178,14 @@ class TtftApp(App[int]):
             self._dirty = True
         events = self.source.drain()
         if events:
+            n_alerts = len(self.pump.state.alerts)
             self.pump.feed(events)
             self._dirty = True
+            for a in self.pump.state.alerts[n_alerts:]:
+                if a.state == "firing":  # once per transition, never once per run
+                    critical = a.severity == "critical"
+                    self.notify(a.message, title="CRITICAL ALERT" if critical else "alert",
+                                severity="error" if critical else "warning", timeout=30 if critical else 8)
         err = self.source.error_message()
         if err and not self._failure_shown:
             self._failure_shown = True

@@ -55,8 +55,9 @@ class StatusBar(Static):
              total_runs: int | None = None) -> None:
         th = self.theme_file
         eng = state.engine
+        critical = firing_alerts(state, "critical")
         key = (id(eng), mode, activity, now_ns // 1_000_000_000, extra, state.current and state.current.run_id,
-               len(state.runs), th and th.name, total_runs)
+               len(state.runs), th and th.name, total_runs, len(critical))
         if key == self._last:
             return
         self._last = key
@@ -86,6 +87,8 @@ class StatusBar(Static):
                 dev = d.name
             t.append(f"  •  {dev}")
         t.append("\n")
+        if critical:
+            t.append(f" ⚠ {len(critical)} CRITICAL ", style=f"bold blink {R.text_on(th.textual.error)} on {th.textual.error}")
         t.append(f" {activity}", style="bold")
         cur = state.current
         if cur is not None:
@@ -98,6 +101,14 @@ class StatusBar(Static):
         if extra:
             t.append(f"  •  {extra}")
         self.update(t)
+
+
+def firing_alerts(state: SessionState, severity: str | None = None) -> list[Any]:
+    """Alerts whose latest transition is "firing" (optionally of one severity)."""
+    latest: dict[tuple[str, str | None], Any] = {}
+    for a in state.alerts:
+        latest[(a.rule, a.scenario)] = a
+    return [a for a in latest.values() if a.state == "firing" and (severity is None or a.severity == severity)]
 
 
 def _run_position(state: SessionState, cur: RunState) -> str:
@@ -376,9 +387,9 @@ class AlertsPanel(Panel):
                    else f"all clear: {n_rules} rule{'s' if n_rules != 1 else ''} checked after every run")
             self.update(Text(msg, style="dim"))
             return
-        latest: dict[str, Any] = {}
+        latest: dict[tuple[str, str | None], Any] = {}
         for a in state.alerts:
-            latest[a.rule] = a
+            latest[(a.rule, a.scenario)] = a
         out = Text()
         firing = [a for a in latest.values() if a.state == "firing"]
         cleared = [a for a in latest.values() if a.state == "cleared"]
@@ -389,7 +400,8 @@ class AlertsPanel(Panel):
         for a in cleared:
             out.append(" cleared ", style=f"bold {R.text_on(th.textual.success)} on {th.textual.success}")
             out.append(f" {a.message}\n", style="dim")
-        self.update(out.rstrip() or Text())
+        out.rstrip()
+        self.update(out)
 
 
 class TelemetryPanel(Panel):

@@ -1,0 +1,188 @@
+"""Threshold rules, live alerts and goodput.
+
+A rule states what must hold, e.g. "p95 of ttft_ms for scenario medium <= 200". It is checked after
+every run; when it stops holding, an ``AlertChanged(state="firing")`` event is emitted, and when it
+holds again, ``state="cleared"`` (so a rule can fire, clear and fire again; each transition is one
+event, never one per run). Alerts are events: they are recorded, replayed and reported like the rest.
+
+Statistics: ``per_run`` (the run that just ended), ``mean``, ``min``, ``max`` or a percentile
+``pNN`` over the scenario's counted runs (warm-up excluded). For ``itl_ms`` the aggregate statistics
+pool every token gap, and ``per_run`` takes the run's worst (largest) gap.
+
+Goodput (vLLM / DistServe style) is the share of a scenario's counted runs that meet every per-run
+rule that applies to it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ttftui.events import AlertChanged, RunFailed, RunFinished
+from ttftui.metrics import SUMMARY_METRICS, TELEMETRY_RUN_METRICS, RunMetrics
+
+RULE_METRICS: tuple[str, ...] = tuple(m for m in SUMMARY_METRICS if m != "llama_prefill_diff_pct") + TELEMETRY_RUN_METRICS
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
+
+
+class AlertRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", description="label in the dashboard and reports; derived from the rule when empty")
+    metric: str
+    statistic: str = Field("p95", description="per_run | mean | min | max | pNN (e.g. p50, p99.9)")
+    op: Literal["<", "<=", ">", ">="] = Field("<=", description="what must hold: metric <op> value")
+    value: float
+    scenario: str | None = Field(None, description="only this scenario; default: every scenario separately")
+    severity: Literal["warning", "critical"] = "warning"
+    min_runs: int = Field(1, ge=1, description="counted runs needed before the rule can fire")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in RULE_METRICS:
+            raise ValueError(f"unknown metric {v!r} (expected one of: {', '.join(RULE_METRICS)})")
+        return v
+
+    @field_validator("statistic")
+    @classmethod
+    def _statistic(cls, v: str) -> str:
+        if v in ("per_run", "mean", "min", "max"):
+            return v
+        m = _PCT.match(v)
+        if m and 0 <= float(m.group(1)) <= 100:
+            return v
+        raise ValueError(f"unknown statistic {v!r} (expected per_run, mean, min, max or pNN such as p95)")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _label(self) -> "AlertRule":
+        if not self.name:
+            where = f" [{self.scenario}]" if self.scenario else ""
+            object.__setattr__(self, "name", f"{self.statistic} {self.metric} {self.op} {self.value:g}{where}")
+        return self
+
+    def holds(self, observed: float) -> bool:
+        return OPS[self.op](observed, self.value)
+
+    @property
+    def percentile(self) -> float | None:
+        m = _PCT.match(self.statistic)
+        return float(m.group(1)) if m else None
+
+
+def run_value(metric: str, m: RunMetrics) -> float | None:
+    if metric == "itl_ms":
+        return max(m.itl_ms) if m.itl_ms else None
+    return m.value(metric)
+
+
+def aggregate(rule: AlertRule, runs: list[RunMetrics]) -> float | None:
+    """The rule's statistic over the given counted runs (NumPy linear percentiles)."""
+    import numpy as np
+
+    if rule.metric == "itl_ms":
+        vals = [x for r in runs for x in r.itl_ms]
+    else:
+        vals = [v for r in runs if (v := r.value(rule.metric)) is not None]
+    if not vals:
+        return None
+    arr = np.asarray(vals, dtype=float)
+    if rule.statistic == "mean":
+        return float(arr.mean())
+    if rule.statistic == "min":
+        return float(arr.min())
+    if rule.statistic == "max":
+        return float(arr.max())
+    return float(np.percentile(arr, rule.percentile))
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
+
+
+class AlertEvaluator:
+    """Pump evaluator: called with the folded state after each run ends; returns alert events."""
+
+    def __init__(self, rules: Iterable[AlertRule]):
+        self.rules = list(rules)
+        self.firing: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, state: Any, ev: Any) -> list[AlertChanged]:
+        if not isinstance(ev, RunFinished) or not self.rules:
+            return []
+        scenario = ev.scenario
+        runs = [r.metrics for r in state.runs if r.metrics is not None and r.scenario == scenario and r.metrics.counted]
+        last = next((r.metrics for r in reversed(state.runs) if r.run_id == ev.run_id and r.metrics is not None), None)
+        out: list[AlertChanged] = []
+        for rule in self.rules:
+            if rule.scenario is not None and rule.scenario != scenario:
+                continue
+            if len(runs) < rule.min_runs or last is None or not last.counted:
+                continue
+            observed = run_value(rule.metric, last) if rule.statistic == "per_run" else aggregate(rule, runs)
+            if observed is None:
+                continue
+            ok = rule.holds(observed)
+            key = (rule.name, scenario)
+            was = self.firing.get(key, False)
+            if ok == (not was):
+                continue  # no transition
+            self.firing[key] = not ok
+            state_name = "cleared" if ok else "firing"
+            msg = (f"{rule.severity} {rule.name}: {scenario} {rule.statistic} {rule.metric} = {_fmt(observed)} "
+                   f"(must be {rule.op} {rule.value:g}; n={len(runs)})")
+            out.append(AlertChanged(
+                t_ns=ev.t_ns, rule=rule.name, state=state_name, severity=rule.severity, scenario=scenario,
+                metric=rule.metric, statistic=rule.statistic, op=rule.op, threshold=rule.value, value=observed,
+                run_id=ev.run_id, message=msg,
+            ))
+        return out
+
+
+def goodput(rules: Iterable[AlertRule], scenario: str, runs: list[RunMetrics]) -> float | None:
+    """% of counted runs meeting every per-run rule for the scenario; None without such rules."""
+    per_run = [r for r in rules if r.statistic == "per_run" and r.scenario in (None, scenario)]
+    counted = [m for m in runs if m.counted]
+    if not per_run or not counted:
+        return None
+    good = 0
+    for m in counted:
+        ok = True
+        for rule in per_run:
+            v = run_value(rule.metric, m)
+            if v is None or not rule.holds(v):
+                ok = False
+                break
+        good += ok
+    return good / len(counted) * 100.0
+
+
+def rules_from_config(cfg_dict: dict[str, Any]) -> list[AlertRule]:
+    """Rules from a session's config as recorded (already validated when the session started)."""
+    return [AlertRule.model_validate(r) for r in cfg_dict.get("alerts", []) or []]
+
+
+SEVERITY_RANK = {"warning": 1, "critical": 2}
+
+
+def fired(alerts: Iterable[AlertChanged], at_least: str) -> list[AlertChanged]:
+    """Firing transitions of at least this severity (``warning`` includes ``critical``)."""
+    need = SEVERITY_RANK[at_least]
+    return [a for a in alerts if a.state == "firing" and SEVERITY_RANK[a.severity] >= need]
+
+
+__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "rules_from_config", "fired", "RULE_METRICS"]
