@@ -319,6 +319,15 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_doctor(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui doctor", description="Which engine build and telemetry backends this installation "
+                "has, why the others are unavailable, and what to install.")
+    p.parse_args(argv)
+    from ttftui.doctor import run_doctor
+
+    return run_doctor()
+
+
 def cmd_schema(argv: Sequence[str]) -> int:
     p = _Parser(prog="ttftui schema", description="Print the JSON Schema of ttftui's JSON report.")
     p.parse_args(argv)
@@ -333,9 +342,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def dispatch(argv: Sequence[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         name, rest = argv[0], argv[1:]
-        handler = {"schema": cmd_schema, "replay": cmd_replay, "compare": cmd_compare}.get(name)
-        if handler is None:
-            raise ConfigError(f"the {name} command is not available in this version")
+        handler = {"schema": cmd_schema, "replay": cmd_replay, "compare": cmd_compare, "doctor": cmd_doctor}[name]
         return handler(rest)
     return cmd_run(argv)
 

@@ -42,6 +42,7 @@ class ModelFacts:
     context_length: int | None = None
     vocab_size: int | None = None
     kv_cache_bytes: int | None = None  # K+V for the configured n_ctx, f16, from the metadata formula
+    weights_bytes: int | None = None  # tensor data in the GGUF file (what loading must place in memory)
     n_ctx: int | None = None
     description: str | None = None  # llama.cpp's llama_model_desc()
 
@@ -189,6 +190,7 @@ class TelemetrySample:
     rss_bytes: int | None = None
     proc_cpu_pct: float | None = None
     sys_cpu_pct: float | None = None
+    mark: Literal["before_load", "after_load"] | None = None  # explicit readings around model load
 
 
 @dataclass(**_frozen)
@@ -201,6 +203,9 @@ class TelemetryStatus:
     gpu_name: str | None
     interval_ms: float
     unavailable: dict[str, str] = field(default_factory=dict)  # field -> reason
+    n_samples: int | None = None  # in the final status, sent when the sampler stops
+    missed_ticks: int | None = None
+    sampler_cpu_s: float | None = None
 
 
 @dataclass(**_frozen)

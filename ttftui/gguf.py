@@ -112,6 +112,12 @@ class GGUFHeader:
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
+    @property
+    def tensor_bytes(self) -> int | None:
+        """Bytes of tensor data (the weights); None if a tensor type is unknown to this reader."""
+        sizes = [t.n_bytes() for t in self.tensors]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+
     def kv_cache_bytes(self, n_ctx: int, bytes_per_element: int = 2) -> int | None:
         """K and V caches for ``n_ctx`` tokens (f16 by default), from the metadata formula:
         n_ctx × n_layers × n_kv_heads × (key_length + value_length) × bytes."""

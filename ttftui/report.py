@@ -81,7 +81,8 @@ class RunRecord(_M):
     e2e_ms: float
     itl_ms: list[float]
     llama: LlamaCounters | None
-    telemetry: dict[str, float | None] | None = None
+    telemetry: dict[str, float | int | None] | None = Field(
+        None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
     output_text: str
     t_start_ms: float = Field(description="session time at which the run started")
 
@@ -135,6 +136,30 @@ class AlertRecord(_M):
     message: str
 
 
+class ModelMemory(_M):
+    weights_estimate_bytes: int | None = Field(description="tensor data in the GGUF file")
+    kv_cache_estimate_bytes: int | None = Field(description="K+V cache for n_ctx (f16), from GGUF metadata")
+    estimate_total_bytes: int | None
+    measured_gpu_delta_bytes: int | None = Field(description="GPU memory used after load minus before load")
+    measured_rss_delta_bytes: int | None = Field(
+        description="process RSS after load minus before (mmap'd weights count only once touched)")
+
+
+class TelemetryReport(_M):
+    backend: str
+    gpu_name: str | None
+    interval_ms: float
+    n_samples: int
+    missed_ticks: int | None
+    sampler_cpu_s: float | None = Field(description="CPU time the sampler thread used")
+    sampler_cpu_pct_of_core: float | None
+    achieved_interval_ms_mean: float | None
+    achieved_interval_ms_max: float | None
+    unavailable: dict[str, str] = Field(description="field -> why it is N/A")
+    session: dict[str, float | int | None]
+    model_memory: ModelMemory
+
+
 class AlertStatus(_M):
     rule: str
     scenario: str | None
@@ -165,7 +190,7 @@ class Report(_M):
     notices: list[NoticeRecord]
     alerts: list[AlertRecord] = Field(default_factory=list, description="every firing/cleared transition")
     alert_status: list[AlertStatus] = Field(default_factory=list, description="each rule's state at the end")
-    telemetry: dict[str, Any] | None = None
+    telemetry: TelemetryReport | None = None
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -211,6 +236,53 @@ def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None) -> Sce
 def report_percentiles(state: SessionState) -> list[float]:
     cfg = state.session.config if state.session else {}
     return list(cfg.get("report", {}).get("percentiles", [50.0, 90.0, 95.0, 99.0]))
+
+
+def _telemetry(state: SessionState) -> TelemetryReport | None:
+    st = state.telemetry_status
+    if st is None:
+        return None
+    samples = [s for s in state.telemetry if s.mark is None]
+    marked = {s.mark: s for s in state.telemetry if s.mark is not None}
+
+    def vals(field: str) -> list[float]:
+        return [v for s in samples if (v := getattr(s, field)) is not None]
+
+    def delta(field: str) -> int | None:
+        a, b = marked.get("before_load"), marked.get("after_load")
+        if a is None or b is None or getattr(a, field) is None or getattr(b, field) is None:
+            return None
+        return int(getattr(b, field) - getattr(a, field))
+
+    gaps = [(b.t_ns - a.t_ns) / 1e6 for a, b in zip(samples, samples[1:])]
+    dur_s = (state.last_t_ns - (state.session.t_ns if state.session else 0)) / 1e9
+    mean = lambda xs: (sum(xs) / len(xs)) if xs else None  # noqa: E731
+    model = state.engine.model if state.engine else None
+    w = model.weights_bytes if model else None
+    kv = model.kv_cache_bytes if model else None
+    return TelemetryReport(
+        backend=st.backend, gpu_name=st.gpu_name, interval_ms=st.interval_ms,
+        n_samples=len(samples), missed_ticks=st.missed_ticks, sampler_cpu_s=st.sampler_cpu_s,
+        sampler_cpu_pct_of_core=(st.sampler_cpu_s / dur_s * 100) if st.sampler_cpu_s is not None and dur_s > 0 else None,
+        achieved_interval_ms_mean=mean(gaps), achieved_interval_ms_max=max(gaps) if gaps else None,
+        unavailable=dict(st.unavailable),
+        session={
+            "gpu_mem_peak_bytes": max(vals("gpu_mem_used_bytes"), default=None),
+            "gpu_mem_total_bytes": max(vals("gpu_mem_total_bytes"), default=None),
+            "gpu_busy_mean_pct": mean(vals("gpu_busy_pct")),
+            "gpu_busy_max_pct": max(vals("gpu_busy_pct"), default=None),
+            "gpu_power_mean_w": mean(vals("gpu_power_w")),
+            "gpu_temp_max_c": max(vals("gpu_temp_c"), default=None),
+            "rss_peak_bytes": max(vals("rss_bytes"), default=None),
+            "proc_cpu_mean_pct": mean(vals("proc_cpu_pct")),
+            "sys_cpu_mean_pct": mean(vals("sys_cpu_pct")),
+        },
+        model_memory=ModelMemory(
+            weights_estimate_bytes=w, kv_cache_estimate_bytes=kv,
+            estimate_total_bytes=(w + kv) if w is not None and kv is not None else None,
+            measured_gpu_delta_bytes=delta("gpu_mem_used_bytes"), measured_rss_delta_bytes=delta("rss_bytes"),
+        ),
+    )
 
 
 def _alert_status(state: SessionState) -> list[AlertStatus]:
@@ -268,6 +340,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
             for a in state.alerts
         ],
         alert_status=_alert_status(state),
+        telemetry=_telemetry(state),
         source=source or {},
     )
 

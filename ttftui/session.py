@@ -27,6 +27,7 @@ from ttftui.events import (
     RunStarted,
     SessionFinished,
     SessionStarted,
+    TelemetryStatus,
 )
 
 
@@ -117,6 +118,7 @@ class SessionRunner:
         self.controls = controls or Controls()
         self.after_run = after_run  # e.g. the alert evaluator; called with each run's end event
         self.engine: Engine | None = None
+        self.sampler: Any = None
         self.error: BaseException | None = None
         self._run_id = 0
         self._iters: dict[str, int] = {}
@@ -134,12 +136,18 @@ class SessionRunner:
                 started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 ttftui_version=__version__, config=self.config.model_dump(mode="json"), host=host_facts(),
             ))
+            sampler = self._start_telemetry(engine)
+            if sampler is not None:
+                self.publish(sampler.sample("before_load"))
             loaded = engine.load()
             self.publish(EngineReady(
                 t_ns=clock.now_ns(), engine=engine.name, synthetic=engine.synthetic,  # type: ignore[arg-type]
                 synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
                 device=loaded.device, engine_version=loaded.engine_version,
             ))
+            if sampler is not None:
+                self.publish(sampler.sample("after_load"))
+                sampler.start()
             if engine.synthetic:
                 self.publish(Notice(t_ns=clock.now_ns(), level="warning",
                                     message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
@@ -165,12 +173,31 @@ class SessionRunner:
             self.error = e
             status, message = "failed", f"{type(e).__name__}: {e}"
         finally:
+            if self.sampler is not None:
+                self.sampler.stop()
             t = engine.clock.now_ns() if engine is not None else 0
             if message:
                 self.publish(Notice(t_ns=t, level="error", message=message))
             self.publish(SessionFinished(t_ns=t, status=status, message=message))  # type: ignore[arg-type]
             if engine is not None:
                 engine.close()
+
+    def _start_telemetry(self, engine: Engine) -> Any:
+        """The telemetry sampler on the engine's clock, or None (with the reason published) when time
+        is virtual: an unpaced synthetic session has no real time to sample."""
+        from ttftui.engine.synthetic import VirtualClock
+        from ttftui.telemetry import GPU_FIELDS, HOST_FIELDS, TelemetrySampler
+
+        tc = self.config.telemetry
+        if isinstance(engine.clock, VirtualClock):
+            why = "synthetic engine on a virtual clock: no real time to sample"
+            self.publish(TelemetryStatus(t_ns=engine.clock.now_ns(), backend="none", gpu_name=None,
+                                         interval_ms=tc.interval_ms,
+                                         unavailable={f: why for f in (*GPU_FIELDS, *HOST_FIELDS)}))
+            return None
+        self.sampler = TelemetrySampler(self.publish, engine.clock.now_ns, backend=tc.backend,
+                                        interval_ms=tc.interval_ms, gpu_index=tc.gpu_index)
+        return self.sampler
 
     def _run_scenario(self, engine: Engine, prep: PreparedScenario) -> None:
         c = self.controls

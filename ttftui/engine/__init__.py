@@ -42,7 +42,7 @@ def header_facts(path: Path, n_ctx: int) -> ModelFacts:
         n_layers=h.arch_key("block_count"), n_heads=h.arch_key("attention.head_count"),
         n_kv_heads=h.arch_key("attention.head_count_kv"), n_embd=h.arch_key("embedding_length"),
         context_length=h.arch_key("context_length"), vocab_size=h.array_lengths.get("tokenizer.ggml.tokens"),
-        kv_cache_bytes=h.kv_cache_bytes(n_ctx), n_ctx=n_ctx,
+        kv_cache_bytes=h.kv_cache_bytes(n_ctx), n_ctx=n_ctx, weights_bytes=h.tensor_bytes,
         description="GGUF header facts; timings are SYNTHETIC (cost model), not measured on this model",
     )
 

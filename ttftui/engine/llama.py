@@ -188,6 +188,7 @@ class LlamaEngine(Engine):
             context_length=h.arch_key("context_length"),
             vocab_size=int(L.llama_vocab_n_tokens(self.vocab)),
             kv_cache_bytes=h.kv_cache_bytes(self.config.model.n_ctx),
+            weights_bytes=h.tensor_bytes,
             n_ctx=int(L.llama_n_ctx(self.ctx)),
             description=desc.value.decode("utf-8", errors="replace"),
         )

@@ -46,18 +46,26 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
     if st is None:
         out.append("N/A — no telemetry in this session", style="dim")
         return out
-    gpu = f"GPU: {st.gpu_name}" if st.gpu_name else "GPU: N/A"
-    out.append(f"{gpu} • {st.backend} • every {st.interval_ms:g} ms\n", style="bold")
-    samples = state.telemetry[-max(width - 22, 8):] if len(state.telemetry) else []
-    spark_w = max(width - 22, 8)
-    for key, label, unit in FIELDS:
+    gpu = f"GPU {st.gpu_name}" if st.gpu_name else "GPU N/A"
+    out.append(f"{gpu} · {st.backend} · every {st.interval_ms:g} ms\n", style="bold")
+    samples = [s for s in state.telemetry[-max(width, 8):] if s.mark is None] if len(state.telemetry) else []
+    spark_w = max(width - 21, 8)
+    na = st.unavailable
+    all_reasons = {na.get(f) for f, _, _ in FIELDS}
+    if len(all_reasons) == 1 and None not in all_reasons:  # nothing can be sampled, for one reason
+        out.append(f"N/A — {all_reasons.pop()}", style="dim")
+        return out
+    gpu_reasons = {na.get(f) for f, _, _ in FIELDS[:2]}
+    rows = list(FIELDS)
+    if len(gpu_reasons) == 1 and None not in gpu_reasons:  # the whole GPU side is out, for one reason
+        out.append(f"GPU N/A — {gpu_reasons.pop()}\n", style="dim")
+        rows = rows[2:]
+    for key, label, unit in rows:
         out.append(f"{label:<9}")
-        if key in st.unavailable:
-            out.append(f"N/A — {st.unavailable[key]}", style="dim")
-            out.append("\n")
+        if key in na:
+            out.append(f"N/A — {na[key]}\n", style="dim")
             continue
-        vals = [getattr(s, key) for s in samples]
-        vals = [v for v in vals if v is not None]
+        vals = [v for s in samples if (v := getattr(s, key)) is not None]
         if not vals:
             out.append("no samples yet\n", style="dim")
             continue
@@ -66,5 +74,6 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
     if samples:
         out.append(" " * 9)
         out.append(_phase_marks(state, [s.t_ns for s in samples])[-spark_w:], style="dim")
-        out.append("  p prefill, d decode", style="dim")
-    return out.rstrip() or out
+        out.append("  p prefill · d decode", style="dim")
+    out.rstrip()
+    return out

@@ -1,0 +1,375 @@
+"""Telemetry backends against the libraries' real Python APIs, with only the C layer replaced.
+
+For NVML the fake stands in for ``libnvidia-ml`` itself (``pynvml.nvmlLib``): pynvml's own wrappers
+build the ctypes structures, call the fake "C functions" and raise their real ``NVMLError_*`` types.
+For AMD the fake stands in for ``libamd_smi`` (``pyrsmi.rocml.rocm_lib``), so pyrsmi's getters run
+as written, including their "-1 and a logged error" failure mode. A mistake in how ttftui calls
+either library fails these tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+import types
+
+import pytest
+
+from ttftui.events import TelemetrySample, TelemetryStatus
+from ttftui.telemetry import BackendUnavailable, HostBackend, NvmlBackend, RocmBackend, TelemetrySampler
+
+GiB = 2**30
+
+
+# ------------------------------------------------------------------ fake libnvidia-ml
+def fake_nvml_lib(state: dict):
+    import pynvml as N
+
+    def status(name):
+        return state.get("fail", {}).get(name, N.NVML_SUCCESS)
+
+    def fn(f):
+        return f  # plain functions: pynvml may set attributes such as restype on them
+
+    lib = types.SimpleNamespace()
+    lib.nvmlInitWithFlags = fn(lambda flags: status("init"))
+    lib.nvmlShutdown = fn(lambda: N.NVML_SUCCESS)
+
+    def count(p):
+        p._obj.value = state.get("count", 1)
+        return status("count")
+
+    def handle(index, p):
+        return status("handle")
+
+    def name(h, buf, size):
+        buf.value = b"NVIDIA H100 80GB HBM3"
+        return status("name")
+
+    def mem(h, p):
+        p._obj.total, p._obj.used = 80 * GiB, state["used"]
+        p._obj.free = p._obj.total - p._obj.used
+        return status("mem")
+
+    def util(h, p):
+        p._obj.gpu, p._obj.memory = state["util"], 10
+        return status("util")
+
+    def power(h, p):
+        p._obj.value = 350_000  # milliwatts
+        return status("power")
+
+    def temp(h, sensor, p):
+        assert sensor.value == N.NVML_TEMPERATURE_GPU
+        p._obj.value = 61
+        return status("temp")
+
+    def clock(h, kind, p):
+        assert kind.value == N.NVML_CLOCK_SM
+        p._obj.value = 1980
+        return status("clock")
+
+    lib.nvmlDeviceGetCount_v2 = count
+    lib.nvmlDeviceGetHandleByIndex_v2 = handle
+    lib.nvmlDeviceGetName = name
+    lib.nvmlDeviceGetMemoryInfo = mem
+    lib.nvmlDeviceGetUtilizationRates = util
+    lib.nvmlDeviceGetPowerUsage = power
+    lib.nvmlDeviceGetTemperature = temp
+    lib.nvmlDeviceGetClockInfo = clock
+    lib.nvmlErrorString = fn(lambda code: b"fake error")
+    return lib
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    import pynvml as N
+
+    state = {"used": 5 * GiB, "util": 73, "fail": {}}
+    monkeypatch.setattr(N, "nvmlLib", fake_nvml_lib(state))
+    monkeypatch.setattr(N, "_nvmlGetFunctionPointer_cache", {})
+    return state
+
+
+def test_nvml_reads_every_field(nvml):
+    b = NvmlBackend(0)
+    assert b.gpu_name == "NVIDIA H100 80GB HBM3"
+    out, failed = {}, {}
+    b.read(out, failed)
+    assert failed == {}
+    assert out == {"gpu_mem_used_bytes": 5 * GiB, "gpu_mem_total_bytes": 80 * GiB, "gpu_busy_pct": 73.0,
+                   "gpu_power_w": 350.0, "gpu_temp_c": 61.0, "gpu_sm_clock_mhz": 1980.0}
+    b.close()
+
+
+def test_nvml_unsupported_field_is_na_with_the_nvml_reason(nvml):
+    import pynvml as N
+
+    nvml["fail"]["temp"] = N.NVML_ERROR_NOT_SUPPORTED
+    out, failed = {}, {}
+    NvmlBackend(0).read(out, failed)
+    assert failed == {"gpu_temp_c": "NVML: Not Supported"}
+    assert "gpu_temp_c" not in out and out["gpu_busy_pct"] == 73.0
+
+
+@pytest.mark.parametrize("where, code, text", [
+    ("init", "NVML_ERROR_DRIVER_NOT_LOADED", "NVML: Driver Not Loaded"),
+    ("count", "NVML_ERROR_NO_PERMISSION", "NVML: Insufficient Permissions"),
+])
+def test_nvml_init_failures_make_the_backend_unavailable(nvml, where, code, text):
+    import pynvml as N
+
+    nvml["fail"][where] = getattr(N, code)
+    with pytest.raises(BackendUnavailable, match=text):
+        NvmlBackend(0)
+
+
+def test_nvml_missing_gpu_index(nvml):
+    nvml["count"] = 1
+    with pytest.raises(BackendUnavailable, match="no NVIDIA GPU with index 3 \\(1 found\\)"):
+        NvmlBackend(3)
+
+
+def test_nvml_failure_mid_session_is_announced_once_and_sampling_goes_on(nvml):
+    import pynvml as N
+
+    events = []
+    s = TelemetrySampler(events.append, lambda: 0, backend="nvml", interval_ms=50)
+    samples = [s.sample() for _ in range(2)]
+    nvml["fail"]["mem"] = N.NVML_ERROR_GPU_IS_LOST
+    samples += [s.sample() for _ in range(3)]
+    nvml["fail"].clear()
+    nvml["used"] = 6 * GiB
+    samples += [s.sample()]
+    statuses = [e for e in events if isinstance(e, TelemetryStatus)]
+    assert len(statuses) == 3  # initial, mem lost, mem back: one per change, not per sample
+    assert statuses[0].unavailable == {} and statuses[0].gpu_name == "NVIDIA H100 80GB HBM3"
+    assert statuses[1].unavailable == {"gpu_mem_used_bytes": "NVML: GPU is lost", "gpu_mem_total_bytes": "NVML: GPU is lost"}
+    assert statuses[2].unavailable == {}
+    assert [x.gpu_mem_used_bytes for x in samples] == [5 * GiB, 5 * GiB, None, None, None, 6 * GiB]
+    assert all(x.gpu_busy_pct == 73.0 and x.rss_bytes > 0 for x in samples)
+    s.stop()
+    assert isinstance(events[-1], TelemetryStatus) and events[-1].n_samples == 6
+
+
+def test_nvml_without_the_real_library_names_the_reason():
+    with pytest.raises(BackendUnavailable, match="NVML: NVML Shared Library Not Found"):
+        NvmlBackend(0)
+
+
+# ------------------------------------------------------------------ fake libamd_smi
+def fake_amdsmi_lib(state: dict):
+    from pyrsmi import rocml as R
+
+    ok = R.amdsmi_status_t.AMDSMI_STATUS_SUCCESS
+    lib = types.SimpleNamespace()
+
+    def status(name):
+        return state.get("fail", {}).get(name, ok)
+
+    lib.amdsmi_init = lambda flags: status("init")
+    lib.amdsmi_shut_down = lambda: ok
+
+    def by_type(kind, handles, pcount):
+        pcount._obj.value = 1
+        if handles is not None:
+            handles[0] = ctypes.c_void_p(0x1234)
+        return ok
+
+    def asic(h, p):
+        p._obj.market_name = b"AMD Instinct MI300X"
+        return status("asic")
+
+    def mem_usage(h, kind, p):
+        p._obj.value = state["used"]
+        return status("mem")
+
+    def mem_total(h, kind, p):
+        p._obj.value = 192 * GiB
+        return status("mem_total")
+
+    def activity(h, p):
+        p._obj.gfx_activity = state["util"]
+        return status("util")
+
+    def power(h, p):
+        p._obj.current_socket_power = 420
+        return status("power")
+
+    def err_string(code, p):
+        p._obj.value = b"AMDSMI_STATUS_NOT_SUPPORTED"
+        return ok
+
+    lib.amdsmi_get_processor_handles_by_type = by_type
+    lib.amdsmi_get_gpu_asic_info = asic
+    lib.amdsmi_get_gpu_memory_usage = mem_usage
+    lib.amdsmi_get_gpu_memory_total = mem_total
+    lib.amdsmi_get_gpu_activity = activity
+    lib.amdsmi_get_power_info = power
+    lib.amdsmi_status_code_to_string = err_string
+    return lib
+
+
+@pytest.fixture
+def rocm(monkeypatch):
+    from pyrsmi import rocml as R
+
+    state = {"used": 12 * GiB, "util": 88, "fail": {}}
+    monkeypatch.setattr(R, "rocm_lib", fake_amdsmi_lib(state))
+    monkeypatch.setattr(R, "_driver_initialized", lambda: True)  # the OS check, not the library
+    monkeypatch.setattr(R, "_processor_handles", [])
+    monkeypatch.setattr(R, "_handle_initialized", False)
+    monkeypatch.setattr(R, "_rocml_get_function_ptr_cache", {})
+    return state
+
+
+def test_rocm_reads_through_pyrsmi(rocm):
+    b = RocmBackend(0)
+    assert b.gpu_name == "AMD Instinct MI300X"
+    out, failed = {}, {}
+    b.read(out, failed)
+    assert out == {"gpu_mem_used_bytes": 12 * GiB, "gpu_mem_total_bytes": 192 * GiB, "gpu_busy_pct": 88,
+                   "gpu_power_w": 420.0}
+    assert failed == {"gpu_temp_c": "pyrsmi has no temperature reading",
+                      "gpu_sm_clock_mhz": "pyrsmi has no SM clock reading (NVIDIA only)"}
+    b.close()
+
+
+def test_rocm_failure_mid_session_carries_pyrsmis_reason(rocm, capsys):
+    from pyrsmi import rocml as R
+
+    events = []
+    s = TelemetrySampler(events.append, lambda: 0, backend="rocm", interval_ms=50)
+    first = s.sample()
+    rocm["fail"]["util"] = R.amdsmi_status_t.AMDSMI_STATUS_NOT_SUPPORTED
+    second = s.sample()
+    third = s.sample()
+    s.stop()
+    assert first.gpu_busy_pct == 88 and second.gpu_busy_pct is None and third.gpu_busy_pct is None
+    statuses = [e for e in events if isinstance(e, TelemetryStatus)]
+    assert "AMDSMI_STATUS_NOT_SUPPORTED" in statuses[1].unavailable["gpu_busy_pct"]
+    assert sum("gpu_busy_pct" in st.unavailable for st in statuses[:-1]) == 1  # announced once
+    assert second.gpu_mem_used_bytes == 12 * GiB
+    assert "AMDSMI" not in capsys.readouterr().err  # pyrsmi's log lines stay off the terminal
+
+
+def test_rocm_init_failure(rocm):
+    rocm["fail"]["init"] = 1
+    with pytest.raises(BackendUnavailable, match="pyrsmi: AMD SMI initialization failed"):
+        RocmBackend(0)
+
+
+def test_rocm_without_the_real_library_names_the_reason(monkeypatch):
+    from pyrsmi import rocml as R
+
+    monkeypatch.setattr(R, "rocm_lib", None)
+    monkeypatch.setenv("ROCM_PATH", "/nonexistent-rocm")
+    with pytest.raises(BackendUnavailable, match=r"libamd_smi.so\) not found"):
+        RocmBackend(0)
+
+
+# ------------------------------------------------------------------ sampler and host
+def test_auto_without_gpus_reports_both_reasons_per_field(monkeypatch):
+    from pyrsmi import rocml as R
+
+    monkeypatch.setattr(R, "rocm_lib", None)
+    events = []
+    s = TelemetrySampler(events.append, lambda: 0, backend="auto")
+    sample = s.sample()
+    s.stop()
+    status = next(e for e in events if isinstance(e, TelemetryStatus))
+    reason = status.unavailable["gpu_busy_pct"]
+    assert "rocm: pyrsmi:" in reason and "nvml: NVML: NVML Shared Library Not Found" in reason
+    assert set(status.unavailable) == {"gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_busy_pct", "gpu_power_w",
+                                       "gpu_temp_c", "gpu_sm_clock_mhz"}
+    assert sample.gpu_busy_pct is None and sample.rss_bytes > 10 * 2**20 and sample.proc_cpu_pct is not None
+
+
+def test_backend_none_still_samples_the_host():
+    events = []
+    s = TelemetrySampler(events.append, lambda: 0, backend="none")
+    assert s.sample().rss_bytes > 0
+    s.stop()
+    assert "telemetry.backend = none" in next(e for e in events if isinstance(e, TelemetryStatus)).unavailable["gpu_busy_pct"]
+
+
+def test_host_backend_failure_is_na_not_a_crash(monkeypatch):
+    import psutil
+
+    h = HostBackend()
+    monkeypatch.setattr(h.proc, "memory_info", lambda: (_ for _ in ()).throw(psutil.NoSuchProcess(1)))
+    out, failed = {}, {}
+    h.read(out, failed)
+    assert set(failed) == {"rss_bytes", "proc_cpu_pct", "sys_cpu_pct"} and failed["rss_bytes"].startswith("psutil:")
+
+
+def test_sampler_thread_keeps_a_fixed_cadence_without_drift():
+    events = []
+    t0 = time.perf_counter_ns()
+    s = TelemetrySampler(events.append, lambda: time.perf_counter_ns() - t0, backend="none", interval_ms=20)
+    s.start()
+    time.sleep(0.5)
+    s.stop()
+    samples = [e for e in events if isinstance(e, TelemetrySample)]
+    assert len(samples) + s.missed >= 15
+    first = samples[0].t_ns
+    # sample k is taken at (about) first + k x 20 ms: lateness never accumulates
+    for k, smp in enumerate(samples[1:], start=1):
+        slot = round((smp.t_ns - first) / 20e6)
+        assert slot >= k and abs((smp.t_ns - first) - slot * 20e6) < 15e6
+    assert events[-1].n_samples == len(samples) and events[-1].sampler_cpu_s >= 0
+
+
+def test_synthetic_paced_session_reports_telemetry_per_run():
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.reducer import fold
+    from ttftui.report import build_report
+    from ttftui.session import SessionRunner
+
+    cfg = Config.model_validate({"run": {"iterations": 2, "warmup": 0}, "telemetry": {"interval_ms": 10},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 120}]})
+    events = []
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(600)),
+                  events.append).run()
+    rep = build_report(fold(events))
+    assert rep.telemetry is not None and rep.telemetry.n_samples >= 10
+    assert rep.telemetry.model_memory.measured_rss_delta_bytes is not None
+    for r in rep.runs:
+        assert r.telemetry["rss_peak_bytes"] > 0 and r.telemetry["gpu_busy_mean_pct"] is None
+    assert "rss_peak_bytes" in rep.summary["s"].metrics
+
+
+def test_unpaced_synthetic_session_says_why_there_is_no_telemetry():
+    from ttftui.reducer import fold
+    from ttftui.report import build_report
+
+    from .tui_support import synthetic_session
+
+    rep = build_report(fold(synthetic_session(iterations=1, warmup=0)))
+    assert rep.telemetry.n_samples == 0
+    assert "virtual clock" in rep.telemetry.unavailable["rss_bytes"]
+
+
+def test_telemetry_never_stops_a_session_even_if_a_backend_raises(monkeypatch):
+    """A backend bug (an exception our wrappers do not expect) ends sampling, not the session."""
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.events import RunFinished, SessionFinished
+    from ttftui.session import SessionRunner
+
+    def boom(self, out, failed):
+        raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(HostBackend, "read", boom)
+    cfg = Config.model_validate({"run": {"iterations": 1, "warmup": 0}, "telemetry": {"interval_ms": 10},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 30}]})
+    events = []
+    runner = SessionRunner(cfg, lambda: SyntheticEngine(cfg, "t", pace=True, cost=CostModel.with_decode_rate(500)),
+                           events.append)
+    runner.run()
+    assert runner.error is None
+    assert any(isinstance(e, RunFinished) for e in events)
+    assert events[-1].status == "completed" and isinstance(events[-1], SessionFinished)
+    assert threading.active_count() < 10

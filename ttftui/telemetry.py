@@ -1,0 +1,284 @@
+"""GPU and host telemetry: a fixed-cadence sampler thread publishing ``TelemetrySample`` events.
+
+Backends are probed once: AMD through pyrsmi (``pyrsmi.rocml``), NVIDIA through nvidia-ml-py
+(``pynvml``), and the host through psutil (always). A missing library, no device, or a call that
+starts failing mid-session turns *that field* into N/A with the reason, announced once in a
+``TelemetryStatus`` event (again only when the set of unavailable fields changes), and sampling goes
+on: telemetry never stops a session.
+
+Timing: samples are stamped with the session clock (the engine's ``perf_counter_ns`` clock) so they
+line up with run phases. The loop sleeps to absolute deadlines ``start + k × interval`` (no drift);
+a deadline that has already passed is skipped and counted, never caught up in a burst.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from ttftui.events import TelemetrySample, TelemetryStatus
+
+GPU_FIELDS = ("gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_busy_pct", "gpu_power_w", "gpu_temp_c",
+              "gpu_sm_clock_mhz")
+HOST_FIELDS = ("rss_bytes", "proc_cpu_pct", "sys_cpu_pct")
+
+
+class BackendUnavailable(Exception):
+    """This backend cannot be used at all (library missing, no device, init failed)."""
+
+
+class _LastLogMessage(logging.Handler):
+    """pyrsmi reports failures through ``logging.error`` and returns -1: keep the last message as
+    the reason, and keep it off the terminal (stray stderr would tear the dashboard)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.last = record.getMessage()
+
+
+class NvmlBackend:
+    """NVIDIA through nvidia-ml-py's ``pynvml``."""
+
+    name = "nvml"
+
+    def __init__(self, index: int = 0):
+        try:
+            import pynvml
+        except ImportError as e:
+            raise BackendUnavailable(f"nvidia-ml-py is not installed ({e})") from None
+        self.N = N = pynvml
+        try:
+            N.nvmlInit()
+        except N.NVMLError as e:
+            raise BackendUnavailable(f"NVML: {e}") from None
+        try:
+            count = N.nvmlDeviceGetCount()
+            if index >= count:
+                raise BackendUnavailable(f"NVML: no NVIDIA GPU with index {index} ({count} found)")
+            self.handle = N.nvmlDeviceGetHandleByIndex(index)
+            name = N.nvmlDeviceGetName(self.handle)
+            self.gpu_name = name.decode() if isinstance(name, bytes) else str(name)
+        except N.NVMLError as e:
+            raise BackendUnavailable(f"NVML: {e}") from None
+        self.errors = N.NVMLError
+
+    def read(self, out: dict[str, Any], failed: dict[str, str]) -> None:
+        N, h = self.N, self.handle
+
+        def call(fields: tuple[str, ...], fn: Callable[[], tuple[Any, ...]]) -> None:
+            try:
+                values = fn()
+            except self.errors as e:
+                for f in fields:
+                    failed[f] = f"NVML: {e}"
+                return
+            for f, v in zip(fields, values):
+                out[f] = v
+
+        call(("gpu_mem_used_bytes", "gpu_mem_total_bytes"), lambda: _mem(N.nvmlDeviceGetMemoryInfo(h)))
+        call(("gpu_busy_pct",), lambda: (float(N.nvmlDeviceGetUtilizationRates(h).gpu),))
+        call(("gpu_power_w",), lambda: (N.nvmlDeviceGetPowerUsage(h) / 1000.0,))
+        call(("gpu_temp_c",), lambda: (float(N.nvmlDeviceGetTemperature(h, N.NVML_TEMPERATURE_GPU)),))
+        call(("gpu_sm_clock_mhz",), lambda: (float(N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_SM)),))
+
+    def close(self) -> None:
+        try:
+            self.N.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - shutting down telemetry must never fail a session
+            pass
+
+
+def _mem(info: Any) -> tuple[int, int]:
+    return int(info.used), int(info.total)
+
+
+@contextlib.contextmanager
+def _real_stderr() -> Iterator[None]:
+    """pyrsmi silences libdrm by dup2-ing ``sys.stderr.fileno()``; under the dashboard (Textual
+    captures stderr) or a test runner that object has no file descriptor, so lend it the real one."""
+    saved = sys.stderr
+    try:
+        saved.fileno()
+    except (AttributeError, OSError, ValueError):
+        if sys.__stderr__ is not None:
+            sys.stderr = sys.__stderr__
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
+class RocmBackend:
+    """AMD through pyrsmi (``pyrsmi.rocml``). Its getters return -1 on failure and log the reason."""
+
+    name = "rocm"
+
+    def __init__(self, index: int = 0):
+        try:
+            from pyrsmi import rocml
+        except ImportError as e:
+            raise BackendUnavailable(f"pyrsmi is not installed ({e})") from None
+        self.R = rocml
+        self.index = index
+        self._log = _LastLogMessage()
+        root = logging.getLogger()
+        root.addHandler(self._log)
+        try:
+            with _real_stderr():
+                rocml.smi_initialize()
+        except Exception as e:  # noqa: BLE001 - pyrsmi raises its own ROCMLError_* and RuntimeError
+            self.close()
+            raise BackendUnavailable(f"pyrsmi: {e}") from None
+        count = rocml.smi_get_device_count()
+        if count <= index:
+            self.close()
+            raise BackendUnavailable(f"pyrsmi: no AMD GPU with index {index} ({max(count, 0)} found)")
+        self.gpu_name = rocml.smi_get_device_name(index) or f"AMD GPU {index}"
+
+    def read(self, out: dict[str, Any], failed: dict[str, str]) -> None:
+        R, i = self.R, self.index
+
+        def take(field: str, value: float | int, scale: float = 1.0) -> None:
+            if value is None or value < 0:
+                failed[field] = f"pyrsmi: {self._log.last or 'call failed (returned -1)'}"
+            else:
+                out[field] = value * scale if scale != 1.0 else value
+
+        take("gpu_mem_used_bytes", R.smi_get_device_memory_used(i))
+        take("gpu_mem_total_bytes", R.smi_get_device_memory_total(i))
+        take("gpu_busy_pct", R.smi_get_device_utilization(i))
+        take("gpu_power_w", R.smi_get_device_average_power(i))
+        failed.setdefault("gpu_temp_c", "pyrsmi has no temperature reading")
+        failed.setdefault("gpu_sm_clock_mhz", "pyrsmi has no SM clock reading (NVIDIA only)")
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self._log)
+        try:
+            self.R.smi_shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class HostBackend:
+    """This process and the machine, through psutil (always on)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)  # prime: the first reading is relative to this call
+        psutil.cpu_percent(None)
+
+    def read(self, out: dict[str, Any], failed: dict[str, str]) -> None:
+        try:
+            out["rss_bytes"] = int(self.proc.memory_info().rss)
+            out["proc_cpu_pct"] = float(self.proc.cpu_percent(None))
+            out["sys_cpu_pct"] = float(self.psutil.cpu_percent(None))
+        except Exception as e:  # noqa: BLE001 - psutil.Error and OSError alike
+            for f in HOST_FIELDS:
+                failed[f] = f"psutil: {e}"
+
+
+def probe_gpu(backend: str, index: int) -> tuple[Any | None, dict[str, str]]:
+    """(backend or None, {backend name: why not}) for telemetry.backend = auto | rocm | nvml | none."""
+    if backend == "none":
+        return None, {"config": "telemetry.backend = none"}
+    order = {"auto": ("rocm", "nvml"), "rocm": ("rocm",), "nvml": ("nvml",)}[backend]
+    reasons: dict[str, str] = {}
+    for name in order:
+        try:
+            return (RocmBackend(index) if name == "rocm" else NvmlBackend(index)), reasons
+        except BackendUnavailable as e:
+            reasons[name] = str(e)
+    return None, reasons
+
+
+class TelemetrySampler:
+    """Samples at a fixed cadence in its own thread and publishes events; ``stop()`` ends it."""
+
+    def __init__(self, publish: Callable[[Any], None], now_ns: Callable[[], int], *, backend: str = "auto",
+                 interval_ms: float = 100.0, gpu_index: int = 0):
+        self.publish = publish
+        self.now_ns = now_ns
+        self.interval_ns = int(max(interval_ms, 10.0) * 1e6)
+        self.gpu, why = probe_gpu(backend, gpu_index)
+        self.backend_name = (self.gpu.name if self.gpu else "none") + "+psutil"
+        self.host = HostBackend()
+        reason = "; ".join(f"{k}: {v}" for k, v in why.items()) if self.gpu is None else None
+        self._static_na = {f: f"no GPU telemetry ({reason})" for f in GPU_FIELDS} if reason else {}
+        self._announced: dict[str, str] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.n_samples = 0
+        self.missed = 0
+        self.cpu_s = 0.0  # thread CPU time spent sampling (the overhead we add)
+
+    @property
+    def gpu_name(self) -> str | None:
+        return getattr(self.gpu, "gpu_name", None)
+
+    def sample(self, mark: str | None = None) -> TelemetrySample:
+        """One reading now (also used directly around model load, with ``mark``)."""
+        values: dict[str, Any] = {}
+        failed: dict[str, str] = dict(self._static_na)
+        for backend, fields in ((self.gpu, GPU_FIELDS), (self.host, HOST_FIELDS)):
+            if backend is None:
+                continue
+            try:
+                backend.read(values, failed)
+            except Exception as e:  # noqa: BLE001 - a backend bug must not stop the session
+                for f in fields:
+                    values.pop(f, None)
+                    failed[f] = f"{type(e).__name__}: {e}"
+        if failed != self._announced:  # once per change, not once per sample
+            self._announced = dict(failed)
+            self.publish(TelemetryStatus(t_ns=self.now_ns(), backend=self.backend_name, gpu_name=self.gpu_name,
+                                         interval_ms=self.interval_ns / 1e6, unavailable=dict(failed)))
+        self.n_samples += 1
+        return TelemetrySample(t_ns=self.now_ns(), mark=mark, **values)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="ttftui-telemetry", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        c0 = time.thread_time()
+        start = time.perf_counter_ns()
+        k = 0
+        try:
+            while not self._stop.is_set():
+                self.publish(self.sample())
+                k += 1
+                deadline = start + k * self.interval_ns
+                now = time.perf_counter_ns()
+                if now > deadline:  # overran: skip the missed ticks instead of bursting
+                    skipped = (now - deadline) // self.interval_ns + 1
+                    self.missed += int(skipped)
+                    k += int(skipped)
+                    deadline = start + k * self.interval_ns
+                self.cpu_s = time.thread_time() - c0
+                if self._stop.wait((deadline - time.perf_counter_ns()) / 1e9):
+                    break
+        finally:
+            self.cpu_s = time.thread_time() - c0
+
+    def stop(self) -> None:
+        """Stop sampling and publish the final status (sample count, missed ticks, our CPU time)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self.gpu is not None:
+            self.gpu.close()
+        self.publish(TelemetryStatus(t_ns=self.now_ns(), backend=self.backend_name, gpu_name=self.gpu_name,
+                                     interval_ms=self.interval_ns / 1e6, unavailable=dict(self._announced or {}),
+                                     n_samples=self.n_samples, missed_ticks=self.missed,
+                                     sampler_cpu_s=round(self.cpu_s, 6)))
