@@ -47,7 +47,8 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
         out.append("N/A — no telemetry in this session", style="dim")
         return out
     gpu = f"GPU {st.gpu_name}" if st.gpu_name else "GPU N/A"
-    out.append(f"{gpu} · {st.backend} · every {st.interval_ms:g} ms\n", style="bold")
+    out.append(f"{gpu} · {st.backend} · every {st.interval_ms:g} ms", style="bold")
+    out.append("  (p prefill, d decode)\n", style="dim")
     samples = [s for s in state.telemetry[-max(width, 8):] if s.mark is None] if len(state.telemetry) else []
     spark_w = max(width - 21, 8)
     na = st.unavailable
@@ -74,6 +75,5 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
     if samples:
         out.append(" " * 9)
         out.append(_phase_marks(state, [s.t_ns for s in samples])[-spark_w:], style="dim")
-        out.append("  p prefill · d decode", style="dim")
     out.rstrip()
     return out
