@@ -94,7 +94,7 @@ class TtftApp(App[int]):
         Binding("escape", "minimize", "Restore", show=False),
     ]
 
-    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 15.0, pump: Pump | None = None,
+    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 10.0, pump: Pump | None = None,
                  n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None):
         super().__init__()
         self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
@@ -107,7 +107,6 @@ class TtftApp(App[int]):
         self.theme_file: ThemeFile
         self.theme_problem: str | None = None
         self._clock = clock  # tests inject a fixed clock; live uses the source's session clock
-        self._dirty = True
         self._quitting = False
         self._failure_shown = False
         self._compact: bool | None = None
@@ -165,7 +164,6 @@ class TtftApp(App[int]):
                 w._key = None
             if isinstance(w, StatusBar):
                 w._last = None
-        self._dirty = True
 
     # ------------------------------------------------------------------ the drain loop
     def now_ns(self) -> int:
@@ -175,12 +173,10 @@ class TtftApp(App[int]):
         take_reset = getattr(self.source, "take_reset", None)
         if take_reset is not None and (reset := take_reset()) is not None:
             self.pump.state = reset  # replay seek: the folded state at the new position
-            self._dirty = True
         events = self.source.drain()
         if events:
             n_alerts = len(self.pump.state.alerts)
             self.pump.feed(events)
-            self._dirty = True
             for a in self.pump.state.alerts[n_alerts:]:
                 if a.state == "firing":  # once per transition, never once per run
                     critical = a.severity == "critical"
@@ -202,15 +198,14 @@ class TtftApp(App[int]):
             self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
                                extra=self.status_extra(), total_runs=getattr(self.source, "total_runs", None))
             self.w_ttft.show(state, stats, now)
-            if not self._dirty:
-                return
-            self._dirty = False
+            # every panel is called every tick: each one compares what it shows and returns at once
+            # when nothing changed (and catches up on a draw it deferred or missed while hidden)
             self.w_stream.show(state)
+            self.w_telemetry.show(state)
             table = self.w_table
             table.setup(pcts, list(stats), with_baseline=table.baseline is not None, compact=bool(self._compact))
             table.show(stats, pcts)
             self.w_alerts.show(state, self.n_rules)
-            self.w_telemetry.show(state)
 
     def status_extra(self) -> str:
         extra = getattr(self.source, "status_extra", None)

@@ -46,16 +46,16 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
     if st is None:
         out.append("N/A — no telemetry in this session", style="dim")
         return out
-    gpu = f"GPU {st.gpu_name}" if st.gpu_name else "GPU N/A"
-    out.append(f"{gpu} · {st.backend} · every {st.interval_ms:g} ms", style="bold")
-    out.append("  (p prefill, d decode)\n", style="dim")
-    samples = [s for s in state.telemetry[-max(width, 8):] if s.mark is None] if len(state.telemetry) else []
-    spark_w = max(width - 21, 8)
     na = st.unavailable
     all_reasons = {na.get(f) for f, _, _ in FIELDS}
     if len(all_reasons) == 1 and None not in all_reasons:  # nothing can be sampled, for one reason
         out.append(f"N/A — {all_reasons.pop()}", style="dim")
         return out
+    gpu = f"GPU {st.gpu_name}" if st.gpu_name else "GPU N/A"
+    out.append(f"{gpu} · {st.backend} · every {st.interval_ms:g} ms", style="bold")
+    out.append("  (p prefill, d decode)\n", style="dim")
+    samples = [s for s in state.telemetry[-max(width, 8):] if s.mark is None] if len(state.telemetry) else []
+    spark_w = max(width - 21, 8)
     gpu_reasons = {na.get(f) for f, _, _ in FIELDS[:2]}
     rows = list(FIELDS)
     if len(gpu_reasons) == 1 and None not in gpu_reasons:  # the whole GPU side is out, for one reason

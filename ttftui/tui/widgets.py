@@ -3,6 +3,7 @@ only when what it shows has changed; none of them measures anything or talks to 
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,11 +28,23 @@ class Panel(Static):
         self.border_title = title
         self.theme_file: ThemeFile | None = None
         self._key: Any = None
+        self._drawn_at = 0.0
+
+    MIN_INTERVAL_S = 0.0  # panels that are costly to draw redraw at most this often
 
     def changed(self, key: Any) -> bool:
+        """Redraw only when what the panel shows has changed, only while it is on screen, and no
+        more often than MIN_INTERVAL_S (a deferred change is drawn on a later tick)."""
+        if self.size.area == 0:  # hidden (panel toggled off or maximized away): draw when shown again
+            self._key = None
+            return False
         if key == self._key:
             return False
+        now = time.monotonic()
+        if self._key is not None and now - self._drawn_at < self.MIN_INTERVAL_S:
+            return False
         self._key = key
+        self._drawn_at = now
         return True
 
     def on_resize(self) -> None:
@@ -225,9 +238,14 @@ def _chunk_size(cur: RunState) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- tokens
 class TokenStream(Panel):
-    """The current run's text as it is generated, each token coloured by its inter-token latency."""
+    """The current run's text as it is generated, each token coloured by its inter-token latency.
 
-    MAX_TOKENS = 1500  # drawn per run; older tokens scroll out (they are all in the record)
+    Only the tail that fits the panel is drawn, at most 5 times a second: re-wrapping a long answer
+    every frame would make the dashboard cost more than the thing it measures (every token is in
+    the record)."""
+
+    HEADER_LINES = 3
+    MIN_INTERVAL_S = 0.2
 
     def __init__(self, **kw: Any):
         super().__init__("Token stream", **kw)
@@ -242,6 +260,17 @@ class TokenStream(Panel):
         if self.changed(key):
             self.refresh_view()
 
+    def _tail(self, toks: list[Any], width: int, lines: int) -> int:
+        """Index of the first token of the tail that fills ``lines`` lines of ``width`` cells."""
+        budget = width * lines
+        used = 0
+        i = len(toks)
+        while i > 0 and used < budget:
+            i -= 1
+            text = toks[i].text
+            used += len(text) + text.count("\n") * width
+        return i
+
     def refresh_view(self) -> None:
         th = self.theme_file
         run = self._run
@@ -250,32 +279,34 @@ class TokenStream(Panel):
         if run is None:
             self.update(Text("no tokens yet", style="dim"))
             return
-        toks = run.tokens[-self.MAX_TOKENS:] if len(run.tokens) > self.MAX_TOKENS else run.tokens.to_list()
-        gaps = [t.dt_ns / 1e6 for t in toks]
-        itl = [t.dt_ns / 1e6 for t in toks if t.index > 0]
+        all_toks = run.tokens.to_list()
+        itl = [t.dt_ns / 1e6 for t in all_toks[1:]]
         median = float(np.median(itl)) if itl else None
-        n = len(run.tokens)
+        n = len(all_toks)
+        width = max(self.content_size.width, 20)
+        lines = max(self.content_size.height - self.HEADER_LINES, 1)
+        start = self._tail(all_toks, width, lines)
+        toks = all_toks[start:]
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"run {run.run_id} {run.scenario} · {n} tok", style="bold")
-        if len(itl) >= 1:
-            span_s = (run.tokens[-1].t_ns - run.tokens[0].t_ns) / 1e9
+        if itl:
+            span_s = (all_toks[-1].t_ns - all_toks[0].t_ns) / 1e9
             rate = (n - 1) / span_s if span_s > 0 else 0.0
             head.append(f" · {rate:.1f} tok/s · p50 {R.fmt_ms(median)}")
-        width = max(self.content_size.width, 20)
         spark = R.sparkline(itl, width - 5)
-        body = R.token_text(th, [t.text for t in toks], gaps if toks and toks[0].index == 0 else [0.0] + gaps[1:], median)
-        if toks and toks[0].index != 0:
-            body = Text("…") + body
-        out = Text()
+        gaps = [t.dt_ns / 1e6 for t in toks]
+        body = R.token_text(th, [t.text for t in toks], gaps, median, first_index=start)
+        out = Text(no_wrap=False, overflow="fold")
         out.append_text(head)
         out.append("\nITL ")
         out.append(spark, style=th.itl.slow)
         out.append("\n")
         out.append_text(R.itl_legend(th))
         out.append("\n")
+        if start > 0:
+            out.append("…", style="dim")
         out.append_text(body)
         self.update(out)
-        self.scroll_end(animate=False)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -405,6 +436,8 @@ class AlertsPanel(Panel):
 
 
 class TelemetryPanel(Panel):
+    MIN_INTERVAL_S = 0.5
+
     def __init__(self, **kw: Any):
         super().__init__("Telemetry", **kw)
         self._args: Any = None
