@@ -17,6 +17,8 @@ from .tui_support import StaticSource, fixed_clock, synthetic_session
 
 
 def plain(widget) -> str:
+    if isinstance(widget, TokenStream):  # drawn line by line: what its rows show
+        return widget.visible_text()
     c = widget.content
     return c.plain if isinstance(c, Text) else str(c)
 
@@ -43,6 +45,43 @@ async def test_panels_show_the_session():
         assert table.row_count == 3 * 12
         assert "no rules — add [[alerts]] to config.toml" in plain(app.query_one(AlertsPanel))
         assert "N/A" in plain(app.query_one(TelemetryPanel))
+
+
+async def test_every_panel_draws_its_first_data_without_waiting_for_a_later_frame(monkeypatch):
+    """The first (forced) frame arrives before layout: panels that had no size then must draw as
+    soon as they get one, not at the next rationed frame (which is a second away during a prefill,
+    so a screenshot taken in between showed an empty Alerts panel)."""
+    monkeypatch.setattr(TtftApp, "PREFILL_DRAW_INTERVAL_S", 3600.0)
+    events = synthetic_session(stop_before_end=True)  # a run is in its prefill: frames are rationed
+    app, _ = make_app(events, refresh_hz=1)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert "no rules" in plain(app.query_one(AlertsPanel))
+        assert "N/A" in plain(app.query_one(TelemetryPanel))
+        assert "run 11 long" in plain(app.query_one(TokenStream))
+        assert "so far" in plain(app.query_one(TTFTBar))
+
+
+async def test_one_more_token_repaints_only_the_rows_that_changed():
+    """The token stream is drawn line by line: a new token re-renders the header rows and the line it
+    lands on, not the whole answer (re-wrapping all of it every frame cost the engine CPU)."""
+    from ttftui.reducer import fold
+
+    events = synthetic_session(iterations=1, warmup=0,
+                               scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 400}])
+    tok = [i for i, e in enumerate(events) if isinstance(e, TokenEmitted)]
+    app, _ = make_app(events[: tok[300]])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        stream = app.query_one(TokenStream)
+        before = stream.visible_text()
+        painted = []
+        stream.refresh = lambda *regions, **kw: painted.append(regions)  # type: ignore[method-assign]
+        stream.show(fold(events[: tok[300] + 1]))
+        after = stream.visible_text()
+    assert after != before and "301 tok" in after
+    assert painted and all(len(r) == 1 and r[0].height == 1 for r in painted)  # single rows, never the panel
+    assert len(painted) <= 4  # header (count, sparkline) and the last line or two
 
 
 async def test_run_in_progress_shows_phases_so_far():

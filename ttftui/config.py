@@ -120,7 +120,7 @@ class ReportConfig(_Strict):
 
 class UIConfig(_Strict):
     theme: str = Field("dark", description="a theme name from themes/ or a path to a theme file")
-    refresh_hz: float = Field(10.0, ge=1, le=60, description="dashboard redraw rate")
+    refresh_hz: float = Field(4.0, ge=1, le=30, description="dashboard redraws per second (events are drained at 10 Hz)")
 
 
 class TelemetryConfig(_Strict):

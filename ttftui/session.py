@@ -64,6 +64,7 @@ class Controls:
     skip_scenario: threading.Event = field(default_factory=threading.Event)
     requests: "queue.SimpleQueue[str]" = field(default_factory=queue.SimpleQueue)  # re-run a scenario
     keep_alive: bool = False  # dashboard: stay open for re-runs after the plan is done
+    between_runs_s: float = 0.0  # dashboard: a pause outside the timed region, so it draws while idle
 
     def request_stop(self, status: str = "interrupted") -> None:
         self.stop_status = status
@@ -209,6 +210,10 @@ class SessionRunner:
                 c.stop.wait(0.05)
             if c.stop.is_set() or c.skip_scenario.is_set():
                 break
+            if k and c.between_runs_s:
+                c.stop.wait(c.between_runs_s)  # not timed: the run has not started
+                if c.stop.is_set():
+                    break
             warm = k < self.config.run.warmup
             self._run_id += 1
             it = self._iters.get(s.name, 0)

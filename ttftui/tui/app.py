@@ -1,12 +1,17 @@
-"""The Textual dashboard. It consumes the session's events on a timer (``refresh_hz``), folds them
-with the shared pure reducer (through the same ``Pump`` the headless path uses) and redraws inside
-``batch_update()``. Producers never call into the UI, so a slow frame cannot slow the engine; the
-engine thread only appends to a queue.
+"""The Textual dashboard. It drains the session's events on a 10 Hz timer, folds them with the
+shared pure reducer (through the same ``Pump`` the headless path uses) and redraws inside
+``batch_update()`` at ``refresh_hz`` (default 4 Hz), all panels in the same frame. Producers never
+call into the UI, so a slow frame cannot slow the engine; the engine thread only appends to a queue.
+
+Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads. Drawing
+every panel in one frame, a few times a second, keeps the dashboard's cost within a few percent of
+decode speed (benchmarks/bench_dashboard.py measures it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +99,9 @@ class TtftApp(App[int]):
         Binding("escape", "minimize", "Restore", show=False),
     ]
 
-    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 10.0, pump: Pump | None = None,
+    DRAIN_HZ = 10.0
+
+    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 4.0, pump: Pump | None = None,
                  n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None):
         super().__init__()
         self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
@@ -111,6 +118,7 @@ class TtftApp(App[int]):
         self._failure_shown = False
         self._compact: bool | None = None
         self._solo: str | None = None
+        self._last_draw = 0.0
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -122,7 +130,12 @@ class TtftApp(App[int]):
                 with Vertical(id="side"):
                     yield AlertsPanel(id="alerts")
                     yield TelemetryPanel(id="telemetry")
-            yield PercentileTable(id="table")
+            # The table sits in a box of its own: Textual tests a widget against a frame's dirty area
+            # by its parent's region, so inside #body the table (whose cached lines are still costly
+            # to hand back) was redrawn on every frame that changed anything in the middle panels.
+            with Vertical(id="table") as box:
+                box.border_title = PercentileTable.TITLE
+                yield PercentileTable(id="table-data")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -145,8 +158,8 @@ class TtftApp(App[int]):
             self.notify(problem, title="theme", severity="warning", timeout=10)
         self._fit_layout()
         self.source.start()
-        self.set_interval(1 / self.refresh_hz, self.tick)
-        self.tick()
+        self.set_interval(1 / max(self.DRAIN_HZ, self.refresh_hz), self.tick)
+        self.tick(force=True)
 
     def _fit_layout(self) -> None:
         """Small terminals (80x24) get the compact style: top borders only, tighter caps."""
@@ -169,7 +182,7 @@ class TtftApp(App[int]):
     def now_ns(self) -> int:
         return self._clock() if self._clock is not None else self.source.now_ns()
 
-    def tick(self) -> None:
+    def tick(self, force: bool = False) -> None:
         take_reset = getattr(self.source, "take_reset", None)
         if take_reset is not None and (reset := take_reset()) is not None:
             self.pump.state = reset  # replay seek: the folded state at the new position
@@ -186,9 +199,25 @@ class TtftApp(App[int]):
         if err and not self._failure_shown:
             self._failure_shown = True
             self.notify(err, title="session failed", severity="error", timeout=30)
-        self.redraw()
+        self.redraw(force)
 
-    def redraw(self) -> None:
+    PREFILL_DRAW_INTERVAL_S = 1.0
+
+    def tick_draw_due(self) -> bool:
+        """Frames are rationed: ``refresh_hz`` while tokens stream, once a second while a prefill is
+        computing (only its elapsed time changes then, and the engine needs every core)."""
+        now = time.monotonic()
+        cur = self.pump.state.current
+        in_prefill = cur is not None and not cur.tokens
+        interval = max(1 / self.refresh_hz, self.PREFILL_DRAW_INTERVAL_S) if in_prefill else 1 / self.refresh_hz
+        if now - self._last_draw < interval - 0.01:
+            return False
+        self._last_draw = now
+        return True
+
+    def redraw(self, force: bool = False) -> None:
+        if not (force or self.tick_draw_due()):
+            return
         self._fit_layout()
         state = self.pump.state
         now = self.now_ns()
@@ -237,22 +266,22 @@ class TtftApp(App[int]):
     def action_next_run(self) -> None:
         if (src := self._replay()) is not None:
             src.seek_run(+1)
-            self.tick()
+            self.tick(force=True)
 
     def action_prev_run(self) -> None:
         if (src := self._replay()) is not None:
             src.seek_run(-1)
-            self.tick()
+            self.tick(force=True)
 
     def action_seek_start(self) -> None:
         if (src := self._replay()) is not None:
             src.seek_start()
-            self.tick()
+            self.tick(force=True)
 
     def action_seek_end(self) -> None:
         if (src := self._replay()) is not None:
             src.seek_end()
-            self.tick()
+            self.tick(force=True)
 
     def action_seek(self) -> None:
         if (src := self._replay()) is None:
@@ -266,7 +295,7 @@ class TtftApp(App[int]):
                 self.notify(f"not a time: {value!r} (use mm:ss, seconds, or +/-seconds)", severity="error")
                 return
             src.seek(t)
-            self.tick()
+            self.tick(force=True)
 
         self.push_screen(SeekScreen(fmt_clock(src.now_ns()), fmt_clock(src.end_ns)), done)
 
@@ -283,7 +312,7 @@ class TtftApp(App[int]):
         paused = toggle()
         if self.source.mode == "live":
             self.notify("pausing after the current run" if paused else "resumed", timeout=3)
-        self.redraw()
+        self.redraw(force=True)
 
     def action_rerun(self) -> None:
         if not self._live_only("re-run"):
@@ -309,7 +338,7 @@ class TtftApp(App[int]):
         th, _ = load_theme_or_default(nxt)
         self._apply_theme(th)
         self.notify(f"theme: {nxt}", timeout=2)
-        self.redraw()
+        self.redraw(force=True)
 
     # Panels: 1-4 hide/show one; m shows only the focused panel (again: all of them back).
     def _panel_of(self, widget: Any) -> str | None:

@@ -23,7 +23,7 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
 
     _need_terminal()
     factory = select_engine(config, force_synthetic=synthetic, pace=config.engine.synthetic_pace)
-    source = LiveSource(config, names, factory, recorder=recorder)
+    source = LiveSource(config, names, factory, recorder=recorder, yield_ui=True)
     pump = Pump([recorder] if recorder is not None else [], evaluator=evaluator)
     app = TtftApp(source, theme=config.ui.theme, refresh_hz=config.ui.refresh_hz, pump=pump, n_rules=n_rules,
                   baseline=baseline)
@@ -41,7 +41,7 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     return code if isinstance(code, int) else 0
 
 
-def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz: float = 15.0,
+def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz: float = 4.0,
                          baseline: Any = None) -> int:
     from ttftui.pump import Pump
     from ttftui.replay import ReplaySource

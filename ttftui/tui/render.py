@@ -161,31 +161,6 @@ def itl_style(theme: ThemeFile, ratio: float | None) -> str:
     return f"bold {text_on(t.spike)} on {t.spike}"
 
 
-def token_text(theme: ThemeFile, pieces: Sequence[str], gaps_ms: Sequence[float], median_ms: float | None,
-               first_index: int = 0) -> Text:
-    """The stream of a run: each token coloured by ``gap / median``; the first token (whose gap is
-    the TTFT) is underlined instead. ``first_index``: run index of ``pieces[0]`` (tail views).
-    Neighbouring tokens of the same colour share one span, which keeps redraws cheap."""
-    out = Text()
-    run_style: str | None = None
-    run_text: list[str] = []
-    for i, (piece, gap) in enumerate(zip(pieces, gaps_ms), start=first_index):
-        if not piece:
-            continue
-        if i == 0:
-            style = f"underline {theme.itl.normal}"
-        else:
-            style = itl_style(theme, gap / median_ms if median_ms else None)
-        if style != run_style and run_text:
-            out.append("".join(run_text), style=run_style)
-            run_text = []
-        run_style = style
-        run_text.append(literal(piece))
-    if run_text:
-        out.append("".join(run_text), style=run_style)
-    return out
-
-
 def itl_legend(theme: ThemeFile) -> Text:
     t = Text()
     t.append("<0.8×", style=theme.itl.fast)

@@ -3,11 +3,14 @@ only when what it shows has changed; none of them measures anything or talks to 
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable, Static
 
 from ttftui.events import COMPONENTS
@@ -16,10 +19,16 @@ from ttftui.reducer import RunState, SessionState
 from ttftui.stats import pct_key
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
+from ttftui.tui.token_layout import TokenLayout
 
 
 class Panel(Static):
-    """A Static with a border title; ``theme`` is set by the app before the first ``show``."""
+    """A Static with a border title; ``theme`` is set by the app before the first ``show``.
+
+    ``show(*args)`` keeps its inputs and draws (``draw(*args)``) only when ``view_key(*args)`` has
+    changed and the panel is on screen. A panel that was hidden or not laid out yet when its inputs
+    arrived draws them as soon as it gets a size (``on_resize``), not at the app's next frame, which
+    may be a second away while a prefill runs."""
 
     can_focus = True
 
@@ -28,31 +37,47 @@ class Panel(Static):
         self.border_title = title
         self.theme_file: ThemeFile | None = None
         self._key: Any = None
-        self._drawn_at = 0.0
+        self._args: tuple[Any, ...] | None = None
+        self._lines = -1
 
-    MIN_INTERVAL_S = 0.0  # panels that are costly to draw redraw at most this often
+    def view_key(self, *args: Any) -> Any:
+        """What the panel shows, as a comparable value: equal keys mean nothing to redraw."""
+        raise NotImplementedError
+
+    def draw(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def show(self, *args: Any) -> None:
+        self._args = args
+        if self.changed(self.view_key(*args)):
+            self.refresh_view()
 
     def changed(self, key: Any) -> bool:
-        """Redraw only when what the panel shows has changed, only while it is on screen, and no
-        more often than MIN_INTERVAL_S (a deferred change is drawn on a later tick)."""
+        """Redraw only when what the panel shows has changed, and only while it is on screen."""
         if self.size.area == 0:  # hidden (panel toggled off or maximized away): draw when shown again
             self._key = None
             return False
         if key == self._key:
             return False
-        now = time.monotonic()
-        if self._key is not None and now - self._drawn_at < self.MIN_INTERVAL_S:
-            return False
         self._key = key
-        self._drawn_at = now
         return True
 
     def on_resize(self) -> None:
-        self._key = None  # widths changed: the next show() redraws
-        self.refresh_view()
+        if self._args is not None and self.size.area:
+            self._key = self.view_key(*self._args)
+        self.refresh_view()  # new size (or first size): draw what we were last given
 
-    def refresh_view(self) -> None:  # overridden by panels that render width-dependent text
-        pass
+    def refresh_view(self) -> None:
+        if self._args is None or self.theme_file is None or self.size.area == 0:
+            return
+        self.draw(*self._args)
+
+    def update_sized(self, content: Text) -> None:
+        """Update a height:auto panel; re-layout the screen only when its line count changes (a full
+        re-layout repaints every widget, which is most of what a redraw costs)."""
+        n = content.plain.count("\n")
+        self.update(content, layout=n != self._lines)
+        self._lines = n
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -113,7 +138,7 @@ class StatusBar(Static):
             t.append(f"  •  run {len(state.runs) + (1 if cur else 0)}/{total_runs}")
         if extra:
             t.append(f"  •  {extra}")
-        self.update(t)
+        self.update(t, layout=False)  # fixed height: no re-layout of the whole screen
 
 
 def firing_alerts(state: SessionState, severity: str | None = None) -> list[Any]:
@@ -142,21 +167,20 @@ class TTFTBar(Panel):
 
     def __init__(self, **kw: Any):
         super().__init__("TTFT breakdown", **kw)
-        self._args: tuple[Any, ...] | None = None
+        self._max_lines = 0
 
-    def show(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> None:
+    def on_resize(self) -> None:
+        self._max_lines = 0  # a new width wraps the legend differently
+        super().on_resize()
+
+    def view_key(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> Any:
         cur = state.current
-        live = cur is not None and not any(t for t in cur.tokens)
-        key = (cur and cur.run_id, cur and len(cur.phases), cur and bool(cur.tokens), len(state.runs),
-               now_ns // 50_000_000 if live else 0, self.theme_file and self.theme_file.name)
-        self._args = (state, stats, now_ns)
-        if self.changed(key):
-            self.refresh_view()
+        live = cur is not None and not cur.tokens
+        # While a phase runs only its elapsed time changes (the app draws about once a second then).
+        return (cur and cur.run_id, cur and len(cur.phases), cur and bool(cur.tokens), len(state.runs),
+                now_ns // 1_000_000_000 if live else 0, self.theme_file and self.theme_file.name)
 
-    def refresh_view(self) -> None:
-        if self._args is None or self.theme_file is None:
-            return
-        state, stats, now_ns = self._args
+    def draw(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> None:
         th = self.theme_file
         width = max(self.content_size.width, 20)
         out = Text()
@@ -185,7 +209,13 @@ class TTFTBar(Panel):
                 out.append("\n" + lab)
                 out.append_text(R.stacked_bar(R.component_segments(th, med), bar_w, th.components.pending))
                 out.append(dom, style=getattr(th.components, st.dominant_component or "pending", "white"))
-        self.update(out)
+        # Never shrink: a panel that changes height each phase would re-lay out (and repaint) the
+        # whole screen twice per run.
+        n = out.plain.count("\n")
+        if n < self._max_lines:
+            out.append("\n" * (self._max_lines - n))
+        self._max_lines = max(self._max_lines, n)
+        self.update_sized(out)
 
 
 def _current_parts(state: SessionState, now_ns: int):
@@ -240,73 +270,159 @@ def _chunk_size(cur: RunState) -> int | None:
 class TokenStream(Panel):
     """The current run's text as it is generated, each token coloured by its inter-token latency.
 
-    Only the tail that fits the panel is drawn, at most 5 times a second: re-wrapping a long answer
-    every frame would make the dashboard cost more than the thing it measures (every token is in
-    the record)."""
+    Drawn line by line (Textual's line API): tokens are wrapped once, as they arrive
+    (:class:`TokenLayout`), every visible row is kept as a rendered strip with a key saying what it
+    shows, and a frame re-renders and repaints only the rows whose key changed (usually the header
+    and the last line). Redrawing the whole visible answer on every frame made this panel cost the
+    engine more than the rest of the dashboard together. When the text fills the panel it moves up
+    by half a panel at a time, so the rows above the last one keep their strips between jumps.
+    Tokens are drawn literally (never parsed as markup); every token is in the record."""
 
     HEADER_LINES = 3
-    MIN_INTERVAL_S = 0.2
 
     def __init__(self, **kw: Any):
         super().__init__("Token stream", **kw)
-        self._run: RunState | None = None
+        self._layout: TokenLayout | None = None
+        self._layout_run: int | None = None
+        self._row_keys: list[Any] = []
+        self._rows: list[Strip] = []
+        self._texts: list[str] = []
+        self._median: tuple[int, float | None] = (-1, None)
 
-    def show(self, state: SessionState) -> None:
+    @staticmethod
+    def _shown_run(state: SessionState) -> RunState | None:
         run = state.current
         if run is None or not run.tokens:
             run = next((r for r in reversed(state.runs) if r.tokens), None)
-        key = (run and run.run_id, run and len(run.tokens), self.theme_file and self.theme_file.name)
-        self._run = run
-        if self.changed(key):
-            self.refresh_view()
+        return run
 
-    def _tail(self, toks: list[Any], width: int, lines: int) -> int:
-        """Index of the first token of the tail that fills ``lines`` lines of ``width`` cells."""
-        budget = width * lines
-        used = 0
-        i = len(toks)
-        while i > 0 and used < budget:
-            i -= 1
-            text = toks[i].text
-            used += len(text) + text.count("\n") * width
-        return i
+    def view_key(self, state: SessionState) -> Any:
+        run = self._shown_run(state)
+        return (run and run.run_id, run and len(run.tokens), self.theme_file and self.theme_file.name)
 
-    def refresh_view(self) -> None:
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._rows):
+            return self._rows[y]
+        return Strip.blank(self.content_size.width, self.rich_style)
+
+    def visible_text(self) -> str:
+        """What the panel shows, as plain text (one line per row)."""
+        return "\n".join(self._texts).rstrip("\n")
+
+    def _median_gap(self, toks: Any) -> float | None:
+        n = len(toks)
+        if self._median[0] != n:  # once per new token count, not per row
+            gaps = [toks[i].dt_ns / 1e6 for i in range(1, n)]
+            self._median = (n, float(np.median(gaps)) if gaps else None)
+        return self._median[1]
+
+    def draw(self, state: SessionState) -> None:
         th = self.theme_file
-        run = self._run
-        if th is None:
+        width, height = self.content_size
+        if width <= 0 or height <= 0:
             return
+        run = self._shown_run(state)
+        rows: list[tuple[Any, Any]] = []  # (key, Text or a line of fragments to render)
         if run is None:
-            self.update(Text("no tokens yet", style="dim"))
-            return
-        all_toks = run.tokens.to_list()
-        itl = [t.dt_ns / 1e6 for t in all_toks[1:]]
-        median = float(np.median(itl)) if itl else None
-        n = len(all_toks)
-        width = max(self.content_size.width, 20)
-        lines = max(self.content_size.height - self.HEADER_LINES, 1)
-        start = self._tail(all_toks, width, lines)
-        toks = all_toks[start:]
+            rows.append((("empty", th.name), Text("no tokens yet", style="dim")))
+        else:
+            rows.extend(self._header_rows(run, th, width))
+            rows.extend(self._body_rows(run, th, width, height - self.HEADER_LINES))
+        self._paint(rows, width, height)
+
+    def _header_rows(self, run: RunState, th: ThemeFile, width: int) -> list[tuple[Any, Text]]:
+        toks = run.tokens
+        n = len(toks)
+        median = self._median_gap(toks)
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"run {run.run_id} {run.scenario} · {n} tok", style="bold")
-        if itl:
-            span_s = (all_toks[-1].t_ns - all_toks[0].t_ns) / 1e9
+        itl: list[float] = []
+        if n > 1:
+            span_s = (toks[n - 1].t_ns - toks[0].t_ns) / 1e9
             rate = (n - 1) / span_s if span_s > 0 else 0.0
             head.append(f" · {rate:.1f} tok/s · p50 {R.fmt_ms(median)}")
-        spark = R.sparkline(itl, width - 5)
-        gaps = [t.dt_ns / 1e6 for t in toks]
-        body = R.token_text(th, [t.text for t in toks], gaps, median, first_index=start)
-        out = Text(no_wrap=False, overflow="fold")
-        out.append_text(head)
-        out.append("\nITL ")
-        out.append(spark, style=th.itl.slow)
-        out.append("\n")
-        out.append_text(R.itl_legend(th))
-        out.append("\n")
-        if start > 0:
-            out.append("…", style="dim")
-        out.append_text(body)
-        self.update(out)
+            itl = [toks[i].dt_ns / 1e6 for i in range(max(1, n - (width - 4)), n)]
+        spark = Text("ITL ", no_wrap=True, overflow="crop")
+        spark.append(R.sparkline(itl, width - 5), style=th.itl.slow)
+        return [((head.plain, th.name), head), ((spark.plain, th.name), spark), (("legend", th.name), R.itl_legend(th))]
+
+    def _body_rows(self, run: RunState, th: ThemeFile, width: int, body_h: int) -> list[tuple[Any, Any]]:
+        toks = run.tokens
+        lay = self._layout
+        if lay is None or self._layout_run != run.run_id or lay.width != width or lay.n_tokens > len(toks):
+            lay = self._layout = TokenLayout(width)
+            self._layout_run = run.run_id
+        for i in range(lay.n_tokens, len(toks)):
+            lay.add(i, R.literal(toks[i].text))
+        median = self._median_gap(toks)
+        n_lines = len(lay)
+        top, shown = 0, max(body_h, 0)
+        rows: list[tuple[Any, Any]] = []
+        if n_lines > body_h and body_h > 1:
+            step = max((body_h - 1) // 2, 1)
+            top = -(-(n_lines - body_h + 1) // step) * step
+            shown = body_h - 1
+            note = Text(f"… {top} earlier line{'s' if top != 1 else ''}", style="dim")
+            rows.append((("more", top, th.name), note))
+        for k in range(top, min(n_lines, top + shown)):
+            frags = lay.line(k)
+            styles = tuple(self._token_style(th, i, toks, median) for i, _ in frags)
+            size = lay.open_size() if k == len(lay.lines) else -1
+            rows.append(((run.run_id, k, size, styles), (frags, styles)))
+        return rows
+
+    @staticmethod
+    def _token_style(th: ThemeFile, i: int, toks: Any, median: float | None) -> str:
+        if i == 0:
+            return f"underline {th.itl.normal}"  # its gap is the TTFT: not comparable with the others
+        return R.itl_style(th, toks[i].dt_ns / 1e6 / median if median else None)
+
+    def _paint(self, rows: list[tuple[Any, Any]], width: int, height: int) -> None:
+        """Render the rows whose key changed and repaint only those (the whole panel after a resize)."""
+        resized = len(self._rows) != height or (self._rows and self._rows[0].cell_length != width)
+        if resized:
+            self._row_keys = [None] * height
+            self._rows = [Strip.blank(width, self.rich_style)] * height
+            self._texts = [""] * height
+        base = self.rich_style
+        changed: list[int] = []
+        for y in range(height):
+            key, what = rows[y] if y < len(rows) else (("blank",), None)
+            key = (key, width)
+            if self._row_keys[y] == key:
+                continue
+            self._row_keys[y] = key
+            if what is None:
+                strip, text = Strip.blank(width, base), ""
+            elif isinstance(what, Text):
+                what.truncate(width, overflow="ellipsis")
+                strip, text = Strip(list(what.render(self.app.console))), what.plain
+            else:
+                strip, text = _fragment_strip(*what), "".join(t for _, t in what[0])
+            self._rows[y] = strip.apply_style(base).adjust_cell_length(width, base)
+            self._texts[y] = text
+            changed.append(y)
+        if resized:
+            self.refresh()
+        else:
+            for y in changed:
+                self.refresh(Region(0, y, width, 1))
+
+
+def _fragment_strip(frags: tuple[tuple[int, str], ...], styles: tuple[str, ...]) -> Strip:
+    """One line of tokens; neighbouring tokens of the same colour share a segment."""
+    segs: list[Segment] = []
+    run_style: str | None = None
+    buf: list[str] = []
+    for (_, text), style in zip(frags, styles):
+        if style != run_style and buf:
+            segs.append(Segment("".join(buf), Style.parse(run_style)))  # type: ignore[arg-type]
+            buf = []
+        run_style = style
+        buf.append(text)
+    if buf:
+        segs.append(Segment("".join(buf), Style.parse(run_style)))  # type: ignore[arg-type]
+    return Strip(segs)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -331,10 +447,10 @@ class PercentileTable(DataTable):
     so the cursor and scroll position survive every refresh (no flicker, no jump)."""
 
     NUM_W = 9
+    TITLE = "Percentiles (ms unless noted; warm-up excluded)"
 
     def __init__(self, **kw: Any):
         super().__init__(zebra_stripes=True, cursor_type="row", **kw)
-        self.border_title = "Percentiles (ms unless noted; warm-up excluded)"
         self._cols: tuple[str, ...] = ()
         self._stats_key: Any = None
         self._cells: dict[str, list[str]] = {}
@@ -408,15 +524,15 @@ class AlertsPanel(Panel):
     def __init__(self, **kw: Any):
         super().__init__("Alerts", **kw)
 
-    def show(self, state: SessionState, n_rules: int) -> None:
+    def view_key(self, state: SessionState, n_rules: int) -> Any:
+        return (len(state.alerts), n_rules, self.theme_file and self.theme_file.name)
+
+    def draw(self, state: SessionState, n_rules: int) -> None:
         th = self.theme_file
-        key = (len(state.alerts), n_rules, th and th.name)
-        if not self.changed(key) or th is None:
-            return
         if not state.alerts:
             msg = ("no rules — add [[alerts]] to config.toml" if n_rules == 0
                    else f"all clear: {n_rules} rule{'s' if n_rules != 1 else ''} checked after every run")
-            self.update(Text(msg, style="dim"))
+            self.update_sized(Text(msg, style="dim"))
             return
         latest: dict[tuple[str, str | None], Any] = {}
         for a in state.alerts:
@@ -432,29 +548,23 @@ class AlertsPanel(Panel):
             out.append(" cleared ", style=f"bold {R.text_on(th.textual.success)} on {th.textual.success}")
             out.append(f" {a.message}\n", style="dim")
         out.rstrip()
-        self.update(out)
+        self.update_sized(out)
 
 
 class TelemetryPanel(Panel):
-    MIN_INTERVAL_S = 0.5
-
     def __init__(self, **kw: Any):
         super().__init__("Telemetry", **kw)
-        self._args: Any = None
 
-    def show(self, state: SessionState) -> None:
-        st = state.telemetry_status
-        key = (id(st), len(state.telemetry) // 2, self.theme_file and self.theme_file.name)
-        self._args = state
-        if self.changed(key):
-            self.refresh_view()
+    def view_key(self, state: SessionState) -> Any:
+        # Sparklines move once a second of sample time, whatever the sampling rate: each frame of
+        # this panel costs the engine CPU, and a 10 Hz sparkline tells nothing a 1 Hz one does not.
+        last = state.telemetry.last()
+        return (id(state.telemetry_status), last and last.t_ns // 1_000_000_000, self.theme_file and self.theme_file.name)
 
-    def refresh_view(self) -> None:
+    def draw(self, state: SessionState) -> None:
         from ttftui.tui.telemetry_view import telemetry_text
 
-        if self._args is None or self.theme_file is None:
-            return
-        self.update(telemetry_text(self._args, self.theme_file, max(self.content_size.width, 20)))
+        self.update(telemetry_text(state, self.theme_file, max(self.content_size.width, 20)), layout=False)
 
 
 def counted_metrics(runs: Sequence[RunMetrics]) -> int:
