@@ -21,6 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label
 
+from ttftui.events import RunFailed, RunFinished
 from ttftui.pump import Pump
 from ttftui.replay import fmt_clock, fmt_speed
 from ttftui.reducer import session_stats
@@ -187,6 +188,9 @@ class TtftApp(App[int]):
         if take_reset is not None and (reset := take_reset()) is not None:
             self.pump.state = reset  # replay seek: the folded state at the new position
         events = self.source.drain()
+        # A run just ended: draw its results now, in the engine's idle gap between runs, not at the
+        # next rationed frame, which may fall inside the next run's prefill.
+        force = force or any(type(e) in (RunFinished, RunFailed) for e in events)
         if events:
             n_alerts = len(self.pump.state.alerts)
             self.pump.feed(events)
