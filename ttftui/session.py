@@ -123,6 +123,11 @@ class SessionRunner:
         self.error: BaseException | None = None
         self._run_id = 0
         self._iters: dict[str, int] = {}
+        per_scenario = config.run.warmup + config.run.iterations
+        # Runs this session will have made when it is idle again: the plan, plus each re-run taken
+        # up, minus what a skip left out. Front ends show "run k/planned_runs".
+        self.planned_runs = len(self.names) * per_scenario
+        self.idle = False  # keep-alive session with nothing to do: the plan and every request are done
 
     def run(self) -> None:
         """Whole session. Exceptions are kept in ``self.error`` (and reported as events)."""
@@ -161,7 +166,10 @@ class SessionRunner:
                 try:
                     name = c.requests.get(timeout=0.1)
                 except queue.Empty:
+                    self.idle = True
                     continue
+                self.idle = False
+                self.planned_runs += self.config.run.warmup + self.config.run.iterations
                 if name not in prepared:
                     prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
                 self._run_scenario(engine, prepared[name])
@@ -208,7 +216,10 @@ class SessionRunner:
         for k in range(total):
             while c.paused.is_set() and not c.stop.is_set():
                 c.stop.wait(0.05)
-            if c.stop.is_set() or c.skip_scenario.is_set():
+            if c.stop.is_set():
+                break
+            if c.skip_scenario.is_set():
+                self.planned_runs -= total - k  # the runs the skip left out
                 break
             if k and c.between_runs_s:
                 c.stop.wait(c.between_runs_s)  # not timed: the run has not started

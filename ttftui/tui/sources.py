@@ -52,7 +52,6 @@ class LiveSource:
         self.controls = Controls(keep_alive=True, between_runs_s=BETWEEN_RUNS_S)
         self.runner = SessionRunner(config, engine_factory, self.bus.publish, scenarios=names,
                                     controls=self.controls)
-        self.total_runs = len(names) * (config.run.iterations + config.run.warmup)
         self._thread = threading.Thread(target=self.runner.run, name="ttftui-engine", daemon=True)
 
     def start(self) -> None:
@@ -66,6 +65,10 @@ class LiveSource:
     def now_ns(self) -> int:
         eng = self.runner.engine
         return eng.clock.now_ns() if eng is not None else 0
+
+    @property
+    def total_runs(self) -> int:
+        return self.runner.planned_runs
 
     @property
     def alive(self) -> bool:
@@ -104,8 +107,7 @@ class LiveSource:
             return "running (pauses after this run)" if paused else "running"
         if paused:
             return "paused — p to resume"
-        plan_done = len(state.runs) >= self.total_runs
-        return "done — r re-runs a scenario, q quits" if plan_done else "running"
+        return "done — r re-runs a scenario, q quits" if self.runner.idle else "running"
 
     def status_extra(self) -> str:
         r = self.recorder

@@ -1,0 +1,64 @@
+"""The runner's controls: skip the rest of a scenario, re-run one, and what the plan then counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ttftui.engine.synthetic import SyntheticEngine
+from ttftui.events import RunFinished, RunStarted
+from ttftui.session import Controls, SessionRunner
+
+from .conftest import make_config
+
+SCENARIOS = [{"name": "a", "prompt_tokens": 16, "max_tokens": 4}, {"name": "b", "prompt_tokens": 16, "max_tokens": 4}]
+
+
+def _config():
+    return make_config(run={"iterations": 2, "warmup": 1}, scenarios=SCENARIOS)
+
+
+def _wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_skip_leaves_out_the_rest_of_the_scenario_and_the_plan_shrinks():
+    cfg = _config()
+    controls = Controls()
+    events: list = []
+
+    def publish(ev):
+        events.append(ev)
+        if isinstance(ev, RunStarted) and ev.scenario == "a":
+            controls.skip_scenario.set()  # pressed during a's first run: that run ends, a's others never start
+
+    runner = SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), publish, controls=controls)
+    assert runner.planned_runs == 6
+    runner.run()
+    done = [e.scenario for e in events if isinstance(e, RunFinished)]
+    assert done == ["a", "b", "b", "b"]
+    assert runner.planned_runs == len(done) == 4
+
+
+def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
+    cfg = _config()
+    controls = Controls(keep_alive=True)
+    events: list = []
+    runner = SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append, scenarios=["a"],
+                           controls=controls)
+    worker = threading.Thread(target=runner.run, daemon=True)
+    worker.start()
+    try:
+        _wait(lambda: runner.idle)
+        assert runner.planned_runs == 3 == sum(isinstance(e, RunFinished) for e in events)
+        controls.requests.put("b")  # a scenario outside the selection can be run on request too
+        _wait(lambda: sum(isinstance(e, RunFinished) for e in events) == 6 and runner.idle)
+        assert runner.planned_runs == 6
+        assert [e.scenario for e in events if isinstance(e, RunFinished)] == ["a"] * 3 + ["b"] * 3
+    finally:
+        controls.request_stop()
+        worker.join(5)
+    assert not worker.is_alive()
