@@ -1,7 +1,9 @@
 """ttftui's engine vs llama-cpp-python's own streaming call (and llama-bench, when available).
 
-Same model, same prompt text (exactly N tokens), same threads, n_batch and context size, greedy
-sampling, interleaved round by round (the order alternates) so that drift in a shared, noisy
+Same model, same prompt text (exactly N tokens), same threads, n_batch, context size and flash
+attention setting (llama-cpp-python's Llama only knows on/off and defaults to off, while ttftui's
+and llama-bench's default "auto" turns it on for CPU: left alone, the sides would run different
+kernels), greedy sampling, interleaved round by round (the order alternates) so that drift in a shared, noisy
 machine hits both sides alike. Printed: medians per side and the ratio ttftui / reference.
 
 * TTFT: ttftui's ttft_ms vs the time from calling ``create_completion(stream=True)`` to its first
@@ -65,8 +67,9 @@ def lcp_run(llm: Llama, prompt: str, n_gen: int):
             "decode_tps": (n - 1) / ((end - first) / 1e9) if n > 1 else None, "text": "".join(text), "n_out": n}
 
 
-def llama_bench(path: str, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int):
-    cmd = [path, "-m", model, "-t", str(threads), "-b", str(n_batch), "-ub", str(n_batch), "-r", "3", "-o", "json"]
+def llama_bench(path: str, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int, flash_attn: str):
+    cmd = [path, "-m", model, "-t", str(threads), "-b", str(n_batch), "-ub", str(n_batch), "-fa", flash_attn,
+           "-r", "3", "-o", "json"]
     pp = json.loads(subprocess.run(cmd + ["-p", str(n_prompt), "-n", "0"], capture_output=True, text=True,
                                    check=True).stdout)
     tg = json.loads(subprocess.run(cmd + ["-p", "0", "-n", str(n_gen), "-d", str(n_prompt)], capture_output=True,
@@ -82,19 +85,22 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-batch", type=int, default=512)
     ap.add_argument("--llama-bench", default=shutil.which("llama-bench"))
+    ap.add_argument("--bench-rounds", type=int, default=4, help="llama-bench calls per prompt size, interleaved")
+    ap.add_argument("--flash-attn", choices=("off", "on"), default="off",
+                    help="the same on every side (default off: llama-cpp-python's default)")
     args = ap.parse_args()
     model = str(require_demo_model())
     sizes = [int(x) for x in args.prompts.split(",")]
     cfg = Config.model_validate({
-        "model": {"n_ctx": 4096, "n_batch": args.n_batch, "n_threads": args.threads},
+        "model": {"n_ctx": 4096, "n_batch": args.n_batch, "n_threads": args.threads, "flash_attn": args.flash_attn},
         "scenarios": [{"name": f"p{n}", "prompt_tokens": n, "max_tokens": args.gen} for n in sizes],
     })
     engine = LlamaEngine(cfg, model)
     engine.load()
     llm = Llama(model, n_ctx=4096, n_batch=args.n_batch, n_ubatch=args.n_batch, n_threads=args.threads,
-                n_threads_batch=args.threads, verbose=False)
+                n_threads_batch=args.threads, flash_attn=args.flash_attn == "on", verbose=False)
     print(f"model {Path(model).name}; threads {args.threads}; n_batch {args.n_batch}; rounds {args.rounds}; "
-          f"gen {args.gen}; llama-cpp-python {L.__version__}", flush=True)
+          f"gen {args.gen}; flash attention {args.flash_attn}; llama-cpp-python {L.__version__}", flush=True)
     rows = []
     for sc in cfg.scenarios:
         prep = engine.prepare(sc, 0)
@@ -123,15 +129,28 @@ def main() -> int:
     if args.llama_bench:
         print()
         print(f"{'prompt':>6}  {'metric':<26} {'ttftui':>10} {'llama-bench':>13} {'ratio':>7}")
+        # llama-bench sizes its context to the test (prompt + generated tokens); so does ttftui here
         for sc in cfg.scenarios:
-            prep = engine.prepare(sc, 0)
-            runs = [ttftui_run(engine, prep, 100 + i) for i in range(3)]
-            pp, tg = llama_bench(args.llama_bench, model, sc.prompt_tokens, args.gen, args.threads, args.n_batch)
-            runs += [ttftui_run(engine, prep, 200 + i) for i in range(3)]  # bracket llama-bench in time
+            small = cfg.model_copy(update={"model": cfg.model.model_copy(update={"n_ctx": sc.prompt_tokens + args.gen})})
+            eng = LlamaEngine(small, model)
+            eng.load()
+            prep = eng.prepare(sc, 0)
+            ttftui_run(eng, prep, 0)  # warm-up, like llama-bench's own
+            runs, pps, tgs = [], [], []
+            for r in range(args.bench_rounds):  # interleaved: two ttftui runs, one llama-bench call, ...
+                runs += [ttftui_run(eng, prep, 100 + 2 * r + i) for i in range(2)]
+                pp, tg = llama_bench(args.llama_bench, model, sc.prompt_tokens, args.gen, args.threads, args.n_batch,
+                                     args.flash_attn)
+                pps.append(pp)
+                tgs.append(tg)
+            eng.close()
             a_pp = statistics.median(x["prefill_tps"] for x in runs)
             a_tg = statistics.median(x["decode_tps"] for x in runs)
+            pp, tg = statistics.median(pps), statistics.median(tgs)
             print(f"{sc.prompt_tokens:>6}  {'prefill tok/s (pp' + str(sc.prompt_tokens) + ')':<26} {a_pp:>10.2f} {pp:>13.2f} {a_pp / pp:>7.3f}")
             print(f"{sc.prompt_tokens:>6}  {'decode tok/s (tg' + str(args.gen) + ' @d' + str(sc.prompt_tokens) + ')':<26} {a_tg:>10.2f} {tg:>13.2f} {a_tg / tg:>7.3f}")
+        print("(llama-bench's tg feeds tokens without sampling; ttftui's decode samples and detokenizes every token, "
+              "as a real request must)")
     else:
         print("\n(llama-bench not found: pass --llama-bench PATH to compare with llama.cpp's own benchmark too)")
     engine.close()
