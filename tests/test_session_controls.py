@@ -62,3 +62,24 @@ def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
         controls.request_stop()
         worker.join(5)
     assert not worker.is_alive()
+
+
+def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before_it_an_interrupted_one():
+    from ttftui.engine.synthetic import CostModel
+    from ttftui.events import SessionFinished
+    from ttftui.tui.sources import LiveSource
+
+    cfg = _config()
+    done = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test"))
+    done.start()
+    _wait(lambda: done.runner.idle)
+    done.stop()
+    done.join(5)
+    assert [e.status for e in done.drain() if isinstance(e, SessionFinished)] == ["completed"]
+
+    slow = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(20)))
+    slow.start()
+    _wait(lambda: slow.runner.engine is not None and slow.runner._run_id >= 1)  # a run is under way
+    slow.stop()
+    slow.join(5)
+    assert [e.status for e in slow.drain() if isinstance(e, SessionFinished)] == ["interrupted"]

@@ -75,7 +75,8 @@ class LiveSource:
         return self._thread.is_alive()
 
     def stop(self) -> None:
-        self.controls.request_stop("interrupted")
+        # Quitting after the plan (and every re-run) is done ends a complete session, not an interrupted one.
+        self.controls.request_stop("completed" if self.runner.idle else "interrupted")
 
     def join(self, timeout: float) -> None:
         if self._thread.is_alive():
