@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 from rich.text import Text
 
 from ttftui.events import TokenEmitted
+from ttftui.tui import render as R
 from ttftui.tui.app import TtftApp
 from ttftui.tui.themes import ThemeLoadError, builtin_theme_names, load_theme, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
@@ -72,8 +74,12 @@ async def test_one_more_token_repaints_only_the_rows_that_changed():
     tok = [i for i, e in enumerate(events) if isinstance(e, TokenEmitted)]
     app, _ = make_app(events[: tok[300]])
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
         stream = app.query_one(TokenStream)
+        for _ in range(100):  # steady state first: drawn at its final size (a resize repaints it all)
+            await pilot.pause(0.02)
+            if "300 tok" in stream.visible_text() and len(stream._rows) == stream.content_size.height:
+                break
+        await pilot.pause(0.1)
         before = stream.visible_text()
         painted = []
         stream.refresh = lambda *regions, **kw: painted.append(regions)  # type: ignore[method-assign]
@@ -82,6 +88,28 @@ async def test_one_more_token_repaints_only_the_rows_that_changed():
     assert after != before and "301 tok" in after
     assert painted and all(len(r) == 1 and r[0].height == 1 for r in painted)  # single rows, never the panel
     assert len(painted) <= 4  # header (count, sparkline) and the last line or two
+
+
+async def test_each_run_is_coloured_against_its_own_median_gap():
+    """Two runs with the same number of tokens but different speeds: the second must not be
+    coloured against the first one's median (the median is cached per run and token count)."""
+    from ttftui.reducer import fold
+
+    events = synthetic_session(iterations=2, warmup=0, scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 30}])
+    second = max(e.run_id for e in events if isinstance(e, TokenEmitted))
+    slow = [TokenEmitted(t_ns=e.t_ns, run_id=e.run_id, index=e.index, token_id=e.token_id, text=e.text,
+                         dt_ns=e.dt_ns * 10) if isinstance(e, TokenEmitted) and e.run_id == second else e for e in events]
+    app, _ = make_app(events[:1])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        stream = app.query_one(TokenStream)
+        first_run_end = max(i for i, e in enumerate(slow) if isinstance(e, TokenEmitted) and e.run_id != second)
+        stream.show(fold(slow[: first_run_end + 1]))
+        stream.show(fold(slow))  # the second run, same token count, ten times slower
+        shown = stream.visible_text()
+    med = float(np.median([e.dt_ns / 1e6 for e in slow if isinstance(e, TokenEmitted) and e.run_id == second][1:]))
+    assert f"run {second} s · 30 tok" in shown and f"p50 {R.fmt_ms(med)}" in shown
+    assert stream._median[1] == pytest.approx(med)
 
 
 async def test_run_in_progress_shows_phases_so_far():

@@ -287,7 +287,7 @@ class TokenStream(Panel):
         self._row_keys: list[Any] = []
         self._rows: list[Strip] = []
         self._texts: list[str] = []
-        self._median: tuple[int, float | None] = (-1, None)
+        self._median: tuple[Any, float | None] = (None, None)
 
     @staticmethod
     def _shown_run(state: SessionState) -> RunState | None:
@@ -309,11 +309,12 @@ class TokenStream(Panel):
         """What the panel shows, as plain text (one line per row)."""
         return "\n".join(self._texts).rstrip("\n")
 
-    def _median_gap(self, toks: Any) -> float | None:
-        n = len(toks)
-        if self._median[0] != n:  # once per new token count, not per row
-            gaps = [toks[i].dt_ns / 1e6 for i in range(1, n)]
-            self._median = (n, float(np.median(gaps)) if gaps else None)
+    def _median_gap(self, run: RunState) -> float | None:
+        toks = run.tokens
+        key = (run.run_id, len(toks))
+        if self._median[0] != key:  # once per run and token count, not once per row
+            gaps = [toks[i].dt_ns / 1e6 for i in range(1, len(toks))]
+            self._median = (key, float(np.median(gaps)) if gaps else None)
         return self._median[1]
 
     def draw(self, state: SessionState) -> None:
@@ -333,7 +334,7 @@ class TokenStream(Panel):
     def _header_rows(self, run: RunState, th: ThemeFile, width: int) -> list[tuple[Any, Text]]:
         toks = run.tokens
         n = len(toks)
-        median = self._median_gap(toks)
+        median = self._median_gap(run)
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"run {run.run_id} {run.scenario} · {n} tok", style="bold")
         itl: list[float] = []
@@ -354,7 +355,7 @@ class TokenStream(Panel):
             self._layout_run = run.run_id
         for i in range(lay.n_tokens, len(toks)):
             lay.add(i, R.literal(toks[i].text))
-        median = self._median_gap(toks)
+        median = self._median_gap(run)
         n_lines = len(lay)
         top, shown = 0, max(body_h, 0)
         rows: list[tuple[Any, Any]] = []
