@@ -83,3 +83,21 @@ def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before
     slow.stop()
     slow.join(5)
     assert [e.status for e in slow.drain() if isinstance(e, SessionFinished)] == ["interrupted"]
+
+
+def test_the_untimed_gap_comes_before_every_run_but_the_first_scenarios_included():
+    """The dashboard draws a run's results in this gap; without it before a scenario's first run,
+    the previous run's redraw fell inside that run's prefill."""
+    cfg = make_config(run={"iterations": 2, "warmup": 0}, scenarios=SCENARIOS)
+    waits: list[float] = []
+
+    class RecordingStop(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(0)
+
+    controls = Controls(stop=RecordingStop(), between_runs_s=0.3)
+    events: list = []
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append, controls=controls).run()
+    assert sum(isinstance(e, RunFinished) for e in events) == 4
+    assert waits.count(0.3) == 3  # a, a | b, b: three gaps, one of them between the scenarios

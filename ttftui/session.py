@@ -221,7 +221,7 @@ class SessionRunner:
             if c.skip_scenario.is_set():
                 self.planned_runs -= total - k  # the runs the skip left out
                 break
-            if k and c.between_runs_s:
+            if self._run_id and c.between_runs_s:  # before every run but the session's first, scenarios included
                 c.stop.wait(c.between_runs_s)  # not timed: the run has not started
                 if c.stop.is_set():
                     break

@@ -3,9 +3,9 @@ shared pure reducer (through the same ``Pump`` the headless path uses) and redra
 ``batch_update()`` at ``refresh_hz`` (default 4 Hz), all panels in the same frame. Producers never
 call into the UI, so a slow frame cannot slow the engine; the engine thread only appends to a queue.
 
-Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads. Drawing
-every panel in one frame, a few times a second, keeps the dashboard's cost within a few percent of
-decode speed (benchmarks/bench_dashboard.py measures it).
+Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads, so all
+panels are drawn in one frame, a few times a second. benchmarks/bench_dashboard.py measures what the
+UI thread still takes from the engine.
 """
 
 from __future__ import annotations
