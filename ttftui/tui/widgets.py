@@ -3,9 +3,9 @@ only when what it shows has changed; none of them measures anything or talks to 
 
 from __future__ import annotations
 
+from bisect import insort
 from typing import Any, Sequence
 
-import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -267,7 +267,61 @@ def _chunk_size(cur: RunState) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------- tokens
-class TokenStream(Panel):
+class LinePanel(Panel):
+    """A panel drawn line by line (Textual's line API): every visible row is kept as a rendered
+    strip with a key saying what it shows, and a draw re-renders and repaints only the rows whose
+    key changed. A Static re-renders all of its text through Textual's content pipeline on every
+    update (several ms for a dozen lines), and each of those milliseconds is taken from the engine."""
+
+    def __init__(self, title: str, **kw: Any):
+        super().__init__(title, **kw)
+        self._row_keys: list[Any] = []
+        self._rows: list[Strip] = []
+        self._texts: list[str] = []
+
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._rows):
+            return self._rows[y]
+        return Strip.blank(self.content_size.width, self.rich_style)
+
+    def visible_text(self) -> str:
+        """What the panel shows, as plain text (one line per row)."""
+        return "\n".join(self._texts).rstrip("\n")
+
+    def _paint(self, rows: list[tuple[Any, Any]], width: int, height: int) -> None:
+        """``rows``: (key, a Text or a line of token fragments). Render the rows whose key changed and
+        repaint only those (the whole panel after a resize)."""
+        resized = len(self._rows) != height or (self._rows and self._rows[0].cell_length != width)
+        if resized:
+            self._row_keys = [None] * height
+            self._rows = [Strip.blank(width, self.rich_style)] * height
+            self._texts = [""] * height
+        base = self.rich_style
+        changed: list[int] = []
+        for y in range(height):
+            key, what = rows[y] if y < len(rows) else (("blank",), None)
+            key = (key, width)
+            if self._row_keys[y] == key:
+                continue
+            self._row_keys[y] = key
+            if what is None:
+                strip, text = Strip.blank(width, base), ""
+            elif isinstance(what, Text):
+                what.truncate(width, overflow="ellipsis")
+                strip, text = Strip(list(what.render(self.app.console))), what.plain
+            else:
+                strip, text = _fragment_strip(*what), "".join(t for _, t in what[0])
+            self._rows[y] = strip.apply_style(base).adjust_cell_length(width, base)
+            self._texts[y] = text
+            changed.append(y)
+        if resized:
+            self.refresh()
+        else:
+            for y in changed:
+                self.refresh(Region(0, y, width, 1))
+
+
+class TokenStream(LinePanel):
     """The current run's text as it is generated, each token coloured by its inter-token latency.
 
     Drawn line by line (Textual's line API): tokens are wrapped once, as they arrive
@@ -284,10 +338,12 @@ class TokenStream(Panel):
         super().__init__("Token stream", **kw)
         self._layout: TokenLayout | None = None
         self._layout_run: int | None = None
-        self._row_keys: list[Any] = []
-        self._rows: list[Strip] = []
-        self._texts: list[str] = []
-        self._median: tuple[Any, float | None] = (None, None)
+        # per run: the gaps so far, sorted (the median in O(1) per frame), and each token's colour
+        self._gaps_run: int | None = None
+        self._gaps: list[float] = []
+        self._styles: list[str] = []
+        self._style_median: float | None = None
+        self._styles_theme: str | None = None
 
     @staticmethod
     def _shown_run(state: SessionState) -> RunState | None:
@@ -300,22 +356,38 @@ class TokenStream(Panel):
         run = self._shown_run(state)
         return (run and run.run_id, run and len(run.tokens), self.theme_file and self.theme_file.name)
 
-    def render_line(self, y: int) -> Strip:
-        if y < len(self._rows):
-            return self._rows[y]
-        return Strip.blank(self.content_size.width, self.rich_style)
-
-    def visible_text(self) -> str:
-        """What the panel shows, as plain text (one line per row)."""
-        return "\n".join(self._texts).rstrip("\n")
-
     def _median_gap(self, run: RunState) -> float | None:
+        """The run's median gap between tokens (the first token's gap is its TTFT: left out)."""
         toks = run.tokens
-        key = (run.run_id, len(toks))
-        if self._median[0] != key:  # once per run and token count, not once per row
-            gaps = [toks[i].dt_ns / 1e6 for i in range(1, len(toks))]
-            self._median = (key, float(np.median(gaps)) if gaps else None)
-        return self._median[1]
+        if self._gaps_run != run.run_id or len(self._gaps) + 1 > max(len(toks), 1):
+            self._gaps_run, self._gaps = run.run_id, []
+            self._styles, self._style_median = [], None
+        gaps = self._gaps
+        for i in range(len(gaps) + 1, len(toks)):
+            insort(gaps, toks[i].dt_ns / 1e6)
+        n = len(gaps)
+        if n == 0:
+            return None
+        return gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2
+
+    # Tokens are coloured against the median, which moves a little with every token; re-colouring
+    # every visible token each time would re-render every row on every frame. So the colours are
+    # computed against a median that is updated only when the true one has moved by more than this,
+    # and against the exact median once the run has ended.
+    STYLE_MEDIAN_SLACK = 0.03
+
+    def _token_styles(self, run: RunState, th: ThemeFile) -> list[str]:
+        median = self._median_gap(run)
+        if self._styles_theme != th.name:
+            self._styles_theme, self._style_median, self._styles = th.name, None, []
+        ref = self._style_median
+        if median is not None and (ref is None or run.finished is not None and ref != median
+                                   or abs(median / ref - 1) > self.STYLE_MEDIAN_SLACK):
+            self._style_median, self._styles = median, []
+        styles, toks, ref = self._styles, run.tokens, self._style_median
+        for i in range(len(styles), len(toks)):
+            styles.append(self._token_style(th, i, toks, ref))
+        return styles
 
     def draw(self, state: SessionState) -> None:
         th = self.theme_file
@@ -355,7 +427,7 @@ class TokenStream(Panel):
             self._layout_run = run.run_id
         for i in range(lay.n_tokens, len(toks)):
             lay.add(i, R.literal(toks[i].text))
-        median = self._median_gap(run)
+        styles_all = self._token_styles(run, th)
         n_lines = len(lay)
         top, shown = 0, max(body_h, 0)
         rows: list[tuple[Any, Any]] = []
@@ -367,7 +439,7 @@ class TokenStream(Panel):
             rows.append((("more", top, th.name), note))
         for k in range(top, min(n_lines, top + shown)):
             frags = lay.line(k)
-            styles = tuple(self._token_style(th, i, toks, median) for i, _ in frags)
+            styles = tuple(styles_all[i] for i, _ in frags)
             size = lay.open_size() if k == len(lay.lines) else -1
             rows.append(((run.run_id, k, size, styles), (frags, styles)))
         return rows
@@ -377,37 +449,6 @@ class TokenStream(Panel):
         if i == 0:
             return f"underline {th.itl.normal}"  # its gap is the TTFT: not comparable with the others
         return R.itl_style(th, toks[i].dt_ns / 1e6 / median if median else None)
-
-    def _paint(self, rows: list[tuple[Any, Any]], width: int, height: int) -> None:
-        """Render the rows whose key changed and repaint only those (the whole panel after a resize)."""
-        resized = len(self._rows) != height or (self._rows and self._rows[0].cell_length != width)
-        if resized:
-            self._row_keys = [None] * height
-            self._rows = [Strip.blank(width, self.rich_style)] * height
-            self._texts = [""] * height
-        base = self.rich_style
-        changed: list[int] = []
-        for y in range(height):
-            key, what = rows[y] if y < len(rows) else (("blank",), None)
-            key = (key, width)
-            if self._row_keys[y] == key:
-                continue
-            self._row_keys[y] = key
-            if what is None:
-                strip, text = Strip.blank(width, base), ""
-            elif isinstance(what, Text):
-                what.truncate(width, overflow="ellipsis")
-                strip, text = Strip(list(what.render(self.app.console))), what.plain
-            else:
-                strip, text = _fragment_strip(*what), "".join(t for _, t in what[0])
-            self._rows[y] = strip.apply_style(base).adjust_cell_length(width, base)
-            self._texts[y] = text
-            changed.append(y)
-        if resized:
-            self.refresh()
-        else:
-            for y in changed:
-                self.refresh(Region(0, y, width, 1))
 
 
 def _fragment_strip(frags: tuple[tuple[int, str], ...], styles: tuple[str, ...]) -> Strip:
@@ -552,7 +593,7 @@ class AlertsPanel(Panel):
         self.update_sized(out)
 
 
-class TelemetryPanel(Panel):
+class TelemetryPanel(LinePanel):
     def __init__(self, **kw: Any):
         super().__init__("Telemetry", **kw)
 
@@ -565,7 +606,14 @@ class TelemetryPanel(Panel):
     def draw(self, state: SessionState) -> None:
         from ttftui.tui.telemetry_view import telemetry_text
 
-        self.update(telemetry_text(state, self.theme_file, max(self.content_size.width, 20)), layout=False)
+        width, height = self.content_size
+        if width <= 0 or height <= 0:
+            return
+        text = telemetry_text(state, self.theme_file, max(width, 20))
+        lines = text.wrap(self.app.console, width, overflow="ellipsis")  # an N/A reason wraps, never cut
+        for t in lines:
+            t.rstrip()
+        self._paint([((t.plain, tuple(t.spans), str(t.style)), t) for t in lines], width, height)
 
 
 def counted_metrics(runs: Sequence[RunMetrics]) -> int:
