@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ttftui.engine.synthetic import SyntheticEngine
 from ttftui.events import RunFinished, RunStarted
 from ttftui.session import Controls, SessionRunner
@@ -100,4 +102,19 @@ def test_the_untimed_gap_comes_before_every_run_but_the_first_scenarios_included
     events: list = []
     SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append, controls=controls).run()
     assert sum(isinstance(e, RunFinished) for e in events) == 4
-    assert waits.count(0.3) == 3  # a, a | b, b: three gaps, one of them between the scenarios
+    # a, a | b, b: three gaps of 0.3 s, one of them between the scenarios (each waited in slices)
+    assert sum(waits) == pytest.approx(0.9) and max(waits) < 0.3
+
+
+def test_run_pause_ms_pauses_before_every_run_but_the_first_outside_the_timings():
+    cfg = make_config(run={"iterations": 3, "warmup": 0, "pause_ms": 80}, scenarios=SCENARIOS[:1])
+    events: list = []
+    t0 = time.monotonic()
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append).run()
+    wall = time.monotonic() - t0
+    assert wall >= 0.16  # two pauses of 80 ms (the synthetic engine's own time is virtual: instant)
+    done = [e for e in events if isinstance(e, RunFinished)]
+    plain: list = []
+    cfg0 = make_config(run={"iterations": 3, "warmup": 0}, scenarios=SCENARIOS[:1])
+    SessionRunner(cfg0, lambda: SyntheticEngine(cfg0, "test"), plain.append).run()
+    assert [e.e2e_ns for e in done] == [e.e2e_ns for e in plain if isinstance(e, RunFinished)]  # not timed

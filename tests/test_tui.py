@@ -81,11 +81,11 @@ async def test_one_more_token_repaints_only_the_rows_that_changed():
                 break
         await pilot.pause(0.1)
         before = stream.visible_text()
-        painted = []
-        stream.refresh = lambda *regions, **kw: painted.append(regions)  # type: ignore[method-assign]
+        seen: list = []
+        stream.refresh = lambda *regions, **kw: seen.append(regions)  # type: ignore[method-assign]
         stream.show(fold(events[: tok[300] + 1]))
         after = stream.visible_text()
-        painted = list(painted)  # this show() only: the app's own ticks may draw again while it shuts down
+        painted = list(seen)  # this show() only: the app's own ticks may draw again while it shuts down
     assert after != before and "301 tok" in after
     assert painted and all(len(r) == 1 and r[0].height == 1 for r in painted)  # single rows, never the panel
     assert len(painted) <= 4  # header (count, sparkline) and the last line or two
@@ -301,3 +301,112 @@ async def test_baseline_column(tmp_path):
         assert "Δ P50 vs base" in [str(c.label).strip() for c in table.columns.values()]
         row = table.get_row("short:ttft_ms")
         assert str(row[-1]).strip() == "+100.0%"
+
+
+def _as_llama(events, **device):
+    """The same session as if llama.cpp had run it, with these device facts."""
+    from dataclasses import replace
+
+    from ttftui.events import EngineReady
+
+    return [replace(e, engine="llama.cpp", synthetic=False, synthetic_reason=None, device=replace(e.device, **device),
+                    model=replace(e.model, n_layers=30)) if isinstance(e, EngineReady) else e for e in events]
+
+
+def _mid_decode(events):
+    """Cut inside the last run, a few tokens into its decode."""
+    last = max(e.run_id for e in events if isinstance(e, TokenEmitted))
+    fifth = [i for i, e in enumerate(events) if isinstance(e, TokenEmitted) and e.run_id == last][5]
+    return events[: fifth + 1]
+
+
+def test_frames_are_budgeted_only_while_llama_cpp_has_every_cpu():
+    from ttftui.pump import Pump
+    from ttftui.tui.app import usable_cpus
+
+    def contended(events, busy=1.0):
+        app = TtftApp(StaticSource([]), busy_cpu_pct=busy, pump=Pump())
+        app.pump.feed(events)
+        return app._throttled()
+
+    session = _mid_decode(synthetic_session())
+    assert contended(_as_llama(session, kind="cpu", n_threads=usable_cpus()))
+    assert not contended(_as_llama(session, kind="cpu", n_threads=usable_cpus()), busy=0)  # replay, or switched off
+    assert not contended(session)  # the synthetic engine sleeps: it leaves every core free
+    assert not contended(_as_llama(session, kind="cpu", n_threads=usable_cpus() - 1))  # a core to spare
+    assert not contended(_as_llama(session, kind="gpu", n_threads=usable_cpus(),
+                                   n_gpu_layers_offloaded=31))  # every layer and the output: the GPU computes
+    assert contended(_as_llama(session, kind="gpu", n_threads=usable_cpus(), n_gpu_layers_offloaded=1))  # partly
+    assert not contended(_as_llama(synthetic_session(), kind="cpu", n_threads=usable_cpus()))  # between runs
+
+
+def test_a_frame_waits_until_the_ui_is_within_its_cpu_budget():
+    from ttftui.pump import Pump
+    from ttftui.tui.app import usable_cpus
+
+    app = TtftApp(StaticSource([]), busy_cpu_pct=1.0, refresh_hz=4, pump=Pump())
+    app.pump.feed(_as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus()))
+    now, cpu = time.monotonic(), time.thread_time()
+    app._budget_run = app.pump.state.current.run_id
+    app._last_draw = now - 0.5
+    app._budget_mark = (now - 0.5, cpu - 0.010)  # the last frame and what came since: 10 ms of UI CPU
+    assert app.next_frame_at() == pytest.approx(now + 0.5, abs=0.05)  # 10 ms at 1 % of a core: 1 s after it
+    assert not app.tick_draw_due()
+    app._budget_mark = (now - 0.5, cpu - 0.002)  # 2 ms: within budget already, refresh_hz decides
+    assert app.tick_draw_due()
+    app._last_draw = now - 3
+    app._budget_mark = (now - 3, cpu - 1.0)  # a very slow frame: still one at least every 2 s
+    assert app.next_frame_at() == pytest.approx(now - 3 + app.MAX_BUSY_INTERVAL_S, abs=0.05)
+    app.busy_cpu_pct = 0  # no budget: refresh_hz alone
+    app._last_draw = now - 0.2
+    assert app.next_frame_at() == pytest.approx(now - 0.2 + 0.25, abs=0.01)
+
+
+def test_the_recording_status_changes_once_a_second_not_on_every_frame():
+    """It counts events: redrawn on every frame, the status line (top row) made every frame repaint
+    the screen from the top down to the token stream."""
+    from ttftui.pump import Pump
+
+    calls = []
+    src = StaticSource([])
+    src.status_extra = lambda: calls.append(1) or f"● REC ({len(calls)} calls)"  # type: ignore[attr-defined]
+    t = [1_200_000_000]
+    app = TtftApp(src, clock=lambda: t[0], pump=Pump())
+    first = app.status_extra()
+    t[0] += 500_000_000
+    assert app.status_extra() == first and len(calls) == 1
+    t[0] += 600_000_000  # the clock's second changed
+    assert app.status_extra() != first and len(calls) == 2
+
+
+def test_the_live_source_wakes_its_front_end_when_a_run_or_the_session_ends():
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import SyntheticEngine
+    from ttftui.events import RunFailed, RunFinished, SessionFinished
+    from ttftui.tui.sources import LiveSource
+
+    cfg = Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 4}]})
+    src = LiveSource(cfg, ["s"], lambda: SyntheticEngine(cfg, "test"))
+    woken = []
+    src.set_wake(lambda: woken.append(1))
+    events = synthetic_session()
+    for e in events:
+        src._publish(e)
+    assert src.drain() == events  # every event, in order: waking adds and drops nothing
+    assert len(woken) == sum(isinstance(e, (RunFinished, RunFailed, SessionFinished)) for e in events) > 0
+
+
+def test_a_prefill_shorter_than_a_second_is_never_interrupted_by_a_frame():
+    from ttftui.events import RunStarted
+    from ttftui.pump import Pump
+
+    events = synthetic_session()
+    last_start = max(i for i, e in enumerate(events) if isinstance(e, RunStarted))
+    app = TtftApp(StaticSource([]), refresh_hz=4, pump=Pump())
+    app.pump.feed(events[: last_start + 1])  # the run has started, no token yet
+    app._last_draw = time.monotonic() - 5  # the last frame is long past (the results of the run before)
+    seen = time.monotonic()
+    assert app.next_frame_at() == pytest.approx(seen + app.PREFILL_DRAW_INTERVAL_S, abs=0.05)
+    assert not app.tick_draw_due()
+    app.pump.feed(events[last_start + 1: last_start + 12])  # the first tokens: refresh_hz again
+    assert app.pump.state.current.tokens and app.tick_draw_due()

@@ -47,6 +47,9 @@ class RunConfig(_Strict):
     iterations: int = Field(5, ge=1, description="measured runs per scenario")
     warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
     seed: int = Field(42, ge=0)
+    pause_ms: float = Field(0.0, ge=0, le=600_000,
+                            description="untimed pause before each run but the first (the dashboard pauses at "
+                                        "least 300 ms, to draw each result while the engine is idle)")
 
 
 class GreedySampler(_Strict):
@@ -121,6 +124,10 @@ class ReportConfig(_Strict):
 class UIConfig(_Strict):
     theme: str = Field("dark", description="a theme name from themes/ or a path to a theme file")
     refresh_hz: float = Field(4.0, ge=1, le=30, description="dashboard redraws per second (events are drained at 10 Hz)")
+    busy_cpu_pct: float = Field(
+        1.0, ge=0, le=100,
+        description="while a run computes on every CPU (llama.cpp threads >= CPUs), the dashboard draws only as "
+                    "often as keeps its own CPU under this % of one core (0 = no limit)")
 
 
 class TelemetryConfig(_Strict):

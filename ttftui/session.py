@@ -221,8 +221,15 @@ class SessionRunner:
             if c.skip_scenario.is_set():
                 self.planned_runs -= total - k  # the runs the skip left out
                 break
-            if self._run_id and c.between_runs_s:  # before every run but the session's first, scenarios included
-                c.stop.wait(c.between_runs_s)  # not timed: the run has not started
+            gap = max(c.between_runs_s, self.config.run.pause_ms / 1000)
+            if self._run_id and gap:  # before every run but the session's first, scenarios included
+                # Not timed: the run has not started. Waited in slices, so that a process stopped in
+                # the pause (Ctrl-Z, SIGSTOP) still pauses for the rest of it once resumed, before the
+                # run starts (its front end catches up then, not during the run).
+                slices = max(1, round(gap / 0.01))
+                for _ in range(slices):
+                    if c.stop.wait(gap / slices):
+                        break
                 if c.stop.is_set():
                     break
             warm = k < self.config.run.warmup

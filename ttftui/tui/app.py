@@ -1,16 +1,22 @@
-"""The Textual dashboard. It drains the session's events on a 10 Hz timer, folds them with the
+"""The Textual dashboard. It drains the session's events on a timer (10 Hz), folds them with the
 shared pure reducer (through the same ``Pump`` the headless path uses) and redraws inside
 ``batch_update()`` at ``refresh_hz`` (default 4 Hz), all panels in the same frame. Producers never
-call into the UI, so a slow frame cannot slow the engine; the engine thread only appends to a queue.
+call into the UI, so a slow frame cannot slow the engine; the engine thread only appends to a queue
+(and, once per run, posts a wake-up so that the run's results are drawn in the pause after it).
 
-Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads, so all
-panels are drawn in one frame, a few times a second. benchmarks/bench_dashboard.py measures what the
-UI thread still takes from the engine.
+Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads, and the
+others wait for the one that lost its core at their next barrier. So all panels are drawn in one
+frame; once a second during a prefill; and while a run computes on every CPU, only as often as keeps
+the UI thread within ``busy_cpu_pct`` of one core (``next_frame_at``). benchmarks/bench_dashboard.py
+measures what the UI thread still takes from the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -103,8 +109,10 @@ class TtftApp(App[int]):
     DRAIN_HZ = 10.0
 
     def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 4.0, pump: Pump | None = None,
-                 n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None):
+                 n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None,
+                 busy_cpu_pct: float = 0.0):
         super().__init__()
+        self.busy_cpu_pct = busy_cpu_pct  # see tick_draw_due; 0 = no limit (replay, tests)
         self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
         self.source = source
         self.pump = pump or Pump()
@@ -120,6 +128,16 @@ class TtftApp(App[int]):
         self._compact: bool | None = None
         self._solo: str | None = None
         self._last_draw = 0.0
+        self._budget_mark = (0.0, 0.0)  # (time, UI thread CPU) the frame budget counts from
+        self._budget_run: int | None = None
+        self._seen_run: tuple[int | None, float] = (None, 0.0)  # the current run, and when a tick first saw it
+        self._tick_timer: Any = None
+        self._contended: tuple[Any, bool] = (None, False)
+        self._extra: tuple[int, str] | None = None
+        self._newest_ns: int | None = None  # engine time of the newest event folded
+        # TTFTUI_FRAME_LOG=PATH: one JSON line per drawn frame (benchmarks/bench_dashboard.py reads it)
+        log = os.environ.get("TTFTUI_FRAME_LOG")
+        self._frame_log = open(log, "a", buffering=1) if log else None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -159,8 +177,34 @@ class TtftApp(App[int]):
             self.notify(problem, title="theme", severity="warning", timeout=10)
         self._fit_layout()
         self.source.start()
-        self.set_interval(1 / max(self.DRAIN_HZ, self.refresh_hz), self.tick)
-        self.tick(force=True)
+        set_wake = getattr(self.source, "set_wake", None)
+        if set_wake is not None:  # called from the engine thread: hand over to this loop, never block
+            loop, ctx = asyncio.get_running_loop(), contextvars.copy_context()
+            # call_later posts a message, handled at once; call_next would wait for the next message
+            set_wake(lambda: loop.call_soon_threadsafe(self.call_later, self._wake_tick, context=ctx))
+        self._tick_and_schedule(force=True)
+
+    def _wake_tick(self) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.stop()
+        self._tick_and_schedule()
+
+    def _on_tick_timer(self) -> None:
+        self._tick_timer = None
+        self._tick_and_schedule()
+
+    def _tick_and_schedule(self, force: bool = False) -> None:
+        """The drain loop: a one-shot timer re-armed after every tick, at 10 Hz, or only when the
+        next frame is due while a run computes on every CPU (an idle tick still costs Textual a
+        third of a millisecond). The source wakes it when a run ends."""
+        self._tick_timer = None
+        try:
+            self.tick(force)
+        finally:
+            delay = 1 / max(self.DRAIN_HZ, self.refresh_hz)
+            if self._throttled():
+                delay = max(delay, self.next_frame_at() - time.monotonic())
+            self._tick_timer = self.set_timer(delay, self._on_tick_timer)
 
     def _fit_layout(self) -> None:
         """Small terminals (80x24) get the compact style: top borders only, tighter caps."""
@@ -192,6 +236,7 @@ class TtftApp(App[int]):
         # next rationed frame, which may fall inside the next run's prefill.
         force = force or any(type(e) in (RunFinished, RunFailed) for e in events)
         if events:
+            self._newest_ns = events[-1].t_ns
             n_alerts = len(self.pump.state.alerts)
             self.pump.feed(events)
             for a in self.pump.state.alerts[n_alerts:]:
@@ -206,22 +251,64 @@ class TtftApp(App[int]):
         self.redraw(force)
 
     PREFILL_DRAW_INTERVAL_S = 1.0
+    MAX_BUSY_INTERVAL_S = 2.0
 
     def tick_draw_due(self) -> bool:
-        """Frames are rationed: ``refresh_hz`` while tokens stream, once a second while a prefill is
-        computing (only its elapsed time changes then, and the engine needs every core)."""
-        now = time.monotonic()
+        return time.monotonic() >= self.next_frame_at() - 0.01
+
+    def next_frame_at(self) -> float:
+        """When the next frame is due (``time.monotonic()``). Frames are rationed: ``refresh_hz``
+        while tokens stream; while a prefill computes (only its clock moves then), none in its first
+        second and then one a second.
+
+        And while a run computes on every CPU this process may use (llama.cpp on all of them), each
+        millisecond the UI thread runs takes a core from a compute thread, and the others wait for
+        it at their next barrier: a frame costs the engine about twice its own CPU time. So then a
+        frame is due only once the UI's CPU since the last frame (or since the run started) is
+        within ``busy_cpu_pct`` of one core over the time since then: a frame that cost 10 ms is
+        followed by the next one 1 s later at 1 %, and never more than ``MAX_BUSY_INTERVAL_S``
+        later. Keys, a run's end and a resize still draw at once."""
         cur = self.pump.state.current
-        in_prefill = cur is not None and not cur.tokens
-        interval = max(1 / self.refresh_hz, self.PREFILL_DRAW_INTERVAL_S) if in_prefill else 1 / self.refresh_hz
-        if now - self._last_draw < interval - 0.01:
-            return False
-        self._last_draw = now
-        return True
+        interval = 1 / self.refresh_hz
+        due = self._last_draw + interval
+        if cur is not None:
+            if self._seen_run[0] != cur.run_id:
+                self._seen_run = (cur.run_id, time.monotonic())
+            if not cur.tokens:  # a prefill shorter than a second is never interrupted by a frame
+                due = max(self._last_draw + self.PREFILL_DRAW_INTERVAL_S,
+                          self._seen_run[1] + self.PREFILL_DRAW_INTERVAL_S)
+        if self._throttled():
+            assert cur is not None
+            if self._budget_run != cur.run_id:  # the work between runs is not the run's to pay for
+                self._budget_run, self._budget_mark = cur.run_id, (time.monotonic(), time.thread_time())
+            t0, cpu0 = self._budget_mark
+            budget_due = t0 + (time.thread_time() - cpu0) * 100 / self.busy_cpu_pct
+            due = max(due, min(budget_due, self._last_draw + self.MAX_BUSY_INTERVAL_S))
+        return due
+
+    def _throttled(self) -> bool:
+        return self.busy_cpu_pct > 0 and self.pump.state.current is not None and self.engine_has_every_cpu()
+
+    def engine_has_every_cpu(self) -> bool:
+        """Does the engine compute with as many threads as this process has CPUs (so that the UI
+        can only run in their place)? False for the synthetic engine and for a model fully
+        offloaded to a GPU (its CPU threads wait on the GPU)."""
+        eng = self.pump.state.engine
+        if self._contended[0] is eng:
+            return self._contended[1]
+        busy = False
+        if eng is not None and not eng.synthetic and eng.device.kind in ("cpu", "gpu") and eng.device.n_threads:
+            d = eng.device
+            all_on_gpu = d.kind == "gpu" and d.n_gpu_layers_offloaded > (eng.model.n_layers or 0)
+            busy = not all_on_gpu and d.n_threads >= usable_cpus()
+        self._contended = (eng, busy)
+        return busy
 
     def redraw(self, force: bool = False) -> None:
         if not (force or self.tick_draw_due()):
             return
+        self._last_draw, cpu0 = time.monotonic(), time.thread_time()
+        self._budget_mark = (self._last_draw, cpu0)
         self._fit_layout()
         state = self.pump.state
         now = self.now_ns()
@@ -239,10 +326,33 @@ class TtftApp(App[int]):
             table.setup(pcts, list(stats), with_baseline=table.baseline is not None, compact=bool(self._compact))
             table.show(stats, pcts)
             self.w_alerts.show(state, self.n_rules)
+        if self._frame_log is not None:
+            self._log_frame(now, time.thread_time() - cpu0)
+
+    def _log_frame(self, now_ns: int, draw_s: float) -> None:
+        """What a frame showed and when: wall time, the UI thread's CPU so far and in this redraw
+        (Textual's compositing comes after it), the run computing, and how old the newest event it
+        shows was (engine clock)."""
+        cur = self.pump.state.current
+        lag = (now_ns - self._newest_ns) / 1e6 if self._newest_ns is not None else None
+        self._frame_log.write(json.dumps({"t": round(time.monotonic(), 4), "cpu": round(time.thread_time(), 4),
+                                          "run": cur.run_id if cur is not None else None,
+                                          "tokens": len(cur.tokens) if cur is not None else 0,
+                                          "lag_ms": round(lag, 2) if lag is not None else None,
+                                          "draw_ms": round(draw_s * 1000, 3)}) + "\n")
 
     def status_extra(self) -> str:
+        """The source's extra status (the recording's event count and size), refreshed when the clock's
+        second changes:
+        it changes with every event, and a status line that changes on every frame makes every frame
+        repaint the screen from its top row down to whatever else changed."""
         extra = getattr(self.source, "status_extra", None)
-        return extra() if callable(extra) else ""
+        if not callable(extra):
+            return ""
+        sec = self.now_ns() // 1_000_000_000  # the same second as the status line's clock
+        if self._extra is None or self._extra[0] != sec:
+            self._extra = (sec, extra())
+        return self._extra[1]
 
     # ------------------------------------------------------------------ actions
     LIVE_ONLY = {"rerun", "next_scenario"}
@@ -406,3 +516,10 @@ class TtftApp(App[int]):
             await asyncio.sleep(0.03)
         self.pump.feed(self.source.drain())
         self.exit(self.source.exit_code())
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1

@@ -26,7 +26,7 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     source = LiveSource(config, names, factory, recorder=recorder, yield_ui=True)
     pump = Pump([recorder] if recorder is not None else [], evaluator=evaluator)
     app = TtftApp(source, theme=config.ui.theme, refresh_hz=config.ui.refresh_hz, pump=pump, n_rules=n_rules,
-                  baseline=baseline)
+                  baseline=baseline, busy_cpu_pct=config.ui.busy_cpu_pct)
     try:
         code = app.run()
     finally:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from ttftui.config import Config
 from ttftui.engine.base import Engine
 from ttftui.errors import TtftuiError
+from ttftui.events import RunFailed, RunFinished, SessionFinished
 from ttftui.reducer import SessionState
 from ttftui.session import Controls, EventBus, SessionRunner
 
@@ -38,6 +39,9 @@ def yield_to_engine() -> None:
         pass
 
 
+_WAKE_ON = {RunFinished, RunFailed, SessionFinished}
+
+
 class LiveSource:
     mode = "live"
 
@@ -50,7 +54,8 @@ class LiveSource:
         # A short untimed gap between runs lets the dashboard draw each run's results while the
         # engine is idle instead of during the next prefill.
         self.controls = Controls(keep_alive=True, between_runs_s=BETWEEN_RUNS_S)
-        self.runner = SessionRunner(config, engine_factory, self.bus.publish, scenarios=names,
+        self._wake: Callable[[], None] | None = None
+        self.runner = SessionRunner(config, engine_factory, self._publish, scenarios=names,
                                     controls=self.controls)
         self._thread = threading.Thread(target=self.runner.run, name="ttftui-engine", daemon=True)
 
@@ -58,6 +63,18 @@ class LiveSource:
         self._thread.start()  # the engine thread (and llama.cpp's workers it creates) keep normal priority
         if self.yield_ui:  # process-wide and lasting: only for the dashboard's own process
             yield_to_engine()
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """``wake()`` is called from the engine thread when a run or the session ends, so that a
+        front end that polls slowly (the dashboard while llama.cpp has every core) takes the result
+        in at once, in the untimed pause between runs. It must not block (the dashboard's posts to
+        its event loop)."""
+        self._wake = wake
+
+    def _publish(self, event: Any) -> None:
+        self.bus.publish(event)
+        if self._wake is not None and type(event) in _WAKE_ON:
+            self._wake()
 
     def drain(self) -> list[Any]:
         return self.bus.drain(timeout=0)
