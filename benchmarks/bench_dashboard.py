@@ -1,19 +1,23 @@
 """What the live dashboard costs, and whether it keeps up.
 
-1. Decode speed with the dashboard open vs headless, on the real demo model, interleaved round by
-   round. The dashboard runs for real in a terminal (a detached tmux session, 160x48) and records
-   its session; the recording is folded with the same reducer to get the same per-run figures the
-   headless report has (both sides record, so the recorder's cost is on both). Printed: median
-   decode tok/s and TTFT per side, their ratio, and per-round paired ratios (their spread is the
-   machine's noise). Because wall-clock speed on a shared machine moves by more than the effect,
-   the CPU time of each process's main thread (the dashboard's UI, or headless's event pump) is
-   read from /proc too: with llama.cpp using every core, that CPU is what the front end takes from
-   the engine.
+1. Decode speed with the dashboard open vs headless, on the real demo model. Both run at once as
+   live sessions with an untimed 300 ms pause before each run (``run.pause_ms``), and take turns:
+   the benchmark holds one stopped (SIGSTOP) inside that pause while the other computes one run,
+   then switches, so every run is counted and two runs compared are seconds apart (this shared
+   machine's speed drifts by more than the effect within a minute). The dashboard runs for real in
+   a terminal (a detached tmux session, 160x48); both sides record their session, and each
+   recording is folded with the report's own reducer, so both get the same per-run figures (and
+   both pay the recorder). Printed: median decode tok/s, TTFT and TPOT per side, the paired
+   per-turn ratios with a distribution-free 95 % confidence interval of their median, and each
+   process's CPU per thread from /proc (main thread = the dashboard's UI, or headless's event pump).
+   ``--variant NAME:KEY=VAL`` runs more than one dashboard in the same rotation, with config
+   overrides (e.g. ``unlimited:ui.busy_cpu_pct=0``), to see what a setting costs.
 2. A synthetic 5,000 tok/s stream into the dashboard (in-process, Textual's headless driver): every
    token must reach the dashboard's state (no loss), and the drain lag (engine time of the newest
    event vs the moment the dashboard folded it) must stay bounded.
 
-Usage:  python benchmarks/bench_dashboard.py [--rounds 3] [--skip-real] [--skip-stress]
+Usage:  python benchmarks/bench_dashboard.py [--turns 60] [--tokens 128] [--variant ...]
+                                             [--skip-real] [--skip-stress]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +47,7 @@ n_threads = {threads}
 [run]
 iterations = {iterations}
 warmup = 1
+pause_ms = {pause_ms}
 [[scenarios]]
 name = "decode"
 prompt_tokens = 128
@@ -49,8 +55,111 @@ max_tokens = {tokens}
 """
 
 
-def _runs(report_or_state) -> list[dict]:
-    return [r for r in report_or_state["runs"] if r["counted"]]
+class Side:
+    """One live ttftui process (headless, or the dashboard in a tmux terminal) that the benchmark
+    starts once and then lets compute in turns, holding it stopped (SIGSTOP) while the other side
+    has the machine. Its recording is read as it grows: run ids in start order, runs ended."""
+
+    def __init__(self, name: str, cfg: Path, tmp: Path, sets: list[str] | None = None):
+        self.name, self.rec = name, tmp / f"{name}.ttftrec"
+        self._off, self._tail = 0, b""
+        self.started: list[int] = []  # run ids in the order they started
+        self.ended = 0
+        self.ready = False
+        self.windows: list[tuple[float, float, float]] = []  # (main-thread CPU s, other threads CPU s, wall s)
+        self.turns: list[list[int]] = []  # per turn, the run ids counted
+        opts = " ".join(f"--set {kv}" for kv in (sets or []))
+        # Both sides run the same way, each in a terminal of its own (a detached tmux session, 160x48):
+        # same session and scheduling group, same pty; the only difference is the dashboard.
+        # Not as the pane's own process: tmux sends SIGCONT to a pane process that stops, so each
+        # runs under a shell that waits for it (``; true`` keeps sh from exec'ing it).
+        self.tmux = f"ttftui-bench-{os.getpid()}-{name}"
+        head = f"--headless -q -o {tmp / f'{name}.json'}" if name.startswith("headless") else ""
+        cmd = f"sh -c '{sys.executable} -m ttftui {head} --config {cfg} {opts} --record {self.rec}; true'"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.tmux, "-x", "160", "-y", "48", cmd],
+                       check=True, cwd=ROOT)
+        self.pid = _pane_python(self.tmux)
+
+    def read(self) -> None:
+        """Take in what the recording gained since the last read (the recorder flushes every event)."""
+        if not self.rec.exists():
+            return
+        with self.rec.open("rb") as f:
+            f.seek(self._off)
+            chunk = f.read()
+        self._off += len(chunk)
+        lines = (self._tail + chunk).split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if b'"type":"run_started"' in line:
+                self.started.append(json.loads(line)["run_id"])
+            elif b'"type":"run_finished"' in line or b'"type":"run_failed"' in line:
+                self.ended += 1
+            elif b'"type":"engine_ready"' in line:
+                self.ready = True
+
+    def alive(self) -> bool:
+        return Path(f"/proc/{self.pid}").exists() and "zombie" not in Path(f"/proc/{self.pid}/status").read_text()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait_run_end(self, n_ended: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ended < n_ended:
+            if time.monotonic() > deadline or not self.alive():
+                raise SystemExit(f"{self.name}: no progress (is the session still running?)")
+            time.sleep(0.02)
+            self.read()
+
+    def turn(self) -> None:
+        """Let this side compute one run: it was stopped inside the untimed pause before it (its
+        front end had drawn the previous result by then), so the run starts as soon as it is let
+        go; stop it again inside the pause after it, once its front end has had the time to draw."""
+        self.read()
+        n = self.ended
+        t0, a = time.monotonic(), thread_cpu_s(self.pid)
+        self.signal(signal.SIGCONT)
+        self.wait_run_end(n + 1)
+        time.sleep(SETTLE_S)
+        t1, b = time.monotonic(), thread_cpu_s(self.pid)
+        self.signal(signal.SIGSTOP)
+        self.read()
+        main = b.get(self.pid, 0.0) - a.get(self.pid, 0.0)
+        rest = sum(v - a.get(k, 0.0) for k, v in b.items() if k != self.pid)
+        self.windows.append((main, rest, t1 - t0))
+        self.turns.append(self.started[n:n + 1])
+
+    def close(self) -> None:
+        try:
+            self.signal(signal.SIGCONT)
+            if self.name.startswith("headless"):
+                self.signal(signal.SIGINT)
+            else:
+                subprocess.run(["tmux", "send-keys", "-t", self.tmux, "q"], check=False)
+            for _ in range(100):
+                if not self.alive():
+                    break
+                time.sleep(0.1)
+        except OSError:
+            pass
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", self.tmux], capture_output=True)
+
+    def results(self) -> list[list[dict]]:
+        """Per turn, the counted runs' report rows (the recording folded by the same reducer as the
+        headless report)."""
+        from ttftui.recording import read_recording
+        from ttftui.reducer import fold
+        from ttftui.report import build_report
+
+        rows = {r["run_id"]: r for r in json.loads(build_report(fold(read_recording(self.rec).events))
+                                                   .model_dump_json())["runs"]}
+        return [[rows[i] for i in ids if i in rows and rows[i]["counted"]] for ids in self.turns]
+
+
+PAUSE_MS = 300  # both sides pause (untimed) before each run; the benchmark switches sides inside it
+SETTLE_S = 0.15  # how long into that pause a side is stopped: its front end has drawn the result by then
 
 
 def thread_cpu_s(pid: int) -> dict[int, float]:
@@ -67,179 +176,91 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
     return out
 
 
-class CpuWatch:
-    """Per-thread CPU of one process, read from /proc every poll and tied to what its recording
-    says is happening. The main thread is the consumer: the dashboard's UI, or headless's event
-    pump; every other thread is the engine's (llama.cpp workers) or the telemetry sampler.
-
-    Two windows: the whole session (engine ready to last run ended) and only the stretches while a
-    run is computing (between two polls that both saw a run in progress): a front end's work in the
-    gaps between runs takes nothing from the engine, its work during a run does."""
-
-    def __init__(self, pid: int, rec: Path, n_runs: int):
-        self.pid, self.rec, self.n_runs = pid, rec, n_runs
-        self.first: tuple[float, dict[int, float]] | None = None
-        self.last: tuple[float, dict[int, float]] | None = None
-        self.done = False
-        self._prev: tuple[bool, float, dict[int, float]] | None = None
-        self.in_run = [0.0, 0.0, 0.0]  # main-thread CPU s, other threads CPU s, wall s
-
-    def poll(self) -> bool:
-        """Take a reading; True once every run has ended (the readings stop there: after it the
-        engine threads exit and the main thread writes the report, neither of which is the cost
-        of watching a run)."""
-        if self.done:
-            return True
-        data = self.rec.read_bytes() if self.rec.exists() else b""
-        ended = data.count(b'"type":"run_finished"') + data.count(b'"type":"run_failed"')
-        if ended >= self.n_runs:
-            self.done = True  # the previous reading (at most one poll earlier) is the last one
-            return True
-        try:
-            snap = (time.monotonic(), thread_cpu_s(self.pid))
-        except OSError:
-            self.done = True
-            return True
-        if self._prev is not None and not self._prev[2].keys() <= snap[1].keys():
-            self.done = True  # threads are exiting (the recording lags the engine): the session is over
-            return True
-        if self.first is None and b'"type":"engine_ready"' in data:
-            self.first = snap
-        if self.first is not None:
-            self.last = snap
-        running = data.count(b'"type":"run_started"') > ended
-        if self._prev is not None and self._prev[0] and running:
-            _, t0, a = self._prev
-            main, rest = self._split(a, snap[1])
-            self.in_run[0] += main
-            self.in_run[1] += rest
-            self.in_run[2] += snap[0] - t0
-        self._prev = (running, *snap)
-        return False
-
-    def _split(self, a: dict[int, float], b: dict[int, float]) -> tuple[float, float]:
-        main = b.get(self.pid, 0.0) - a.get(self.pid, 0.0)
-        rest = sum(v - a.get(k, 0.0) for k, v in b.items() if k != self.pid)
-        return main, rest
-
-    def shares(self) -> tuple[float, float]:
-        """(main thread, all other threads) CPU in % of one core over the whole session."""
-        (t0, a), (t1, b) = self.first, self.last  # type: ignore[misc]
-        main, rest = self._split(a, b)
-        wall = max(t1 - t0, 1e-9)
-        return main / wall * 100, rest / wall * 100
-
-    def run_shares(self) -> tuple[float, float]:
-        """The same, only while runs were computing."""
-        main, rest, wall = self.in_run
-        wall = max(wall, 1e-9)
-        return main / wall * 100, rest / wall * 100
-
-
-def run_headless(cfg: Path, out: Path, rec: Path, n_runs: int) -> tuple[list[dict], CpuWatch]:
-    p = subprocess.Popen([sys.executable, "-m", "ttftui", "--headless", "-q", "--config", str(cfg), "-o", str(out),
-                          "--record", str(rec)], cwd=ROOT)
-    watch = CpuWatch(p.pid, rec, n_runs)
-    while p.poll() is None:
-        watch.poll()
-        time.sleep(0.1)
-    if p.returncode != 0:
-        raise SystemExit(f"headless run failed with exit code {p.returncode}")
-    return _runs(json.loads(out.read_text())), watch
-
-
 def _pane_python(session: str) -> int:
     """The ttftui process in a tmux pane (the pane's own process, or its child if a shell is between)."""
     pid = int(subprocess.run(["tmux", "list-panes", "-t", session, "-F", "#{pane_pid}"], capture_output=True,
                              text=True, check=True).stdout.split()[0])
-    for _ in range(3):
+    for _ in range(20):
         if "python" in Path(f"/proc/{pid}/comm").read_text():
             return pid
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if not kids:
-            break
-        pid = int(kids[0])
+        if kids:
+            pid = int(kids[0])
+        else:
+            time.sleep(0.05)
     return pid
 
 
-def run_dashboard_tmux(cfg: Path, rec: Path, n_runs: int) -> tuple[list[dict], CpuWatch]:
-    from ttftui.recording import read_recording
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
-
-    session = f"ttftui-bench-{os.getpid()}"
-    cmd = f"{sys.executable} -m ttftui --config {cfg} --record {rec}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", cmd], check=True, cwd=ROOT)
-    try:
-        time.sleep(0.5)
-        watch = CpuWatch(_pane_python(session), rec, n_runs)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not watch.poll():
-            time.sleep(0.1)
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        for _ in range(100):
-            if subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0:
-                break
-            time.sleep(0.1)
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    rep = build_report(fold(read_recording(rec).events))
-    return _runs(json.loads(rep.model_dump_json())), watch
-
-
-def real_comparison(rounds: int, threads: int, tokens: int, iterations: int, refresh_hz: float) -> None:
+def real_comparison(turns: int, threads: int, tokens: int, refresh_hz: float,
+                    variants: dict[str, list[str]] | None = None) -> None:
     if not shutil.which("tmux"):
         print("tmux not found: the dashboard-vs-headless comparison needs a real terminal; skipped")
         return
     tmp = Path(tempfile.mkdtemp(prefix="ttftui-bench-"))
     cfg = tmp / "c.toml"
-    cfg.write_text(CONFIG.format(threads=threads, tokens=tokens, iterations=iterations, refresh_hz=refresh_hz))
-    head: list[dict] = []
-    dash: list[dict] = []
-    paired: dict[str, list[float]] = {"decode_tps": [], "ttft_ms": []}
-    cpu: dict[str, list[tuple[float, float, float, float]]] = {"h": [], "d": []}
-    for r in range(rounds):
-        order = ("h", "d") if r % 2 == 0 else ("d", "h")
-        this: dict[str, list[dict]] = {}
-        for side in order:
-            if side == "h":
-                got, watch = run_headless(cfg, tmp / f"h{r}.json", tmp / f"h{r}.ttftrec", iterations + 1)
-                head += got
-            else:
-                got, watch = run_dashboard_tmux(cfg, tmp / f"d{r}.ttftrec", iterations + 1)
-                dash += got
-            this[side] = got
-            main, rest = watch.shares()
-            run_main, run_rest = watch.run_shares()
-            cpu[side].append((main, rest, run_main, run_rest))
-            print(f"  round {r + 1} {'headless ' if side == 'h' else 'dashboard'}: decode "
-                  f"{statistics.median(x['decode_tps'] for x in got):.1f} tok/s, TTFT "
-                  f"{statistics.median(x['ttft_ms'] for x in got):.1f} ms; % of a core, main thread "
-                  f"{main:.1f} (during runs {run_main:.1f}), other threads {rest:.0f} (during runs {run_rest:.0f})",
-                  flush=True)
-        for key in paired:  # the ratio within a round: the machine's drift between rounds cancels
-            paired[key].append(statistics.median(x[key] for x in this["d"]) / statistics.median(x[key] for x in this["h"]))
+    per_side = 1 + turns + 2  # the warm-up, one run a turn, a margin
+    cfg.write_text(CONFIG.format(threads=threads, tokens=tokens, iterations=per_side, refresh_hz=refresh_hz,
+                                 pause_ms=PAUSE_MS))
+    names = ["headless", *(variants or {"dashboard": []})]
+    sides: list[Side] = []
+    try:
+        for name in names:  # start each, let it load and do its warm-up, then hold it in the pause after
+            side = Side(name, cfg, tmp, (variants or {}).get(name))
+            sides.append(side)
+            side.wait_run_end(1, timeout=180)
+            time.sleep(SETTLE_S)
+            side.signal(signal.SIGSTOP)
+        for t in range(turns):
+            for side in (sides if t % 2 == 0 else sides[::-1]):
+                side.turn()
+            if (t + 1) % 10 == 0 or t + 1 == turns:
+                print(f"  {t + 1}/{turns} turns", flush=True)
+    finally:
+        for side in sides:
+            side.close()
+    res = {s.name: s.results() for s in sides}
+    base = res["headless"]
+    flat = {k: [r for turn in v for r in turn] for k, v in res.items()}
     print()
-    print(f"{'metric':<28} {'headless':>10} {'dashboard':>10} {'ratio':>7}")
-    for key, label in (("decode_tps", "decode tok/s (median)"), ("ttft_ms", "TTFT ms (median)"),
-                       ("unaccounted_ms", "unaccounted ms (median)")):
-        a = statistics.median(x[key] for x in head)
-        b = statistics.median(x[key] for x in dash)
-        print(f"{label:<28} {a:>10.2f} {b:>10.2f} {b / a:>7.3f}")
-    p99 = lambda runs: statistics.quantiles([g for x in runs for g in x["itl_ms"]], n=100)[98]  # noqa: E731
-    print(f"{'ITL p99 ms':<28} {p99(head):>10.2f} {p99(dash):>10.2f} {p99(dash) / p99(head):>7.3f}")
-    print(f"(n = {len(head)} headless runs, {len(dash)} dashboard runs)")
+    print(f"{'metric (median of runs)':<26} " + " ".join(f"{k:>12}" for k in names) + "   ratios to headless")
+    for key, label in (("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT ms"), ("tpot_ms", "TPOT ms"),
+                       ("unaccounted_ms", "unaccounted ms")):
+        med = {k: statistics.median(r[key] for r in v) for k, v in flat.items()}
+        print(f"{label:<26} " + " ".join(f"{med[k]:>12.2f}" for k in names) + "   " +
+              " ".join(f"{med[k] / med['headless']:.3f}" for k in names[1:]))
+    print(f"(n = {len(flat['headless'])} runs a side, one a turn, {tokens} tokens each, 128-token prompt)")
     cores = os.cpu_count() or 1
-    for i, what in ((0, "whole session"), (2, "while runs compute")):
-        hm = statistics.median(c[i] for c in cpu["h"])
-        dm = statistics.median(c[i] for c in cpu["d"])
-        print(f"main-thread CPU, {what} (median over rounds, % of one core): headless consumer {hm:.2f}, "
-              f"dashboard UI {dm:.2f}; the dashboard's extra {dm - hm:.2f} % of one core = "
-              f"{(dm - hm) / cores:.2f} % of this {cores}-core machine")
-    for key, label in (("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT")):
-        rs = sorted(paired[key])
-        print(f"paired per-round ratio dashboard/headless, {label}: median {statistics.median(rs):.3f} "
-              f"(rounds: {', '.join(f'{x:.3f}' for x in rs)})")
+    for s in sides:
+        main, rest, wall = (sum(w[i] for w in s.windows) for i in range(3))
+        print(f"CPU over its turns (a run and {SETTLE_S * 1000:.0f} ms of the pause after it), {s.name}: "
+              f"main thread {main / wall * 100:.2f} % of one core, other threads {rest / wall * 100:.1f} % "
+              f"(of {cores * 100} %)")
+    for name in names[1:]:
+        for key, label in (("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT")):
+            rs = sorted(statistics.median(r[key] for r in d) / statistics.median(r[key] for r in h)
+                        for d, h in zip(res[name], base))
+            lo, hi = _median_ci(rs)
+            print(f"paired per-turn ratio {name}/headless, {label}: median {statistics.median(rs):.3f}, "
+                  f"95 % CI of the median {lo:.3f}..{hi:.3f} ({len(rs)} turns; quartiles "
+                  f"{rs[len(rs) // 4]:.3f}, {rs[(3 * len(rs)) // 4]:.3f})")
+
+
+def _median_ci(xs: list[float]) -> tuple[float, float]:
+    """Distribution-free 95 % confidence interval of the median (order statistics of the binomial)."""
+    from math import comb
+
+    n = len(xs)
+    xs = sorted(xs)
+    if n < 6:
+        return xs[0], xs[-1]
+    best = (0, n - 1)
+    for k in range(n // 2):  # the widest inner pair whose coverage is still >= 95 %
+        cover = sum(comb(n, i) for i in range(k + 1, n - k)) / 2 ** n
+        if cover >= 0.95:
+            best = (k, n - 1 - k)
+        else:
+            break
+    return xs[best[0]], xs[best[1]]
 
 
 def stress(rate: int, tokens: int, runs: int) -> None:
@@ -291,17 +312,25 @@ def stress(rate: int, tokens: int, runs: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--turns", type=int, default=60, help="runs each side computes, one a turn (default 60)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=256)
-    ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=128, help="tokens generated a run (default 128)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VAL,...]",
+                    help="instead of one default dashboard, one dashboard per --variant, with these config "
+                         "overrides (ttftui --set), e.g. --variant default --variant unlimited:ui.busy_cpu_pct=0; "
+                         "a name starting with 'headless' is a second headless session (an A/A control)")
     ap.add_argument("--refresh-hz", type=float, default=4.0, help="the dashboard's ui.refresh_hz (default 4)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-stress", action="store_true")
     args = ap.parse_args()
     if not args.skip_real:
         print(f"decode speed: dashboard (tmux, 160x48, {args.refresh_hz:g} Hz) vs headless, demo model, interleaved")
-        real_comparison(args.rounds, args.threads, args.tokens, args.iterations, args.refresh_hz)
+        variants = {}
+        for v in args.variant:
+            name, _, sets = v.partition(":")
+            variants[name] = [kv for kv in sets.split(",") if kv]
+        real_comparison(args.turns, args.threads, args.tokens, args.refresh_hz,
+                        variants or None)
         print()
     if not args.skip_stress:
         stress(5000, 5000, 3)
