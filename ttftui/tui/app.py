@@ -112,7 +112,7 @@ class TtftApp(App[int]):
                  n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None,
                  busy_cpu_pct: float = 0.0):
         super().__init__()
-        self.busy_cpu_pct = busy_cpu_pct  # see tick_draw_due; 0 = no limit (replay, tests)
+        self.busy_cpu_pct = busy_cpu_pct  # see next_frame_at; 0 = no limit (replay, tests)
         self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
         self.source = source
         self.pump = pump or Pump()
@@ -135,7 +135,8 @@ class TtftApp(App[int]):
         self._contended: tuple[Any, bool] = (None, False)
         self._extra: tuple[int, str] | None = None
         self._newest_ns: int | None = None  # engine time of the newest event folded
-        # TTFTUI_FRAME_LOG=PATH: one JSON line per drawn frame (benchmarks/bench_dashboard.py reads it)
+        # TTFTUI_FRAME_LOG=PATH: one JSON line per drawn frame, to profile the dashboard (what each frame
+        # cost the UI thread, how often frames came and how stale what they showed was)
         log = os.environ.get("TTFTUI_FRAME_LOG")
         self._frame_log = open(log, "a", buffering=1) if log else None
 
@@ -277,8 +278,7 @@ class TtftApp(App[int]):
             if not cur.tokens:  # a prefill shorter than a second is never interrupted by a frame
                 due = max(self._last_draw + self.PREFILL_DRAW_INTERVAL_S,
                           self._seen_run[1] + self.PREFILL_DRAW_INTERVAL_S)
-        if self._throttled():
-            assert cur is not None
+        if cur is not None and self._throttled():
             if self._budget_run != cur.run_id:  # the work between runs is not the run's to pay for
                 self._budget_run, self._budget_mark = cur.run_id, (time.monotonic(), time.thread_time())
             t0, cpu0 = self._budget_mark
@@ -342,10 +342,9 @@ class TtftApp(App[int]):
                                           "draw_ms": round(draw_s * 1000, 3)}) + "\n")
 
     def status_extra(self) -> str:
-        """The source's extra status (the recording's event count and size), refreshed when the clock's
-        second changes:
-        it changes with every event, and a status line that changes on every frame makes every frame
-        repaint the screen from its top row down to whatever else changed."""
+        """The source's extra status (the recording's event count and size), refreshed when the status
+        clock's second changes. It changes with every event, and a status line that changes on every
+        frame made every frame repaint the screen from its top row down to whatever else changed."""
         extra = getattr(self.source, "status_extra", None)
         if not callable(extra):
             return ""
