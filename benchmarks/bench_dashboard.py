@@ -56,7 +56,7 @@ max_tokens = {tokens}
 
 
 class Side:
-    """One live ttftui process (headless, or the dashboard in a tmux terminal) that the benchmark
+    """One live ttftui process (headless or the dashboard, each in a tmux terminal) that the benchmark
     starts once and then lets compute in turns, holding it stopped (SIGSTOP) while the other side
     has the machine. Its recording is read as it grows: run ids in start order, runs ended."""
 
@@ -65,7 +65,6 @@ class Side:
         self._off, self._tail = 0, b""
         self.started: list[int] = []  # run ids in the order they started
         self.ended = 0
-        self.ready = False
         self.windows: list[tuple[float, float, float]] = []  # (main-thread CPU s, other threads CPU s, wall s)
         self.turns: list[list[int]] = []  # per turn, the run ids counted
         opts = " ".join(f"--set {kv}" for kv in (sets or []))
@@ -95,8 +94,6 @@ class Side:
                 self.started.append(json.loads(line)["run_id"])
             elif b'"type":"run_finished"' in line or b'"type":"run_failed"' in line:
                 self.ended += 1
-            elif b'"type":"engine_ready"' in line:
-                self.ready = True
 
     def alive(self) -> bool:
         return Path(f"/proc/{self.pid}").exists() and "zombie" not in Path(f"/proc/{self.pid}/status").read_text()
