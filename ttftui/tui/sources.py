@@ -15,28 +15,19 @@ from ttftui.reducer import SessionState
 from ttftui.session import Controls, EventBus, SessionRunner
 
 
-UI_NICE = 10  # how much lower than the engine the drawing thread runs (Linux thread niceness)
 GIL_SWITCH_S = 0.0005
 BETWEEN_RUNS_S = 0.3
 
 
 def yield_to_engine() -> None:
-    """Make the dashboard give way to the engine it measures.
-
-    With llama.cpp using every core, each millisecond the UI thread runs is taken from one of its
-    compute threads, and the others wait for it at the next barrier; and while the UI holds the GIL,
-    the engine thread returning from llama_decode waits up to the switch interval for it. So: the
-    calling (UI) thread gets a higher nice value (engine threads are already started and keep
-    theirs), and the GIL is handed over after 0.5 ms instead of 5 ms."""
-    import os
+    """Make the dashboard give way to the engine it measures: while the UI thread holds the GIL,
+    the engine thread returning from llama_decode waits up to the switch interval for it, so the GIL
+    is handed over after 0.5 ms instead of 5 ms. (The UI thread keeps its normal priority: at a
+    higher nice value a frame took 160 ms instead of 30, most of it holding the GIL in slices, and
+    cost llama.cpp more, not less.)"""
     import sys
 
     sys.setswitchinterval(GIL_SWITCH_S)
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + UI_NICE))
-    except (AttributeError, OSError):  # not Linux / not permitted: run at normal priority
-        pass
 
 
 _WAKE_ON = {RunFinished, RunFailed, SessionFinished}
@@ -48,7 +39,7 @@ class LiveSource:
     def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine],
                  recorder: Any = None, *, yield_ui: bool = False):
         self.config = config
-        self.yield_ui = yield_ui  # the real dashboard: lower the UI thread's priority once the engine runs
+        self.yield_ui = yield_ui  # the real dashboard: a short GIL switch interval once the engine runs
         self.recorder = recorder
         self.bus = EventBus()
         # A short untimed gap between runs lets the dashboard draw each run's results while the
@@ -60,7 +51,7 @@ class LiveSource:
         self._thread = threading.Thread(target=self.runner.run, name="ttftui-engine", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()  # the engine thread (and llama.cpp's workers it creates) keep normal priority
+        self._thread.start()
         if self.yield_ui:  # process-wide and lasting: only for the dashboard's own process
             yield_to_engine()
 
