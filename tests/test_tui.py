@@ -346,20 +346,63 @@ def test_a_frame_waits_until_the_ui_is_within_its_cpu_budget():
 
     app = TtftApp(StaticSource([]), busy_cpu_pct=1.0, refresh_hz=4, pump=Pump())
     app.pump.feed(_as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus()))
-    now, cpu = time.monotonic(), time.thread_time()
+    now = time.monotonic()
     app._budget_run = app.pump.state.current.run_id
     app._last_draw = now - 0.5
-    app._budget_mark = (now - 0.5, cpu - 0.010)  # the last frame and what came since: 10 ms of UI CPU
-    assert app.next_frame_at() == pytest.approx(now + 0.5, abs=0.05)  # 10 ms at 1 % of a core: 1 s after it
+    app._budget_from = (now - 0.5, 0.005)  # the last frame began 0.5 s ago and took 5 ms of UI CPU
+    over = app.FRAME_OVERHEAD_S
+    assert app.next_frame_at() == pytest.approx(now - 0.5 + (0.005 + over) * 100, abs=0.01)  # at 1 % of a core
     assert not app.tick_draw_due()
-    app._budget_mark = (now - 0.5, cpu - 0.002)  # 2 ms: within budget already, refresh_hz decides
-    assert app.tick_draw_due()
+    app.busy_cpu_pct = 10.0  # a cheap frame within a large budget: refresh_hz decides
+    assert app.next_frame_at() == pytest.approx(now - 0.5 + 0.25, abs=0.01) and app.tick_draw_due()
+    app.busy_cpu_pct = 1.0
     app._last_draw = now - 3
-    app._budget_mark = (now - 3, cpu - 1.0)  # a very slow frame: still one at least every 2 s
-    assert app.next_frame_at() == pytest.approx(now - 3 + app.MAX_BUSY_INTERVAL_S, abs=0.05)
+    app._budget_from = (now - 3, 1.0)  # a very slow frame: still one at least every 2 s
+    assert app.next_frame_at() == pytest.approx(now - 3 + app.MAX_BUSY_INTERVAL_S, abs=0.01)
+    app._budget_run = None  # a new run: its budget starts when it is first seen, as if a frame had cost nothing
+    app._last_draw = now - 0.5  # (the last run's results, drawn in the pause before it)
+    assert app.next_frame_at() == pytest.approx(time.monotonic() + over * 100, abs=0.05)
     app.busy_cpu_pct = 0  # no budget: refresh_hz alone
     app._last_draw = now - 0.2
     assert app.next_frame_at() == pytest.approx(now - 0.2 + 0.25, abs=0.01)
+
+
+async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progress():
+    """While llama.cpp has every CPU, a frame between full ones redraws the token stream alone (any
+    other panel that changes makes Textual re-composite everything between them); a full frame
+    comes at least every FULL_FRAME_INTERVAL_S, and at once when forced (a run's end, a key)."""
+    from ttftui.pump import Pump
+    from ttftui.tui.app import usable_cpus
+
+    events = _as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus())
+    src = StaticSource(events)
+    app = TtftApp(src, busy_cpu_pct=1.0, refresh_hz=4, pump=Pump(), clock=fixed_clock(events))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert app._throttled()
+        status, stream = app.query_one(StatusBar), app.query_one(TokenStream)
+        calls: list[str] = []
+        for w, name in ((status, "status"), (stream, "stream"), (app.query_one(TTFTBar), "ttft"),
+                        (app.query_one(TelemetryPanel), "telemetry"), (app.query_one(AlertsPanel), "alerts")):
+            w.show = (lambda f, n: lambda *a, **k: calls.append(n) or f(*a, **k))(w.show, name)  # type: ignore
+        app._budget_run = app.pump.state.current.run_id
+        app._budget_from = (time.monotonic() - 5, 0.0)  # the budget allows a frame
+        app._last_draw = app._last_full = time.monotonic() - 0.5  # a full frame half a second ago
+        app.redraw()  # due (the budget aside): a frame of the run in progress only
+        assert calls == ["stream"]
+        assert "drawn sparingly: llama.cpp uses every CPU" in stream.visible_text()  # and it says why
+        calls.clear()
+        app._budget_from = (time.monotonic() - 5, 0.0)
+        app._last_full = time.monotonic() - app.FULL_FRAME_INTERVAL_S
+        app._last_draw = time.monotonic() - 0.5
+        app.redraw()
+        assert set(calls) == {"status", "stream", "ttft", "telemetry", "alerts"}
+        calls.clear()
+        app.redraw(force=True)
+        assert set(calls) == {"status", "stream", "ttft", "telemetry", "alerts"}
+        await pilot.pause()
+        # the budget counts the whole frame, Textual's compositing included, once it is on screen
+        assert app._budget_from[0] == app._last_draw and app._budget_from[1] > 0
 
 
 def test_the_recording_status_changes_once_a_second_not_on_every_frame():

@@ -127,7 +127,8 @@ class UIConfig(_Strict):
     busy_cpu_pct: float = Field(
         1.0, ge=0, le=100,
         description="while a run computes on every CPU (llama.cpp threads >= CPUs), the dashboard draws only as "
-                    "often as keeps its own CPU under this % of one core (0 = no limit)")
+                    "often as keeps its frames' cost (their CPU + 10 ms each) under this % of one core "
+                    "(0 = no limit)")
 
 
 class TelemetryConfig(_Strict):

@@ -128,7 +128,9 @@ class TtftApp(App[int]):
         self._compact: bool | None = None
         self._solo: str | None = None
         self._last_draw = 0.0
-        self._budget_mark = (0.0, 0.0)  # (time, UI thread CPU) the frame budget counts from
+        self._last_full = 0.0  # when the last frame that redrew every panel began
+        self._stats: dict[str, Any] = {}
+        self._budget_from = (0.0, 0.0)  # (when the last frame began, what it cost the UI thread's CPU)
         self._budget_run: int | None = None
         self._seen_run: tuple[int | None, float] = (None, 0.0)  # the current run, and when a tick first saw it
         self._tick_timer: Any = None
@@ -202,10 +204,15 @@ class TtftApp(App[int]):
         try:
             self.tick(force)
         finally:
-            delay = 1 / max(self.DRAIN_HZ, self.refresh_hz)
-            if self._throttled():
-                delay = max(delay, self.next_frame_at() - time.monotonic())
-            self._tick_timer = self.set_timer(delay, self._on_tick_timer)
+            self._arm_tick()
+
+    def _arm_tick(self) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.stop()
+        delay = 1 / max(self.DRAIN_HZ, self.refresh_hz)
+        if self._throttled():
+            delay = max(delay, self.next_frame_at() - time.monotonic())
+        self._tick_timer = self.set_timer(delay, self._on_tick_timer)
 
     def _fit_layout(self) -> None:
         """Small terminals (80x24) get the compact style: top borders only, tighter caps."""
@@ -253,6 +260,12 @@ class TtftApp(App[int]):
 
     PREFILL_DRAW_INTERVAL_S = 1.0
     MAX_BUSY_INTERVAL_S = 2.0
+    FULL_FRAME_INTERVAL_S = 5.0
+    # What a frame costs the engine besides the UI thread's own CPU, counted against busy_cpu_pct:
+    # measured (benchmarks/bench_dashboard.py, frames placed among the recording's tokens), a
+    # stream-only frame that took the UI thread 2-3 ms delayed llama.cpp by about 12 ms (the write to
+    # the terminal and its parsing, the compute threads' barriers), a wake-up that drew nothing by 1.
+    FRAME_OVERHEAD_S = 0.010
 
     def tick_draw_due(self) -> bool:
         return time.monotonic() >= self.next_frame_at() - 0.01
@@ -264,11 +277,12 @@ class TtftApp(App[int]):
 
         And while a run computes on every CPU this process may use (llama.cpp on all of them), each
         millisecond the UI thread runs takes a core from a compute thread, and the others wait for
-        it at their next barrier: a frame costs the engine about twice its own CPU time. So then a
-        frame is due only once the UI's CPU since the last frame (or since the run started) is
-        within ``busy_cpu_pct`` of one core over the time since then: a frame that cost 10 ms is
-        followed by the next one 1 s later at 1 %, and never more than ``MAX_BUSY_INTERVAL_S``
-        later. Keys, a run's end and a resize still draw at once."""
+        it at their next barrier; and a frame costs more than its CPU (``FRAME_OVERHEAD_S``). So then
+        the next frame is due once the last one's CPU (our redraw and Textual's compositing), plus
+        that overhead, is within ``busy_cpu_pct`` of one core over the time since it began (or
+        since the run started): a stream-only frame of 2 ms is followed by the next one 1.2 s later
+        at 1 %, and never more than ``MAX_BUSY_INTERVAL_S`` later. Keys, a run's end and a resize
+        still draw at once."""
         cur = self.pump.state.current
         interval = 1 / self.refresh_hz
         due = self._last_draw + interval
@@ -280,9 +294,9 @@ class TtftApp(App[int]):
                           self._seen_run[1] + self.PREFILL_DRAW_INTERVAL_S)
         if cur is not None and self._throttled():
             if self._budget_run != cur.run_id:  # the work between runs is not the run's to pay for
-                self._budget_run, self._budget_mark = cur.run_id, (time.monotonic(), time.thread_time())
-            t0, cpu0 = self._budget_mark
-            budget_due = t0 + (time.thread_time() - cpu0) * 100 / self.busy_cpu_pct
+                self._budget_run, self._budget_from = cur.run_id, (time.monotonic(), 0.0)
+            t0, cost = self._budget_from
+            budget_due = t0 + (cost + self.FRAME_OVERHEAD_S) * 100 / self.busy_cpu_pct
             due = max(due, min(budget_due, self._last_draw + self.MAX_BUSY_INTERVAL_S))
         return due
 
@@ -308,38 +322,65 @@ class TtftApp(App[int]):
         if not (force or self.tick_draw_due()):
             return
         self._last_draw, cpu0 = time.monotonic(), time.thread_time()
-        self._budget_mark = (self._last_draw, cpu0)
         self._fit_layout()
         state = self.pump.state
         now = self.now_ns()
-        pcts = report_percentiles(state)
-        stats = session_stats(state, pcts)
+        # While a run computes on every CPU, a frame between full ones redraws only the panel that
+        # shows the run's progress (the stream, or the TTFT bar while the prefill runs): any other
+        # change on screen (the status clock at the top, the telemetry beside the stream) makes
+        # Textual re-composite everything between them, and a stream-only frame costs the UI thread
+        # 2 ms instead of 14 (TTFTUI_FRAME_LOG, 160x48). Everything is drawn at the run's end, on a
+        # key or a resize, and at least every FULL_FRAME_INTERVAL_S.
+        full = force or not self._throttled() or self._last_draw - self._last_full >= self.FULL_FRAME_INTERVAL_S
         with self.batch_update():
-            self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
-                               extra=self.status_extra(), total_runs=getattr(self.source, "total_runs", None))
-            self.w_ttft.show(state, stats, now)
-            # every panel is called every tick: each one compares what it shows and returns at once
-            # when nothing changed (and catches up on a draw it deferred or missed while hidden)
-            self.w_stream.show(state)
-            self.w_telemetry.show(state)
-            table = self.w_table
-            table.setup(pcts, list(stats), with_baseline=table.baseline is not None, compact=bool(self._compact))
-            table.show(stats, pcts)
-            self.w_alerts.show(state, self.n_rules)
+            if full:
+                self._last_full = self._last_draw
+                pcts = report_percentiles(state)
+                self._stats = session_stats(state, pcts)
+                self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
+                                   extra=self.status_extra(), total_runs=getattr(self.source, "total_runs", None))
+                self.w_ttft.show(state, self._stats, now)
+                # every panel is called every full frame: each one compares what it shows and returns
+                # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
+                self.w_stream.show(state, self._throttled())
+                self.w_telemetry.show(state)
+                table = self.w_table
+                table.setup(pcts, list(self._stats), with_baseline=table.baseline is not None,
+                            compact=bool(self._compact))
+                table.show(self._stats, pcts)
+                self.w_alerts.show(state, self.n_rules)
+            elif state.current is not None and state.current.tokens:
+                self.w_stream.show(state, True)
+            else:  # runs finish only in full frames, so the scenario medians are the last full frame's
+                self.w_ttft.show(state, self._stats, now)
+        # what the frame cost the UI thread is known once Textual has composited it and handed it over
+        self._budget_from = (self._last_draw, time.thread_time() - cpu0)
+        line = None
         if self._frame_log is not None:
-            self._log_frame(now, time.thread_time() - cpu0)
+            cur = state.current
+            lag = (now - self._newest_ns) / 1e6 if self._newest_ns is not None else None
+            line = {"t": round(self._last_draw, 4), "t_ns": now, "run": cur.run_id if cur is not None else None,
+                    "tokens": len(cur.tokens) if cur is not None else 0, "full": full,
+                    "lag_ms": round(lag, 2) if lag is not None else None,
+                    "draw_ms": round(self._budget_from[1] * 1000, 3)}
+        self.call_after_refresh(self._frame_done, self._last_draw, cpu0, line)
 
-    def _log_frame(self, now_ns: int, draw_s: float) -> None:
-        """What a frame showed and when: wall time, the UI thread's CPU so far and in this redraw
-        (Textual's compositing comes after it), the run computing, and how old the newest event it
-        shows was (engine clock)."""
-        cur = self.pump.state.current
-        lag = (now_ns - self._newest_ns) / 1e6 if self._newest_ns is not None else None
-        self._frame_log.write(json.dumps({"t": round(time.monotonic(), 4), "cpu": round(time.thread_time(), 4),
-                                          "run": cur.run_id if cur is not None else None,
-                                          "tokens": len(cur.tokens) if cur is not None else 0,
-                                          "lag_ms": round(lag, 2) if lag is not None else None,
-                                          "draw_ms": round(draw_s * 1000, 3)}) + "\n")
+    def _frame_done(self, start: float, cpu0: float, line: dict | None) -> None:
+        """After the screen update: the frame's whole cost (our redraw and Textual's compositing) is
+        what the frame budget counts. With TTFTUI_FRAME_LOG, one JSON line says when the frame began
+        (monotonic ``t``; ``t_ns`` on the engine's clock, to place it among a recording's tokens), the
+        run computing and its tokens, whether every panel was redrawn, how old the newest event it
+        showed was, the UI thread's CPU in our redraw (``draw_ms``) and through the screen update
+        (``frame_ms``), the wall time that took (``wall_ms``) and the thread's CPU so far."""
+        cpu = time.thread_time()
+        if self._budget_from[0] == start:  # no newer frame began since
+            self._budget_from = (start, cpu - cpu0)
+            if self._tick_timer is not None and self._throttled():
+                self._arm_tick()  # the next frame is due later than the tick was set for: no tick before it
+        if line is not None and self._frame_log is not None:
+            line.update(frame_ms=round((cpu - cpu0) * 1000, 3), wall_ms=round((time.monotonic() - start) * 1000, 3),
+                        cpu=round(cpu, 4))
+            self._frame_log.write(json.dumps(line) + "\n")
 
     def status_extra(self) -> str:
         """The source's extra status (the recording's event count and size), refreshed when the status

@@ -352,9 +352,9 @@ class TokenStream(LinePanel):
             run = next((r for r in reversed(state.runs) if r.tokens), None)
         return run
 
-    def view_key(self, state: SessionState) -> Any:
+    def view_key(self, state: SessionState, rationed: bool = False) -> Any:
         run = self._shown_run(state)
-        return (run and run.run_id, run and len(run.tokens), self.theme_file and self.theme_file.name)
+        return (run and run.run_id, run and len(run.tokens), rationed, self.theme_file and self.theme_file.name)
 
     def _median_gap(self, run: RunState) -> float | None:
         """The run's median gap between tokens (the first token's gap is its TTFT: left out)."""
@@ -389,7 +389,8 @@ class TokenStream(LinePanel):
             styles.append(self._token_style(th, i, toks, ref))
         return styles
 
-    def draw(self, state: SessionState) -> None:
+    def draw(self, state: SessionState, rationed: bool = False) -> None:
+        """``rationed``: the app draws sparingly now (llama.cpp has every CPU); the header says so."""
         th = self.theme_file
         width, height = self.content_size
         if width <= 0 or height <= 0:
@@ -399,11 +400,12 @@ class TokenStream(LinePanel):
         if run is None:
             rows.append((("empty", th.name), Text("no tokens yet", style="dim")))
         else:
-            rows.extend(self._header_rows(run, th, width))
+            rows.extend(self._header_rows(run, th, width, rationed))
             rows.extend(self._body_rows(run, th, width, height - self.HEADER_LINES))
         self._paint(rows, width, height)
 
-    def _header_rows(self, run: RunState, th: ThemeFile, width: int) -> list[tuple[Any, Text]]:
+    def _header_rows(self, run: RunState, th: ThemeFile, width: int,
+                     rationed: bool = False) -> list[tuple[Any, Text]]:
         toks = run.tokens
         n = len(toks)
         median = self._median_gap(run)
@@ -415,6 +417,8 @@ class TokenStream(LinePanel):
             rate = (n - 1) / span_s if span_s > 0 else 0.0
             head.append(f" · {rate:.1f} tok/s · p50 {R.fmt_ms(median)}")
             itl = [toks[i].dt_ns / 1e6 for i in range(max(1, n - (width - 4)), n)]
+        if rationed:
+            head.append(" · drawn sparingly: llama.cpp uses every CPU", style="dim")
         spark = Text("ITL ", no_wrap=True, overflow="crop")
         spark.append(R.sparkline(itl, width - 5), style=th.itl.slow)
         return [((head.plain, th.name), head), ((spark.plain, th.name), spark), (("legend", th.name), R.itl_legend(th))]
