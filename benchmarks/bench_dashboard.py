@@ -11,7 +11,10 @@
    per-turn ratios with a distribution-free 95 % confidence interval of their median, and each
    process's CPU per thread from /proc (main thread = the dashboard's UI, or headless's event pump).
    ``--variant NAME:KEY=VAL`` runs more than one dashboard in the same rotation, with config
-   overrides (e.g. ``unlimited:ui.busy_cpu_pct=0``), to see what a setting costs.
+   overrides (e.g. ``unlimited:ui.busy_cpu_pct=0``), to see what a setting costs. Each dashboard
+   logs its frames (TTFTUI_FRAME_LOG), and the frames are placed among its recorded tokens: printed
+   are the frames a run, what the tokens right after a frame lost (the frames' cost) and the decode
+   speed away from frames against headless (what everything else costs).
 2. A synthetic 5,000 tok/s stream into the dashboard (in-process, Textual's headless driver): every
    token must reach the dashboard's state (no loss), and the drain lag (engine time of the newest
    event vs the moment the dashboard folded it) must stay bounded.
@@ -74,7 +77,10 @@ class Side:
         # runs under a shell that waits for it (``; true`` keeps sh from exec'ing it).
         self.tmux = f"ttftui-bench-{os.getpid()}-{name}"
         head = f"--headless -q -o {tmp / f'{name}.json'}" if name.startswith("headless") else ""
-        cmd = f"sh -c '{sys.executable} -m ttftui {head} --config {cfg} {opts} --record {self.rec}; true'"
+        # the dashboard logs its frames (TTFTUI_FRAME_LOG): each is placed among the recorded tokens
+        self.frames = None if head else tmp / f"{name}.frames.jsonl"
+        env = f"env TTFTUI_FRAME_LOG={self.frames} " if self.frames else ""
+        cmd = f"sh -c '{env}{sys.executable} -m ttftui {head} --config {cfg} {opts} --record {self.rec}; true'"
         subprocess.run(["tmux", "new-session", "-d", "-s", self.tmux, "-x", "160", "-y", "48", cmd],
                        check=True, cwd=ROOT)
         self.pid = _pane_python(self.tmux)
@@ -142,6 +148,17 @@ class Side:
             pass
         finally:
             subprocess.run(["tmux", "kill-session", "-t", self.tmux], capture_output=True)
+
+    def tokens(self) -> dict[int, list]:
+        """Every run's tokens (TokenEmitted events, in order), by run id."""
+        from ttftui.events import TokenEmitted
+        from ttftui.recording import read_recording
+
+        runs: dict[int, list] = {}
+        for e in read_recording(self.rec).events:
+            if isinstance(e, TokenEmitted):
+                runs.setdefault(e.run_id, []).append(e)
+        return runs
 
     def results(self) -> list[list[dict]]:
         """Per turn, the counted runs' report rows (the recording folded by the same reducer as the
@@ -240,6 +257,61 @@ def real_comparison(turns: int, threads: int, tokens: int, refresh_hz: float,
             print(f"paired per-turn ratio {name}/headless, {label}: median {statistics.median(rs):.3f}, "
                   f"95 % CI of the median {lo:.3f}..{hi:.3f} ({len(rs)} turns; quartiles "
                   f"{rs[len(rs) // 4]:.3f}, {rs[(3 * len(rs)) // 4]:.3f})")
+    by_name = {s.name: s for s in sides}
+    for name in names[1:]:
+        if by_name[name].frames is not None:
+            frame_attribution(name, by_name[name], by_name["headless"])
+
+
+AFTER_FRAME_S = 0.3  # how long after a frame began its tokens are counted as the frame's
+
+
+def frame_attribution(name: str, dash: Side, head: Side) -> None:
+    """Where the dashboard's cost lies, from its frame log placed among its recorded tokens (same
+    clock): each token's gap is compared with the headless side's mean gap at the same position in
+    the answer (the gaps grow with the context), scaled to the run's own speed away from frames.
+    What tokens within AFTER_FRAME_S of a frame lost beyond that is the frames' cost; the run's speed
+    away from frames, paired with the headless run of the same turn, is what the rest costs."""
+    frames = [json.loads(line) for line in dash.frames.read_text().splitlines() if line.strip()]
+    d_tok, h_tok = dash.tokens(), head.tokens()
+    turns = [(d, h) for d, h in zip(dash.turns, head.turns) if d and h and d[0] in d_tok and h[0] in h_tok]
+    ref: dict[int, list[float]] = {}
+    for _, (h,) in turns:
+        for t in h_tok[h][1:]:
+            ref.setdefault(t.index, []).append(t.dt_ns / 1e6)
+    mean_ref = {i: statistics.fmean(v) for i, v in ref.items()}
+    lost_ms = decode_ms = 0.0
+    n_frames = 0
+    frame_cpu: list[float] = []
+    away: list[float] = []  # per turn: dashboard's speed away from frames / headless speed
+    for (d,), (h,) in turns:
+        toks = d_tok[d]
+        starts = [f["t_ns"] for f in frames if f.get("run") == d and f.get("tokens", 0) > 0
+                  and f["t_ns"] < toks[-1].t_ns]
+        n_frames += len(starts)
+        frame_cpu += [f["frame_ms"] for f in frames if f.get("run") == d and f.get("tokens", 0) > 0]
+        near, far = [], []
+        for t in toks[1:]:
+            gap, r = t.dt_ns / 1e6, mean_ref[t.index]
+            hit = any(s < t.t_ns and t.t_ns - s < AFTER_FRAME_S * 1e9 for s in starts)
+            (near if hit else far).append((gap, r))
+            decode_ms += gap
+        if not far:
+            continue
+        speed = statistics.fmean(g / r for g, r in far)  # > 1: slower than headless's mean
+        lost_ms += sum(g - r * speed for g, r in near)
+        h_speed = statistics.fmean(t.dt_ns / 1e6 / mean_ref[t.index] for t in h_tok[h][1:])
+        away.append(h_speed / speed)
+    if not away:
+        return
+    away.sort()
+    lo, hi = _median_ci(away)
+    cpu = f", {statistics.median(frame_cpu):.1f} ms of UI CPU each (median)" if frame_cpu else ""
+    print(f"{name}: {n_frames / len(away):.2f} frames a run while tokens streamed{cpu}; tokens within "
+          f"{AFTER_FRAME_S * 1000:.0f} ms after a frame lost {lost_ms / max(n_frames, 1):.1f} ms per frame, "
+          f"{lost_ms / decode_ms * 100:.2f} % of decode time")
+    print(f"{name}: decode tok/s away from frames, paired per-turn ratio to headless: median "
+          f"{statistics.median(away):.3f}, 95 % CI {lo:.3f}..{hi:.3f}")
 
 
 def _median_ci(xs: list[float]) -> tuple[float, float]:
