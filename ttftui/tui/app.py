@@ -6,9 +6,10 @@ call into the UI, so a slow frame cannot slow the engine; the engine thread only
 
 Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads, and the
 others wait for the one that lost its core at their next barrier. So all panels are drawn in one
-frame; once a second during a prefill; and while a run computes on every CPU, only as often as keeps
-the UI thread within ``busy_cpu_pct`` of one core (``next_frame_at``). benchmarks/bench_dashboard.py
-measures what the UI thread still takes from the engine.
+frame; once a second during a prefill; and while a run computes on every CPU, a frame redraws only
+the run in progress, and only as often as keeps the frames' cost within ``busy_cpu_pct`` of one core
+(``next_frame_at``). benchmarks/bench_dashboard.py measures what the frames still take from the
+engine, from the tokens right after each one.
 """
 
 from __future__ import annotations
