@@ -332,7 +332,8 @@ class TtftApp(App[int]):
         # Textual re-composite everything between them, and a stream-only frame costs the UI thread
         # 2 ms instead of 14 (TTFTUI_FRAME_LOG, 160x48). Everything is drawn at the run's end, on a
         # key or a resize, and at least every FULL_FRAME_INTERVAL_S.
-        full = force or not self._throttled() or self._last_draw - self._last_full >= self.FULL_FRAME_INTERVAL_S
+        rationed = self._throttled()
+        full = force or not rationed or self._last_draw - self._last_full >= self.FULL_FRAME_INTERVAL_S
         with self.batch_update():
             if full:
                 self._last_full = self._last_draw
@@ -343,7 +344,7 @@ class TtftApp(App[int]):
                 self.w_ttft.show(state, self._stats, now)
                 # every panel is called every full frame: each one compares what it shows and returns
                 # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
-                self.w_stream.show(state, self._throttled())
+                self.w_stream.show(state, rationed)
                 self.w_telemetry.show(state)
                 table = self.w_table
                 table.setup(pcts, list(self._stats), with_baseline=table.baseline is not None,
