@@ -321,11 +321,19 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 def cmd_doctor(argv: Sequence[str]) -> int:
     p = _Parser(prog="ttftui doctor", description="Which engine build and telemetry backends this installation "
-                "has, why the others are unavailable, and what to install.")
-    p.parse_args(argv)
+                "has, why the others are unavailable, and what to install; then a smoke run of the engine "
+                "(load, a 32-token prefill, 4 tokens) in its own process. Exit code: 0, or the error's code "
+                "(e.g. 17 when llama.cpp crashed).")
+    p.add_argument("--config", metavar="FILE", help="config file (default: ./config.toml if present)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config key, e.g. --set model.n_gpu_layers=-1")
+    p.add_argument("--model", metavar="PATH", help="GGUF model for the smoke run (default: the demo model)")
+    args = p.parse_args(argv)
+    from ttftui.config import load_config
     from ttftui.doctor import run_doctor
 
-    return run_doctor()
+    sets = list(args.set) + ([f"model.path={_toml_str(args.model)}"] if args.model else [])
+    return run_doctor(config=load_config(args.config, sets))
 
 
 def cmd_schema(argv: Sequence[str]) -> int:

@@ -32,6 +32,9 @@ class ModelConfig(_Strict):
     n_threads: int = Field(0, ge=0, description="CPU threads; 0 = number of physical cores")
     n_gpu_layers: int = Field(0, ge=-1, description="layers to offload to the GPU; -1 = all")
     flash_attn: Literal["auto", "on", "off"] = "auto"
+    repack: Literal["auto", "on", "off"] = Field(
+        "auto", description="repack weights into llama.cpp's extra CPU buffer types (llama-bench --repack); "
+                            "auto = off on CPUs with AMX, where llama.cpp's AMX path crashes, on elsewhere")
 
 
 class EngineConfig(_Strict):
@@ -41,6 +44,10 @@ class EngineConfig(_Strict):
     synthetic_pace: bool = Field(
         True, description="synthetic engine sleeps to its modelled timings in the dashboard"
     )
+    host: Literal["auto", "process", "thread"] = Field(
+        "auto", description="where the engine runs: process = a child process of its own (a crash there is a "
+                            "result, not the end of the session), thread = inside ttftui's process; auto = "
+                            "process for llama.cpp, thread for the synthetic engine")
 
 
 class RunConfig(_Strict):

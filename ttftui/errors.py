@@ -98,6 +98,16 @@ class EngineFailed(TtftuiError):
     label = "the engine failed during a run (llama.cpp returned an error)"
 
 
+class EngineCrash(TtftuiError):
+    exit_code = 17
+    label = ("the engine process crashed (native fault, killed, or exited); completed runs, the report and "
+             "the recording are kept")
+
+    def __init__(self, message: str, event: object = None):
+        super().__init__(message)
+        self.event = event  # the EngineCrashed event that says where it happened
+
+
 class Interrupted(TtftuiError):
     exit_code = 130
     label = "interrupted by Ctrl-C (SIGINT); completed runs are kept"

@@ -57,6 +57,9 @@ class DeviceFacts:
     gpu_offload_supported: bool = False
     build: str | None = None  # CPU / CUDA / HIP / Metal / Vulkan, from llama.cpp's system info
     system_info: str | None = None
+    # Weight repacking into llama.cpp's extra CPU buffer types (model.repack); None: not applicable
+    repack: bool | None = None
+    repack_reason: str | None = None
 
 
 @dataclass(**_frozen)
@@ -91,6 +94,8 @@ class EngineReady:
     model: ModelFacts
     device: DeviceFacts
     engine_version: str | None = None
+    host: Literal["process", "thread"] | None = None  # where the engine ran: its own process, or a thread
+    host_pid: int | None = None
 
 
 @dataclass(**_frozen)
@@ -226,6 +231,29 @@ class AlertChanged:
 
 
 @dataclass(**_frozen)
+class EngineCrashed:
+    """The engine's process died (a native fault, a kill, an unexpected exit). Completed runs stand;
+    the run in flight (if any) ends with ``RunFailed``. ``phase`` is where it was, inferred from the
+    last event the engine had sent: ``load``, ``prepare``, ``tokenize``, ``cache_prep``,
+    ``prefill_chunk`` (``chunk`` 0-based, of ``n_chunks``), ``first_sample``, ``first_detok``,
+    ``decode`` (``token_index`` = the output token being computed) or ``idle`` (between runs)."""
+
+    type: Literal["engine_crashed"] = "engine_crashed"
+    t_ns: int
+    signal: str | None  # e.g. "SIGSEGV"; None when the process exited with a code
+    exit_code: int | None  # the process's own exit status when it was not a signal
+    phase: str
+    run_id: int | None = None
+    scenario: str | None = None
+    chunk: int | None = None
+    n_chunks: int | None = None
+    token_index: int | None = None
+    pid: int | None = None
+    log_tail: tuple[str, ...] = ()  # the engine's last stderr / llama.cpp log lines
+    message: str = ""  # one line: what happened, where, and a hint
+
+
+@dataclass(**_frozen)
 class SessionFinished:
     type: Literal["session_finished"] = "session_finished"
     t_ns: int
@@ -246,6 +274,7 @@ Event = Annotated[
         TelemetrySample,
         TelemetryStatus,
         AlertChanged,
+        EngineCrashed,
         SessionFinished,
     ],
     Field(discriminator="type"),

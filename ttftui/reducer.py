@@ -21,6 +21,7 @@ from typing import Any, Generic, Iterator, TypeVar
 from ttftui.metrics import RunMetrics, ScenarioStats, run_metrics, scenario_stats
 from ttftui.events import (
     AlertChanged,
+    EngineCrashed,
     EngineReady,
     Notice,
     PhaseTimed,
@@ -126,6 +127,7 @@ class SessionState:
     telemetry: Log[TelemetrySample] = field(default_factory=Log)
     telemetry_status: TelemetryStatus | None = None
     alerts: Log[AlertChanged] = field(default_factory=Log)
+    crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
     finished: SessionFinished | None = None
     n_events: int = 0
     last_t_ns: int = 0
@@ -185,6 +187,8 @@ def apply(state: SessionState, ev: Any) -> SessionState:
         return replace(state, engine=ev, n_events=n, last_t_ns=last)
     if isinstance(ev, SessionStarted):
         return replace(initial_state(), session=ev, n_events=n, last_t_ns=last)
+    if isinstance(ev, EngineCrashed):
+        return replace(state, crash=ev, n_events=n, last_t_ns=last)
     if isinstance(ev, SessionFinished):
         return replace(state, finished=ev, current=None, n_events=n, last_t_ns=last)
     return replace(state, n_events=n, last_t_ns=last)

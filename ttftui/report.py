@@ -168,6 +168,24 @@ class AlertStatus(_M):
     times_fired: int
 
 
+class CrashRecord(_M):
+    """The engine's process died during the session; the runs before it are complete and counted."""
+
+    signal: str | None = Field(description="e.g. SIGSEGV; null when it exited with a code")
+    exit_code: int | None
+    phase: str = Field(description="load, prepare, tokenize, cache_prep, prefill_chunk, first_sample, "
+                                   "first_detok, decode or idle (between runs)")
+    run_id: int | None
+    scenario: str | None
+    chunk: int | None = Field(description="0-based prefill chunk, when phase is prefill_chunk")
+    n_chunks: int | None
+    token_index: int | None = Field(description="0-based output token being computed, when phase is decode")
+    pid: int | None
+    t_ms: float
+    message: str
+    log_tail: list[str] = Field(description="the engine process's last stderr / llama.cpp log lines")
+
+
 class Report(_M):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["ttftui.report"] = REPORT_KIND
@@ -176,6 +194,8 @@ class Report(_M):
     synthetic_reason: str | None
     engine: str | None
     engine_version: str | None
+    engine_host: str | None = Field(None, description="process: llama.cpp ran in a child process of its own; "
+                                                      "thread: inside ttftui's process")
     session: SessionInfo
     device: DeviceFacts | None
     model: ModelFacts | None
@@ -191,6 +211,7 @@ class Report(_M):
     alerts: list[AlertRecord] = Field(default_factory=list, description="every firing/cleared transition")
     alert_status: list[AlertStatus] = Field(default_factory=list, description="each rule's state at the end")
     telemetry: TelemetryReport | None = None
+    crash: CrashRecord | None = Field(None, description="set when the engine's process died during the session")
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -295,6 +316,15 @@ def _alert_status(state: SessionState) -> list[AlertStatus]:
     return list(out.values())
 
 
+def _crash(state: SessionState) -> CrashRecord | None:
+    c = state.crash
+    if c is None:
+        return None
+    return CrashRecord(signal=c.signal, exit_code=c.exit_code, phase=c.phase, run_id=c.run_id, scenario=c.scenario,
+                       chunk=c.chunk, n_chunks=c.n_chunks, token_index=c.token_index, pid=c.pid,
+                       t_ms=c.t_ns / 1e6, message=c.message, log_tail=list(c.log_tail))
+
+
 def build_report(state: SessionState, source: dict[str, Any] | None = None) -> Report:
     pcts = report_percentiles(state)
     rules = rules_from_config(state.session.config) if state.session else []
@@ -314,6 +344,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         synthetic_reason=eng.synthetic_reason if eng else None,
         engine=eng.engine if eng else None,
         engine_version=eng.engine_version if eng else None,
+        engine_host=eng.host if eng else None,
+        crash=_crash(state),
         session=SessionInfo(
             id=state.session.session_id if state.session else None,
             started_at=state.session.started_at if state.session else None,

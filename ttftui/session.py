@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from ttftui import __version__
 from ttftui.config import Config
 from ttftui.engine.base import Engine, PreparedScenario, RunStopped
-from ttftui.errors import TtftuiError, UnknownScenario
+from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
 from ttftui.events import (
     EngineReady,
     Notice,
@@ -150,6 +150,7 @@ class SessionRunner:
                 t_ns=clock.now_ns(), engine=engine.name, synthetic=engine.synthetic,  # type: ignore[arg-type]
                 synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
                 device=loaded.device, engine_version=loaded.engine_version,
+                host=engine.host, host_pid=engine.pid,  # type: ignore[arg-type]
             ))
             if sampler is not None:
                 self.publish(sampler.sample("after_load"))
@@ -178,6 +179,8 @@ class SessionRunner:
         except TtftuiError as e:
             self.error = e
             status, message = "failed", str(e)
+            if isinstance(e, EngineCrash) and e.event is not None:
+                self.publish(e.event)  # where it died, by what, and the engine's last words
         except BaseException as e:  # noqa: BLE001 - reported, then re-raised by the front end
             self.error = e
             status, message = "failed", f"{type(e).__name__}: {e}"
@@ -205,7 +208,7 @@ class SessionRunner:
                                          unavailable={f: why for f in (*GPU_FIELDS, *HOST_FIELDS)}))
             return None
         self.sampler = TelemetrySampler(self.publish, engine.clock.now_ns, backend=tc.backend,
-                                        interval_ms=tc.interval_ms, gpu_index=tc.gpu_index)
+                                        interval_ms=tc.interval_ms, gpu_index=tc.gpu_index, pid=engine.pid)
         return self.sampler
 
     def _run_scenario(self, engine: Engine, prep: PreparedScenario) -> None:

@@ -168,13 +168,14 @@ class RocmBackend:
 
 
 class HostBackend:
-    """This process and the machine, through psutil (always on)."""
+    """The engine's process and the machine, through psutil (always on). ``pid``: the engine host's
+    process when llama.cpp runs in one (its RSS holds the model), else this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None) -> None:
         import psutil
 
         self.psutil = psutil
-        self.proc = psutil.Process()
+        self.proc = psutil.Process(pid)
         self.proc.cpu_percent(None)  # prime: the first reading is relative to this call
         psutil.cpu_percent(None)
 
@@ -206,13 +207,13 @@ class TelemetrySampler:
     """Samples at a fixed cadence in its own thread and publishes events; ``stop()`` ends it."""
 
     def __init__(self, publish: Callable[[Any], None], now_ns: Callable[[], int], *, backend: str = "auto",
-                 interval_ms: float = 100.0, gpu_index: int = 0):
+                 interval_ms: float = 100.0, gpu_index: int = 0, pid: int | None = None):
         self.publish = publish
         self.now_ns = now_ns
         self.interval_ns = int(max(interval_ms, 10.0) * 1e6)
         self.gpu, why = probe_gpu(backend, gpu_index)
         self.backend_name = (self.gpu.name if self.gpu else "none") + "+psutil"
-        self.host = HostBackend()
+        self.host = HostBackend(pid)
         reason = "; ".join(f"{k}: {v}" for k, v in why.items()) if self.gpu is None else None
         self._static_na = {f: f"no GPU telemetry ({reason})" for f in GPU_FIELDS} if reason else {}
         self._announced: dict[str, str] | None = None

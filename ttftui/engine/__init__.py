@@ -47,15 +47,33 @@ def header_facts(path: Path, n_ctx: int) -> ModelFacts:
     )
 
 
+def llama_importable() -> bool:
+    """Whether llama-cpp-python is installed, found without importing it: in the engine host's parent
+    llama.cpp must not be loaded (numpy is already there; a CUDA build then crashes at model load)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool = False) -> Callable[[], Engine]:
     """Decide which engine to build (checking the model file now, so bad input fails early) and
-    return a factory that builds it in the worker thread."""
+    return a factory that builds it in the worker thread.
+
+    llama.cpp runs in a process of its own (``engine.host = auto | process``; see :mod:`ttftui.host`)
+    unless ``engine.host = thread``. The synthetic engine runs in a thread unless ``engine.host =
+    process`` and it is paced (an unpaced one lives on a virtual clock: there is nothing to isolate)."""
     from ttftui.engine.synthetic import SyntheticEngine
 
     kind = "synthetic" if force_synthetic else config.engine.kind
+    host = config.engine.host
     if kind == "synthetic":
         reason = "requested with --synthetic" if force_synthetic else "requested by engine.kind = synthetic"
         facts = header_facts(Path(config.model.path), config.model.n_ctx) if config.model.path else None
+        if host == "process" and pace:
+            return lambda: _hosted_synthetic(config, reason, facts)
         return lambda: SyntheticEngine(config, reason, pace=pace, model=facts)
     path = resolve_model_path(config)
     if path is None:
@@ -64,12 +82,35 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
         reason = f"no model available (model.path is empty and the demo model is not installed: {INSTALL_HINT})"
         return lambda: SyntheticEngine(config, reason, pace=pace)
     read_header(path)  # missing / not GGUF / truncated: a one-line error with its own exit code
-    err = llama_import_error()
+    may_fall_back = kind != "llama" and not config.model.path
+    if host == "thread":
+        err = llama_import_error()
+    else:
+        err = None if llama_importable() else "ModuleNotFoundError: No module named 'llama_cpp'"
     if err is not None:
-        if kind == "llama" or config.model.path:
+        if not may_fall_back:
             raise ModelLoadFailed(f"llama-cpp-python is not usable ({err}); install it or use --synthetic")
         reason = f"llama-cpp-python is not usable ({err})"
         return lambda: SyntheticEngine(config, reason, pace=pace)
-    from ttftui.engine.llama import LlamaEngine
+    if host == "thread":
+        from ttftui.engine.llama import LlamaEngine
 
-    return lambda: LlamaEngine(config, path)
+        return lambda: LlamaEngine(config, path)
+
+    def hosted() -> Engine:
+        from ttftui.host.proxy import EngineUnavailable, HostedEngine
+
+        try:
+            return HostedEngine(config, "llama", model_path=path)
+        except EngineUnavailable as e:  # installed but broken: found only when the host imports it
+            if not may_fall_back:
+                raise ModelLoadFailed(f"{e}; install it or use --synthetic") from None
+            return SyntheticEngine(config, str(e), pace=pace)
+
+    return hosted
+
+
+def _hosted_synthetic(config: Config, reason: str, facts: ModelFacts | None) -> Engine:
+    from ttftui.host.proxy import HostedEngine
+
+    return HostedEngine(config, "synthetic", synthetic_reason=reason, model_facts=facts)

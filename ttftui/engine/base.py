@@ -22,10 +22,14 @@ Publish = Callable[[Any], None]
 
 
 class Clock:
-    """Session clock: nanoseconds since the session started, on ``perf_counter_ns``."""
+    """Session clock: nanoseconds since the session started, on ``perf_counter_ns``.
 
-    def __init__(self) -> None:
-        self.t0_ns = time.perf_counter_ns()
+    ``perf_counter_ns`` is CLOCK_MONOTONIC on Linux (and the like elsewhere): one clock for every
+    process of the machine, so an engine in its own process stamps its events on the session clock
+    of its parent by taking the parent's ``t0_ns``."""
+
+    def __init__(self, t0_ns: int | None = None) -> None:
+        self.t0_ns = time.perf_counter_ns() if t0_ns is None else t0_ns
 
     def now_ns(self) -> int:
         return time.perf_counter_ns() - self.t0_ns
@@ -59,6 +63,8 @@ class Engine(ABC):
     name: str
     synthetic: bool
     synthetic_reason: str | None = None
+    host = "thread"  # where the work is done: "thread" (this process) or "process" (ttftui.host)
+    pid: int | None = None  # the process that does the work, when it is not this one
 
     def __init__(self) -> None:
         self.clock = Clock()

@@ -26,6 +26,7 @@ from typing import Any
 
 from ttftui.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
 from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunStopped
+from ttftui.engine.llama_facts import build_kind, repack_choice
 from ttftui.errors import EngineFailed, ModelLoadFailed, PromptTooLong
 from ttftui.events import DeviceFacts, LlamaPerf, ModelFacts, PhaseTimed, RunFinished, TokenEmitted
 from ttftui.gguf import GGUFHeader, read_header
@@ -44,6 +45,9 @@ _LOG_LOCK = threading.Lock()
 _LOG_LINES: list[tuple[int, str]] = []
 _CAPTURE = False
 _BACKEND_READY = False
+# In the engine host process every llama.cpp log line is also written to stderr (fd 2), which the
+# parent keeps the tail of: the last lines before a crash say what llama.cpp was doing.
+FORWARD_LOG_FD: int | None = None
 
 
 def _log_sink(level: int, text: bytes, _user: Any) -> None:
@@ -51,6 +55,11 @@ def _log_sink(level: int, text: bytes, _user: Any) -> None:
     if _CAPTURE:
         with _LOG_LOCK:
             _LOG_LINES.append((level, text.decode("utf-8", errors="replace")))
+    if FORWARD_LOG_FD is not None and level != 1:  # not GGML_LOG_LEVEL_DEBUG: graph dumps would push out the tail
+        try:
+            os.write(FORWARD_LOG_FD, text)
+        except OSError:
+            pass
 
 
 _log_callback = L.llama_log_callback(_log_sink) if L is not None else None
@@ -67,15 +76,6 @@ def _init_backend() -> None:
 def system_info() -> str:
     _init_backend()
     return L.llama_print_system_info().decode("utf-8", errors="replace").strip()
-
-
-def build_kind(info: str, offload: bool) -> str:
-    """Which backend this llama.cpp build has: CUDA / HIP / Metal / Vulkan / SYCL / CPU."""
-    for key, name in (("CUDA", "CUDA"), ("ROCm", "HIP"), ("HIP", "HIP"), ("Metal", "Metal"),
-                      ("METAL", "Metal"), ("Vulkan", "Vulkan"), ("SYCL", "SYCL")):
-        if key in info:
-            return name
-    return "GPU (unknown backend)" if offload else "CPU"
 
 
 def physical_cores() -> int:
@@ -115,6 +115,8 @@ class LlamaEngine(Engine):
         self._piece = ctypes.create_string_buffer(256)
         self._n_tokens_cap = 0
         self._tokens = None
+        self.repack: bool | None = None
+        self.repack_reason: str | None = None
 
     # ---------------------------------------------------------------- load
     def load(self) -> LoadResult:
@@ -125,6 +127,8 @@ class LlamaEngine(Engine):
         n_threads = mc.n_threads or physical_cores()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = mc.n_gpu_layers  # negative = all layers
+        self.repack, self.repack_reason = repack_choice(mc.repack, system_info())
+        mp.use_extra_bufts = self.repack
         cp = L.llama_context_default_params()
         cp.n_ctx = mc.n_ctx
         cp.n_batch = mc.n_batch
@@ -211,6 +215,8 @@ class LlamaEngine(Engine):
             gpu_offload_supported=offload,
             build=build_kind(info, offload),
             system_info=info,
+            repack=self.repack,
+            repack_reason=self.repack_reason,
         )
 
     # ---------------------------------------------------------------- tokenizer (untimed helpers)

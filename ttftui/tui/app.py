@@ -123,6 +123,7 @@ class TtftApp(App[int]):
         self._theme_spec = theme
         self.theme_file: ThemeFile
         self.theme_problem: str | None = None
+        self.internal_error: BaseException | None = None  # a bug in the dashboard: the launcher exits 70
         self._clock = clock  # tests inject a fixed clock; live uses the source's session clock
         self._quitting = False
         self._failure_shown = False
@@ -544,6 +545,14 @@ class TtftApp(App[int]):
             self.notify(f"cannot save the screenshot: {e.strerror or e}", severity="error")
             return
         self.notify(f"saved {path}", title="screenshot", timeout=5)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug in the dashboard ends it like any other internal error: the launcher prints one line
+        and exits 70 (Textual would print a traceback and exit 0). TTFTUI_DEBUG=1 keeps the traceback."""
+        self.internal_error = error
+        super()._handle_exception(error)
+        if not os.environ.get("TTFTUI_DEBUG"):
+            self._exit_renderables.clear()
 
     async def action_quit(self) -> None:
         if self._quitting:

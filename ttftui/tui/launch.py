@@ -9,6 +9,16 @@ from ttftui.config import Config
 from ttftui.errors import ConfigError
 
 
+def _internal_error(app: Any) -> int | None:
+    """Exit code 70 and one line when the dashboard itself failed (a bug), else None."""
+    err = app.internal_error
+    if err is None:
+        return None
+    sys.stderr.write(f"ttftui: internal error in the dashboard: {' '.join(f'{type(err).__name__}: {err}'.split())} "
+                     "(set TTFTUI_DEBUG=1 for a traceback; please report it)\n")
+    return 70
+
+
 def _need_terminal() -> None:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise ConfigError("the dashboard needs a terminal; use --headless for a report")
@@ -32,12 +42,17 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     finally:
         if recorder is not None:
             recorder.close()
+        source.stop()  # after a dashboard failure too: the engine (and its process) must not outlive us
+        source.join(5.0)
+    bug = _internal_error(app)
     if source.error_message():
         sys.stderr.write(f"ttftui: {source.error_message()}\n")
     if app.theme_problem:
         sys.stderr.write(f"ttftui: {app.theme_problem}\n")
     if recorder is not None:
         sys.stderr.write(f"ttftui: recorded {recorder.n_events} events to {recorder.path}\n")
+    if bug is not None:
+        return bug
     return code if isinstance(code, int) else 0
 
 
@@ -54,6 +69,9 @@ def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz
     code = app.run()
     if app.theme_problem:
         sys.stderr.write(f"ttftui: {app.theme_problem}\n")
+    bug = _internal_error(app)
+    if bug is not None:
+        return bug
     return code if isinstance(code, int) else 0
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ttftui.config import Config
 from ttftui.engine.base import Engine
-from ttftui.errors import TtftuiError
+from ttftui.errors import EngineCrash, TtftuiError
 from ttftui.events import RunFailed, RunFinished, SessionFinished
 from ttftui.reducer import SessionState
 from ttftui.session import Controls, EventBus, SessionRunner
@@ -105,6 +105,8 @@ class LiveSource:
         self.controls.skip_scenario.set()
 
     def activity(self, state: SessionState) -> str:
+        if isinstance(self.runner.error, EngineCrash):
+            return f"CRASHED: {self.runner.error} — q quits"
         if self.runner.error is not None:
             return f"FAILED: {self.runner.error}"
         if state.engine is None:

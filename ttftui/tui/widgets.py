@@ -571,10 +571,21 @@ class AlertsPanel(Panel):
         super().__init__("Alerts", **kw)
 
     def view_key(self, state: SessionState, n_rules: int) -> Any:
-        return (len(state.alerts), n_rules, self.theme_file and self.theme_file.name)
+        return (len(state.alerts), n_rules, state.crash is not None, self.theme_file and self.theme_file.name)
 
     def draw(self, state: SessionState, n_rules: int) -> None:
         th = self.theme_file
+        crash = Text()
+        if state.crash is not None:  # the engine's process died: above every rule, it stays on screen
+            color = th.textual.error
+            crash.append(" ENGINE CRASHED ", style=f"bold {R.text_on(color)} on {color}")
+            crash.append(f" {state.crash.message}\n")
+            for line in state.crash.log_tail[:3]:  # the fault handler's verdict and innermost frames
+                crash.append(f"   {line}\n", style="dim")
+            if not state.alerts:
+                crash.rstrip()
+                self.update_sized(crash)
+                return
         if not state.alerts:
             msg = ("no rules — add [[alerts]] to config.toml" if n_rules == 0
                    else f"all clear: {n_rules} rule{'s' if n_rules != 1 else ''} checked after every run")
@@ -583,7 +594,7 @@ class AlertsPanel(Panel):
         latest: dict[tuple[str, str | None], Any] = {}
         for a in state.alerts:
             latest[(a.rule, a.scenario)] = a
-        out = Text()
+        out = crash
         firing = [a for a in latest.values() if a.state == "firing"]
         cleared = [a for a in latest.values() if a.state == "cleared"]
         for a in sorted(firing, key=lambda a: a.severity != "critical"):
