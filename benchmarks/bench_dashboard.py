@@ -9,7 +9,9 @@
    recording is folded with the report's own reducer, so both get the same per-run figures (and
    both pay the recorder). Printed: median decode tok/s, TTFT and TPOT per side, the paired
    per-turn ratios with a distribution-free 95 % confidence interval of their median, and each
-   process's CPU per thread from /proc (main thread = the dashboard's UI, or headless's event pump).
+   process's CPU per thread from /proc (main thread = the dashboard's UI, or headless's event pump;
+   llama.cpp itself computes in the engine host, a child process, whose CPU is not in these figures),
+   and the largest inter-token gap (max ITL) per side: the worst run and the median run.
    ``--variant NAME:KEY=VAL`` runs more than one dashboard in the same rotation, with config
    overrides (e.g. ``unlimited:ui.busy_cpu_pct=0``), to see what a setting costs. Each dashboard
    logs its frames (TTFTUI_FRAME_LOG), and the frames are placed among its recorded tokens: printed
@@ -240,6 +242,10 @@ def real_comparison(turns: int, threads: int, tokens: int, refresh_hz: float,
     for key, label in (("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT ms"), ("tpot_ms", "TPOT ms"),
                        ("unaccounted_ms", "unaccounted ms")):
         med = {k: statistics.median(r[key] for r in v) for k, v in flat.items()}
+        print(f"{label:<26} " + " ".join(f"{med[k]:>12.2f}" for k in names) + "   " +
+              " ".join(f"{med[k] / med['headless']:.3f}" for k in names[1:]))
+    for label, agg in (("max ITL ms (worst run)", max), ("max ITL ms (median run)", statistics.median)):
+        med = {k: agg(max(r["itl_ms"]) for r in v if r["itl_ms"]) for k, v in flat.items()}
         print(f"{label:<26} " + " ".join(f"{med[k]:>12.2f}" for k in names) + "   " +
               " ".join(f"{med[k] / med['headless']:.3f}" for k in names[1:]))
     print(f"(n = {len(flat['headless'])} runs a side, one a turn, {tokens} tokens each, 128-token prompt)")

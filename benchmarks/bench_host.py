@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llama_cpp as L  # noqa: E402  - in this process llama.cpp comes first too
 from llama_cpp import Llama  # noqa: E402
 
+from _sides import engine_config, reference_llama  # noqa: E402  (benchmarks/, first on sys.path)
+
 from ttftui.config import Config  # noqa: E402
 from ttftui.demo_model import require_demo_model  # noqa: E402
 from ttftui.engine.llama import LlamaEngine  # noqa: E402
@@ -108,16 +110,12 @@ def main() -> int:
     if not args.skip_real:
         model = str(require_demo_model())
         sizes = [int(x) for x in args.prompts.split(",")]
-        cfg = Config.model_validate({
-            "model": {"n_ctx": 4096, "n_batch": args.n_batch, "n_threads": args.threads, "flash_attn": args.flash_attn},
-            "scenarios": [{"name": f"p{n}", "prompt_tokens": n, "max_tokens": args.gen} for n in sizes],
-        })
+        cfg = engine_config(sizes, args.gen, args.n_batch, args.threads, args.flash_attn)
         inproc = LlamaEngine(cfg, model)
         inproc.load()
         host = HostedEngine(cfg, "llama", model_path=model)
         host.load()
-        llm = Llama(model, n_ctx=4096, n_batch=args.n_batch, n_ubatch=args.n_batch, n_threads=args.threads,
-                    n_threads_batch=args.threads, flash_attn=args.flash_attn == "on", verbose=False)
+        llm = reference_llama(model, args.n_batch, args.threads, args.flash_attn)
         print(f"model {Path(model).name}; threads {args.threads}; n_batch {args.n_batch}; rounds {args.rounds}; "
               f"gen {args.gen}; flash attention {args.flash_attn}; llama-cpp-python {L.__version__}; "
               f"engine host pid {host.pid}", flush=True)

@@ -163,18 +163,24 @@ def test_stop_flag_ends_a_run_between_tokens(model_path):
     prep = engine.prepare(cfg.scenarios[0], 1)
     stop = threading.Event()
     seen = []
+    stopped_at = []
 
     def publish(ev):
         seen.append(ev)
         if isinstance(ev, TokenEmitted) and ev.index == 4:
+            stopped_at.append(engine.clock.now_ns())
             stop.set()
 
     fin = engine.run(prep, 1, False, publish, stop)
     engine.close()
     assert fin.stop_reason == "stopped"
-    # The flag is set in this process while the engine host computes token 5; it reaches the host in
-    # well under a token's time, so the run ends after token 5, or at the latest after token 6.
-    assert fin.n_output_tokens in (5, 6)
+    assert 5 <= fin.n_output_tokens < 200
+    # The engine host's events reach this process in batches, so the flag is set some tokens after
+    # token 4 was computed; from the moment it is set, the host finishes the token in flight and stops
+    # (the flag crosses the pipe in well under a token's time; one more token is the slack for that).
+    tokens = [e for e in seen if isinstance(e, TokenEmitted)]
+    assert len(tokens) == fin.n_output_tokens
+    assert sum(t.t_ns > stopped_at[0] for t in tokens) <= 2
 
 
 def test_stop_at_eos_can_end_early(model_path):

@@ -1,3 +1,3 @@
 """ttftui: a terminal profiler for the time to first token (TTFT) of local GGUF models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

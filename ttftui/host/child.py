@@ -27,7 +27,7 @@ import traceback
 from typing import Any, Callable
 
 # Loaded after llama_cpp (see __main__): these pull in pydantic-core, numpy (metrics) and psutil.
-from ttftui.config import Config
+from ttftui.config import Config, ScenarioConfig
 from ttftui.engine.base import Engine, PreparedScenario, RunStopped
 from ttftui.errors import TtftuiError
 from ttftui.events import ModelFacts, PhaseTimed, TokenEmitted, event_to_json
@@ -202,7 +202,7 @@ def serve(kind: str, import_error: str | None, loaded_before: list[str] | None =
                 assert engine is not None
                 if fault is not None and fault.at == "prepare":
                     fault.strike()
-                scenario = engine.config.scenario(msg["scenario"])  # type: ignore[attr-defined]
+                scenario = ScenarioConfig.model_validate(msg["scenario"])  # exactly the parent's, not a name
                 prep = engine.prepare(scenario, int(msg["seed"]))
                 prepared[scenario.name] = prep
                 wire.reply({"ok": True, "prompt_tokens": prep.prompt_tokens, "prompt_text": prep.prompt_text})

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ PIPE_BYTES = 1 << 20  # the wire's capacity: seconds of tokens, so the child nev
 LOG_TAIL_LINES = 40
 CLOSE_TIMEOUT_S = 10.0
 STOP_POLL_S = 0.05
+WIRE_POLL_S = 0.02
 
 
 class EngineUnavailable(Exception):
@@ -132,29 +134,45 @@ class HostedEngine(Engine):
 
     # ------------------------------------------------------------------ readers (threads)
     def _read_wire(self) -> None:
-        f = self.proc.stdout
-        assert f is not None
-        for line in f:
-            if line.startswith(b"!"):
-                try:
-                    self._replies.put(json.loads(line[1:]))
-                except ValueError:
-                    self.log_tail.append(f"(unreadable reply from the engine host: {line[:120]!r})")
-                continue
+        """Take the child's lines as they come; while a run computes, in batches every
+        ``WIRE_POLL_S``: a wake-up per token would take a core from llama.cpp's threads on a machine
+        where they use every core (the pipe holds seconds of events meanwhile)."""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        rest = b""
+        while True:
             try:
-                ev = event_from_json(line)
-            except (ValidationError, ValueError):
-                self.log_tail.append(f"(unreadable event from the engine host: {line[:120]!r})")
-                continue
-            self._last = ev
-            if isinstance(ev, RunFinished):
-                self._replies.put(ev)
-            elif self._publish is not None:
-                self._publish(ev)
+                data = os.read(fd, PIPE_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            *lines, rest = (rest + data).split(b"\n")
+            for line in lines:
+                self._take(line)
+            if self._where.get("phase") == "run":
+                time.sleep(WIRE_POLL_S)
         rc = self.proc.wait()
         self._err_thread.join(2.0)  # the last words on stderr belong in the crash report
         self._dead = _Died(rc)
         self._replies.put(self._dead)
+
+    def _take(self, line: bytes) -> None:
+        if line.startswith(b"!"):
+            try:
+                self._replies.put(json.loads(line[1:]))
+            except ValueError:
+                self.log_tail.append(f"(unreadable reply from the engine host: {visible(repr(line[:120]))})")
+            return
+        try:
+            ev = event_from_json(line)
+        except (ValidationError, ValueError):
+            self.log_tail.append(f"(unreadable event from the engine host: {visible(repr(line[:120]))})")
+            return
+        self._last = ev
+        if isinstance(ev, RunFinished):
+            self._replies.put(ev)
+        elif self._publish is not None:
+            self._publish(ev)
 
     def _read_stderr(self) -> None:
         f = self.proc.stderr
@@ -218,7 +236,7 @@ class HostedEngine(Engine):
 
     def prepare(self, scenario: Any, seed: int) -> PreparedScenario:
         self._where = {"phase": "prepare", "scenario": scenario.name}
-        r = self._call({"op": "prepare", "scenario": scenario.name, "seed": seed})
+        r = self._call({"op": "prepare", "scenario": scenario.model_dump(mode="json"), "seed": seed})
         self._where = {"phase": "idle"}
         return PreparedScenario(scenario, prompt_text=r["prompt_text"], prompt_tokens=int(r["prompt_tokens"]))
 
