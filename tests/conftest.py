@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,51 @@ def real_state(real_events: list[Any]):
     from ttftui.reducer import fold
 
     return fold(real_events)
+
+
+def pty_run(args: list[str], env: dict[str, str], until: bytes, keys: bytes, timeout: float = 180
+             ) -> tuple[int, bytes, bytes]:
+    """Run ttftui on a real pseudo-terminal (120x40); once ``until`` is on screen, type ``keys``.
+    Returns (exit code, what was drawn before the keys, everything drawn)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    e = dict(os.environ)
+    e.pop("TTFTUI_DEBUG", None)
+    e.update({"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}, **env)
+    proc = subprocess.Popen([sys.executable, "-m", "ttftui", *args], cwd=ROOT, env=e, stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    before = b""
+    sent = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not sent and until in out:
+                before = out
+                time.sleep(0.5)
+                os.write(master, keys)
+                sent = True
+            if proc.poll() is not None and not r:
+                break
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, before, out

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from ttftui.engine.llama_facts import build_kind, has_amx, repack_choice
 from ttftui.events import EngineCrashed, EngineReady, PhaseTimed, RunFailed, RunFinished, TokenEmitted
 from ttftui.host.child import Fault
 
-from .conftest import ROOT, cli, make_config
+from .conftest import ROOT, cli, make_config, pty_run
 
 pytestmark = pytest.mark.model
 
@@ -230,57 +229,9 @@ def test_synthetic_engine_can_run_in_the_host_too():
     assert not [e for e in events if isinstance(e, (RunFailed, EngineCrashed))]
 
 
-def _pty_run(args: list[str], env: dict[str, str], until: bytes, keys: bytes, timeout: float = 180
-             ) -> tuple[int, bytes, bytes]:
-    """Run ttftui on a real pseudo-terminal (120x40); once ``until`` is on screen, type ``keys``.
-    Returns (exit code, what was drawn before the keys, everything drawn)."""
-    import fcntl
-    import pty
-    import select
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    e = dict(os.environ)
-    e.pop("TTFTUI_DEBUG", None)
-    e.update({"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}, **env)
-    proc = subprocess.Popen([sys.executable, "-m", "ttftui", *args], cwd=ROOT, env=e, stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True)
-    os.close(slave)
-    out = b""
-    before = b""
-    sent = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.2)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            if not sent and until in out:
-                before = out
-                time.sleep(0.5)
-                os.write(master, keys)
-                sent = True
-            if proc.poll() is not None and not r:
-                break
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return code, before, out
-
-
 def test_dashboard_shows_the_crash_stays_open_and_restores_the_terminal(tmp_path):
     rec = tmp_path / "d.ttftrec"
-    code, before, out = _pty_run(
+    code, before, out = pty_run(
         ["--set", "model.n_ctx=512", "--set", "model.n_batch=32", "--set", "model.n_threads=2",
          "--scenario", "short", "--iterations", "2", "--warmup", "0", "--record", str(rec)],
         {"TTFTUI_ENGINE_FAULT": "SIGSEGV run=2 after=token:3"}, until=b"ENGINE CRASHED", keys=b"q")
