@@ -31,7 +31,7 @@ _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
 
 
 class AlertRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     name: str = Field("", description="label in the dashboard and reports; derived from the rule when empty")
     metric: str

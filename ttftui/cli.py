@@ -15,7 +15,7 @@ from typing import Any, NoReturn, Sequence
 
 from ttftui import __version__
 from ttftui.definitions import definitions_text
-from ttftui.errors import ConfigError, TtftuiError, exit_code_table
+from ttftui.errors import ConfigError, OutputNotWritable, TtftuiError, exit_code_table
 
 SUBCOMMANDS = ("replay", "compare", "doctor", "schema")
 
@@ -88,19 +88,16 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    out = list(args.set)
+def _overrides(args: argparse.Namespace) -> list[Any]:
+    """--set texts, then the options that set one key, as (key, value) data."""
+    out: list[Any] = list(args.set)
     if args.model:
-        out.append(f"model.path={_toml_str(args.model)}")
+        out.append(("model.path", args.model))
     if args.iterations is not None:
-        out.append(f"run.iterations={args.iterations}")
+        out.append(("run.iterations", args.iterations))
     if args.warmup is not None:
-        out.append(f"run.warmup={args.warmup}")
+        out.append(("run.warmup", args.warmup))
     return out
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _preflight(config: Any, names: list[str]) -> None:
@@ -158,7 +155,7 @@ def _recorder(config: Any, args: argparse.Namespace) -> Any:
 
 def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, recorder: Any = None) -> int:
     from ttftui.engine import select_engine
-    from ttftui.output import check_writable, write_atomic
+    from ttftui.output import check_writable
     from ttftui.progress import Progress
     from ttftui.pump import Pump, run_live
     from ttftui.report import build_report, report_csv, report_json
@@ -182,16 +179,24 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
     finally:
         if recorder is not None:
             recorder.close()
-            if not args.quiet:
-                sys.stderr.write(f"ttftui: recorded {recorder.n_events} events to {recorder.path}\n")
+            if not args.quiet and recorder.error is None:
+                _say(f"recorded {recorder.n_events} events to {recorder.path}")
+    # Whatever can still be written is written: a failed recording does not cost the report, nor
+    # the report the recording; then the first output failure sets the exit code (9).
+    failures: list[TtftuiError] = []
     if state.runs:  # nothing ran (e.g. failed while loading): leave nothing behind at -o
         report = build_report(state, source={"kind": "live"})
         text = report_csv(report) if args.format == "csv" else report_json(report)
-        if args.output:
-            write_atomic(args.output, text)
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        try:
+            _write_report(text, args.output)
+        except OutputNotWritable as e:
+            failures.append(e)
+    if recorder is not None and recorder.error is not None:
+        failures.append(OutputNotWritable(recorder.error))
+    if failures:
+        for other in [*failures[1:], *([runner.error] if isinstance(runner.error, TtftuiError) else [])]:
+            _print_error(str(other))  # said too; the exit code is the first output failure's
+        raise failures[0]
     if runner.error is not None:
         raise runner.error
     _gate(state, args.fail_on)
@@ -205,6 +210,33 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
 
         raise Terminated(f"terminated after {len(state.runs)} run(s); the report holds the completed runs")
     return 0
+
+
+def _write_report(text: str, output: str | None) -> None:
+    """The report to ``-o`` (atomically) or to standard output; a failure is exit 9 with the reason."""
+    from ttftui.output import write_atomic
+
+    if output:
+        write_atomic(output, text)
+        return
+    out = sys.stdout
+    if out is None:  # started with stdout closed (>&-)
+        raise OutputNotWritable("cannot write the report to standard output: it is closed (use -o FILE)")
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError) as e:
+        _silence_stdout()
+        raise OutputNotWritable(f"cannot write the report to standard output: {getattr(e, 'strerror', None) or e} "
+                                "(use -o FILE)") from None
+
+
+def _silence_stdout() -> None:
+    """After stdout failed, keep the interpreter's own flush at exit from failing again, loudly."""
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    except OSError:
+        pass
 
 
 def _gate(state: Any, fail_on: str | None) -> None:
@@ -272,18 +304,13 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 
 def replay_headless(rec: Any, output: str | None, fmt: str, fail_on: str | None = None) -> int:
-    from ttftui.output import write_atomic
     from ttftui.reducer import fold
     from ttftui.report import build_report, report_csv, report_json
 
     state = fold(rec.events)
     report = build_report(state, source={"kind": "replay", "file": rec.path, "warnings": rec.warnings})
     text = report_csv(report) if fmt == "csv" else report_json(report)
-    if output:
-        write_atomic(output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    _write_report(text, output)
     _gate(state, fail_on)
     return 0
 
@@ -292,23 +319,32 @@ def cmd_compare(argv: Sequence[str]) -> int:
     p = _Parser(prog="ttftui compare", description="Compare two JSON reports per scenario and metric: "
                 "baseline, candidate, ratio and whether the difference is significant (Mann-Whitney U on "
                 "the per-run values, two-sided, alpha 0.05).",
-                epilog="gates: --max-regression ttft_ms.p95=10%% fails (exit 1) when the candidate's p95 TTFT "
-                "is more than 10%% worse than the baseline's in any scenario; prefix a scenario to restrict "
-                "it: --max-regression medium:decode_tps.p50=5%%. 'Worse' is higher for *_ms, lower for *_tps.")
+                epilog="gates: --max-regression ttft_ms.p95=10% fails (exit 1) when the candidate's p95 TTFT "
+                "is more than 10% worse than the baseline's in any scenario; prefix a scenario to restrict "
+                "it: --max-regression medium:decode_tps.p50=5%. STAT is mean, sd, min, max or a percentile "
+                "the reports have (p50, p95, p99_9 ...). 'Worse' is higher for *_ms, lower for *_tps; for sd, "
+                "higher for every metric. exit codes: 0 compared, every gate passed; 1 a gate failed: the "
+                "candidate is slower (a real regression); 2 bad option (gate syntax, unknown statistic, PCT not "
+                "a finite number >= 0, --alpha outside (0, 1)); 14 a report is missing, unreadable, not a "
+                "regular file, over 256 MiB, not JSON, not a ttftui report, malformed or of another schema, "
+                "or the reports cannot answer a gate (no such scenario or statistic in both, no value, a "
+                "baseline of 0); 70 internal error (a bug).")
     p.add_argument("baseline", metavar="BASE.json")
     p.add_argument("candidate", metavar="CANDIDATE.json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--max-regression", metavar="[SCENARIO:]METRIC.STAT=PCT%", action="append", default=[])
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--alpha", metavar="A", default="0.05",
+                   help="significance level, between 0 and 1 exclusive (default 0.05)")
     args = p.parse_args(argv)
-    from ttftui.compare import compare_reports, load_report, parse_gate, render_table
+    from ttftui.compare import compare_reports, load_report, parse_alpha, parse_gate, render_table
 
+    alpha = parse_alpha(args.alpha)
     gates = [parse_gate(g) for g in args.max_regression]
-    result = compare_reports(load_report(args.baseline), load_report(args.candidate), gates=gates, alpha=args.alpha)
+    result = compare_reports(load_report(args.baseline), load_report(args.candidate), gates=gates, alpha=alpha)
     if args.json:
         import json
 
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
     else:
         sys.stdout.write(render_table(result))
     failed = [g for g in result["gates"] if not g["passed"]]
@@ -332,7 +368,7 @@ def cmd_doctor(argv: Sequence[str]) -> int:
     from ttftui.config import load_config
     from ttftui.doctor import run_doctor
 
-    sets = list(args.set) + ([f"model.path={_toml_str(args.model)}"] if args.model else [])
+    sets: list[Any] = [*args.set, *([("model.path", args.model)] if args.model else [])]
     return run_doctor(config=load_config(args.config, sets))
 
 
@@ -379,8 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_error(msg: str) -> None:
-    sys.stderr.write(f"ttftui: {' '.join(msg.split())}\n")
-    sys.stderr.flush()
+    _say(msg)
+
+
+def _say(msg: str) -> None:
+    from ttftui.output import say
+
+    say(msg)
 
 
 def exit_codes_markdown() -> str:

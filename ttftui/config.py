@@ -17,19 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ttftui.alerts import AlertRule
 from ttftui.errors import ConfigError
+from ttftui.inputs import MAX_CONFIG_BYTES, InputRefused, read_regular
 
 DEFAULT_CONFIG_NAME = "config.toml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a TOML boolean is not a count (`iterations = true`), a string not a number; finite: inf is not
+    # a sampling interval
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
     path: str = Field("", description="GGUF file; empty means the bundled SmolLM2-135M demo model")
-    n_ctx: int = Field(4096, ge=16, description="context size in tokens")
-    n_batch: int = Field(512, ge=1, description="prompt tokens per prefill chunk (llama_decode call)")
-    n_threads: int = Field(0, ge=0, description="CPU threads; 0 = number of physical cores")
+    n_ctx: int = Field(4096, ge=16, le=16_777_216, description="context size in tokens (at most 16M)")
+    n_batch: int = Field(512, ge=1, le=1_048_576, description="prompt tokens per prefill chunk (llama_decode call)")
+    n_threads: int = Field(0, ge=0, le=512, description="CPU threads; 0 = number of physical cores; at most 512 "
+                                                         "(llama.cpp's own limit, GGML_MAX_N_THREADS)")
     n_gpu_layers: int = Field(0, ge=-1, description="layers to offload to the GPU; -1 = all")
     flash_attn: Literal["auto", "on", "off"] = "auto"
     repack: Literal["auto", "on", "off"] = Field(
@@ -252,19 +256,32 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (from ``--set``) to raw config data."""
+Override = Union[str, tuple[str, Any]]
+
+
+def override_key(item: Override) -> str:
+    return item[0] if isinstance(item, tuple) else item.partition("=")[0].strip()
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[Override]) -> dict[str, Any]:
+    """Apply overrides to raw config data: ``section.key=value`` text from ``--set`` (the value read
+    as TOML), or ``(key, value)`` pairs from options such as ``--model`` (the value taken as data,
+    never spliced into TOML text: a path may hold quotes or a newline)."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.n_batch=64")
-        key, _, value = item.partition("=")
+        if isinstance(item, tuple):
+            key, value = item
+        else:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.n_batch=64")
+            key, _, text = item.partition("=")
+            value = _parse_value(text.strip())
         parts = key.strip().split(".")
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {p} is not a table")
-        node[parts[-1]] = _parse_value(value.strip())
+                raise ConfigError(f"--set {key}: {p} is not a table")
+        node[parts[-1]] = value
     return data
 
 
@@ -274,7 +291,7 @@ def find_default_config() -> Path | None:
     return p if p.is_file() else None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[Override] | None = None) -> Config:
     """Read and validate a config file; ``path=None`` uses ./config.toml or built-in defaults."""
     source = "defaults"
     data: dict[str, Any] = {}
@@ -282,9 +299,11 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     if p is not None:
         source = str(p)
         try:
-            raw = p.read_bytes()
+            raw = read_regular(p, MAX_CONFIG_BYTES)
         except FileNotFoundError:
             raise ConfigError(f"{p}: config file not found") from None
+        except InputRefused as e:
+            raise ConfigError(f"cannot read config file: {e}") from None
         except OSError as e:
             raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
         try:
@@ -299,7 +318,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     except ValidationError as e:
         key = _loc(e.errors(include_url=False)[0]["loc"])
         for item in overrides or []:
-            k = item.partition("=")[0].strip()
+            k = override_key(item)
             if key == k or key.startswith(k + ".") or key.startswith(k + "["):
                 # the bad value came from the command line, not from the file
                 raise ConfigError(format_validation_error(f"--set {key}", e, key_in_source=True)) from None

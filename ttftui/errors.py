@@ -90,7 +90,8 @@ class RecordingCorrupt(TtftuiError):
 
 class ReportError(TtftuiError):
     exit_code = 14
-    label = "a report given to compare/--baseline is missing, not a ttftui report or incompatible"
+    label = ("a report given to compare/--baseline is missing, not a ttftui report, malformed or incompatible, or "
+             "cannot answer a --max-regression gate")
 
 
 class EngineFailed(TtftuiError):

@@ -12,10 +12,11 @@ exact; reports convert to milliseconds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
 
 PhaseName = Literal["tokenize", "cache_prep", "prefill_chunk", "first_sample", "first_detok"]
 
@@ -24,6 +25,28 @@ COMPONENTS: tuple[str, ...] = ("tokenize", "cache_prep", "prefill", "first_sampl
 
 _frozen = dict(frozen=True, slots=True, kw_only=True)
 
+# What a recording may say is bounded where it is read: integers fit 64 bits (a 400-digit "time"
+# would overflow every float computation downstream) and floats are finite (NaN is not a time).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+def _finite_json(v: Any) -> Any:
+    """A JSON value (the config and host facts echoed in a session) with finite numbers only."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("numbers must be finite")
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise ValueError("integer out of range")
+    if isinstance(v, dict):
+        for x in v.values():
+            _finite_json(x)
+    elif isinstance(v, list):
+        for x in v:
+            _finite_json(x)
+    return v
+
+
+JsonDict = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
 
 @dataclass(**_frozen)
 class ModelFacts:
@@ -31,19 +54,19 @@ class ModelFacts:
 
     path: str
     name: str
-    file_size_bytes: int
+    file_size_bytes: Int64
     architecture: str | None = None
     quantization: str | None = None
-    n_params: int | None = None
-    n_layers: int | None = None
-    n_heads: int | None = None
-    n_kv_heads: int | None = None
-    n_embd: int | None = None
-    context_length: int | None = None
-    vocab_size: int | None = None
-    kv_cache_bytes: int | None = None  # K+V for the configured n_ctx, f16, from the metadata formula
-    weights_bytes: int | None = None  # tensor data in the GGUF file (what loading must place in memory)
-    n_ctx: int | None = None
+    n_params: Int64 | None = None
+    n_layers: Int64 | None = None
+    n_heads: Int64 | None = None
+    n_kv_heads: Int64 | None = None
+    n_embd: Int64 | None = None
+    context_length: Int64 | None = None
+    vocab_size: Int64 | None = None
+    kv_cache_bytes: Int64 | None = None  # K+V for the configured n_ctx, f16, from the metadata formula
+    weights_bytes: Int64 | None = None  # tensor data in the GGUF file (what loading must place in memory)
+    n_ctx: Int64 | None = None
     description: str | None = None  # llama.cpp's llama_model_desc()
 
 
@@ -51,9 +74,9 @@ class ModelFacts:
 class DeviceFacts:
     kind: Literal["cpu", "gpu", "synthetic"]
     name: str
-    n_threads: int | None = None
-    n_gpu_layers_requested: int = 0
-    n_gpu_layers_offloaded: int = 0
+    n_threads: Int64 | None = None
+    n_gpu_layers_requested: Int64 = 0
+    n_gpu_layers_offloaded: Int64 = 0
     gpu_offload_supported: bool = False
     build: str | None = None  # CPU / CUDA / HIP / Metal / Vulkan, from llama.cpp's system info
     system_info: str | None = None
@@ -67,26 +90,26 @@ class LlamaPerf:
     """llama.cpp's own counters for one run (``llama_perf_context``, reset before the run)."""
 
     t_p_eval_ms: float
-    n_p_eval: int
+    n_p_eval: Int64
     t_eval_ms: float
-    n_eval: int
+    n_eval: Int64
 
 
 @dataclass(**_frozen)
 class SessionStarted:
     type: Literal["session_started"] = "session_started"
-    t_ns: int = 0
+    t_ns: Int64 = 0
     session_id: str
     started_at: str  # ISO 8601, UTC wall clock
     ttftui_version: str
-    config: dict[str, Any]
-    host: dict[str, Any] = field(default_factory=dict)
+    config: JsonDict
+    host: JsonDict = field(default_factory=dict)
 
 
 @dataclass(**_frozen)
 class EngineReady:
     type: Literal["engine_ready"] = "engine_ready"
-    t_ns: int
+    t_ns: Int64
     engine: Literal["llama.cpp", "synthetic"]
     synthetic: bool
     synthetic_reason: str | None
@@ -95,19 +118,19 @@ class EngineReady:
     device: DeviceFacts
     engine_version: str | None = None
     host: Literal["process", "thread"] | None = None  # where the engine ran: its own process, or a thread
-    host_pid: int | None = None
+    host_pid: Int64 | None = None
 
 
 @dataclass(**_frozen)
 class RunStarted:
     type: Literal["run_started"] = "run_started"
-    t_ns: int
-    run_id: int
+    t_ns: Int64
+    run_id: Int64
     scenario: str
-    iteration: int  # 0-based within the scenario, warm-up runs first
+    iteration: Int64  # 0-based within the scenario, warm-up runs first
     warmup: bool
-    prompt_tokens: int
-    max_tokens: int
+    prompt_tokens: Int64
+    max_tokens: Int64
 
 
 @dataclass(**_frozen)
@@ -115,12 +138,12 @@ class PhaseTimed:
     """One TTFT phase finished. ``prefill_chunk`` phases come once per ``n_batch`` chunk."""
 
     type: Literal["phase"] = "phase"
-    t_ns: int
-    run_id: int
+    t_ns: Int64
+    run_id: Int64
     phase: PhaseName
-    duration_ns: int
-    chunk: int | None = None
-    n_tokens: int | None = None
+    duration_ns: Int64
+    chunk: Int64 | None = None
+    n_tokens: Int64 | None = None
 
 
 @dataclass(**_frozen)
@@ -129,12 +152,12 @@ class TokenEmitted:
     token's ``dt_ns`` is its TTFT)."""
 
     type: Literal["token"] = "token"
-    t_ns: int
-    run_id: int
-    index: int
-    token_id: int
+    t_ns: Int64
+    run_id: Int64
+    index: Int64
+    token_id: Int64
     text: str
-    dt_ns: int
+    dt_ns: Int64
 
 
 @dataclass(**_frozen)
@@ -142,21 +165,21 @@ class RunFinished:
     """All of a run's own timings; self-contained so a report never needs the phase events."""
 
     type: Literal["run_finished"] = "run_finished"
-    t_ns: int
-    run_id: int
+    t_ns: Int64
+    run_id: Int64
     scenario: str
     warmup: bool
-    n_prompt_tokens: int
-    n_output_tokens: int
-    ttft_ns: int
-    e2e_ns: int
-    tokenize_ns: int
-    cache_prep_ns: int
-    prefill_ns: int
-    prefill_chunks_ns: tuple[int, ...]
-    prefill_chunk_tokens: tuple[int, ...]
-    first_sample_ns: int
-    first_detok_ns: int
+    n_prompt_tokens: Int64
+    n_output_tokens: Int64
+    ttft_ns: Int64
+    e2e_ns: Int64
+    tokenize_ns: Int64
+    cache_prep_ns: Int64
+    prefill_ns: Int64
+    prefill_chunks_ns: tuple[Int64, ...]
+    prefill_chunk_tokens: tuple[Int64, ...]
+    first_sample_ns: Int64
+    first_detok_ns: Int64
     stop_reason: Literal["max_tokens", "eos", "stopped"]
     llama_perf: LlamaPerf | None = None
 
@@ -164,8 +187,8 @@ class RunFinished:
 @dataclass(**_frozen)
 class RunFailed:
     type: Literal["run_failed"] = "run_failed"
-    t_ns: int
-    run_id: int
+    t_ns: Int64
+    run_id: Int64
     scenario: str
     error: str
 
@@ -175,7 +198,7 @@ class Notice:
     """Something a user must know about the numbers (e.g. llama.cpp counters disabled)."""
 
     type: Literal["notice"] = "notice"
-    t_ns: int
+    t_ns: Int64
     level: Literal["info", "warning", "error"]
     message: str
 
@@ -185,14 +208,14 @@ class TelemetrySample:
     """One sampler tick. ``None`` means N/A; the reason is in the backend's ``TelemetryStatus``."""
 
     type: Literal["telemetry"] = "telemetry"
-    t_ns: int
-    gpu_mem_used_bytes: int | None = None
-    gpu_mem_total_bytes: int | None = None
+    t_ns: Int64
+    gpu_mem_used_bytes: Int64 | None = None
+    gpu_mem_total_bytes: Int64 | None = None
     gpu_busy_pct: float | None = None
     gpu_power_w: float | None = None
     gpu_temp_c: float | None = None
     gpu_sm_clock_mhz: float | None = None
-    rss_bytes: int | None = None
+    rss_bytes: Int64 | None = None
     proc_cpu_pct: float | None = None
     sys_cpu_pct: float | None = None
     mark: Literal["before_load", "after_load"] | None = None  # explicit readings around model load
@@ -203,20 +226,20 @@ class TelemetryStatus:
     """Which telemetry fields are available, and why the others are not (sent once per change)."""
 
     type: Literal["telemetry_status"] = "telemetry_status"
-    t_ns: int
+    t_ns: Int64
     backend: str
     gpu_name: str | None
     interval_ms: float
     unavailable: dict[str, str] = field(default_factory=dict)  # field -> reason
-    n_samples: int | None = None  # in the final status, sent when the sampler stops
-    missed_ticks: int | None = None
+    n_samples: Int64 | None = None  # in the final status, sent when the sampler stops
+    missed_ticks: Int64 | None = None
     sampler_cpu_s: float | None = None
 
 
 @dataclass(**_frozen)
 class AlertChanged:
     type: Literal["alert"] = "alert"
-    t_ns: int
+    t_ns: Int64
     rule: str
     state: Literal["firing", "cleared"]
     severity: Literal["warning", "critical"]
@@ -226,7 +249,7 @@ class AlertChanged:
     op: str
     threshold: float
     value: float | None
-    run_id: int | None = None
+    run_id: Int64 | None = None
     message: str = ""
 
 
@@ -239,16 +262,16 @@ class EngineCrashed:
     ``decode`` (``token_index`` = the output token being computed) or ``idle`` (between runs)."""
 
     type: Literal["engine_crashed"] = "engine_crashed"
-    t_ns: int
+    t_ns: Int64
     signal: str | None  # e.g. "SIGSEGV"; None when the process exited with a code
-    exit_code: int | None  # the process's own exit status when it was not a signal
+    exit_code: Int64 | None  # the process's own exit status when it was not a signal
     phase: str
-    run_id: int | None = None
+    run_id: Int64 | None = None
     scenario: str | None = None
-    chunk: int | None = None
-    n_chunks: int | None = None
-    token_index: int | None = None
-    pid: int | None = None
+    chunk: Int64 | None = None
+    n_chunks: Int64 | None = None
+    token_index: Int64 | None = None
+    pid: Int64 | None = None
     log_tail: tuple[str, ...] = ()  # the engine's last stderr / llama.cpp log lines
     message: str = ""  # one line: what happened, where, and a hint
 
@@ -256,7 +279,7 @@ class EngineCrashed:
 @dataclass(**_frozen)
 class SessionFinished:
     type: Literal["session_finished"] = "session_finished"
-    t_ns: int
+    t_ns: Int64
     status: Literal["completed", "interrupted", "terminated", "failed"]
     message: str | None = None
 
@@ -279,6 +302,11 @@ Event = Annotated[
     ],
     Field(discriminator="type"),
 ]
+
+for _cls in (ModelFacts, DeviceFacts, LlamaPerf, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
+             RunFinished, RunFailed, Notice, TelemetrySample, TelemetryStatus, AlertChanged, EngineCrashed,
+             SessionFinished):
+    _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 

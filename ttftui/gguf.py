@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ttftui.errors import ModelCorrupt, ModelNotFound, ModelNotGGUF
+from ttftui.inputs import InputRefused, check_regular
 
 GGUF_MAGIC = b"GGUF"
 
@@ -184,8 +185,12 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelNotFound(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelNotGGUF(f"{p} is a directory, not a GGUF model file")
+    try:
+        check_regular(p)  # a FIFO or a device would block or never end: refused before it is opened
+    except InputRefused as e:
+        raise ModelNotGGUF(f"{e}: not a GGUF model file") from None
+    except OSError as e:
+        raise ModelNotFound(f"model file is not readable: {p} ({e.strerror or e})") from None
     if not os.access(p, os.R_OK):
         raise ModelNotFound(f"model file is not readable: {p}")
     return p

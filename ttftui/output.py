@@ -7,10 +7,23 @@ reader (or a CI step) never sees half a report, and an interrupted write leaves 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from ttftui.errors import OutputNotWritable
+from ttftui.textsafe import visible
+
+
+def say(msg: str) -> None:
+    """One ``ttftui:`` line on stderr: whitespace collapsed, control characters shown as escapes (a
+    path or a name can never drive the terminal). A stderr that cannot be written (closed,
+    ``2>/dev/full``) is no reason to fail: the exit code still tells what happened."""
+    try:
+        sys.stderr.write(f"ttftui: {visible(' '.join(msg.split()), newlines=False)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _is_special(p: Path) -> bool:

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ttftui.textsafe import visible
 from ttftui.events import AlertChanged, EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished
 
 
@@ -24,13 +25,20 @@ class Progress:
         self._last_draw = 0.0
         self._t0 = time.monotonic()
 
+    def _write(self, data: str) -> None:
+        """Progress is a courtesy: when stderr cannot take it (closed, ``2>/dev/full``), it stops
+        and the session goes on (its report and recording are what matter)."""
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.quiet = True
+
     def _line(self, text: str) -> None:
         if self.quiet:
             return
-        if self.tty:
-            self.stream.write("\r\x1b[2K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        # one line, and nothing in it (a name, a message) drives the terminal
+        self._write(("\r\x1b[2K" if self.tty else "") + visible(text, newlines=False) + "\n")
 
     def _bar(self, force: bool = False) -> None:
         if self.quiet or not self.tty:
@@ -42,8 +50,8 @@ class Progress:
         width = 28
         fill = int(width * self.done / self.total)
         bar = "█" * fill + "░" * (width - fill)
-        self.stream.write(f"\r\x1b[2K{bar} {self.done}/{self.total} runs  {self.current}  {now - self._t0:5.1f}s")
-        self.stream.flush()
+        self._write(f"\r\x1b[2K{bar} {self.done}/{self.total} runs  {visible(self.current, newlines=False)}  "
+                    f"{now - self._t0:5.1f}s")
 
     def __call__(self, ev: Any) -> None:
         if isinstance(ev, EngineReady):
@@ -70,7 +78,6 @@ class Progress:
             self._line(f"ttftui: {word}: {ev.message}")
         elif isinstance(ev, SessionFinished):
             if self.tty and not self.quiet:
-                self.stream.write("\r\x1b[2K")
-                self.stream.flush()
+                self._write("\r\x1b[2K")
         else:
             self._bar()

@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 from ttftui.config import ScenarioConfig
 from ttftui.errors import ConfigError, PromptTooLong
+from ttftui.inputs import MAX_PROMPT_BYTES, InputRefused, read_regular
 
 
 class PromptTokenizer(Protocol):
@@ -40,10 +41,10 @@ def scenario_source_text(s: ScenarioConfig) -> str:
     if s.prompt_file is not None:
         p = Path(s.prompt_file)
         try:
-            text = p.read_text(encoding="utf-8")
+            text = read_regular(p, MAX_PROMPT_BYTES).decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(f"scenario {s.name}: prompt_file not found: {p}") from None
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, InputRefused) as e:
             raise ConfigError(f"scenario {s.name}: cannot read prompt_file {p}: {e}") from None
         if not text.strip():
             raise PromptTooLong(f"scenario {s.name}: the prompt is empty ({p})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import gzip
-import io
 import json
 import os
 import zlib
@@ -29,6 +28,8 @@ from pydantic import ValidationError
 from ttftui import __version__
 from ttftui.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
 from ttftui.events import SessionFinished, event_from_json, event_to_json
+from ttftui.inputs import MAX_RECORDING_BYTES, InputRefused, inflate_gzip, read_regular
+from ttftui.textsafe import clean_event
 
 RECORDING_KIND = "ttftui.recording"
 RECORDING_SCHEMA_VERSION = 1
@@ -62,6 +63,7 @@ class Recorder:
         self.n_events = 0
         self.bytes_written = 0
         self.closed = False
+        self.error: str | None = None  # why recording stopped early (disk full, ...): the session goes on
         header = {"kind": RECORDING_KIND, "schema_version": RECORDING_SCHEMA_VERSION, "ttftui_version": __version__,
                   "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         self._write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
@@ -78,18 +80,36 @@ class Recorder:
     def __call__(self, event: Any) -> None:
         if self.closed:
             return
-        self._write(event_to_json(event) + b"\n")
+        try:
+            self._write(event_to_json(event) + b"\n")
+        except OSError as e:  # disk full, file system gone: stop recording, keep measuring
+            self._fail(e)
+            return
         self.n_events += 1
         if isinstance(event, SessionFinished):
             self.close()
+
+    def _fail(self, e: OSError) -> None:
+        self.error = (f"cannot write recording {self.path}: {e.strerror or e} "
+                      f"(it holds the first {self.n_events} events, which replay)")
+        self.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self._gz is not None:
-            self._gz.close()
-        self._raw.close()
+        try:
+            if self._gz is not None:
+                self._gz.close()
+        except OSError as e:
+            if self.error is None:
+                self.error = f"cannot finish recording {self.path}: {e.strerror or e}"
+        finally:
+            try:
+                self._raw.close()
+            except OSError as e:
+                if self.error is None:
+                    self.error = f"cannot finish recording {self.path}: {e.strerror or e}"
 
     @property
     def file_size(self) -> int:
@@ -107,30 +127,31 @@ class Recording:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_bytes(p: Path) -> bytes:
+def _read_bytes(p: Path) -> tuple[bytes, list[str]]:
+    """The recording's text and any warning about it: a regular file, bounded; a gzip stream
+    inflated within limits, up to where it is damaged."""
     try:
-        data = p.read_bytes()
+        data = read_regular(p, MAX_RECORDING_BYTES)
     except FileNotFoundError:
         raise RecordingNotFound(f"recording not found: {p}") from None
-    except IsADirectoryError:
-        raise RecordingNotFound(f"{p} is a directory, not a recording") from None
+    except InputRefused as e:
+        raise RecordingNotFound(f"cannot read recording: {e}") from None
     except OSError as e:
         raise RecordingNotFound(f"cannot read recording {p}: {e.strerror or e}") from None
     if data[:2] == b"\x1f\x8b":  # gzip, possibly without its trailer (killed writer): take what inflates
-        d = zlib.decompressobj(wbits=31)
-        out = io.BytesIO()
         try:
-            out.write(d.decompress(data))
-        except zlib.error:
-            pass
-        return out.getvalue()
-    return data
+            return inflate_gzip(data, p)
+        except InputRefused as e:
+            raise RecordingNotFound(f"cannot read recording: {e}") from None
+    return data, []
 
 
 def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Recording:
     p = Path(path).expanduser()
-    data = _read_bytes(p)
+    data, read_warnings = _read_bytes(p)
     if not data.strip():
+        if read_warnings:  # a damaged gzip stream that gave nothing: say so, not "empty"
+            raise NotARecording(f"{read_warnings[0]}: nothing readable")
         raise NotARecording(f"{p} is empty: not a ttftui recording")
     lines = data.split(b"\n")
     ends_with_newline = data.endswith(b"\n")
@@ -148,7 +169,7 @@ def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Rec
             f"{p} was written with recording schema {version} (ttftui {header.get('ttftui_version', '?')}); "
             f"this ttftui {__version__} reads up to schema {RECORDING_SCHEMA_VERSION}: upgrade ttftui"
         )
-    warnings: list[str] = []
+    warnings: list[str] = list(read_warnings)
     body = lines[1:]
     last_index = len(body) - 1
     if version < RECORDING_SCHEMA_VERSION:
@@ -158,7 +179,7 @@ def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Rec
         if not raw.strip():
             continue
         try:
-            events.append(event_from_json(raw))
+            events.append(clean_event(event_from_json(raw)))  # a recording's names never drive the terminal
         except (ValidationError, ValueError) as e:
             lineno = i + 2
             if i == last_index and not ends_with_newline:
@@ -205,8 +226,8 @@ def _migrated(p: Path, header: dict[str, Any], body: list[bytes], strict: bool, 
     events = []
     for ev in raw_events:
         try:
-            events.append(event_from_json(json.dumps(ev)))
-        except ValidationError as e:
+            events.append(clean_event(event_from_json(json.dumps(ev))))
+        except (ValidationError, ValueError) as e:
             if strict:
                 raise RecordingCorrupt(f"{p}: an event does not validate after migration ({_why(e)})") from None
             warnings.append(f"{p}: an event does not validate after migration ({_why(e)}); skipped")

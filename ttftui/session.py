@@ -20,6 +20,7 @@ from ttftui import __version__
 from ttftui.config import Config
 from ttftui.engine.base import Engine, PreparedScenario, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
+from ttftui.textsafe import clean_event
 from ttftui.events import (
     EngineReady,
     Notice,
@@ -114,7 +115,9 @@ class SessionRunner:
     ):
         self.config = config
         self.engine_factory = engine_factory
-        self.publish = publish
+        # Every event of a live session leaves through here: names from a GGUF file, llama.cpp's
+        # messages and exception texts are made safe to draw once, for every consumer.
+        self.publish = lambda ev: publish(clean_event(ev))
         self.names = select_scenarios(config, scenarios)
         self.controls = controls or Controls()
         self.after_run = after_run  # e.g. the alert evaluator; called with each run's end event

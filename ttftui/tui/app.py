@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from textual.widgets import Footer, Input, Label
 
 from ttftui.events import RunFailed, RunFinished
 from ttftui.pump import Pump
+from ttftui.textsafe import visible
 from ttftui.replay import fmt_clock, fmt_speed
 from ttftui.reducer import session_stats
 from ttftui.report import report_percentiles
@@ -39,17 +41,28 @@ from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, Telemetr
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 
 
+MAX_SEEK_S = 366 * 24 * 3600.0  # longer than any session; beyond it a "time" is a typo or an attack
+
+
 def parse_time(text: str, now_ns: int) -> int | None:
-    """'mm:ss', 'ss' or a relative '+s' / '-s' -> session nanoseconds."""
+    """'mm:ss', 'ss' or a relative '+s' / '-s' -> session nanoseconds; None when it is not a time
+    (nan, inf, 1e308, a negative minute count, more than a year)."""
     t = text.strip()
     rel = t[:1] in ("+", "-")
+    body = t.lstrip("+-") if rel else t
+    if t[1:2] in ("+", "-") or len(body) > 32:
+        return None
     try:
-        if ":" in t.lstrip("+-"):
-            m, _, sec = t.lstrip("+-").partition(":")
+        if ":" in body:
+            m, _, sec = body.partition(":")
             value = int(m) * 60 + float(sec)
+            if int(m) < 0 or float(sec) < 0:
+                return None
         else:
-            value = float(t.lstrip("+-"))
+            value = float(body)
     except ValueError:
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_SEEK_S:
         return None
     ns = int(value * 1e9)
     if rel:
@@ -545,6 +558,12 @@ class TtftApp(App[int]):
             self.notify(f"cannot save the screenshot: {e.strerror or e}", severity="error")
             return
         self.notify(f"saved {path}", title="screenshot", timeout=5)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Notifications carry names from recordings and messages from llama.cpp: never markup
+        (Textual's default), control characters shown as escapes."""
+        super().notify(visible(message), title=visible(title), severity=severity, timeout=timeout, markup=markup)
 
     def _handle_exception(self, error: Exception) -> None:
         """A bug in the dashboard ends it like any other internal error: the launcher prints one line

@@ -7,6 +7,7 @@ from typing import Any
 
 from ttftui.config import Config
 from ttftui.errors import ConfigError
+from ttftui.output import say
 
 
 def _internal_error(app: Any) -> int | None:
@@ -14,8 +15,8 @@ def _internal_error(app: Any) -> int | None:
     err = app.internal_error
     if err is None:
         return None
-    sys.stderr.write(f"ttftui: internal error in the dashboard: {' '.join(f'{type(err).__name__}: {err}'.split())} "
-                     "(set TTFTUI_DEBUG=1 for a traceback; please report it)\n")
+    say(f"internal error in the dashboard: {type(err).__name__}: {err} (set TTFTUI_DEBUG=1 for a traceback; "
+        "please report it)")
     return 70
 
 
@@ -46,13 +47,18 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
         source.join(5.0)
     bug = _internal_error(app)
     if source.error_message():
-        sys.stderr.write(f"ttftui: {source.error_message()}\n")
+        say(f"{source.error_message()}")
     if app.theme_problem:
-        sys.stderr.write(f"ttftui: {app.theme_problem}\n")
-    if recorder is not None:
-        sys.stderr.write(f"ttftui: recorded {recorder.n_events} events to {recorder.path}\n")
+        say(f"{app.theme_problem}")
+    if recorder is not None and recorder.error is None:
+        say(f"recorded {recorder.n_events} events to {recorder.path}")
     if bug is not None:
         return bug
+    if recorder is not None and recorder.error is not None:
+        from ttftui.errors import OutputNotWritable
+
+        say(f"{recorder.error}")
+        return OutputNotWritable.exit_code
     return code if isinstance(code, int) else 0
 
 
@@ -68,7 +74,7 @@ def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz
     app = TtftApp(source, theme=theme, refresh_hz=refresh_hz, pump=Pump(), n_rules=n_rules, baseline=baseline)
     code = app.run()
     if app.theme_problem:
-        sys.stderr.write(f"ttftui: {app.theme_problem}\n")
+        say(f"{app.theme_problem}")
     bug = _internal_error(app)
     if bug is not None:
         return bug

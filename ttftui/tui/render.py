@@ -14,6 +14,7 @@ from typing import Sequence
 from rich.text import Text
 from textual.color import Color
 
+from ttftui.textsafe import visible
 from ttftui.tui.themes import ThemeFile
 
 COMPONENT_LABELS = {
@@ -26,15 +27,10 @@ COMPONENT_LABELS = {
     "pending": "running",
 }
 
-# Control characters would move the cursor or recolour the terminal: show them as escapes.
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t"}
-_CONTROL[0x7F] = "\\x7f"
-_CONTROL[ord("\t")] = "    "
-
-
 def literal(text: str) -> str:
-    """Model output made safe to draw: control characters become visible escapes."""
-    return text.translate(_CONTROL)
+    """Model output made safe to draw: control characters become visible escapes (the one
+    sanitiser, ``ttftui.textsafe.visible``), a tab four spaces."""
+    return visible(text).replace("\t", "    ")
 
 
 def fmt_ms(ms: float | None) -> str:

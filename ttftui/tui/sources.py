@@ -124,6 +124,8 @@ class LiveSource:
         r = self.recorder
         if r is None:
             return ""
+        if r.error is not None:
+            return f"REC FAILED: {r.error}"
         if r.closed:
             return f"recorded {r.path.name} ({r.n_events} events)"
         return f"● REC {r.path.name} ({r.n_events} events, {r.file_size / 1024:.0f} KiB)"

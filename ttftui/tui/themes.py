@@ -18,6 +18,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from ttftui.config import format_validation_error
+from ttftui.inputs import MAX_THEME_BYTES, InputRefused, read_regular
 
 DEFAULT_THEME = "dark"
 
@@ -122,7 +123,9 @@ def load_theme(spec: str) -> ThemeFile:
     p = Path(spec).expanduser()
     if p.suffix == ".toml" or p.exists():
         try:
-            return _read(str(p), p.read_bytes())
+            return _read(str(p), read_regular(p, MAX_THEME_BYTES))
+        except InputRefused as e:
+            raise ThemeLoadError(f"theme file: {e}") from None
         except OSError as e:
             raise ThemeLoadError(f"theme file {p}: {e.strerror or e}") from None
     raise ThemeLoadError(f"unknown theme {spec!r} (built-in: {', '.join(builtin_theme_names())}; or a path to a .toml)")

@@ -562,8 +562,9 @@ class PercentileTable(DataTable):
         return f"{(value - base) / base * 100:+.1f}%"
 
 
-def _cell(value: str, index: int, width: int) -> str:
-    return value if index < 2 else value.rjust(width)
+def _cell(value: str, index: int, width: int) -> Text:
+    """A table cell as Text: a scenario name from a recording (``[reverse]…``) is never markup."""
+    return Text(value if index < 2 else value.rjust(width))
 
 
 class AlertsPanel(Panel):

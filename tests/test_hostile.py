@@ -1,0 +1,362 @@
+"""Hostile input: a recording, a config or an output target made by someone else, or a broken
+environment, must never reach the terminal raw, crash the tool, or read as a result.
+
+One test (at least) per class of the hostile-input review: (1) text from files is shown with its
+control characters visible and never as markup; (2) user errors are user errors, not internal
+errors; (4) what is read is bounded and must be a regular file; (5) output failures late in a
+session keep what can be kept and exit 9; (6) damaged gzip, paths as data, strict types. Class 3
+(compare's gates) lives in test_compare.py. A bounded fuzz test mutates a real recording.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from ttftui.errors import TtftuiError
+from ttftui.events import EngineReady, RunStarted, SessionStarted
+from ttftui.textsafe import clean_event, visible
+
+from .conftest import ROOT, cli, pty_run
+
+OSC52 = "\x1b]52;c;aGFja2Vk\x07"  # would write the viewer's clipboard ("hacked")
+CLEAR = "\x1b[2J"  # would wipe the screen
+MARKUP = "[reverse]evil[/]"
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """A real (synthetic, instant) recording to mutate."""
+    p = tmp_path_factory.mktemp("rec") / "s.ttftrec"
+    r = cli("--headless", "-q", "--synthetic", "--iterations", "2", "--warmup", "0", "--record", str(p),
+            "-o", os.devnull)
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+def hostile_copy(src: Path, dst: Path) -> Path:
+    """The recording with OSC 52, a screen clear and markup in every name a viewer sees."""
+    out = []
+    for line in src.read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("type") == "engine_ready":
+            ev["model"]["name"] = "model" + OSC52
+            ev["model"]["path"] = "/m/" + OSC52 + ".gguf"
+            ev["device"]["name"] = "dev" + CLEAR
+        for key in ("scenario",):
+            if key in ev:
+                ev[key] = MARKUP + CLEAR
+        if ev.get("type") == "session_started":
+            for sc in ev["config"]["scenarios"]:
+                sc["name"] = MARKUP + CLEAR
+        out.append(json.dumps(ev))
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ class 1
+def test_the_sanitiser_shows_control_characters_and_keeps_text():
+    assert visible("a" + OSC52 + "b") == "a\\x1b]52;c;aGFja2Vk\\x07b"
+    assert visible("\x9b2J\u202eevil") == "\\x9b2J\\u202eevil"  # C1 CSI, right-to-left override
+    assert visible("naïve — ok\nnext") == "naïve — ok\nnext"
+    assert visible("a\nb\tc", newlines=False) == "a\\nb\\tc"
+    assert visible(MARKUP) == MARKUP  # markup is the renderer's business: it is drawn as Text, literally
+
+
+def test_every_name_in_an_event_is_cleaned_but_nothing_else():
+    ev = RunStarted(t_ns=1, run_id=1, scenario=MARKUP + CLEAR, iteration=0, warmup=False, prompt_tokens=3, max_tokens=2)
+    assert clean_event(ev).scenario == MARKUP + "\\x1b[2J"
+    s = SessionStarted(t_ns=0, session_id="x", started_at="t", ttftui_version="1",
+                       config={"scenarios": [{"name": OSC52}], "n": 3})
+    assert clean_event(s).config == {"scenarios": [{"name": visible(OSC52)}], "n": 3}
+    plain = RunStarted(t_ns=1, run_id=1, scenario="short", iteration=0, warmup=False, prompt_tokens=3, max_tokens=2)
+    assert clean_event(plain) is plain
+
+
+def test_a_hostile_recording_is_cleaned_when_read(recording, tmp_path):
+    from ttftui.recording import read_recording
+
+    rec = read_recording(hostile_copy(recording, tmp_path / "h.ttftrec"))
+    ready = next(e for e in rec.events if isinstance(e, EngineReady))
+    assert "\x1b" not in ready.model.name + ready.model.path + ready.device.name
+    assert ready.model.name == "model\\x1b]52;c;aGFja2Vk\\x07"
+    assert all("\x1b" not in e.scenario for e in rec.events if isinstance(e, RunStarted))
+    rep = cli("replay", str(tmp_path / "h.ttftrec"), "--headless")
+    assert rep.returncode == 0 and "\x1b" not in rep.stdout + rep.stderr
+
+
+def test_replaying_a_hostile_recording_in_the_dashboard_draws_it_escaped(recording, tmp_path):
+    path = hostile_copy(recording, tmp_path / "h.ttftrec")
+    code, before, out = pty_run(["replay", str(path), "--speed", "max"], {}, until=b"Percentiles", keys=b"q")
+    assert code == 0, out[-3000:]
+    assert b"\x1b]52" not in out  # the clipboard is never written
+    assert CLEAR.encode() not in out.replace(b"\x1b[2J\x1b[H", b"")  # no clear but Textual's own at start, if any
+    screen = out.decode("utf-8", errors="replace")
+    assert "\\x1b]52" in screen  # shown, visibly
+    assert "[reverse]evil[/]" in screen  # markup drawn literally in the percentile table and elsewhere
+
+
+def test_an_error_line_never_carries_a_raw_escape(tmp_path):
+    r = cli("--headless", "--model", str(tmp_path / ("m" + OSC52 + "\n.gguf")))
+    assert r.returncode == 3
+    assert "\x1b" not in r.stderr and r.stderr.count("\n") == 1
+    assert "\\x1b]52" in r.stderr  # the path as given, its escape shown (and its newline folded into the line)
+
+
+# ------------------------------------------------------------------------------------------ class 2
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e308", "+nan", "--5", "1:-3", "9" * 40])
+def test_seek_refuses_what_is_not_a_time(text):
+    from ttftui.tui.app import parse_time
+
+    assert parse_time(text, 10**9) is None
+
+
+async def test_seek_to_nan_in_the_dashboard_is_refused_with_a_message(recording):
+    from ttftui.pump import Pump
+    from ttftui.recording import read_recording
+    from ttftui.replay import ReplaySource
+    from ttftui.tui.app import TtftApp
+
+    rec = read_recording(recording)
+    app = TtftApp(ReplaySource(rec.events, source_name=str(recording), speed=float("inf")), pump=Pump())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        for text in ("nan", "inf", "1e308"):
+            await pilot.press("g")
+            await pilot.pause()
+            for ch in text:
+                await pilot.press(ch)
+            await pilot.press("enter")
+            await pilot.pause()
+        notes = [str(n.message) for n in app._notifications]
+        assert sum("not a time" in n for n in notes) == 3
+        assert app.internal_error is None and app.is_running
+
+
+def _mutated(src: Path, dst: Path, find: str, replace: str) -> Path:
+    lines = src.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if find in line)
+    lines[i] = lines[i].replace(find, replace, 1)
+    dst.write_text("\n".join(lines) + "\n")
+    return dst
+
+
+@pytest.mark.parametrize("find,replace,field", [
+    ('"t_ns":', '"t_ns":' + "9" * 400 + ',"_x":', "t_ns"),  # a 400-digit integer
+    ('"load_ms":', '"load_ms":NaN,"_x":', "load_ms"),
+    ('"load_ms":', '"load_ms":Infinity,"_x":', "load_ms"),
+])
+def test_absurd_numbers_in_a_recording_skip_the_line_with_a_warning(recording, tmp_path, find, replace, field):
+    text = recording.read_text()
+    # keep the line valid JSON apart from the number: the old value moves to an unknown key, then is dropped
+    bad = tmp_path / "bad.ttftrec"
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if find in line and k > 0)
+    ev = lines[i].replace(find, replace, 1)
+    ev = ev.replace(',"_x":', ',"_x":', 1)
+    import re
+
+    ev = re.sub(r',"_x":-?[0-9.eE+]+', "", ev, count=1)
+    lines[i] = ev
+    bad.write_text("\n".join(lines) + "\n")
+    r = cli("replay", str(bad), "--headless", "-o", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert f"line {i + 1} is not a valid event" in r.stderr and field in r.stderr
+    json.loads((tmp_path / "r.json").read_text())
+
+
+@pytest.mark.parametrize("setting", ["telemetry.interval_ms=inf", "telemetry.interval_ms=nan",
+                                     "run.pause_ms=inf", "run.iterations=true", 'run.iterations="3"',
+                                     "model.n_threads=100000", "model.n_ctx=99999999999"])
+def test_config_numbers_are_finite_strict_and_bounded(setting):
+    r = cli("--headless", "--synthetic", "--set", setting)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("ttftui: --set ") and r.stderr.count("\n") == 1
+
+
+def test_a_toml_boolean_is_not_a_count(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[run]\niterations = true\n")
+    r = cli("--headless", "--synthetic", "--config", str(cfg))
+    assert r.returncode == 2 and "run.iterations" in r.stderr
+
+
+def test_an_exception_in_the_dashboard_ends_with_exit_70_and_one_line(capsys):
+    from ttftui.pump import Pump
+    from ttftui.tui.app import TtftApp
+    from ttftui.tui.launch import _internal_error
+
+    from .tui_support import StaticSource
+
+    class Broken(StaticSource):
+        def drain(self):
+            raise RuntimeError("a bug in a source")
+
+    app = TtftApp(Broken([]), pump=Pump())
+    app.run(headless=True, size=(100, 30))
+    assert isinstance(app.internal_error, RuntimeError)
+    assert _internal_error(app) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("ttftui: internal error in the dashboard: RuntimeError: a bug in a source")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ class 4
+def test_what_is_not_a_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "m.gguf"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    r = cli("--headless", "--model", str(fifo), timeout=60)
+    assert r.returncode == 4 and "FIFO" in r.stderr
+    r = cli("--headless", "--config", "/dev/zero", timeout=60)
+    assert r.returncode == 2 and "character device" in r.stderr
+    r = cli("replay", "/dev/zero", "--headless", timeout=60)
+    assert r.returncode == 10 and "character device" in r.stderr
+    r = cli("replay", str(fifo), "--headless", timeout=60)
+    assert r.returncode == 10 and "FIFO" in r.stderr
+    assert time.monotonic() - t0 < 50  # nothing blocked
+
+
+def _gzip_bomb(path: Path, header: bytes, inflated: int) -> None:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with path.open("wb") as f:
+        f.write(c.compress(header))
+        block = b" " * (1 << 20)
+        for _ in range(inflated >> 20):
+            f.write(c.compress(block))
+        f.write(c.flush())
+
+
+def test_a_gzip_bomb_is_refused_within_its_limit(tmp_path):
+    bomb = tmp_path / "bomb.ttftrec.gz"
+    _gzip_bomb(bomb, b'{"kind":"ttftui.recording","schema_version":1}\n', 300 << 20)
+    assert bomb.stat().st_size < 1 << 20
+    r = cli("replay", str(bomb), "--headless", timeout=120)
+    assert r.returncode == 10 and "decompression bomb" in r.stderr and "MiB" in r.stderr
+
+
+def test_thread_count_is_bounded_to_what_llama_cpp_can_run():
+    r = cli("--headless", "--set", "model.n_threads=100000")
+    assert r.returncode == 2 and "512" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ class 5
+def test_an_unwritable_stderr_does_not_stop_the_session(tmp_path):
+    out = tmp_path / "r.json"
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "ttftui", "--headless", "--synthetic", "--iterations", "2", "-o",
+                            str(out)], cwd=ROOT, stderr=full, stdout=subprocess.PIPE, timeout=120)
+    assert r.returncode == 0
+    assert json.loads(out.read_text())["runs"]
+
+
+def test_a_closed_stdout_is_exit_9_with_a_reason():
+    r = subprocess.run([sys.executable, "-m", "ttftui", "--headless", "--synthetic", "--iterations", "1"],
+                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                       preexec_fn=lambda: os.close(1))
+    assert r.returncode == 9
+    assert r.stderr.strip().splitlines()[-1].startswith("ttftui: cannot write the report to standard output")
+
+
+def test_a_full_disk_while_recording_keeps_the_report_and_the_recording(tmp_path):
+    import resource
+
+    out, rec = tmp_path / "r.json", tmp_path / "r.ttftrec"
+    limit = 100 * 1024  # the recording outgrows it, the report does not
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "ttftui", "--headless", "--synthetic", "--iterations", "3", "-q",
+                        "--record", str(rec), "-o", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                       timeout=120, preexec_fn=cap)
+    assert r.returncode == 9, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"ttftui: cannot write recording {rec}: File too large")
+    assert len(json.loads(out.read_text())["runs"]) == 12  # the report has every run (3 scenarios x 4)
+    rep = cli("replay", str(rec), "--headless")
+    assert rep.returncode == 0 and json.loads(rep.stdout)["runs"]  # the recording replays up to where it stopped
+
+
+# ------------------------------------------------------------------------------------------ class 6
+def test_a_damaged_gzip_recording_replays_what_inflates(recording, tmp_path):
+    gz = gzip.compress(recording.read_bytes())
+    damaged = tmp_path / "d.ttftrec.gz"
+    cut = len(gz) * 2 // 3
+    damaged.write_bytes(gz[:cut] + bytes(b ^ 0xFF for b in gz[cut:cut + 64]) + gz[cut + 64:])
+    r = cli("replay", str(damaged), "--headless")
+    assert r.returncode == 0, r.stderr
+    assert "damaged" in r.stderr or "cut off" in r.stderr
+    assert json.loads(r.stdout)["runs"]
+
+
+def test_a_model_path_is_data_not_toml(tmp_path):
+    weird = tmp_path / 'a"b\nc\\d.gguf'
+    weird.write_bytes(b"not a model")
+    r = cli("--headless", "--model", str(weird))
+    # exit 4, not 3: the file was found and opened, so the path arrived intact (quote, newline, backslash)
+    assert r.returncode == 4, r.stderr
+    assert "is not a GGUF file (starts with b'not '" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ fuzz
+def _mutations(data: bytes, rng: random.Random) -> bytes:
+    lines = data.split(b"\n")
+    op = rng.randrange(8)
+    i = rng.randrange(len(lines))
+    if op == 0:  # flip bytes
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        return bytes(b)
+    if op == 1:
+        return data[: rng.randrange(len(data))]
+    if op == 2:
+        lines.insert(i, lines[rng.randrange(len(lines))])
+    elif op == 3:
+        del lines[i]
+    elif op == 4:
+        lines[i] = lines[i].replace(b"1", b"9" * rng.choice((20, 400)), 1)
+    elif op == 5:
+        lines[i] = lines[i].replace(b":", b":NaN,\"x\":", 1)
+    elif op == 6:
+        lines[i] = lines[i].replace(b'"', b'"\x1b]52;c;', 1)
+    else:
+        lines[i] = lines[i][::-1]
+    return b"\n".join(lines)
+
+
+def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
+    """Random mutations of a real recording (seeded, bounded in count and time): the reader, the
+    reducer and the report either work or raise a ttftui error, never anything else, never hang."""
+    from ttftui.recording import read_recording
+    from ttftui.reducer import fold
+    from ttftui.report import build_report, report_json
+
+    rng = random.Random(1234)
+    base = recording.read_bytes()
+    target = tmp_path / "f.ttftrec"
+    deadline = time.monotonic() + 40
+    n = 0
+    while n < 300 and time.monotonic() < deadline:
+        data = _mutations(base, rng)
+        if rng.random() < 0.3:
+            data = gzip.compress(data)
+            if rng.random() < 0.5:
+                data = data[: rng.randrange(1, len(data))]
+        target.write_bytes(data)
+        try:
+            rec = read_recording(target)
+            report_json(build_report(fold(rec.events), source={"kind": "replay"}))
+        except TtftuiError:
+            pass
+        n += 1
+    assert n >= 100
