@@ -308,9 +308,44 @@ def test_a_model_path_is_data_not_toml(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ fuzz
+EXTREMES = (0, -1, 1, 2**62, -(2**62), 2**63 - 1, 0.0, -0.5, 1e300, -1e300, "", "x", None, True, [], {})
+
+
+def _extreme_value(doc: object, rng: random.Random) -> bool:
+    """Replace one value somewhere in ``doc`` (a JSON object) by an extreme or a wrong type."""
+    slots = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                slots.append((node, k))
+                walk(v)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                slots.append((node, i))
+                walk(v)
+
+    walk(doc)
+    slots = [(n, k) for n, k in slots if k != "type"]
+    if not slots:
+        return False
+    node, key = rng.choice(slots)
+    node[key] = rng.choice(EXTREMES)  # type: ignore[index]
+    return True
+
+
 def _mutations(data: bytes, rng: random.Random) -> bytes:
     lines = data.split(b"\n")
-    op = rng.randrange(8)
+    op = rng.randrange(10)
+    if op >= 8:  # a valid JSON line with one value pushed to an extreme (or the wrong type)
+        i = rng.randrange(1, max(2, len(lines) - 1))
+        try:
+            doc = json.loads(lines[i])
+        except ValueError:
+            return data
+        _extreme_value(doc, rng)
+        lines[i] = json.dumps(doc).encode()
+        return b"\n".join(lines)
     i = rng.randrange(len(lines))
     if op == 0:  # flip bytes
         b = bytearray(data)
@@ -346,7 +381,7 @@ def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
     target = tmp_path / "f.ttftrec"
     deadline = time.monotonic() + 40
     n = 0
-    while n < 300 and time.monotonic() < deadline:
+    while n < 400 and time.monotonic() < deadline:
         data = _mutations(base, rng)
         if rng.random() < 0.3:
             data = gzip.compress(data)
@@ -356,6 +391,39 @@ def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
         try:
             rec = read_recording(target)
             report_json(build_report(fold(rec.events), source={"kind": "replay"}))
+        except TtftuiError:
+            pass
+        n += 1
+    assert n >= 100
+
+
+def test_fuzzed_reports_never_cause_an_internal_error(tmp_path):
+    """Random mutations of a real report (seeded, bounded): compare either compares or refuses with
+    a ttftui error (14 for the report, 2 for a gate), never an internal error."""
+    from ttftui.compare import compare_reports, load_report, parse_gate, render_table
+
+    base = tmp_path / "base.json"
+    r = cli("--headless", "-q", "--synthetic", "--iterations", "3", "-o", str(base))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(base.read_text())
+    rng = random.Random(99)
+    target = tmp_path / "cand.json"
+    gates = [parse_gate("ttft_ms.p95=10%"), parse_gate("short:decode_tps.p50=5%")]
+    deadline = time.monotonic() + 40
+    n = 0
+    while n < 300 and time.monotonic() < deadline:
+        mutated = json.loads(json.dumps(doc))
+        for _ in range(rng.randint(1, 3)):
+            _extreme_value(mutated, rng)
+        text = json.dumps(mutated)
+        if rng.random() < 0.2:  # damage the text itself too
+            k = rng.randrange(len(text))
+            text = text[:k] + rng.choice(["", "NaN", "1e999", "\x1b]52;c;", "}", "9" * 400]) + text[k + 1:]
+        target.write_text(text)
+        try:
+            result = compare_reports(load_report(str(base)), load_report(str(target)), gates=gates)
+            render_table(result)
+            json.dumps(result, allow_nan=False)
         except TtftuiError:
             pass
         n += 1
