@@ -22,10 +22,10 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ttftui import registry
 from ttftui.events import AlertChanged, RunFailed, RunFinished
-from ttftui.metrics import SUMMARY_METRICS, TELEMETRY_RUN_METRICS, RunMetrics
+from ttftui.metrics import RunMetrics
 
-RULE_METRICS: tuple[str, ...] = tuple(m for m in SUMMARY_METRICS if m != "llama_prefill_diff_pct") + TELEMETRY_RUN_METRICS
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
 
@@ -45,8 +45,9 @@ class AlertRule(BaseModel):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in RULE_METRICS:
-            raise ValueError(f"unknown metric {v!r} (expected one of: {', '.join(RULE_METRICS)})")
+        allowed = registry.names(rule=True)
+        if v not in allowed:
+            raise ValueError(f"unknown metric {v!r} (expected one of: {', '.join(allowed)})")
         return v
 
     @field_validator("statistic")
@@ -185,4 +186,4 @@ def fired(alerts: Iterable[AlertChanged], at_least: str) -> list[AlertChanged]:
     return [a for a in alerts if a.state == "firing" and SEVERITY_RANK[a.severity] >= need]
 
 
-__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "rules_from_config", "fired", "RULE_METRICS"]
+__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "rules_from_config", "fired"]

@@ -36,18 +36,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ttftui import registry
 from ttftui.errors import ConfigError, ReportError
 from ttftui.inputs import InputRefused, read_regular
 from ttftui.report import REPORT_KIND, SCHEMA_VERSION
 from ttftui.textsafe import visible
 
-COMPARE_METRICS: tuple[str, ...] = (
-    "ttft_ms", "tokenize_ms", "cache_prep_ms", "prefill_ms", "first_sample_ms", "first_detok_ms",
-    "unaccounted_ms", "prefill_tps", "itl_ms", "tpot_ms", "decode_tps", "e2e_ms",
-)
-HIGHER_IS_BETTER = {"prefill_tps", "decode_tps"}
+# What compare tests, and which way is better: ttftui.registry's metrics with compare=True.
+COMPARE_METRICS: tuple[str, ...] = registry.names(compare=True)
+HIGHER_IS_BETTER = {m.name for m in registry.METRICS if m.higher_is_better}
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 _MAX_INT_DIGITS = 19  # ttftui writes nothing bigger (byte counts); anything longer is not a report's
 _GATE = re.compile(r"(?:(?P<scenario>[A-Za-z0-9_.\-]+):)?(?P<metric>[a-z0-9_]+)\.(?P<stat>\w+)=(?P<pct>[^%]*)%?")
@@ -75,23 +74,18 @@ class _ScenarioIn(_In):
     metrics: dict[str, _StatsIn]
 
 
-class _RunIn(_In):
-    """A run as compare reads it; a metric missing from a run is treated as not measured (null)."""
-
+class _RunBase(_In):
     scenario: str
     counted: bool
-    ttft_ms: float | None = None
-    tokenize_ms: float | None = None
-    cache_prep_ms: float | None = None
-    prefill_ms: float | None = None
-    first_sample_ms: float | None = None
-    first_detok_ms: float | None = None
-    unaccounted_ms: float | None = None
-    prefill_tps: float | None = None
-    itl_ms: list[float] | None = None
-    tpot_ms: float | None = None
-    decode_tps: float | None = None
-    e2e_ms: float | None = None
+
+
+# A run as compare reads it: one optional field per compared metric (a list for a pooled one); a
+# metric missing from a run is treated as not measured (null).
+_RunIn = create_model(  # type: ignore[call-overload]
+    "_RunIn", __base__=_RunBase,
+    **{m.name: ((list[float] | None) if m.pooled else (float | None), None)
+       for m in registry.METRICS if m.compare},
+)
 
 
 class _DeviceIn(_In):

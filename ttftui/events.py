@@ -18,10 +18,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
 
+from ttftui import registry
+
 PhaseName = Literal["tokenize", "cache_prep", "prefill_chunk", "first_sample", "first_detok"]
 
-# The TTFT components in the order they happen (DESIGN.md §2). ``unaccounted`` is derived.
-COMPONENTS: tuple[str, ...] = ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok")
+# The TTFT components the engine times, in the order they happen (ttftui.registry; ``unaccounted`` is
+# derived from them).
+COMPONENTS: tuple[str, ...] = registry.measured_components()
 
 _frozen = dict(frozen=True, slots=True, kw_only=True)
 

@@ -1,6 +1,6 @@
 """Per-run metrics and per-scenario statistics, derived from the reducer's state.
 
-Definitions are DESIGN.md §2's (also printed by ``ttftui --help`` and the README):
+Definitions are :mod:`ttftui.registry`'s (also printed by ``ttftui --help`` and the README):
 
 * unaccounted = ttft − (tokenize + cache_prep + prefill + first_sample + first_detok), never hidden
 * tpot        = (e2e − ttft) / (n_output − 1)
@@ -23,26 +23,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ttftui.events import COMPONENTS, RunFinished, TokenEmitted
+from ttftui import registry
+from ttftui.events import RunFinished, TokenEmitted
 from ttftui.stats import Summary, summarize
 
 NS_PER_MS = 1e6
 
-# Metrics summarised per scenario, in display order. ITL is pooled over tokens; the rest are per run.
-SUMMARY_METRICS: tuple[str, ...] = (
-    "ttft_ms", "tokenize_ms", "cache_prep_ms", "prefill_ms", "first_sample_ms", "first_detok_ms",
-    "unaccounted_ms", "unaccounted_pct", "prefill_tps", "itl_ms", "tpot_ms", "decode_tps", "e2e_ms",
-    "llama_prefill_diff_pct",
-)
-COMPONENT_METRICS: tuple[str, ...] = tuple(f"{c}_ms" for c in COMPONENTS) + ("unaccounted_ms",)
-
-# Per-run telemetry figures (from the samples taken while the run was going; null when unavailable).
-# "prefill" is the run's start up to its first token, "decode" the rest.
-TELEMETRY_RUN_METRICS: tuple[str, ...] = (
-    "gpu_mem_peak_bytes", "gpu_mem_mean_bytes", "gpu_mem_delta_bytes", "gpu_busy_mean_pct",
-    "prefill_gpu_busy_mean_pct", "decode_gpu_busy_mean_pct", "prefill_gpu_mem_peak_bytes", "decode_gpu_mem_peak_bytes",
-    "rss_peak_bytes", "proc_cpu_mean_pct", "prefill_proc_cpu_mean_pct", "decode_proc_cpu_mean_pct", "sys_cpu_mean_pct",
-)
 
 
 def _mean(vals: list[float]) -> float | None:
@@ -122,6 +108,14 @@ class RunMetrics:
     t_end_ns: int = 0
     extra: dict[str, float | None] = field(default_factory=dict)
 
+    def pooled(self, metric: str) -> tuple[float, ...]:
+        """A pooled metric's values in this run (ITL: one per gap between tokens)."""
+        v = getattr(self, metric, None)
+        if isinstance(v, tuple):
+            return v
+        extra = self.extra.get(metric)
+        return tuple(extra) if isinstance(extra, (list, tuple)) else ()
+
     def value(self, metric: str) -> float | None:
         if metric == "llama_prefill_diff_pct":
             return self.llama.prefill_diff_pct if self.llama else None
@@ -189,19 +183,19 @@ class ScenarioStats:
 def scenario_stats(name: str, runs: Sequence[RunMetrics], n_failed: int, percentiles: Sequence[float]) -> ScenarioStats:
     counted = [r for r in runs if r.counted]
     metrics: dict[str, Summary] = {}
-    for m in SUMMARY_METRICS:
-        if m == "itl_ms":
-            pooled = [x for r in counted for x in r.itl_ms]
-            metrics[m] = summarize(pooled, percentiles)
-        else:
+    for spec in registry.METRICS:
+        m = spec.name
+        if spec.pooled:  # ITL: every token of every counted run
+            metrics[m] = summarize([x for r in counted for x in r.pooled(m)], percentiles)
+        elif not spec.telemetry or any(r.value(m) is not None for r in counted):
+            # telemetry: only what was measured; N/A fields stay out of the tables
             metrics[m] = summarize((r.value(m) for r in counted), percentiles)
-    for m in TELEMETRY_RUN_METRICS:  # only what was measured: N/A fields stay out of the tables
-        if any(r.extra.get(m) is not None for r in counted):
-            metrics[m] = summarize((r.extra.get(m) for r in counted), percentiles)
     medians: dict[str, float] = {}
     if counted:
-        for m in COMPONENT_METRICS:
-            medians[m.removesuffix("_ms")] = float(np.median([getattr(r, m) for r in counted]))
+        for spec in registry.components():
+            vals = [v for r in counted if (v := r.value(spec.name)) is not None]
+            if vals:
+                medians[spec.component] = float(np.median(vals))  # type: ignore[index]
     dominant = max(medians, key=medians.__getitem__) if medians else None
     total = sum(v for v in medians.values() if v > 0)
     share = (medians[dominant] / total * 100.0) if dominant and total > 0 else None

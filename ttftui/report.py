@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ttftui import __version__
+from ttftui import __version__, registry
 from ttftui.alerts import goodput, rules_from_config
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
@@ -56,6 +56,11 @@ class LlamaCounters(_M):
     prefill_diff_pct: float | None = Field(description="(ttftui − llama.cpp) / llama.cpp × 100")
 
 
+def _defined(name: str) -> str:
+    """A report field's description: the metric's definition in ttftui.registry."""
+    return registry.metric(name).definition
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -65,21 +70,21 @@ class RunRecord(_M):
     stop_reason: str
     n_prompt_tokens: int
     n_output_tokens: int
-    ttft_ms: float
-    tokenize_ms: float
-    cache_prep_ms: float
-    prefill_ms: float
+    ttft_ms: float = Field(description=_defined("ttft_ms"))
+    tokenize_ms: float = Field(description=_defined("tokenize_ms"))
+    cache_prep_ms: float = Field(description=_defined("cache_prep_ms"))
+    prefill_ms: float = Field(description=_defined("prefill_ms"))
     prefill_chunks_ms: list[float]
     prefill_chunk_tokens: list[int]
-    first_sample_ms: float
-    first_detok_ms: float
-    unaccounted_ms: float
-    unaccounted_pct: float
-    prefill_tps: float | None
-    decode_tps: float | None
-    tpot_ms: float | None
-    e2e_ms: float
-    itl_ms: list[float]
+    first_sample_ms: float = Field(description=_defined("first_sample_ms"))
+    first_detok_ms: float = Field(description=_defined("first_detok_ms"))
+    unaccounted_ms: float = Field(description=_defined("unaccounted_ms"))
+    unaccounted_pct: float = Field(description=_defined("unaccounted_pct"))
+    prefill_tps: float | None = Field(description=_defined("prefill_tps"))
+    decode_tps: float | None = Field(description=_defined("decode_tps"))
+    tpot_ms: float | None = Field(description=_defined("tpot_ms"))
+    e2e_ms: float = Field(description=_defined("e2e_ms"))
+    itl_ms: list[float] = Field(description=_defined("itl_ms"))
     llama: LlamaCounters | None
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
@@ -381,13 +386,23 @@ def report_json(report: Report) -> str:
     return json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-CSV_COLUMNS = (
-    "scenario", "run_id", "iteration", "warmup", "counted", "stop_reason", "n_prompt_tokens", "n_output_tokens",
-    "ttft_ms", "tokenize_ms", "cache_prep_ms", "prefill_ms", "first_sample_ms", "first_detok_ms",
-    "unaccounted_ms", "unaccounted_pct", "prefill_tps", "decode_tps", "tpot_ms", "e2e_ms",
-    "itl_p50_ms", "itl_max_ms", "prefill_chunks_ms", "llama_t_p_eval_ms", "llama_prefill_diff_pct",
-    "synthetic", "device",
-)
+_CSV_ID = ("scenario", "run_id", "iteration", "warmup", "counted", "stop_reason", "n_prompt_tokens",
+           "n_output_tokens")
+_CSV_TAIL = ("itl_p50_ms", "itl_max_ms", "prefill_chunks_ms", "llama_t_p_eval_ms", "synthetic", "device")
+
+
+def csv_columns() -> tuple[str, ...]:
+    """One row per run: who it was, then every per-run metric of ttftui.registry with csv=True (in
+    the registry's order), then ITL's median and max, the prefill chunks, llama.cpp's prefill time."""
+    return (*_CSV_ID, *registry.names(csv=True), *_CSV_TAIL)
+
+
+def _run_value(r: RunRecord, name: str) -> Any:
+    if name == "llama_prefill_diff_pct":
+        return r.llama.prefill_diff_pct if r.llama else None
+    if name in RunRecord.model_fields:
+        return getattr(r, name)
+    return (r.telemetry or {}).get(name)
 
 
 def report_csv(report: Report) -> str:
@@ -395,19 +410,18 @@ def report_csv(report: Report) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(csv_columns())
     dev = report.device.name if report.device else ""
     for r in report.runs:
         itl = np.asarray(r.itl_ms) if r.itl_ms else None
         w.writerow([
             r.scenario, r.run_id, r.iteration, int(r.warmup), int(r.counted), r.stop_reason, r.n_prompt_tokens,
-            r.n_output_tokens, r.ttft_ms, r.tokenize_ms, r.cache_prep_ms, r.prefill_ms, r.first_sample_ms,
-            r.first_detok_ms, r.unaccounted_ms, r.unaccounted_pct, _na(r.prefill_tps), _na(r.decode_tps),
-            _na(r.tpot_ms), r.e2e_ms,
+            r.n_output_tokens,
+            *(_na(_run_value(r, name)) for name in registry.names(csv=True)),
             _na(float(np.percentile(itl, 50)) if itl is not None else None),
             _na(float(itl.max()) if itl is not None else None),
             ";".join(f"{c:.6f}" for c in r.prefill_chunks_ms),
-            _na(r.llama.t_p_eval_ms if r.llama else None), _na(r.llama.prefill_diff_pct if r.llama else None),
+            _na(r.llama.t_p_eval_ms if r.llama else None),
             int(report.synthetic), dev,
         ])
     return buf.getvalue()

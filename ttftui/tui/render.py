@@ -14,18 +14,14 @@ from typing import Sequence
 from rich.text import Text
 from textual.color import Color
 
+from ttftui import registry
 from ttftui.textsafe import visible
 from ttftui.tui.themes import ThemeFile
 
-COMPONENT_LABELS = {
-    "tokenize": "tokenize",
-    "cache_prep": "cache prep",
-    "prefill": "prefill",
-    "first_sample": "first sample",
-    "first_detok": "first detok",
-    "unaccounted": "unaccounted",
-    "pending": "running",
-}
+def component_label(key: str) -> str:
+    """A TTFT component's label (ttftui.registry), or "running" for the part still in progress."""
+    return "running" if key == "pending" else registry.component_label(key)
+
 
 def literal(text: str) -> str:
     """Model output made safe to draw: control characters become visible escapes (the one
@@ -131,7 +127,7 @@ def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequen
     shades when there is more than one chunk."""
     c = theme.components
     segs: list[Segment] = []
-    for key in ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok", "unaccounted", "pending"):
+    for key in (*(m.component for m in registry.components()), "pending"):
         ms = parts.get(key)
         if ms is None:
             continue

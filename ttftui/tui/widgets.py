@@ -13,7 +13,7 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import DataTable, Static
 
-from ttftui.events import COMPONENTS
+from ttftui import registry
 from ttftui.metrics import RunMetrics, ScenarioStats
 from ttftui.reducer import RunState, SessionState
 from ttftui.stats import pct_key
@@ -193,7 +193,7 @@ class TTFTBar(Panel):
             out.append_text(R.stacked_bar(R.component_segments(th, parts, chunks), width, th.components.pending))
             out.append("\n")
             denom = sum(v for v in parts.values()) or 1.0
-            items = [(R.COMPONENT_LABELS[k] + (f"×{len(chunks)}" if k == "prefill" and len(chunks) > 1 else ""),
+            items = [(R.component_label(k) + (f"×{len(chunks)}" if k == "prefill" and len(chunks) > 1 else ""),
                       getattr(th.components, k), v, v / denom * 100) for k, v in parts.items()]
             out.append_text(R.legend(items, width))
         if stats:
@@ -204,7 +204,7 @@ class TTFTBar(Panel):
                     continue
                 tot = sum(med.values())
                 lab = f"{name:<{name_w}}median{R.fmt_ms(tot):>9} "
-                dom = f" {R.COMPONENT_LABELS.get(st.dominant_component or '', '?')} {st.dominant_share_pct or 0:.0f}%"
+                dom = f" {R.component_label(st.dominant_component or '?')} {st.dominant_share_pct or 0:.0f}%"
                 bar_w = max(width - len(lab) - len(dom), 4)
                 out.append("\n" + lab)
                 out.append_text(R.stacked_bar(R.component_segments(th, med), bar_w, th.components.pending))
@@ -245,7 +245,7 @@ def _current_parts(state: SessionState, now_ns: int):
             return f"run {cur.run_id} • {cur.scenario}", {"pending": ms}, [], ms, "  (starting)"
         return "", None, [], 0.0, ""
     m = last.metrics
-    parts = {k: getattr(m, f"{k}_ms") for k in (*COMPONENTS, "unaccounted")}
+    parts = {c.component: v for c in registry.components() if (v := m.value(c.name)) is not None}
     title = f"last run {m.run_id} • {m.scenario}" + (" (warm-up)" if m.warmup else "")
     return title, parts, list(m.prefill_chunks_ms), m.ttft_ms, ""
 
@@ -472,20 +472,11 @@ def _fragment_strip(frags: tuple[tuple[int, str], ...], styles: tuple[str, ...])
 
 
 # ---------------------------------------------------------------------------------------------- tables
-TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("ttft_ms", "TTFT", "ms"),
-    ("tokenize_ms", " tokenize", "ms"),
-    ("cache_prep_ms", " cache prep", "ms"),
-    ("prefill_ms", " prefill", "ms"),
-    ("first_sample_ms", " first sample", "ms"),
-    ("first_detok_ms", " first detok", "ms"),
-    ("unaccounted_ms", " unaccounted", "ms"),
-    ("prefill_tps", "prefill tok/s", "tps"),
-    ("itl_ms", "ITL", "ms"),
-    ("tpot_ms", "TPOT", "ms"),
-    ("decode_tps", "decode tok/s", "tps"),
-    ("e2e_ms", "E2E", "ms"),
-)
+def table_metrics() -> tuple[tuple[str, str, str], ...]:
+    """(metric, label, unit) rows of the percentile table, from ttftui.registry; TTFT's components
+    indented under it."""
+    return tuple((m.name, (" " if m.component else "") + m.label, m.unit)
+                 for m in registry.METRICS if m.table)
 
 
 class PercentileTable(DataTable):
@@ -536,7 +527,7 @@ class PercentileTable(DataTable):
         self._stats_key = key
         names = self.columns_names
         for name, st in stats.items():
-            for metric, label, unit in (*TABLE_METRICS, *extra_metrics):
+            for metric, label, unit in (*table_metrics(), *extra_metrics):
                 summ = st.metrics.get(metric)
                 if summ is None:
                     continue

@@ -1,0 +1,85 @@
+"""One table of metrics (ttftui.registry): every view reads it, so a metric is added in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+
+from ttftui import registry
+from ttftui.registry import Metric
+
+
+@pytest.fixture
+def with_queue_metric(monkeypatch):
+    """A new per-run metric, added only to the registry (its value arrives in a run's extra figures,
+    as telemetry's do)."""
+    new = Metric("queue_ms", "queue", "ms", "time spent waiting for a slot (test metric)")
+    metrics = (*registry.METRICS, new)
+    monkeypatch.setattr(registry, "METRICS", metrics)
+    monkeypatch.setattr(registry, "BY_NAME", {m.name: m for m in metrics})
+    yield new
+    monkeypatch.undo()
+    import ttftui.compare
+    import ttftui.definitions
+
+    importlib.reload(ttftui.definitions)
+    importlib.reload(ttftui.compare)
+
+
+def _runs(n: int = 3):
+    from ttftui.engine.synthetic import SyntheticEngine
+    from ttftui.reducer import fold
+    from ttftui.session import SessionRunner
+
+    from .conftest import make_config
+
+    cfg = make_config(run={"iterations": n, "warmup": 0}, scenarios=[{"name": "s", "prompt_tokens": 32, "max_tokens": 4}])
+    events = []
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append).run()
+    state = fold(events)
+    runs = []
+    for i, r in enumerate(state.runs):
+        m = dataclasses.replace(r.metrics, extra={**r.metrics.extra, "queue_ms": 1.0 + i})
+        runs.append(m)
+    return runs
+
+
+def test_a_metric_added_to_the_registry_reaches_every_view(with_queue_metric):
+    import ttftui.compare
+    import ttftui.definitions
+    from ttftui.alerts import AlertRule
+    from ttftui.metrics import scenario_stats
+    from ttftui.report import csv_columns
+    from ttftui.tui.widgets import table_metrics
+
+    runs = _runs()
+    st = scenario_stats("s", runs, 0, [50.0])
+    assert st.metrics["queue_ms"].n == 3 and st.metrics["queue_ms"].mean == pytest.approx(2.0)
+    assert ("queue_ms", "queue", "ms") in table_metrics()
+    assert AlertRule.model_validate({"metric": "queue_ms", "value": 5}).metric == "queue_ms"
+    assert "queue_ms" in csv_columns()
+    importlib.reload(ttftui.definitions)
+    assert ttftui.definitions.DEFINITIONS["queue_ms"] == with_queue_metric.definition
+    importlib.reload(ttftui.compare)
+    assert "queue_ms" in ttftui.compare.COMPARE_METRICS
+    assert "queue_ms" in ttftui.compare._RunIn.model_fields
+
+
+def test_the_lists_views_read_are_the_registrys():
+    from ttftui.compare import COMPARE_METRICS, HIGHER_IS_BETTER
+    from ttftui.definitions import DEFINITIONS
+    from ttftui.events import COMPONENTS
+    from ttftui.tui.render import component_label
+
+    assert COMPONENTS == ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok")
+    assert [m.component for m in registry.components()][-1] == "unaccounted"
+    assert COMPARE_METRICS[0] == "ttft_ms" and "itl_ms" in COMPARE_METRICS and "unaccounted_pct" not in COMPARE_METRICS
+    assert HIGHER_IS_BETTER == {"prefill_tps", "decode_tps"}
+    assert component_label("cache_prep") == "cache prep" and component_label("pending") == "running"
+    assert list(DEFINITIONS)[:2] == ["t0", "ttft_ms"] and "clock" in DEFINITIONS
+    names = [m.name for m in registry.METRICS]
+    assert len(names) == len(set(names))
+    for m in registry.METRICS:  # units are in the names
+        assert m.name.endswith({"ms": "_ms", "tps": "_tps", "pct": "_pct", "bytes": "_bytes"}[m.unit])

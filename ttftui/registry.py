@@ -1,0 +1,128 @@
+"""Every metric ttftui reports, in one table: name, label, unit, how it is pooled, which way is
+better, its definition, and which views show it.
+
+The per-scenario summary, the dashboard's percentile table and TTFT bar labels, the alert rules'
+metric names, ``compare``'s metrics and directions, the CSV columns, the report's definitions (and so
+``--help`` and the README's definition table) are all read from here, so a metric is added in one
+place. A run's value of a metric is ``RunMetrics.value(name)``: a field of the run's metrics, or an
+entry of its ``extra`` figures (telemetry, and whatever a new source computes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["ms", "tps", "pct", "bytes"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in reports, rules and compare: units in the name (_ms, _tps, _pct, _bytes)
+    label: str  # in the dashboard's table and bar
+    unit: Unit
+    definition: str
+    pooled: bool = False  # True: pooled over tokens (ITL); False: one value per run
+    higher_is_better: bool = False
+    component: str | None = None  # a TTFT component (its phase name), in the order they happen
+    table: bool = True  # a row of the dashboard's percentile table
+    compare: bool = True  # tested by ``ttftui compare``
+    rule: bool = True  # usable by an alert rule
+    csv: bool = True  # a column of the CSV report
+    telemetry: bool = False  # from the telemetry samples: summarised only where measured
+    in_help: bool = True  # its definition is printed by --help, the README and every report
+
+
+_TELEMETRY_DEF = "per run, from the telemetry samples taken while it ran (prefill = start to first token, decode = the rest)"
+
+
+def _telemetry(name: str, label: str, unit: Unit) -> Metric:
+    return Metric(name, label, unit, _TELEMETRY_DEF, table=False, compare=False, csv=False, telemetry=True,
+                  in_help=False)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("ttft_ms", "TTFT", "ms", "t0 -> first token text available to the consumer"),
+    Metric("tokenize_ms", "tokenize", "ms", "chat-template render (if any) + tokenize of the prompt",
+           component="tokenize"),
+    Metric("cache_prep_ms", "cache prep", "ms",
+           "KV-cache clear before prefill (every run starts from an empty cache: no prefix reuse)",
+           component="cache_prep"),
+    Metric("prefill_ms", "prefill", "ms", "sum over prompt chunks of (llama_decode of the chunk + "
+           "llama_synchronize); each chunk of n_batch tokens is also kept in prefill_chunks_ms", component="prefill"),
+    Metric("first_sample_ms", "first sample", "ms",
+           "sampling the first output token from the last prefill logits (llama.cpp sampler chain)",
+           component="first_sample"),
+    Metric("first_detok_ms", "first detok", "ms", "token -> text of the first token, including UTF-8 hold-back",
+           component="first_detok"),
+    Metric("unaccounted_ms", "unaccounted", "ms", "ttft_ms - sum of the components above (shown, never hidden)",
+           component="unaccounted"),
+    Metric("unaccounted_pct", "unaccounted %", "pct", "unaccounted_ms / ttft_ms x 100", table=False, compare=False,
+           in_help=False),
+    Metric("prefill_tps", "prefill tok/s", "tps", "per run: n_prompt_tokens / prefill_ms x 1000",
+           higher_is_better=True),
+    Metric("itl_ms", "ITL", "ms", "gap between consecutive output tokens becoming available (pooled over tokens)",
+           pooled=True, csv=False),
+    Metric("tpot_ms", "TPOT", "ms", "per run: (e2e_ms - ttft_ms) / (n_output - 1)"),
+    Metric("decode_tps", "decode tok/s", "tps", "per run: (n_output - 1) / (e2e_ms - ttft_ms) x 1000",
+           higher_is_better=True),
+    Metric("e2e_ms", "E2E", "ms", "t0 -> last output token"),
+    Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",
+           "(ttftui's prefill_ms - llama.cpp's t_p_eval_ms) / t_p_eval_ms x 100, 1-token chunks left out on "
+           "both sides", table=False, compare=False, rule=False, in_help=False),
+    _telemetry("gpu_mem_peak_bytes", "GPU mem peak", "bytes"),
+    _telemetry("gpu_mem_mean_bytes", "GPU mem mean", "bytes"),
+    _telemetry("gpu_mem_delta_bytes", "GPU mem delta", "bytes"),
+    _telemetry("gpu_busy_mean_pct", "GPU busy", "pct"),
+    _telemetry("prefill_gpu_busy_mean_pct", "GPU busy (prefill)", "pct"),
+    _telemetry("decode_gpu_busy_mean_pct", "GPU busy (decode)", "pct"),
+    _telemetry("prefill_gpu_mem_peak_bytes", "GPU mem peak (prefill)", "bytes"),
+    _telemetry("decode_gpu_mem_peak_bytes", "GPU mem peak (decode)", "bytes"),
+    _telemetry("rss_peak_bytes", "RSS peak", "bytes"),
+    _telemetry("proc_cpu_mean_pct", "CPU (engine)", "pct"),
+    _telemetry("prefill_proc_cpu_mean_pct", "CPU (engine, prefill)", "pct"),
+    _telemetry("decode_proc_cpu_mean_pct", "CPU (engine, decode)", "pct"),
+    _telemetry("sys_cpu_mean_pct", "CPU (system)", "pct"),
+)
+
+# Words the definitions need that are not per-run metrics.
+TERMS: dict[str, str] = {
+    "t0": "the moment a request starts, before chat templating and tokenizing",
+    "load_ms": "model load + context creation, once per session",
+    "cold_ttft_ms": "load_ms + TTFT of the session's first request",
+    "percentiles": "linear interpolation (NumPy default), always with n; warm-up runs excluded",
+    "clock": "time.perf_counter_ns() in the thread that does the work, never at render time",
+}
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def metric(name: str) -> Metric:
+    return BY_NAME[name]
+
+
+def names(**flags: bool) -> tuple[str, ...]:
+    """Names of the metrics whose flags match, in table order: ``names(compare=True)``."""
+    return tuple(m.name for m in METRICS if all(getattr(m, k) == v for k, v in flags.items()))
+
+
+def components() -> tuple[Metric, ...]:
+    """The TTFT components in the order they happen, ``unaccounted`` (derived) last."""
+    return tuple(m for m in METRICS if m.component is not None)
+
+
+def measured_components() -> tuple[str, ...]:
+    """The phase names the engine times (everything but ``unaccounted``)."""
+    return tuple(m.component for m in components() if m.component != "unaccounted")  # type: ignore[misc]
+
+
+def component_label(component: str) -> str:
+    return next((m.label for m in components() if m.component == component), component)
+
+
+def definitions() -> dict[str, str]:
+    """t0, the defined metrics, then the other terms: what --help, the README and every report say."""
+    out = {"t0": TERMS["t0"]}
+    out.update({m.name: m.definition for m in METRICS if m.in_help})
+    out.update({k: v for k, v in TERMS.items() if k != "t0"})
+    return out
