@@ -342,7 +342,7 @@ def stress(rate: int, tokens: int, runs: int) -> None:
     from ttftui.config import Config
     from ttftui.engine.synthetic import CostModel, SyntheticEngine
     from ttftui.tui.app import TtftApp
-    from ttftui.tui.sources import LiveSource
+    from ttftui.live import LiveSource
 
     cfg = Config.model_validate({"run": {"iterations": runs, "warmup": 0}, "model": {"n_ctx": tokens + 64},
                                  "scenarios": [{"name": "stress", "prompt_tokens": 32, "max_tokens": tokens}]})

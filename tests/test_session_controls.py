@@ -69,7 +69,7 @@ def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
 def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before_it_an_interrupted_one():
     from ttftui.engine.synthetic import CostModel
     from ttftui.events import SessionFinished
-    from ttftui.tui.sources import LiveSource
+    from ttftui.live import LiveSource
 
     cfg = _config()
     done = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test"))

@@ -238,7 +238,7 @@ async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
     """A real LiveSource (synthetic engine at 5,000 tok/s, paced): nothing lost, quit is prompt."""
     from ttftui.config import Config
     from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.tui.sources import LiveSource
+    from ttftui.live import LiveSource
 
     cfg = Config.model_validate({"run": {"iterations": 2, "warmup": 0},
                                  "scenarios": [{"name": "fast", "prompt_tokens": 32, "max_tokens": 2000}]})
@@ -426,7 +426,7 @@ def test_the_live_source_wakes_its_front_end_when_a_run_or_the_session_ends():
     from ttftui.config import Config
     from ttftui.engine.synthetic import SyntheticEngine
     from ttftui.events import RunFailed, RunFinished, SessionFinished
-    from ttftui.tui.sources import LiveSource
+    from ttftui.live import LiveSource
 
     cfg = Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 4}]})
     src = LiveSource(cfg, ["s"], lambda: SyntheticEngine(cfg, "test"))
@@ -453,3 +453,19 @@ def test_a_prefill_shorter_than_a_second_is_never_interrupted_by_a_frame():
     assert not app.tick_draw_due()
     app.pump.feed(events[last_start + 1: last_start + 12])  # the first tokens: refresh_hz again
     assert app.pump.state.current.tokens and app.tick_draw_due()
+
+
+def test_every_source_is_a_source():
+    """Live, replay and the tests' static source all implement the one interface the app talks to
+    (ttftui.source.Source), so the app never probes a source with getattr."""
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import SyntheticEngine
+    from ttftui.live import LiveSource
+    from ttftui.replay import ReplaySource
+    from ttftui.source import Source
+
+    cfg = Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2}]})
+    live = LiveSource(cfg, ["s"], lambda: SyntheticEngine(cfg, "test"))
+    for src in (live, ReplaySource(synthetic_session(1, 0)), StaticSource([])):
+        assert isinstance(src, Source)
+        assert src.take_reset() is None and isinstance(src.status_extra(), str)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ttftui.config import Config
 from ttftui.events import RunStarted, SessionFinished
+from ttftui.source import SourceBase
 
 
 def synthetic_session(iterations: int = 3, warmup: int = 1, scenarios: list[dict] | None = None,
@@ -32,7 +33,7 @@ def synthetic_session(iterations: int = 3, warmup: int = 1, scenarios: list[dict
     return events
 
 
-class StaticSource:
+class StaticSource(SourceBase):
     """Hands the app a fixed list of events on the first drain; records what the keys asked."""
 
     def __init__(self, events: list[Any], mode: str = "live", activity: str = "running"):
@@ -40,8 +41,6 @@ class StaticSource:
         self.mode = mode
         self._activity = activity
         self.calls: list[tuple[str, Any]] = []
-        self.alive = False
-        self.total_runs = None
         self._paused = False
 
     def start(self) -> None:

@@ -172,11 +172,6 @@ def goodput(rules: Iterable[AlertRule], scenario: str, runs: list[RunMetrics]) -
     return good / len(counted) * 100.0
 
 
-def rules_from_config(cfg_dict: dict[str, Any]) -> list[AlertRule]:
-    """Rules from a session's config as recorded (already validated when the session started)."""
-    return [AlertRule.model_validate(r) for r in cfg_dict.get("alerts", []) or []]
-
-
 SEVERITY_RANK = {"warning": 1, "critical": 2}
 
 
@@ -186,4 +181,4 @@ def fired(alerts: Iterable[AlertChanged], at_least: str) -> list[AlertChanged]:
     return [a for a in alerts if a.state == "firing" and SEVERITY_RANK[a.severity] >= need]
 
 
-__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "rules_from_config", "fired"]
+__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "fired"]

@@ -158,16 +158,15 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
     from ttftui.output import check_writable
     from ttftui.progress import Progress
     from ttftui.pump import Pump, run_live
+    from ttftui.live import LiveSession
     from ttftui.report import build_report, report_csv, report_json
-    from ttftui.session import Controls, EventBus, SessionRunner
 
     if args.output:
         check_writable(args.output, "report")
     factory = select_engine(config, force_synthetic=args.synthetic, pace=False)
     total = len(names) * (config.run.iterations + config.run.warmup)
-    bus = EventBus()
-    controls = Controls()
-    runner = SessionRunner(config, factory, bus.publish, scenarios=names, controls=controls)
+    session = LiveSession(config, names, factory)
+    runner = session.runner
     sinks: list[Any] = [Progress(total, quiet=args.quiet)]
     if recorder is not None:
         sinks.insert(0, recorder)
@@ -175,7 +174,7 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
 
     pump = Pump(sinks, evaluator=AlertEvaluator(config.alerts))
     try:
-        state = run_live(runner, bus, pump)
+        state = run_live(session, pump)
     finally:
         if recorder is not None:
             recorder.close()

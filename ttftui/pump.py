@@ -5,7 +5,7 @@ the session state with the pure reducer, hands each one to the sinks (recorder, 
 for live sessions, lets the alert evaluator react to each ended run by emitting alert events, which
 go through the same path, so they are folded, recorded and shown like everything else.
 
-:func:`run_live` drives a live session in a worker thread from the calling (main) thread; SIGINT
+:func:`run_live` drives a live session (:class:`ttftui.live.LiveSession`) from the calling (main) thread; SIGINT
 and SIGTERM become a *stop request* (the engine stops between tokens) instead of an exception that
 could tear the state apart, and the session still ends with its SessionFinished event.
 """
@@ -15,14 +15,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ttftui.events import RunFailed, RunFinished
+from ttftui.events import Event, RunFailed, RunFinished
 from ttftui.reducer import SessionState, apply, initial_state
-from ttftui.session import Controls, EventBus, SessionRunner
+from ttftui.session import Controls
 
-Sink = Callable[[Any], None]
-Evaluator = Callable[[SessionState, Any], Iterable[Any]]
+if TYPE_CHECKING:
+    from ttftui.live import LiveSession
+
+Sink = Callable[[Event], None]
+Evaluator = Callable[[SessionState, Event], Iterable[Event]]
 
 
 class Pump:
@@ -31,12 +34,12 @@ class Pump:
         self.sinks = list(sinks)
         self.evaluator = evaluator
 
-    def feed(self, events: Iterable[Any]) -> SessionState:
+    def feed(self, events: Iterable[Event]) -> SessionState:
         for ev in events:
             self._one(ev)
         return self.state
 
-    def _one(self, ev: Any) -> None:
+    def _one(self, ev: Event) -> None:
         self.state = apply(self.state, ev)
         for sink in self.sinks:
             sink(ev)
@@ -70,18 +73,16 @@ class _Signals:
             signal.signal(sig, h)
 
 
-def run_live(runner: SessionRunner, bus: EventBus, pump: Pump, *, poll_s: float = 0.05) -> SessionState:
-    """Run ``runner`` in a worker thread and pump its events here until it has finished.
+def run_live(session: LiveSession, pump: Pump, *, poll_s: float = 0.05) -> SessionState:
+    """Run ``session`` (its runner in a worker thread) and pump its events here until it has finished.
 
     The consumer polls on a fixed cadence instead of waking on every event: a wake-up per token
-    would make the engine thread wait for the GIL between its llama.cpp calls, which shows up as
-    "unaccounted" time between prefill chunks and as slower decode."""
-    worker = threading.Thread(target=runner.run, name="ttftui-engine", daemon=True)
-    with _Signals(runner.controls):
-        worker.start()
+    would take a core (and, with an in-process engine, the GIL) from the engine it measures."""
+    with _Signals(session.controls):
+        session.start()
         while True:
-            alive = worker.is_alive()
-            events = bus.drain(timeout=0)
+            alive = session.alive
+            events = session.drain()
             if events:
                 pump.feed(events)
             elif not alive:

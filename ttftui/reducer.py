@@ -18,11 +18,15 @@ import bisect
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Iterator, TypeVar
 
+from pydantic import ValidationError
+
+from ttftui.config import Config
 from ttftui.metrics import RunMetrics, ScenarioStats, run_metrics, scenario_stats
 from ttftui.events import (
     AlertChanged,
     EngineCrashed,
     EngineReady,
+    Event,
     Notice,
     PhaseTimed,
     RunFailed,
@@ -120,6 +124,9 @@ class RunState:
 @dataclass(frozen=True, slots=True)
 class SessionState:
     session: SessionStarted | None = None
+    # The session's config, validated once when it started: None before, or when a recording's
+    # config does not validate (another version's, or damaged): consumers then use the defaults.
+    config: Config | None = None
     engine: EngineReady | None = None
     current: RunState | None = None
     runs: Log[RunState] = field(default_factory=Log)  # ended runs (finished or failed), in order
@@ -146,52 +153,51 @@ def _end_current(state: SessionState, run: RunState, **kw: Any) -> SessionState:
     return replace(state, current=None, runs=state.runs.append(run), **kw)
 
 
-def apply(state: SessionState, ev: Any) -> SessionState:
-    """Fold one event into the session state (pure; the input state is left as it was)."""
+def apply(state: SessionState, ev: Event) -> SessionState:
+    """Fold one event into the session state (pure; the input state is left as it was). The
+    bookkeeping (event count, newest time) is done once, then one case per event type."""
     t = getattr(ev, "t_ns", state.last_t_ns)
-    n = state.n_events + 1
-    last = t if t > state.last_t_ns else state.last_t_ns
+    book = {"n_events": state.n_events + 1, "last_t_ns": t if t > state.last_t_ns else state.last_t_ns}
     cur = state.current
-    if isinstance(ev, TokenEmitted):
-        if cur is None or cur.run_id != ev.run_id:
-            return replace(state, n_events=n, last_t_ns=last)
-        run = replace(cur, tokens=cur.tokens.append(ev))
-        return replace(state, current=run, n_events=n, last_t_ns=last)
-    if isinstance(ev, PhaseTimed):
-        if cur is None or cur.run_id != ev.run_id:
-            return replace(state, n_events=n, last_t_ns=last)
-        return replace(state, current=replace(cur, phases=cur.phases + (ev,)), n_events=n, last_t_ns=last)
-    if isinstance(ev, TelemetrySample):
-        return replace(state, telemetry=state.telemetry.append(ev), n_events=n, last_t_ns=last)
-    if isinstance(ev, RunStarted):
-        if cur is not None:  # a run that never ended (damaged recording): drop it, don't invent data
-            state = replace(state, current=None)
-        return replace(state, current=RunState(started=ev, tokens=Log()), n_events=n, last_t_ns=last)
-    if isinstance(ev, RunFinished):
-        if cur is None or cur.run_id != ev.run_id:
-            return replace(state, n_events=n, last_t_ns=last)
-        m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens,
-                        telemetry_window(state.telemetry, cur.started.t_ns, ev.t_ns))
-        return _end_current(state, replace(cur, finished=ev, metrics=m), n_events=n, last_t_ns=last)
-    if isinstance(ev, RunFailed):
-        if cur is None or cur.run_id != ev.run_id:
-            return replace(state, n_events=n, last_t_ns=last)
-        return _end_current(state, replace(cur, failed=ev.error), n_events=n, last_t_ns=last)
-    if isinstance(ev, AlertChanged):
-        return replace(state, alerts=state.alerts.append(ev), n_events=n, last_t_ns=last)
-    if isinstance(ev, Notice):
-        return replace(state, notices=state.notices.append(ev), n_events=n, last_t_ns=last)
-    if isinstance(ev, TelemetryStatus):
-        return replace(state, telemetry_status=ev, n_events=n, last_t_ns=last)
-    if isinstance(ev, EngineReady):
-        return replace(state, engine=ev, n_events=n, last_t_ns=last)
-    if isinstance(ev, SessionStarted):
-        return replace(initial_state(), session=ev, n_events=n, last_t_ns=last)
-    if isinstance(ev, EngineCrashed):
-        return replace(state, crash=ev, n_events=n, last_t_ns=last)
-    if isinstance(ev, SessionFinished):
-        return replace(state, finished=ev, current=None, n_events=n, last_t_ns=last)
-    return replace(state, n_events=n, last_t_ns=last)
+    match ev:
+        case TokenEmitted() if cur is not None and cur.run_id == ev.run_id:
+            return replace(state, current=replace(cur, tokens=cur.tokens.append(ev)), **book)
+        case PhaseTimed() if cur is not None and cur.run_id == ev.run_id:
+            return replace(state, current=replace(cur, phases=cur.phases + (ev,)), **book)
+        case TelemetrySample():
+            return replace(state, telemetry=state.telemetry.append(ev), **book)
+        case RunStarted():
+            # a run that never ended (damaged recording) is dropped, not completed with invented data
+            return replace(state, current=RunState(started=ev, tokens=Log()), **book)
+        case RunFinished() if cur is not None and cur.run_id == ev.run_id:
+            m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens,
+                            telemetry_window(state.telemetry, cur.started.t_ns, ev.t_ns))
+            return _end_current(state, replace(cur, finished=ev, metrics=m), **book)
+        case RunFailed() if cur is not None and cur.run_id == ev.run_id:
+            return _end_current(state, replace(cur, failed=ev.error), **book)
+        case AlertChanged():
+            return replace(state, alerts=state.alerts.append(ev), **book)
+        case Notice():
+            return replace(state, notices=state.notices.append(ev), **book)
+        case TelemetryStatus():
+            return replace(state, telemetry_status=ev, **book)
+        case EngineReady():
+            return replace(state, engine=ev, **book)
+        case EngineCrashed():
+            return replace(state, crash=ev, **book)
+        case SessionStarted():
+            return replace(initial_state(), session=ev, config=session_config(ev.config), **book)
+        case SessionFinished():
+            return replace(state, finished=ev, current=None, **book)
+    return replace(state, **book)  # an event of another run (or a stray one): counted, nothing else
+
+
+def session_config(recorded: dict[str, Any]) -> Config | None:
+    """A session's recorded config as a ``Config``, or None when it does not validate."""
+    try:
+        return Config.model_validate(recorded)
+    except (ValidationError, ValueError, TypeError):
+        return None
 
 
 def fold(events: Any, state: SessionState | None = None) -> SessionState:
@@ -217,11 +223,7 @@ def finished_metrics(state: SessionState) -> list[RunMetrics]:
 
 def scenario_order(state: SessionState) -> list[str]:
     """Scenarios in config order, then any others in order of appearance."""
-    names: list[str] = []
-    if state.session is not None:
-        for sc in state.session.config.get("scenarios", []):
-            if isinstance(sc, dict) and "name" in sc:
-                names.append(sc["name"])
+    names: list[str] = [s.name for s in state.config.scenarios] if state.config is not None else []
     for r in state.runs:
         if r.scenario not in names:
             names.append(r.scenario)
@@ -230,17 +232,28 @@ def scenario_order(state: SessionState) -> list[str]:
     return names
 
 
-# One-entry cache. It holds references to the keyed objects, so an ``id`` can never be reused
-# by another session while the entry lives.
-_STATS_CACHE: list[Any] = [None, None, -1, None, None]  # items, session, n, percentiles, value
+@dataclass
+class _StatsCache:
+    """One entry. It holds references to the keyed objects, so an ``id`` can never be reused by
+    another session while the entry lives."""
+
+    runs_items: Any = None  # the runs Log's shared list
+    session: Any = None
+    n_runs: int = -1
+    percentiles: tuple[float, ...] = ()
+    value: dict[str, ScenarioStats] = field(default_factory=dict)
+
+
+_STATS_CACHE = _StatsCache()
 
 
 def session_stats(state: SessionState, percentiles: tuple[float, ...] | list[float]) -> dict[str, ScenarioStats]:
     """Per-scenario statistics of the runs that have ended (cached per distinct set of runs)."""
     c = _STATS_CACHE
     pcts = tuple(percentiles)
-    if c[0] is state.runs._items and c[1] is state.session and c[2] == len(state.runs) and c[3] == pcts:
-        return c[4]
+    if (c.runs_items is state.runs._items and c.session is state.session and c.n_runs == len(state.runs)
+            and c.percentiles == pcts):
+        return c.value
     by: dict[str, list[RunMetrics]] = {}
     failed: dict[str, int] = {}
     for r in state.runs:
@@ -253,5 +266,5 @@ def session_stats(state: SessionState, percentiles: tuple[float, ...] | list[flo
         for name in scenario_order(state)
         if name in by or name in failed
     }
-    c[:] = [state.runs._items, state.session, len(state.runs), pcts, out]
+    c.runs_items, c.session, c.n_runs, c.percentiles, c.value = state.runs._items, state.session, len(state.runs), pcts, out
     return out

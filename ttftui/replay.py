@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from ttftui.events import RunStarted
 from ttftui.reducer import SessionState, apply, initial_state
+from ttftui.source import SourceBase
 
 SPEEDS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
 CHECKPOINT_EVERY = 5000
@@ -29,10 +30,10 @@ def fmt_speed(speed: float) -> str:
     return "max" if speed == float("inf") else f"{speed:g}×"
 
 
-class ReplaySource:
+class ReplaySource(SourceBase):
+    """A recording as a :class:`ttftui.source.Source`, with replay's own controls (speed, seek)."""
+
     mode = "replay"
-    alive = False
-    total_runs = None
 
     def __init__(self, events: list[Any], *, source_name: str = "", speed: float = 1.0,
                  wall: Callable[[], float] = time.monotonic):

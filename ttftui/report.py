@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ttftui import __version__, registry
-from ttftui.alerts import goodput, rules_from_config
+from ttftui.alerts import goodput
+from ttftui.config import Config
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
 from ttftui.metrics import RunMetrics, ScenarioStats
@@ -260,8 +261,7 @@ def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None) -> Sce
 
 
 def report_percentiles(state: SessionState) -> list[float]:
-    cfg = state.session.config if state.session else {}
-    return list(cfg.get("report", {}).get("percentiles", [50.0, 90.0, 95.0, 99.0]))
+    return list((state.config or Config()).report.percentiles)
 
 
 def _telemetry(state: SessionState) -> TelemetryReport | None:
@@ -332,7 +332,7 @@ def _crash(state: SessionState) -> CrashRecord | None:
 
 def build_report(state: SessionState, source: dict[str, Any] | None = None) -> Report:
     pcts = report_percentiles(state)
-    rules = rules_from_config(state.session.config) if state.session else []
+    rules = list(state.config.alerts) if state.config is not None else []
     eng = state.engine
     runs = [r.metrics for r in state.runs if r.metrics is not None]
     failed = [

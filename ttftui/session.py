@@ -23,6 +23,7 @@ from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
 from ttftui.textsafe import clean_event
 from ttftui.events import (
     EngineReady,
+    Event,
     Notice,
     RunFailed,
     RunStarted,
@@ -37,14 +38,14 @@ class EventBus:
     blocks, so a producer's timing is not disturbed by how slowly a consumer draws."""
 
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
-    def publish(self, event: Any) -> None:
+    def publish(self, event: Event) -> None:
         self._q.put(event)
 
-    def drain(self, timeout: float | None = 0.0, limit: int = 1_000_000) -> list[Any]:
+    def drain(self, timeout: float | None = 0.0, limit: int = 1_000_000) -> list[Event]:
         """Everything queued now; waits up to ``timeout`` seconds for the first event."""
-        out: list[Any] = []
+        out: list[Event] = []
         try:
             if timeout:
                 out.append(self._q.get(timeout=timeout))
@@ -99,7 +100,7 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-AfterRun = Callable[[Any], None]
+AfterRun = Callable[[Event], None]
 
 
 class SessionRunner:
@@ -107,7 +108,7 @@ class SessionRunner:
         self,
         config: Config,
         engine_factory: Callable[[], Engine],
-        publish: Callable[[Any], None],
+        publish: Callable[[Event], None],
         *,
         scenarios: list[str] | None = None,
         controls: Controls | None = None,

@@ -31,6 +31,7 @@ from textual.widgets import Footer, Input, Label
 
 from ttftui.events import RunFailed, RunFinished
 from ttftui.pump import Pump
+from ttftui.source import Source
 from ttftui.textsafe import visible
 from ttftui.replay import fmt_clock, fmt_speed
 from ttftui.reducer import session_stats
@@ -122,7 +123,7 @@ class TtftApp(App[int]):
 
     DRAIN_HZ = 10.0
 
-    def __init__(self, source: Any, *, theme: str = "dark", refresh_hz: float = 4.0, pump: Pump | None = None,
+    def __init__(self, source: Source, *, theme: str = "dark", refresh_hz: float = 4.0, pump: Pump | None = None,
                  n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None,
                  busy_cpu_pct: float = 0.0):
         super().__init__()
@@ -195,11 +196,10 @@ class TtftApp(App[int]):
             self.notify(problem, title="theme", severity="warning", timeout=10)
         self._fit_layout()
         self.source.start()
-        set_wake = getattr(self.source, "set_wake", None)
-        if set_wake is not None:  # called from the engine thread: hand over to this loop, never block
-            loop, ctx = asyncio.get_running_loop(), contextvars.copy_context()
-            # call_later posts a message, handled at once; call_next would wait for the next message
-            set_wake(lambda: loop.call_soon_threadsafe(self.call_later, self._wake_tick, context=ctx))
+        # called from the engine thread (a live source, when a run ends): hand over to this loop, never block
+        loop, ctx = asyncio.get_running_loop(), contextvars.copy_context()
+        # call_later posts a message, handled at once; call_next would wait for the next message
+        self.source.set_wake(lambda: loop.call_soon_threadsafe(self.call_later, self._wake_tick, context=ctx))
         self._tick_and_schedule(force=True)
 
     def _wake_tick(self) -> None:
@@ -251,8 +251,7 @@ class TtftApp(App[int]):
         return self._clock() if self._clock is not None else self.source.now_ns()
 
     def tick(self, force: bool = False) -> None:
-        take_reset = getattr(self.source, "take_reset", None)
-        if take_reset is not None and (reset := take_reset()) is not None:
+        if (reset := self.source.take_reset()) is not None:
             self.pump.state = reset  # replay seek: the folded state at the new position
         events = self.source.drain()
         # A run just ended: draw its results now, in the engine's idle gap between runs, not at the
@@ -354,7 +353,7 @@ class TtftApp(App[int]):
                 pcts = report_percentiles(state)
                 self._stats = session_stats(state, pcts)
                 self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
-                                   extra=self.status_extra(), total_runs=getattr(self.source, "total_runs", None))
+                                   extra=self.status_extra(), total_runs=self.source.total_runs)
                 self.w_ttft.show(state, self._stats, now)
                 # every panel is called every full frame: each one compares what it shows and returns
                 # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
@@ -402,12 +401,9 @@ class TtftApp(App[int]):
         """The source's extra status (the recording's event count and size), refreshed when the status
         clock's second changes. It changes with every event, and a status line that changes on every
         frame made every frame repaint the screen from its top row down to whatever else changed."""
-        extra = getattr(self.source, "status_extra", None)
-        if not callable(extra):
-            return ""
         sec = self.now_ns() // 1_000_000_000  # the same second as the status line's clock
         if self._extra is None or self._extra[0] != sec:
-            self._extra = (sec, extra())
+            self._extra = (sec, self.source.status_extra())
         return self._extra[1]
 
     # ------------------------------------------------------------------ actions
@@ -476,10 +472,7 @@ class TtftApp(App[int]):
         return True
 
     def action_pause(self) -> None:
-        toggle = getattr(self.source, "toggle_pause", None)
-        if toggle is None:
-            return
-        paused = toggle()
+        paused = self.source.toggle_pause()
         if self.source.mode == "live":
             self.notify("pausing after the current run" if paused else "resumed", timeout=3)
         self.redraw(force=True)
@@ -581,7 +574,7 @@ class TtftApp(App[int]):
         # The engine stops between tokens (or after the current prefill chunk); wait briefly so the
         # session's last events (and its recording) are complete, but never hang the terminal.
         for _ in range(100):
-            if not getattr(self.source, "alive", False):
+            if not self.source.alive:
                 break
             await asyncio.sleep(0.03)
         self.pump.feed(self.source.drain())

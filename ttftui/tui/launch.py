@@ -30,7 +30,7 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     from ttftui.engine import select_engine
     from ttftui.pump import Pump
     from ttftui.tui.app import TtftApp
-    from ttftui.tui.sources import LiveSource
+    from ttftui.live import LiveSource
 
     _need_terminal()
     factory = select_engine(config, force_synthetic=synthetic, pace=config.engine.synthetic_pace)
@@ -83,8 +83,10 @@ def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz
 
 def _rules_in(events: list[Any]) -> int:
     from ttftui.events import SessionStarted
+    from ttftui.reducer import session_config
 
     for e in events:
         if isinstance(e, SessionStarted):
-            return len(e.config.get("alerts", []) or [])
+            cfg = session_config(e.config)
+            return len(cfg.alerts) if cfg is not None else 0
     return 0

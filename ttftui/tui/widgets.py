@@ -150,9 +150,9 @@ def firing_alerts(state: SessionState, severity: str | None = None) -> list[Any]
 
 
 def _run_position(state: SessionState, cur: RunState) -> str:
-    cfg = state.session.config.get("run", {}) if state.session else {}
-    warm = int(cfg.get("warmup", 0))
-    iters = int(cfg.get("iterations", 0))
+    run = state.config.run if state.config is not None else None
+    warm = run.warmup if run else 0
+    iters = run.iterations if run else 0
     it = cur.started.iteration
     if cur.warmup:
         return f"warm-up {it + 1}/{warm}"

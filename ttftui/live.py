@@ -1,6 +1,5 @@
-"""Event sources the dashboard can be fed from. The dashboard only ever calls ``drain()`` on its
-timer; a source never touches a widget. A live source runs the session runner in a worker thread.
-(The replay source lives in ttftui.recording.replay_source and has the same shape.)"""
+"""Live sessions: the session runner in a worker thread, as the headless report and the dashboard
+drive it. A source never touches a widget; the dashboard only drains it on its own timer."""
 
 from __future__ import annotations
 
@@ -10,9 +9,10 @@ from typing import Any, Callable
 from ttftui.config import Config
 from ttftui.engine.base import Engine
 from ttftui.errors import EngineCrash, TtftuiError
-from ttftui.events import RunFailed, RunFinished, SessionFinished
+from ttftui.events import Event, RunFailed, RunFinished, SessionFinished
 from ttftui.reducer import SessionState
 from ttftui.session import Controls, EventBus, SessionRunner
+from ttftui.source import SourceBase
 
 
 GIL_SWITCH_S = 0.0005
@@ -33,27 +33,21 @@ def yield_to_engine() -> None:
 _WAKE_ON = {RunFinished, RunFailed, SessionFinished}
 
 
-class LiveSource:
-    mode = "live"
+class LiveSession:
+    """A session runner in its worker thread, publishing into a bus that the front end drains: the
+    set-up the headless report (``ttftui.pump.run_live``) and the dashboard share."""
 
-    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine],
-                 recorder: Any = None, *, yield_ui: bool = False):
+    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine], *,
+                 controls: Controls | None = None):
         self.config = config
-        self.yield_ui = yield_ui  # the real dashboard: a short GIL switch interval once the engine runs
-        self.recorder = recorder
         self.bus = EventBus()
-        # A short untimed gap between runs lets the dashboard draw each run's results while the
-        # engine is idle instead of during the next prefill.
-        self.controls = Controls(keep_alive=True, between_runs_s=BETWEEN_RUNS_S)
+        self.controls = controls or Controls()
         self._wake: Callable[[], None] | None = None
-        self.runner = SessionRunner(config, engine_factory, self._publish, scenarios=names,
-                                    controls=self.controls)
+        self.runner = SessionRunner(config, engine_factory, self._publish, scenarios=names, controls=self.controls)
         self._thread = threading.Thread(target=self.runner.run, name="ttftui-engine", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-        if self.yield_ui:  # process-wide and lasting: only for the dashboard's own process
-            yield_to_engine()
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """``wake()`` is called from the engine thread when a run or the session ends, so that a
@@ -62,13 +56,43 @@ class LiveSource:
         its event loop)."""
         self._wake = wake
 
-    def _publish(self, event: Any) -> None:
+    def _publish(self, event: Event) -> None:
         self.bus.publish(event)
         if self._wake is not None and type(event) in _WAKE_ON:
             self._wake()
 
-    def drain(self) -> list[Any]:
+    def drain(self) -> list[Event]:
         return self.bus.drain(timeout=0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class LiveSource(LiveSession, SourceBase):
+    """A live session as the dashboard's source: keeps the engine alive for re-runs after the plan,
+    pauses between runs so each result is drawn while the engine is idle, and turns keys into
+    controls."""
+
+    mode = "live"
+
+    def __init__(self, config: Config, names: list[str], engine_factory: Callable[[], Engine],
+                 recorder: Any = None, *, yield_ui: bool = False):
+        # A short untimed gap between runs lets the dashboard draw each run's results while the
+        # engine is idle instead of during the next prefill.
+        super().__init__(config, names, engine_factory,
+                         controls=Controls(keep_alive=True, between_runs_s=BETWEEN_RUNS_S))
+        self.yield_ui = yield_ui  # the real dashboard: a short GIL switch interval once the engine runs
+        self.recorder = recorder
+
+    def start(self) -> None:
+        super().start()
+        if self.yield_ui:  # process-wide and lasting: only for the dashboard's own process
+            yield_to_engine()
 
     def now_ns(self) -> int:
         eng = self.runner.engine
@@ -78,17 +102,9 @@ class LiveSource:
     def total_runs(self) -> int:
         return self.runner.planned_runs
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def stop(self) -> None:
         # Quitting after the plan (and every re-run) is done ends a complete session, not an interrupted one.
         self.controls.request_stop("completed" if self.runner.idle else "interrupted")
-
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     # --- controls exposed to keys
     def toggle_pause(self) -> bool:
