@@ -366,3 +366,27 @@ async def test_replay_keys_in_the_dashboard():
         await pilot.press("q")
     assert app.return_code == 0
     assert "REPLAY" in app.w_status.content.plain and "test.ttftrec" in app.w_status.content.plain
+
+
+def test_previous_run_from_the_end_and_twice_while_playing():
+    """At the end the run shown is the last that ended: "[" goes to the one before it. A second "["
+    soon after goes one further back even though the replay played on meanwhile; later, "[" restarts
+    the run in progress."""
+    events = synthetic_session(iterations=3, warmup=0)
+    starts = [e.t_ns for e in events if isinstance(e, RunStarted)]
+    wall = FakeWall()
+    src = ReplaySource(events, wall=wall, speed=1.0)
+    src.start()
+    src.seek_end()
+    src.seek_run(-1)
+    assert src.now_ns() == starts[-2]
+    wall.t += 0.3
+    src.drain()  # it plays on for 0.3 s
+    assert src.now_ns() > starts[-2]
+    src.seek_run(-1)
+    assert src.now_ns() == starts[-3]
+    wall.t += 0.1
+    src.drain()
+    wall.t += 5.0  # much later, inside the same run: "[" restarts it
+    src.seek_run(-1)
+    assert src.now_ns() == starts[-3]

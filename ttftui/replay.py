@@ -12,13 +12,14 @@ import bisect
 import time
 from typing import Any, Callable
 
-from ttftui.events import RunStarted
+from ttftui.events import RunFailed, RunFinished, RunStarted
 from ttftui.reducer import SessionState, apply, initial_state
 from ttftui.source import SourceBase
 
 SPEEDS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
 CHECKPOINT_EVERY = 5000
 MAX_PER_DRAIN = 20000  # "as fast as possible" still yields to the screen between batches
+BACK_AGAIN_S = 2.0  # a second "[" within this wall time goes one run further back
 
 
 def fmt_clock(ns: int) -> str:
@@ -54,6 +55,7 @@ class ReplaySource(SourceBase):
         self._last_wall: float | None = None
         self._reset: SessionState | None = None
         self._checkpoints: list[tuple[int, SessionState]] = [(0, initial_state())]
+        self._back: tuple[int, float] | None = None  # (run index, wall time) of the last "previous"
 
     # ----------------------------------------------------------------- consumer API
     def start(self) -> None:
@@ -147,17 +149,32 @@ class ReplaySource(SourceBase):
         return state
 
     def seek_run(self, step: int) -> None:
-        """Start of the next (step=+1) or previous (step=-1) run. "Previous" from the first moments
-        of a run goes to the run before it, like a media player's back button."""
+        """Start of the next (step=+1) or previous (step=-1) run, like a media player's buttons.
+        "Previous" restarts the run in progress, unless it has only just begun (here, or because
+        the last ``[`` went there less than ``BACK_AGAIN_S`` ago while it plays on): then it goes to
+        the run before. Between runs and at the end, the run shown is the last that ended, so
+        "previous" is the one before it."""
         if not self.run_starts:
             return
         cur = bisect.bisect_right(self.run_starts, self._i - 1) - 1  # run the cursor is in (-1: before any)
         if step > 0:
             k = min(cur + 1, len(self.run_starts) - 1)
         else:
-            at_start = cur >= 0 and self._i - 1 <= self.run_starts[cur]
-            k = max(cur - 1 if at_start else cur, 0)
+            now = self._wall()
+            just_begun = cur >= 0 and (self._i - 1 <= self.run_starts[cur]
+                                       or (self._back is not None and self._back[0] == cur
+                                           and now - self._back[1] < BACK_AGAIN_S))
+            ended = cur >= 0 and self._run_ended(cur)
+            k = max(cur - 1 if (just_begun or ended) else cur, 0)
+            self._back = (k, now)
         self.seek(self.times[self.run_starts[k]])
+
+    def _run_ended(self, k: int) -> bool:
+        """Whether the k-th run's end (run_finished / run_failed) is behind the cursor."""
+        rid = self.events[self.run_starts[k]].run_id
+        end = self.run_starts[k + 1] if k + 1 < len(self.run_starts) else len(self.events)
+        return any(isinstance(e, (RunFinished, RunFailed)) and e.run_id == rid
+                   for e in self.events[self.run_starts[k]:min(self._i, end)])
 
     def seek_start(self) -> None:
         self.seek(0)
