@@ -62,7 +62,7 @@ def test_headless_real_run_writes_a_valid_report(tiny_config, tmp_path):
     assert "REAL engine llama.cpp" in proc.stderr
     rep = json.loads(out.read_text())
     jsonschema.validate(rep, SCHEMA)
-    assert rep["schema_version"] == 1 and rep["synthetic"] is False
+    assert rep["schema_version"] == 2 and rep["synthetic"] is False
     assert rep["model"]["quantization"] == "Q4_1" and rep["device"]["kind"] == "cpu"
     assert rep["session"]["status"] == "completed"
     assert [r["scenario"] for r in rep["runs"]] == ["a"] * 3 + ["b"] * 3
@@ -206,3 +206,13 @@ def test_definitions_in_help_and_readme():
 def test_version():
     proc = cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("ttftui ")
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists packages by hand: a new subpackage missing there works in a checkout
+    (editable install) and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ttftui").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

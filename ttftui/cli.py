@@ -53,7 +53,8 @@ metric definitions (all times by perf_counter_ns in the working thread):
 
 exit codes: 0 success, 1 gate failed, 2 config/usage, 3 model missing, 4 not GGUF, 5 truncated GGUF,
 6 load failed, 7 prompt too long/empty, 8 unknown scenario, 9 output not writable, 10-13 recording
-problems, 14 report problems, 16 engine failure, 130 Ctrl-C, 143 SIGTERM (README has the full table).
+problems, 14 report problems, 16 engine failure, 17 engine crashed, 18 no request to a server succeeded,
+130 Ctrl-C, 143 SIGTERM (README has the full table).
 """
 
 
@@ -71,6 +72,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set model.n_batch=64 (repeatable)")
     p.add_argument("--model", metavar="PATH", help="GGUF model file (default: the bundled demo model)")
+    p.add_argument("--url", metavar="URL", help="profile an OpenAI-compatible server instead, e.g. "
+                   "http://127.0.0.1:8080/v1 (streaming; see [server] in config.toml)")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic engine (labelled synthetic everywhere)")
     p.add_argument("--scenario", metavar="NAME", action="append", help="run only this scenario (repeatable)")
     p.add_argument("--iterations", metavar="N", type=_positive_int, help="measured runs per scenario")
@@ -93,6 +96,8 @@ def _overrides(args: argparse.Namespace) -> list[Any]:
     out: list[Any] = list(args.set)
     if args.model:
         out.append(("model.path", args.model))
+    if args.url:
+        out.append(("server.url", args.url))
     if args.iterations is not None:
         out.append(("run.iterations", args.iterations))
     if args.warmup is not None:
@@ -104,6 +109,8 @@ def _preflight(config: Any, names: list[str]) -> None:
     """Checks that need only the config: a prompt that cannot fit fails before anything loads."""
     from ttftui.prompts import check_fits
 
+    if config.server.url:  # the server has its own context size; it says so if a prompt does not fit
+        return
     for n in names:
         s = config.scenario(n)
         if s.prompt_tokens is not None:
@@ -198,6 +205,7 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
         raise failures[0]
     if runner.error is not None:
         raise runner.error
+    _no_server_success(state)
     _gate(state, args.fail_on)
     status = state.finished.status if state.finished else "failed"
     if status == "interrupted":
@@ -236,6 +244,18 @@ def _silence_stdout() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     except OSError:
         pass
+
+
+def _no_server_success(state: Any) -> None:
+    """Against a server, a session where every run failed is an error (18), not an empty success."""
+    if state.engine is None or state.engine.engine != "remote" or not state.runs:
+        return
+    if any(r.metrics is not None for r in state.runs):
+        return
+    from ttftui.errors import ServerFailed
+
+    first = next((r.failed for r in state.runs if r.failed), "no run finished")
+    raise ServerFailed(f"no request to {state.engine.model.path} succeeded ({len(state.runs)} failed; first: {first})")
 
 
 def _gate(state: Any, fail_on: str | None) -> None:

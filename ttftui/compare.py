@@ -48,6 +48,7 @@ from ttftui.textsafe import visible
 COMPARE_METRICS: tuple[str, ...] = registry.names(compare=True)
 HIGHER_IS_BETTER = {m.name for m in registry.METRICS if m.higher_is_better}
 MAX_REPORT_BYTES = 256 * 1024 * 1024
+MIN_SCHEMA_VERSION = 1  # schema 2 added to schema 1 only: both are read and compared
 _MAX_INT_DIGITS = 19  # ttftui writes nothing bigger (byte counts); anything longer is not a report's
 _GATE = re.compile(r"(?:(?P<scenario>[A-Za-z0-9_.\-]+):)?(?P<metric>[a-z0-9_]+)\.(?P<stat>\w+)=(?P<pct>[^%]*)%?")
 _PCT = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
@@ -220,8 +221,9 @@ def load_report(path: str) -> dict[str, Any]:
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ReportError(f"{where}: report has no schema_version")
-    if version > SCHEMA_VERSION:  # before the shape check: a newer schema may be shaped differently
-        raise ReportError(f"{where} uses report schema {version}; this ttftui reads up to {SCHEMA_VERSION}")
+    if not MIN_SCHEMA_VERSION <= version <= SCHEMA_VERSION:  # before the shape check: another schema's shape differs
+        raise ReportError(f"{where} uses report schema {version}; this ttftui reads schemas "
+                          f"{MIN_SCHEMA_VERSION} to {SCHEMA_VERSION}")
     try:
         report = _ReportIn.model_validate(data)
     except ValidationError as e:
@@ -342,9 +344,8 @@ def compare_reports(base: dict[str, Any], cand: dict[str, Any], *, gates: list[d
     """Reports from ``load_report``. ConfigError for a bad alpha; ReportError when the reports cannot be
     compared or cannot answer a gate, raised before the (slower) significance tests."""
     _check_alpha(alpha)
-    if base["schema_version"] != cand["schema_version"]:
-        raise ReportError(f"cannot compare report schema {base['schema_version']} ({base['_path']}) with schema "
-                          f"{cand['schema_version']} ({cand['_path']})")
+    # Schema 2 only added to schema 1 (runs against a server; the engine's phases may be null), so
+    # the two compare; a schema this ttftui does not know was refused when the report was loaded.
     notes: list[str] = []
     for side, r in (("baseline", base), ("candidate", cand)):
         if r.get("synthetic"):

@@ -154,6 +154,24 @@ class RecordingConfig(_Strict):
     gzip: bool = False
 
 
+class ServerConfig(_Strict):
+    url: str = Field("", description="an OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8080/v1; "
+                                     "empty = the local engine (same as --url)")
+    api: Literal["completions", "chat"] = Field("completions", description="/completions (the prompt as sent, "
+                                                "exact length) or /chat/completions (the server applies the template)")
+    model: str = Field("", description="model name to send; empty = the first the server lists at /models")
+    api_key_env: str = Field("", description="name of an environment variable holding the API key (never the key)")
+    connect_timeout_s: float = Field(10.0, gt=0, le=3600)
+    read_timeout_s: float = Field(120.0, gt=0, le=86400, description="longest wait for the headers or the next event")
+    prefix_cache: Literal["off", "on"] = Field(
+        "off", description="off: every run's prompt starts differently and llama-server is asked not to reuse its "
+                           "cache, so TTFT is never the uncached suffix of a repeated prompt; on: the same prompt every "
+                           "run, to measure cache hits")
+    ttft_at: Literal["content_or_reasoning", "content", "first_choice", "first_event"] = Field(
+        "content_or_reasoning", description="which point of the stream is the first token (the others are reported "
+                                            "beside it)")
+
+
 class Config(_Strict):
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
@@ -162,6 +180,7 @@ class Config(_Strict):
     ui: UIConfig = UIConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     recording: RecordingConfig = RecordingConfig()
+    server: ServerConfig = ServerConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
     alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
 

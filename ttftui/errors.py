@@ -109,6 +109,11 @@ class EngineCrash(TtftuiError):
         self.event = event  # the EngineCrashed event that says where it happened
 
 
+class ServerFailed(TtftuiError):
+    exit_code = 18
+    label = "no request to the server succeeded (every run failed: refused, timed out, HTTP error, bad stream)"
+
+
 class Interrupted(TtftuiError):
     exit_code = 130
     label = "interrupted by Ctrl-C (SIGINT); completed runs are kept"

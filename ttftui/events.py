@@ -75,7 +75,7 @@ class ModelFacts:
 
 @dataclass(**_frozen)
 class DeviceFacts:
-    kind: Literal["cpu", "gpu", "synthetic"]
+    kind: Literal["cpu", "gpu", "synthetic", "remote"]
     name: str
     n_threads: Int64 | None = None
     n_gpu_layers_requested: Int64 = 0
@@ -113,14 +113,15 @@ class SessionStarted:
 class EngineReady:
     type: Literal["engine_ready"] = "engine_ready"
     t_ns: Int64
-    engine: Literal["llama.cpp", "synthetic"]
+    engine: Literal["llama.cpp", "synthetic", "remote"]
     synthetic: bool
     synthetic_reason: str | None
-    load_ms: float
+    load_ms: float | None  # None for a remote server: its model was loaded before we came
     model: ModelFacts
     device: DeviceFacts
     engine_version: str | None = None
-    host: Literal["process", "thread"] | None = None  # where the engine ran: its own process, or a thread
+    # where the engine ran: its own process, a thread of ttftui's, or a server reached over HTTP
+    host: Literal["process", "thread", "remote"] | None = None
     host_pid: Int64 | None = None
 
 
@@ -164,8 +165,38 @@ class TokenEmitted:
 
 
 @dataclass(**_frozen)
+class RemoteTiming:
+    """A request to a server, on the client's clock (ns after t0 = just before the request was
+    written; None: never happened) and, beside it, the server's own account as it sent it."""
+
+    connect_ns: Int64 = 0  # a new TCP connection (0: a kept-alive one was reused)
+    sent_ns: Int64 = 0
+    headers_ns: Int64 = 0  # TTFB
+    first_event_ns: Int64 | None = None
+    first_choice_ns: Int64 | None = None
+    first_reasoning_ns: Int64 | None = None
+    first_content_ns: Int64 | None = None
+    end_ns: Int64 = 0
+    n_events: Int64 = 0
+    n_chunks: Int64 = 0
+    status: Int64 = 0
+    finish_reason: str | None = None
+    server_kind: str | None = None
+    prompt_counted_by: str | None = None  # how the prompt's length was known: "server tokenizer", "usage", ...
+    usage_prompt_tokens: Int64 | None = None
+    usage_completion_tokens: Int64 | None = None
+    server_prompt_n: Int64 | None = None  # llama-server timings: prompt tokens it evaluated (the uncached part)
+    server_prompt_ms: float | None = None
+    server_cache_n: Int64 | None = None  # prompt tokens it took from its cache
+    server_predicted_n: Int64 | None = None
+    server_predicted_ms: float | None = None
+    n_progress: Int64 = 0  # prompt-progress events (llama-server return_progress)
+
+
+@dataclass(**_frozen)
 class RunFinished:
-    """All of a run's own timings; self-contained so a report never needs the phase events."""
+    """All of a run's own timings; self-contained so a report never needs the phase events. A run
+    against a server has ``remote`` instead of the engine's phases (those are None: not measured)."""
 
     type: Literal["run_finished"] = "run_finished"
     t_ns: Int64
@@ -176,15 +207,16 @@ class RunFinished:
     n_output_tokens: Int64
     ttft_ns: Int64
     e2e_ns: Int64
-    tokenize_ns: Int64
-    cache_prep_ns: Int64
-    prefill_ns: Int64
+    tokenize_ns: Int64 | None
+    cache_prep_ns: Int64 | None
+    prefill_ns: Int64 | None
     prefill_chunks_ns: tuple[Int64, ...]
     prefill_chunk_tokens: tuple[Int64, ...]
-    first_sample_ns: Int64
-    first_detok_ns: Int64
+    first_sample_ns: Int64 | None
+    first_detok_ns: Int64 | None
     stop_reason: Literal["max_tokens", "eos", "stopped"]
     llama_perf: LlamaPerf | None = None
+    remote: RemoteTiming | None = None
 
 
 @dataclass(**_frozen)
@@ -306,7 +338,7 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
-for _cls in (ModelFacts, DeviceFacts, LlamaPerf, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
+for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, TelemetryStatus, AlertChanged, EngineCrashed,
              SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]

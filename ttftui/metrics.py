@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ttftui import registry
-from ttftui.events import RunFinished, TokenEmitted
+from ttftui.events import RemoteTiming, RunFinished, TokenEmitted
 from ttftui.stats import Summary, summarize
 
 NS_PER_MS = 1e6
@@ -88,13 +88,13 @@ class RunMetrics:
     n_prompt_tokens: int
     n_output_tokens: int
     ttft_ms: float
-    tokenize_ms: float
-    cache_prep_ms: float
-    prefill_ms: float
+    tokenize_ms: float | None  # the engine's phases: None for a run against a server
+    cache_prep_ms: float | None
+    prefill_ms: float | None
     prefill_chunks_ms: tuple[float, ...]
     prefill_chunk_tokens: tuple[int, ...]
-    first_sample_ms: float
-    first_detok_ms: float
+    first_sample_ms: float | None
+    first_detok_ms: float | None
     unaccounted_ms: float
     unaccounted_pct: float
     prefill_tps: float | None
@@ -125,16 +125,49 @@ class RunMetrics:
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
+    """A server run's components and timing points in ms (ttftui.registry's remote metrics): the
+    client's clock, and the server's own account where it gave one."""
+    ms = lambda ns: None if ns is None else ns / NS_PER_MS  # noqa: E731
+    out: dict[str, float | None] = {
+        "connect_ms": ms(r.connect_ns),
+        "send_ms": ms(r.sent_ns - r.connect_ns),
+        "server_wait_ms": ms(r.headers_ns - r.sent_ns),
+        "server_prefill_ms": r.server_prompt_ms,
+        "ttfb_ms": ms(r.headers_ns),
+        "first_event_ms": ms(r.first_event_ns),
+        "first_choice_ms": ms(r.first_choice_ns),
+        "first_content_ms": ms(r.first_content_ns),
+    }
+    if r.server_predicted_n and r.server_predicted_ms:
+        out["server_decode_tps"] = r.server_predicted_n / r.server_predicted_ms * 1000.0
+    return out
+
+
 def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted],
                 samples: Sequence[Any] = ()) -> RunMetrics:
     toks = list(tokens)
-    comp_ns = fin.tokenize_ns + fin.cache_prep_ns + fin.prefill_ns + fin.first_sample_ns + fin.first_detok_ns
-    unacc_ns = fin.ttft_ns - comp_ns
+    extra = telemetry_figures(samples, toks[0].t_ns if toks else None)
+    if fin.remote is not None:  # a server's run: its components are the remote ones
+        extra.update(remote_figures(fin.remote))
+        comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"
+                      and (v := extra.get(c.name)) is not None)
+        unacc_ns = fin.ttft_ns - int(round(comp_ms * NS_PER_MS))
+    else:
+        comp_ns = sum(v or 0 for v in (fin.tokenize_ns, fin.cache_prep_ns, fin.prefill_ns, fin.first_sample_ns,
+                                       fin.first_detok_ns))
+        unacc_ns = fin.ttft_ns - comp_ns
     n_out = fin.n_output_tokens
     gen_ns = fin.e2e_ns - fin.ttft_ns
     tpot = gen_ns / (n_out - 1) / NS_PER_MS if n_out > 1 else None
     decode_tps = (n_out - 1) / (gen_ns / 1e9) if n_out > 1 and gen_ns > 0 else None
-    prefill_tps = fin.n_prompt_tokens / (fin.prefill_ns / 1e9) if fin.prefill_ns > 0 else None
+    prefill_ns = fin.prefill_ns
+    if fin.remote is not None and fin.remote.server_prompt_ms:  # the server's own prefill, on its clock
+        prefill_ns = int(fin.remote.server_prompt_ms * NS_PER_MS)
+        n_prefilled = fin.remote.server_prompt_n or fin.n_prompt_tokens
+    else:
+        n_prefilled = fin.n_prompt_tokens
+    prefill_tps = n_prefilled / (prefill_ns / 1e9) if prefill_ns else None
     llama = None
     if fin.llama_perf is not None:
         p = fin.llama_perf
@@ -153,18 +186,22 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
     return RunMetrics(
         run_id=fin.run_id, scenario=fin.scenario, iteration=iteration, warmup=fin.warmup, counted=counted,
         stop_reason=fin.stop_reason, n_prompt_tokens=fin.n_prompt_tokens, n_output_tokens=n_out,
-        ttft_ms=fin.ttft_ns / NS_PER_MS, tokenize_ms=fin.tokenize_ns / NS_PER_MS,
-        cache_prep_ms=fin.cache_prep_ns / NS_PER_MS, prefill_ms=fin.prefill_ns / NS_PER_MS,
+        ttft_ms=fin.ttft_ns / NS_PER_MS, tokenize_ms=_ms(fin.tokenize_ns),
+        cache_prep_ms=_ms(fin.cache_prep_ns), prefill_ms=_ms(fin.prefill_ns),
         prefill_chunks_ms=tuple(c / NS_PER_MS for c in fin.prefill_chunks_ns),
         prefill_chunk_tokens=tuple(fin.prefill_chunk_tokens),
-        first_sample_ms=fin.first_sample_ns / NS_PER_MS, first_detok_ms=fin.first_detok_ns / NS_PER_MS,
+        first_sample_ms=_ms(fin.first_sample_ns), first_detok_ms=_ms(fin.first_detok_ns),
         unaccounted_ms=unacc_ns / NS_PER_MS,
         unaccounted_pct=(unacc_ns / fin.ttft_ns * 100.0) if fin.ttft_ns > 0 else 0.0,
         prefill_tps=prefill_tps, itl_ms=tuple(t.dt_ns / NS_PER_MS for t in toks[1:]),
         tpot_ms=tpot, decode_tps=decode_tps, e2e_ms=fin.e2e_ns / NS_PER_MS, llama=llama,
         output_text="".join(t.text for t in toks), t_start_ns=t_start_ns, t_end_ns=fin.t_ns,
-        extra=telemetry_figures(samples, toks[0].t_ns if toks else None),
+        extra=extra,
     )
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / NS_PER_MS
 
 
 @dataclass(frozen=True)
@@ -187,8 +224,8 @@ def scenario_stats(name: str, runs: Sequence[RunMetrics], n_failed: int, percent
         m = spec.name
         if spec.pooled:  # ITL: every token of every counted run
             metrics[m] = summarize([x for r in counted for x in r.pooled(m)], percentiles)
-        elif not spec.telemetry or any(r.value(m) is not None for r in counted):
-            # telemetry: only what was measured; N/A fields stay out of the tables
+        elif not spec.optional or any(r.value(m) is not None for r in counted):
+            # telemetry and a server's figures: only what was measured; N/A fields stay out of the tables
             metrics[m] = summarize((r.value(m) for r in counted), percentiles)
     medians: dict[str, float] = {}
     if counted:

@@ -58,7 +58,8 @@ class Progress:
             src = "SYNTHETIC" if ev.synthetic else "REAL"
             extra = f" ({ev.synthetic_reason})" if ev.synthetic_reason else ""
             self._line(f"ttftui: {src} engine {ev.engine}{extra}; model {ev.model.name}"
-                       f" [{ev.model.quantization or '?'}] on {ev.device.name}; load {ev.load_ms:.0f} ms")
+                       f" [{ev.model.quantization or '?'}] on {ev.device.name}"
+                       + (f"; load {ev.load_ms:.0f} ms" if ev.load_ms is not None else ""))
         elif isinstance(ev, RunStarted):
             self.current = f"{ev.scenario} #{ev.iteration + 1}{' (warm-up)' if ev.warmup else ''}"
             self._bar(force=True)

@@ -29,16 +29,32 @@ class Metric:
     compare: bool = True  # tested by ``ttftui compare``
     rule: bool = True  # usable by an alert rule
     csv: bool = True  # a column of the CSV report
-    telemetry: bool = False  # from the telemetry samples: summarised only where measured
+    # where the value comes from: the engine (every run has it), the telemetry samples or a server
+    # (those two are summarised only where measured)
+    source: Literal["engine", "telemetry", "remote"] = "engine"
     in_help: bool = True  # its definition is printed by --help, the README and every report
+    colour: str | None = None  # a component's colour in the themes, when it borrows another's
+
+    @property
+    def telemetry(self) -> bool:
+        return self.source == "telemetry"
+
+    @property
+    def optional(self) -> bool:
+        """Summarised (and shown) only where some run measured it."""
+        return self.source != "engine"
 
 
 _TELEMETRY_DEF = "per run, from the telemetry samples taken while it ran (prefill = start to first token, decode = the rest)"
 
 
 def _telemetry(name: str, label: str, unit: Unit) -> Metric:
-    return Metric(name, label, unit, _TELEMETRY_DEF, table=False, compare=False, csv=False, telemetry=True,
+    return Metric(name, label, unit, _TELEMETRY_DEF, table=False, compare=False, csv=False, source="telemetry",
                   in_help=False)
+
+
+def _remote(name: str, label: str, unit: Unit, definition: str, **kw: object) -> Metric:
+    return Metric(name, label, unit, definition, source="remote", in_help=False, **kw)  # type: ignore[arg-type]
 
 
 METRICS: tuple[Metric, ...] = (
@@ -55,6 +71,17 @@ METRICS: tuple[Metric, ...] = (
            component="first_sample"),
     Metric("first_detok_ms", "first detok", "ms", "token -> text of the first token, including UTF-8 hold-back",
            component="first_detok"),
+    # A run against a server (ttftui --url) has these components instead of the engine's phases.
+    _remote("connect_ms", "connect", "ms", "client: a new TCP connection to the server (0 when a kept-alive one "
+            "was reused)", component="connect", colour="tokenize"),
+    _remote("send_ms", "send request", "ms", "client: t0 -> the request (headers and body) written",
+            component="send", colour="cache_prep"),
+    _remote("server_wait_ms", "wait for headers", "ms", "client: request written -> response headers (the "
+            "server's queue or slot wait, and what it does before answering)", component="wait",
+            colour="first_sample"),
+    _remote("server_prefill_ms", "server prefill", "ms", "the server's own account: llama-server timings.prompt_ms "
+            "(the prompt tokens it evaluated, not those it took from its cache)", component="server_prefill",
+            colour="prefill"),
     Metric("unaccounted_ms", "unaccounted", "ms", "ttft_ms - sum of the components above (shown, never hidden)",
            component="unaccounted"),
     Metric("unaccounted_pct", "unaccounted %", "pct", "unaccounted_ms / ttft_ms x 100", table=False, compare=False,
@@ -67,6 +94,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("decode_tps", "decode tok/s", "tps", "per run: (n_output - 1) / (e2e_ms - ttft_ms) x 1000",
            higher_is_better=True),
     Metric("e2e_ms", "E2E", "ms", "t0 -> last output token"),
+    _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
+    _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
+            compare=False),
+    _remote("first_choice_ms", "first choice", "ms", "client: t0 -> the first event with a choice, even an empty "
+            "role-only one (what vLLM's bench calls TTFT)", table=False, compare=False),
+    _remote("first_content_ms", "first content", "ms", "client: t0 -> the first content text (what LLMPerf calls "
+            "TTFT; ttft_ms also takes reasoning text)", table=False, compare=False),
+    _remote("server_decode_tps", "server decode tok/s", "tps", "the server's own account: predicted_n / "
+            "predicted_ms x 1000", higher_is_better=True),
     Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",
            "(ttftui's prefill_ms - llama.cpp's t_p_eval_ms) / t_p_eval_ms x 100, 1-token chunks left out on "
            "both sides", table=False, compare=False, rule=False, in_help=False),
@@ -112,8 +148,14 @@ def components() -> tuple[Metric, ...]:
 
 
 def measured_components() -> tuple[str, ...]:
-    """The phase names the engine times (everything but ``unaccounted``)."""
-    return tuple(m.component for m in components() if m.component != "unaccounted")  # type: ignore[misc]
+    """The phase names the engine times (its components but the derived ``unaccounted``)."""
+    return tuple(m.component for m in components()  # type: ignore[misc]
+                 if m.component != "unaccounted" and m.source == "engine")
+
+
+def component_colour(component: str) -> str:
+    """The theme colour a component is drawn in (a server's components borrow the engine's)."""
+    return next((m.colour or component for m in components() if m.component == component), component)
 
 
 def component_label(component: str) -> str:

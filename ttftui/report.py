@@ -27,7 +27,7 @@ from ttftui.metrics import RunMetrics, ScenarioStats
 from ttftui.reducer import SessionState, session_stats
 from ttftui.stats import Summary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host
 REPORT_KIND = "ttftui.report"
 
 
@@ -62,6 +62,35 @@ def _defined(name: str) -> str:
     return registry.metric(name).definition
 
 
+class RemoteRecord(_M):
+    """A run against a server: the client's timing points (ms after t0) and the server's own account."""
+
+    connect_ms: float | None = Field(description=_defined("connect_ms"))
+    send_ms: float | None = Field(description=_defined("send_ms"))
+    server_wait_ms: float | None = Field(description=_defined("server_wait_ms"))
+    server_prefill_ms: float | None = Field(description=_defined("server_prefill_ms"))
+    ttfb_ms: float | None = Field(description=_defined("ttfb_ms"))
+    first_event_ms: float | None = Field(description=_defined("first_event_ms"))
+    first_choice_ms: float | None = Field(description=_defined("first_choice_ms"))
+    first_content_ms: float | None = Field(description=_defined("first_content_ms"))
+    server_decode_tps: float | None = Field(None, description=_defined("server_decode_tps"))
+    http_status: int
+    finish_reason: str | None
+    server_kind: str | None
+    prompt_counted_by: str | None = Field(description="how the prompt's length is known: the server's tokenizer, "
+                                                      "or the usage it reported")
+    usage_prompt_tokens: int | None
+    usage_completion_tokens: int | None
+    server_prompt_n: int | None = Field(description="llama-server timings: prompt tokens it evaluated")
+    server_cache_n: int | None = Field(description="llama-server timings: prompt tokens it took from its cache "
+                                                   "(prefix caching is never silent)")
+    server_predicted_n: int | None
+    server_predicted_ms: float | None
+    n_events: int = Field(description="server-sent events in the stream")
+    n_chunks: int = Field(description="text chunks (a chunk may hold several tokens)")
+    n_progress: int = Field(description="prompt-progress events (llama-server return_progress)")
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -72,13 +101,13 @@ class RunRecord(_M):
     n_prompt_tokens: int
     n_output_tokens: int
     ttft_ms: float = Field(description=_defined("ttft_ms"))
-    tokenize_ms: float = Field(description=_defined("tokenize_ms"))
-    cache_prep_ms: float = Field(description=_defined("cache_prep_ms"))
-    prefill_ms: float = Field(description=_defined("prefill_ms"))
+    tokenize_ms: float | None = Field(description=_defined("tokenize_ms") + " (null: a run against a server)")
+    cache_prep_ms: float | None = Field(description=_defined("cache_prep_ms") + " (null: a run against a server)")
+    prefill_ms: float | None = Field(description=_defined("prefill_ms") + " (null: a run against a server)")
     prefill_chunks_ms: list[float]
     prefill_chunk_tokens: list[int]
-    first_sample_ms: float = Field(description=_defined("first_sample_ms"))
-    first_detok_ms: float = Field(description=_defined("first_detok_ms"))
+    first_sample_ms: float | None = Field(description=_defined("first_sample_ms") + " (null: a run against a server)")
+    first_detok_ms: float | None = Field(description=_defined("first_detok_ms") + " (null: a run against a server)")
     unaccounted_ms: float = Field(description=_defined("unaccounted_ms"))
     unaccounted_pct: float = Field(description=_defined("unaccounted_pct"))
     prefill_tps: float | None = Field(description=_defined("prefill_tps"))
@@ -87,6 +116,7 @@ class RunRecord(_M):
     e2e_ms: float = Field(description=_defined("e2e_ms"))
     itl_ms: list[float] = Field(description=_defined("itl_ms"))
     llama: LlamaCounters | None
+    remote: RemoteRecord | None = Field(None, description="a run against a server (ttftui --url)")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
     output_text: str
@@ -231,7 +261,19 @@ def _summary(s: Summary) -> MetricSummary:
     return MetricSummary(**{k: _clean(v) for k, v in s.as_dict().items()})
 
 
-def _run_record(m: RunMetrics) -> RunRecord:
+def _run_record(m: RunMetrics, fin: Any = None) -> RunRecord:
+    remote = None
+    r = getattr(fin, "remote", None)
+    if r is not None:
+        remote = RemoteRecord(
+            **{k: m.extra.get(k) for k in RemoteRecord.model_fields if k in registry.BY_NAME},
+            http_status=r.status, finish_reason=r.finish_reason, server_kind=r.server_kind,
+            prompt_counted_by=r.prompt_counted_by, usage_prompt_tokens=r.usage_prompt_tokens,
+            usage_completion_tokens=r.usage_completion_tokens, server_prompt_n=r.server_prompt_n,
+            server_cache_n=r.server_cache_n, server_predicted_n=r.server_predicted_n,
+            server_predicted_ms=r.server_predicted_ms, n_events=r.n_events, n_chunks=r.n_chunks,
+            n_progress=r.n_progress,
+        )
     llama = None
     if m.llama is not None:
         c = m.llama
@@ -245,7 +287,9 @@ def _run_record(m: RunMetrics) -> RunRecord:
         prefill_chunks_ms=list(m.prefill_chunks_ms), prefill_chunk_tokens=list(m.prefill_chunk_tokens),
         first_sample_ms=m.first_sample_ms, first_detok_ms=m.first_detok_ms, unaccounted_ms=m.unaccounted_ms,
         unaccounted_pct=m.unaccounted_pct, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, tpot_ms=m.tpot_ms,
-        e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, telemetry=dict(m.extra) or None,
+        e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, remote=remote,
+        telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
+                   or registry.BY_NAME[k].source == "telemetry"} or None,
         output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6,
     )
 
@@ -340,7 +384,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         for r in state.runs if r.failed is not None
     ]
     first = runs[0] if runs else None
-    cold = (eng.load_ms + first.ttft_ms) if (eng is not None and first is not None and first.run_id == 1) else None
+    cold = ((eng.load_ms + first.ttft_ms)
+            if (eng is not None and eng.load_ms is not None and first is not None and first.run_id == 1) else None)
     fin = state.finished
     start_t = state.session.t_ns if state.session else 0
     return Report(
@@ -365,7 +410,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         percentiles=pcts,
         definitions=DEFINITIONS,
         config=state.session.config if state.session else {},
-        runs=[_run_record(m) for m in runs],
+        runs=[_run_record(r.metrics, r.finished) for r in state.runs if r.metrics is not None],
         failed_runs=failed,
         summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]))
                  for k, v in session_stats(state, pcts).items()},
@@ -402,6 +447,8 @@ def _run_value(r: RunRecord, name: str) -> Any:
         return r.llama.prefill_diff_pct if r.llama else None
     if name in RunRecord.model_fields:
         return getattr(r, name)
+    if r.remote is not None and name in RemoteRecord.model_fields:
+        return getattr(r.remote, name)
     return (r.telemetry or {}).get(name)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 from ttftui import __version__
 from ttftui.config import Config
-from ttftui.engine.base import Engine, PreparedScenario, RunStopped
+from ttftui.engine.base import Engine, PreparedScenario, RunError, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
 from ttftui.textsafe import clean_event
 from ttftui.events import (
@@ -251,6 +251,8 @@ class SessionRunner:
             except RunStopped:
                 end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name,
                                 error="stopped before the first token")
+            except RunError as e:  # this run failed; the session goes on
+                end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e))
             except TtftuiError as e:
                 self.publish(RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
                 raise

@@ -67,6 +67,10 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
     process`` and it is paced (an unpaced one lives on a virtual clock: there is nothing to isolate)."""
     from ttftui.engine.synthetic import SyntheticEngine
 
+    if config.server.url and not force_synthetic:  # a server over HTTP: no local model, no local engine
+        from ttftui.remote.engine import RemoteEngine
+
+        return lambda: RemoteEngine(config)
     kind = "synthetic" if force_synthetic else config.engine.kind
     host = config.engine.host
     if kind == "synthetic":

@@ -43,6 +43,11 @@ class RunStopped(Exception):
     """The stop flag was set before the run produced its first token."""
 
 
+class RunError(Exception):
+    """This run failed but the session goes on (a server's request: refused, timed out, an HTTP
+    error, a malformed stream). ``str(e)`` is the one-line reason recorded with the failed run."""
+
+
 @dataclass(frozen=True)
 class LoadResult:
     load_ms: float

@@ -135,8 +135,13 @@ def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequen
             for i, ch in enumerate(chunks):
                 segs.append(Segment("prefill", ch, c.prefill if i % 2 == 0 else c.prefill_alt))
             continue
-        segs.append(Segment(key, max(ms, 0.0), getattr(c, key)))
+        segs.append(Segment(key, max(ms, 0.0), component_colour(theme, key)))
     return segs
+
+
+def component_colour(theme: ThemeFile, key: str) -> str:
+    """A component's colour in the theme (a server's components borrow the engine's; "pending")."""
+    return getattr(theme.components, "pending" if key == "pending" else registry.component_colour(key), "white")
 
 
 def itl_style(theme: ThemeFile, ratio: float | None) -> str:

@@ -115,12 +115,14 @@ class StatusBar(Static):
             m, d = eng.model, eng.device
             size = f" {R.fmt_bytes(m.file_size_bytes)}" if m.file_size_bytes else ""
             quant = f" {m.quantization}" if m.quantization and m.quantization not in (m.path or "") else ""
-            name = m.path.rsplit("/", 1)[-1] if m.path else m.name
+            name = m.path.rsplit("/", 1)[-1] if m.path and d.kind != "remote" else m.name
             t.append(f"  {name}{quant}{size}", style="bold")
             if d.kind == "gpu":
                 dev = f"GPU {d.name} ({d.build}, {d.n_gpu_layers_offloaded} layers offloaded)"
             elif d.kind == "cpu":
                 dev = f"CPU {d.name} ({d.n_threads} threads, build {d.build})"
+            elif d.kind == "remote":
+                dev = f"SERVER {d.name} (client clock; server's own account where it gives one)"
             else:
                 dev = d.name
             t.append(f"  •  {dev}")
@@ -194,7 +196,7 @@ class TTFTBar(Panel):
             out.append("\n")
             denom = sum(v for v in parts.values()) or 1.0
             items = [(R.component_label(k) + (f"×{len(chunks)}" if k == "prefill" and len(chunks) > 1 else ""),
-                      getattr(th.components, k), v, v / denom * 100) for k, v in parts.items()]
+                      R.component_colour(th, k), v, v / denom * 100) for k, v in parts.items()]
             out.append_text(R.legend(items, width))
         if stats:
             name_w = max(len(n) for n in stats) + 1
@@ -208,7 +210,7 @@ class TTFTBar(Panel):
                 bar_w = max(width - len(lab) - len(dom), 4)
                 out.append("\n" + lab)
                 out.append_text(R.stacked_bar(R.component_segments(th, med), bar_w, th.components.pending))
-                out.append(dom, style=getattr(th.components, st.dominant_component or "pending", "white"))
+                out.append(dom, style=R.component_colour(th, st.dominant_component or "pending"))
         # Never shrink: a panel that changes height each phase would re-lay out (and repaint) the
         # whole screen twice per run.
         n = out.plain.count("\n")
@@ -529,8 +531,8 @@ class PercentileTable(DataTable):
         for name, st in stats.items():
             for metric, label, unit in (*table_metrics(), *extra_metrics):
                 summ = st.metrics.get(metric)
-                if summ is None:
-                    continue
+                if summ is None or (summ.n == 0 and f"{name}:{metric}" not in self._cells):
+                    continue  # not measured in this session (the engine's phases against a server)
                 cells = [name, label, *(R.fmt_num(summ.percentiles.get(pct_key(p)), unit) for p in percentiles),
                          R.fmt_num(summ.mean, unit), str(summ.n)]
                 if len(names) > len(cells):

@@ -1,0 +1,199 @@
+"""Profiling a server over HTTP (ttftui --url): against llama-cpp-python's own OpenAI-compatible
+server running the demo model for real, and against a small fake server for the faults.
+
+llama.cpp's own llama-server runs in the tests marked ``llama_server`` when its binary is found
+(TTFTUI_LLAMA_SERVER or llama-server on PATH; benchmarks/README.md says how to build it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, cli
+from .fake_server import FakeServer
+
+ARGS = ("--headless", "-q", "--scenario", "short", "--set", "run.warmup=1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the server did not answer in time")
+
+
+@pytest.fixture(scope="module")
+def lcp_server(model_path):
+    """llama-cpp-python's server with the demo model, through a launcher that applies the engine's
+    repack default (off on AMX CPUs, where llama.cpp crashes at the first prefill)."""
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    port = _free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lcp-server-{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llama_cpp_python_server.py"), "--model",
+                             str(model_path), "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
+                             "--n_ctx", "1024"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def remote_run(lcp_server, tmp_path_factory):
+    d = tmp_path_factory.mktemp("remote")
+    out, rec = d / "r.json", d / "r.ttftrec"
+    r = cli(*ARGS, "--url", lcp_server, "--iterations", "3", "-o", str(out), "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text()), rec
+
+
+@pytest.mark.model
+def test_a_server_is_profiled_with_the_clients_timing_points(remote_run):
+    report, _ = remote_run
+    assert report["engine"] == "remote" and report["engine_host"] == "remote" and report["schema_version"] == 2
+    assert report["device"]["kind"] == "remote" and "llama-cpp-python" in report["device"]["name"]
+    assert report["load_ms"] is None and report["cold_ttft_ms"] is None  # no model load was seen
+    assert len(report["runs"]) == 4
+    for run in report["runs"]:
+        rm = run["remote"]
+        assert run["tokenize_ms"] is None and run["prefill_ms"] is None  # not the engine's phases: not measured
+        assert run["n_prompt_tokens"] == 128 and rm["prompt_counted_by"] == "server tokenizer"
+        assert run["n_output_tokens"] == 50 and rm["http_status"] == 200 and rm["n_chunks"] >= 1
+        assert 0 <= rm["send_ms"] and 0 < rm["ttfb_ms"] <= rm["first_event_ms"] <= rm["first_content_ms"]
+        assert run["ttft_ms"] == pytest.approx(rm["first_content_ms"])
+        parts = rm["connect_ms"] + rm["send_ms"] + rm["server_wait_ms"] + (rm["server_prefill_ms"] or 0)
+        assert parts + run["unaccounted_ms"] == pytest.approx(run["ttft_ms"], abs=1e-3)
+        assert run["e2e_ms"] > run["ttft_ms"] and run["decode_tps"] > 0
+    summary = report["summary"]["short"]
+    assert {"connect", "send", "wait", "unaccounted"} <= set(summary["component_medians_ms"])
+    assert "tokenize" not in summary["component_medians_ms"]
+
+
+@pytest.mark.model
+def test_the_recording_of_a_server_session_replays_to_the_same_report(remote_run):
+    report, rec = remote_run
+    r = cli("replay", str(rec), "--headless")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["runs"] == report["runs"] and again["summary"] == report["summary"]
+
+
+@pytest.mark.model
+def test_prefix_caching_is_never_silent(lcp_server, tmp_path):
+    """By default each run's prompt starts elsewhere in the text, so the server cannot reuse a
+    cached prefix; with prefix_cache = on the same prompt repeats and the server's cache shows."""
+    fresh, cached = tmp_path / "fresh.json", tmp_path / "cached.json"
+    for out, setting in ((fresh, "off"), (cached, "on")):
+        r = cli(*ARGS, "--url", lcp_server, "--iterations", "3", "--set", f"server.prefix_cache={setting!r}".replace("'", '"'),
+                "-o", str(out))
+        assert r.returncode == 0, r.stderr
+    ttft = {p: statistics.median(x["ttft_ms"] for x in json.loads(p.read_text())["runs"] if x["counted"])
+            for p in (fresh, cached)}
+    assert ttft[cached] < 0.5 * ttft[fresh], ttft  # a repeated prompt is nearly free: a cache hit, said out loud
+
+
+def test_faults_are_failed_runs_with_their_reason(tmp_path):
+    cases = {
+        "http500": "HTTP 500 Internal Server Error: model exploded",
+        "malformed": "malformed SSE: an event is not JSON",
+        "close_mid": "the stream ended early",
+        "stall_after_headers": "timed out after 0.5 s while streaming (the server stalled)",
+        "slow_headers": "timed out after 0.5 s before the response headers",
+    }
+    for mode, reason in cases.items():
+        with FakeServer(mode, stall_s=2.0) as srv:
+            out = tmp_path / f"{mode}.json"
+            r = cli("--headless", "-q", "--url", srv.url, "--scenario", "short", "--iterations", "2",
+                    "--set", "run.warmup=0", "--set", "server.read_timeout_s=0.5", "-o", str(out), timeout=120)
+        assert r.returncode == 18, (mode, r.stderr)  # nothing succeeded: its own exit code
+        assert reason in r.stderr, (mode, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_server_that_works_gives_runs_and_one_that_is_not_there_is_an_error(tmp_path):
+    with FakeServer("ok") as srv:
+        out = tmp_path / "ok.json"
+        r = cli("--headless", "-q", "--url", srv.url, "--scenario", "short", "--iterations", "2", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        report = json.loads(out.read_text())
+        run = report["runs"][-1]
+        assert run["remote"]["prompt_counted_by"].startswith("estimate")  # no tokenizer there: said so
+        assert run["n_prompt_tokens"] == 12 and run["n_output_tokens"] == 3  # from usage
+        assert run["output_text"] == " hello world again"
+    port = _free_port()
+    r = cli("--headless", "-q", "--url", f"http://127.0.0.1:{port}/v1", "--scenario", "short")
+    assert r.returncode == 6 and "connection refused" in r.stderr
+    r = cli("--headless", "-q", "--url", "ftp://nowhere/v1", "--scenario", "short")
+    assert r.returncode == 2 and "server.url" in r.stderr
+
+
+def _llama_server_binary() -> str | None:
+    return os.environ.get("TTFTUI_LLAMA_SERVER") or shutil.which("llama-server")
+
+
+@pytest.mark.model
+@pytest.mark.skipif(_llama_server_binary() is None, reason="llama.cpp's llama-server binary not found "
+                    "(set TTFTUI_LLAMA_SERVER or build it: benchmarks/README.md)")
+def test_llama_server_gives_its_own_account(model_path, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port",
+                             str(port), "-t", "2", "-c", "1024", "--no-repack"] if _amx() else
+                            [_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port",
+                             str(port), "-t", "2", "-c", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(url, proc)
+        out = tmp_path / "ls.json"
+        r = cli(*ARGS, "--url", url, "--iterations", "3", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    report = json.loads(out.read_text())
+    assert report["device"]["build"] == "llama-server"
+    for run in report["runs"]:
+        rm = run["remote"]
+        assert rm["server_prefill_ms"] > 0 and rm["server_prompt_n"] > 0
+        assert rm["server_cache_n"] is not None  # prefix caching is never silent
+        assert run["n_prompt_tokens"] == 128 and run["n_output_tokens"] == 50
+        assert run["prefill_tps"] > 0 and rm["server_decode_tps"] > 0
+    med = report["summary"]["short"]["component_medians_ms"]
+    assert med["server_prefill"] > med["unaccounted"]  # the server's prefill explains most of its TTFT
+
+
+def _amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False

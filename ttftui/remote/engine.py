@@ -1,0 +1,269 @@
+"""A server as an engine: the same scenarios, runs and events as the local engine, over HTTP.
+
+``load`` asks the server what it serves and what it is (llama-server answers ``/props``,
+llama-cpp-python's server has ``/extras/tokenize``); ``prepare`` builds each scenario's prompt with
+the server's own tokenizer, so its length is exact (or, where the server has none, says so and takes
+the count from ``usage``); ``run`` streams one request and publishes a ``TokenEmitted`` per text
+chunk as it arrives. A failed request is a failed run (``RunError``), and the session goes on.
+
+Prefix caching is never silent: by default every run's prompt starts at another place of the text
+(the server's cache cannot reuse a prefix) and llama-server is also sent ``cache_prompt: false``;
+with ``server.prefix_cache = "on"`` every run sends the same prompt, to measure cache hits, and
+llama-server's ``cache_n`` says how many prompt tokens came from its cache.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from ttftui.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
+from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped
+from ttftui.errors import ConfigError, ModelLoadFailed
+from ttftui.events import DeviceFacts, ModelFacts, RemoteTiming, RunFinished, TokenEmitted
+from ttftui.prompts import exact_length_text, scenario_source_text
+from ttftui.remote.client import Endpoint, RequestFailed, StreamResult
+
+LLAMA_SERVER = "llama-server"
+LLAMA_CPP_PYTHON = "llama-cpp-python server"
+
+
+class _RemoteTokenizer:
+    """The server's tokenizer, through its HTTP endpoints (untimed: used only to build prompts)."""
+
+    def __init__(self, ep: Endpoint, kind: str):
+        self.ep, self.kind = ep, kind
+
+    def _tokens(self, text: str, add_special: bool) -> list[int]:
+        if self.kind == LLAMA_SERVER:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/tokenize"),
+                                           {"content": text, "add_special": add_special})
+        else:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/tokenize"), {"input": text})
+        if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
+            raise RequestFailed(f"the server's tokenizer answered HTTP {st}")
+        return [t if isinstance(t, int) else t.get("id", 0) for t in doc["tokens"]]
+
+    def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        return self._tokens(text, True)
+
+    def content_tokens(self, text: str, *, chat: bool) -> list[int]:
+        return self._tokens(text, False)
+
+    def detokenize(self, tokens: list[int], *, chat: bool) -> str:
+        if self.kind == LLAMA_SERVER:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/detokenize"), {"tokens": tokens})
+            key = "content"
+        else:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/detokenize"), {"tokens": tokens})
+            key = "text"
+        if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get(key), str):
+            raise RequestFailed(f"the server's detokenizer answered HTTP {st}")
+        return doc[key]
+
+
+class RemoteEngine(Engine):
+    name = "remote"
+    synthetic = False
+    host = "remote"
+
+    def __init__(self, config: Config):
+        super().__init__()
+        sc = config.server
+        self.config = config
+        api_key = os.environ.get(sc.api_key_env) if sc.api_key_env else None
+        if sc.api_key_env and not api_key:
+            raise ConfigError(f"server.api_key_env: the environment variable {sc.api_key_env} is not set")
+        try:
+            self.ep = Endpoint(sc.url, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
+                               api_key=api_key)
+        except ValueError as e:
+            raise ConfigError(f"server.url: {e}") from None
+        self.kind = "unknown"
+        self.model_name = sc.model
+        self.tokenizer: _RemoteTokenizer | None = None
+        self._variants: dict[tuple[str, int], tuple[str, int]] = {}
+
+    # ------------------------------------------------------------------ load: who is there
+    def load(self) -> LoadResult:
+        ep = self.ep
+        try:
+            st, doc, headers = ep.get_json(ep.base + "/models")
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot reach the server at {ep.url}: {e}") from None
+        if st != 200:
+            raise ModelLoadFailed(f"the server at {ep.url} answered HTTP {st} to GET /models")
+        ids = [m.get("id") for m in (doc or {}).get("data", []) if isinstance(m, dict) and m.get("id")]
+        if not self.model_name:
+            if not ids:
+                raise ModelLoadFailed(f"the server at {ep.url} lists no model at /models; set server.model")
+            self.model_name = str(ids[0])
+        self.kind = self._server_kind(headers)
+        if self.kind in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
+            self.tokenizer = _RemoteTokenizer(ep, self.kind)
+        host = f"{ep.host}:{ep.port}"
+        model = ModelFacts(path=ep.url, name=self.model_name, file_size_bytes=0,
+                           description=f"served by {self.kind} at {ep.url}")
+        device = DeviceFacts(kind="remote", name=f"{self.kind} at {host}", build=self.kind, n_threads=None)
+        return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)  # type: ignore[arg-type]
+
+    def _server_kind(self, headers: dict[str, str]) -> str:
+        ep = self.ep
+        try:
+            st, doc, _ = ep.get_json(ep.root_path("/props"))
+            if st == 200 and isinstance(doc, dict) and ("default_generation_settings" in doc or "build_info" in doc):
+                return LLAMA_SERVER
+            st, doc, _ = ep.post_json(ep.root_path("/extras/tokenize"), {"input": "a"})
+            if st == 200 and isinstance(doc, dict) and "tokens" in doc:
+                return LLAMA_CPP_PYTHON
+            st, _, _ = ep.get_json(ep.root_path("/version"))
+            if st == 200:
+                return "vLLM"
+        except RequestFailed:
+            pass
+        return headers.get("server") or "unknown"
+
+    # ------------------------------------------------------------------ prepare: exact prompts
+    def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
+        text, n = self._prompt(scenario, 0)
+        return PreparedScenario(scenario, prompt_text=text, prompt_tokens=n)
+
+    def _prompt(self, s: ScenarioConfig, variant: int) -> tuple[str, int]:
+        """(text, tokens) of the scenario's prompt; variant k starts k words later in the text, so
+        no two runs share a prefix the server could take from its cache."""
+        key = (s.name, variant)
+        if key in self._variants:
+            return self._variants[key]
+        source = scenario_source_text(s)
+        if variant:
+            words = source.split()
+            k = (variant * 7919) % max(len(words), 1)
+            source = " ".join(words[k:] + words[:k])
+        tok = self.tokenizer
+        try:
+            if tok is not None and s.prompt_tokens is not None and not s.chat:
+                text, n = exact_length_text(tok, source, s.prompt_tokens, chat=False, name=s.name), s.prompt_tokens
+            elif tok is not None:
+                text = source if s.prompt_tokens is None else exact_length_text(tok, source, s.prompt_tokens,
+                                                                                 chat=False, name=s.name)
+                n = len(tok.content_tokens(text, chat=False))
+            else:  # no tokenizer: about 4 characters a token; usage.prompt_tokens will say
+                n = s.prompt_tokens or max(1, len(source) // 4)
+                text = (source * (1 + 4 * n // max(len(source), 1)))[: 4 * n]
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompt of scenario {s.name} with the server's tokenizer: {e}") from None
+        self._variants[key] = (text, n)
+        return text, n
+
+    def counted_by(self, s: ScenarioConfig) -> str:
+        if self.tokenizer is None:
+            return "estimate (the server has no tokenizer endpoint); see usage_prompt_tokens"
+        if s.chat:
+            return "server tokenizer, content only (the server adds its chat template); see usage_prompt_tokens"
+        return "server tokenizer"
+
+    # ------------------------------------------------------------------ run: one streamed request
+    def _body(self, s: ScenarioConfig, text: str) -> tuple[str, dict[str, Any]]:
+        sc = self.config.server
+        body: dict[str, Any] = {"model": self.model_name, "max_tokens": s.max_tokens, "stream": True,
+                                "stream_options": {"include_usage": True}}
+        sp = s.sampler
+        if isinstance(sp, GreedySampler):
+            body["temperature"] = 0.0
+        elif isinstance(sp, TopKSampler):
+            body.update(temperature=sp.temperature, top_k=sp.k)
+        elif isinstance(sp, TopPSampler):
+            body.update(temperature=sp.temperature, top_p=sp.p)
+        if self.kind == LLAMA_SERVER:
+            body["cache_prompt"] = sc.prefix_cache == "on"
+            body["return_progress"] = True
+            body["timings_per_token"] = False
+        if self.kind in (LLAMA_SERVER, "vLLM") and not s.stop_at_eos:
+            body["ignore_eos"] = True  # output length fixed, like the local engine
+        if sc.api == "chat" or s.chat:
+            body["messages"] = [{"role": "user", "content": text}]
+            return self.ep.base + "/chat/completions", body
+        body["prompt"] = text
+        return self.ep.base + "/completions", body
+
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event) -> RunFinished:
+        s = prepared.scenario
+        if stop.is_set():
+            raise RunStopped()
+        variant = 0 if self.config.server.prefix_cache == "on" else run_id
+        text, n_prompt = self._prompt(s, variant)  # untimed: before t0
+        path, body = self._body(s, text)
+        clock = self.clock
+        prev = [0]
+
+        def on_chunk(chunk: Any, index: int) -> None:
+            # One event per text chunk (a chunk may hold several tokens; n_output_tokens comes from usage).
+            publish(TokenEmitted(t_ns=clock.rel(chunk.abs_ns), run_id=run_id, index=index, token_id=-1,
+                                 text=chunk.text, dt_ns=chunk.t_ns - prev[0]))
+            prev[0] = chunk.t_ns
+
+        try:
+            res = self.ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set)
+        except RequestFailed as e:
+            raise RunError(str(e)) from None
+        return self._finished(s, run_id, warmup, n_prompt, res)
+
+    def _ttft_ns(self, res: StreamResult) -> int | None:
+        at = self.config.server.ttft_at
+        if at == "first_event":
+            return res.first_event_ns
+        if at == "first_choice":
+            return res.first_choice_ns
+        if at == "content":
+            return res.first_content_ns
+        points = [p for p in (res.first_content_ns, res.first_reasoning_ns) if p is not None]
+        return min(points) if points else None
+
+    def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult) -> RunFinished:
+        ttft = self._ttft_ns(res)
+        if ttft is None:
+            if res.stopped:
+                raise RunStopped()
+            raise RunError(f"the server sent no text (finish_reason {res.finish_reason!r}, {res.n_events} events)")
+        tm = res.timings or {}
+        usage = res.usage or {}
+        remote = RemoteTiming(
+            connect_ns=res.connect_ns, sent_ns=res.sent_ns, headers_ns=res.headers_ns,
+            first_event_ns=res.first_event_ns, first_choice_ns=res.first_choice_ns,
+            first_reasoning_ns=res.first_reasoning_ns, first_content_ns=res.first_content_ns, end_ns=res.end_ns,
+            n_events=res.n_events, n_chunks=len(res.chunks), status=res.status, finish_reason=res.finish_reason,
+            server_kind=self.kind, prompt_counted_by=self.counted_by(s),
+            usage_prompt_tokens=_int(usage.get("prompt_tokens")), usage_completion_tokens=_int(usage.get("completion_tokens")),
+            server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
+            server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
+            server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
+        )
+        last = res.chunks[-1].t_ns if res.chunks else res.end_ns
+        n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
+        stop_reason = "stopped" if res.stopped else ("eos" if res.finish_reason == "stop" else "max_tokens")
+        return RunFinished(
+            t_ns=self.clock.rel(res.t0_ns + last), run_id=run_id, scenario=s.name, warmup=warmup,
+            n_prompt_tokens=_int(usage.get("prompt_tokens")) or n_prompt, n_output_tokens=n_out,
+            ttft_ns=ttft, e2e_ns=last, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
+            prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
+            stop_reason=stop_reason, remote=remote,  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        self.ep.close()
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 2**62 else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300 else None
+
+
+def describe_url(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
