@@ -76,7 +76,7 @@ METRICS: tuple[Metric, ...] = (
             "was reused)", component="connect", colour="tokenize"),
     _remote("send_ms", "send request", "ms", "client: t0 -> the request (headers and body) written",
             component="send", colour="cache_prep"),
-    _remote("server_wait_ms", "wait for headers", "ms", "client: request written -> response headers (the "
+    _remote("server_wait_ms", "server wait", "ms", "client: request written -> response headers (the "
             "server's queue or slot wait, and what it does before answering)", component="wait",
             colour="first_sample"),
     _remote("server_prefill_ms", "server prefill", "ms", "the server's own account: llama-server timings.prompt_ms "

@@ -37,6 +37,10 @@ class RequestFailed(Exception):
     """A request that produced no complete answer; ``str(e)`` says why, in one line."""
 
 
+class _StaleConnection(Exception):
+    """A kept-alive connection turned out closed before the server answered anything."""
+
+
 @dataclass
 class Chunk:
     """A piece of streamed text, when it became available on the client's clock."""
@@ -142,8 +146,20 @@ class Endpoint:
         """POST ``body`` (with ``stream: true``) and read the SSE stream to its end, timing it.
         ``on_chunk(chunk, index)`` is called as each text chunk arrives (its time is already
         taken); ``stop()`` is asked between events (True: close the stream and return early)."""
-        perf = time.perf_counter_ns
         data = json.dumps(body).encode()
+        reused = self._conn is not None and self._conn.sock is not None
+        try:
+            return self._stream_once(path, data, on_chunk, stop)
+        except _StaleConnection:
+            # The kept-alive connection had been closed by the server (llama-server closes it after a
+            # stream): nothing reached it. Send again on a new connection, timed from a new t0.
+            if not reused:
+                raise RequestFailed(f"{self.host}:{self.port} closed the connection before answering") from None
+            return self._stream_once(path, data, on_chunk, stop)
+
+    def _stream_once(self, path: str, data: bytes, on_chunk: Callable[[Chunk, int], None] | None,
+                     stop: Callable[[], bool] | None) -> StreamResult:
+        perf = time.perf_counter_ns
         headers = self._headers(True)
         t0 = perf()
         res = StreamResult(t0_ns=t0)
@@ -157,16 +173,11 @@ class Endpoint:
             conn.sock.settimeout(self.read_timeout_s)  # type: ignore[union-attr]
             try:
                 conn.request("POST", path, body=data, headers=headers)
-            except (BrokenPipeError, ConnectionResetError):  # the kept-alive connection had been closed
-                conn.close()
-                conn = self._conn = self._new_conn()
-                c0 = perf()
-                conn.connect()
-                res.connect_ns = perf() - c0
-                conn.sock.settimeout(self.read_timeout_s)  # type: ignore[union-attr]
-                conn.request("POST", path, body=data, headers=headers)
-            res.sent_ns = perf() - t0
-            resp = conn.getresponse()
+                res.sent_ns = perf() - t0
+                resp = conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                self.close()
+                raise _StaleConnection() from None
             res.headers_ns = perf() - t0
             res.status = resp.status
             res.server_header = resp.getheader("server")
@@ -179,7 +190,7 @@ class Endpoint:
                 self.close()
             else:
                 resp.read()  # the rest of the body (the chunked terminator): the connection can be reused
-        except RequestFailed:
+        except (RequestFailed, _StaleConnection):
             self.close()
             raise
         except socket.timeout:
