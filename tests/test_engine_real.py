@@ -177,10 +177,11 @@ def test_stop_flag_ends_a_run_between_tokens(model_path):
     assert 5 <= fin.n_output_tokens < 200
     # The engine host's events reach this process in batches, so the flag is set some tokens after
     # token 4 was computed; from the moment it is set, the host finishes the token in flight and stops
-    # (the flag crosses the pipe in well under a token's time; one more token is the slack for that).
+    # (the flag crosses the pipe in well under a token's time; the bound leaves slack for a loaded
+    # machine, where the thread that forwards it may wait for a core).
     tokens = [e for e in seen if isinstance(e, TokenEmitted)]
     assert len(tokens) == fin.n_output_tokens
-    assert sum(t.t_ns > stopped_at[0] for t in tokens) <= 2
+    assert sum(t.t_ns > stopped_at[0] for t in tokens) <= 5
 
 
 def test_stop_at_eos_can_end_early(model_path):
@@ -207,3 +208,19 @@ def test_run_started_events_number_runs_per_scenario(real_events):
     for name in {s["name"] for s in REAL_SCENARIOS}:
         its = [(e.iteration, e.warmup) for e in starts if e.scenario == name]
         assert its == [(0, True), (1, False), (2, False), (3, False)]
+
+
+def test_decode_breakdown_accounts_for_every_gap_between_tokens(real_state):
+    """Per token after the first: llama_decode + synchronize, sampling, detokenizing and the rest of
+    the loop; their per-run means add up to the run's mean gap between tokens (within 2 %), and the
+    decode step is most of it."""
+    for r in real_state.runs:
+        m, tp = r.metrics, r.finished.token_parts
+        if m.n_output_tokens < 2:
+            continue
+        assert tp is not None and tp.n == m.n_output_tokens - 1
+        parts = m.extra["token_decode_ms"] + m.extra["token_sample_ms"] + m.extra["token_detok_ms"] + m.extra["token_rest_ms"]
+        mean_itl = statistics.fmean(m.itl_ms)
+        assert parts == pytest.approx(mean_itl, rel=0.02)
+        assert m.extra["token_decode_ms"] > 0.5 * mean_itl
+        assert min(tp.decode_median_ns, tp.sample_median_ns, tp.detok_median_ns, tp.rest_median_ns) >= 0

@@ -194,6 +194,36 @@ class RemoteTiming:
 
 
 @dataclass(**_frozen)
+class TokenParts:
+    """Where the time between output tokens went (every token but the first), per token: median
+    and sum of llama_decode + synchronize, sampling, detokenizing and the rest of the loop (handing
+    the previous token over, the stop check). The four sums add up to the run's decode time."""
+
+    n: Int64
+    decode_median_ns: Int64
+    sample_median_ns: Int64
+    detok_median_ns: Int64
+    rest_median_ns: Int64
+    decode_sum_ns: Int64
+    sample_sum_ns: Int64
+    detok_sum_ns: Int64
+    rest_sum_ns: Int64
+
+
+def token_parts(parts: list[tuple[int, int, int, int]]) -> TokenParts | None:
+    """Summarise the engine's per-token (decode, sample, detok, rest) durations; None without any."""
+    if not parts:
+        return None
+    import statistics
+
+    cols = list(zip(*parts))
+    med = [int(statistics.median(c)) for c in cols]
+    return TokenParts(n=len(parts), decode_median_ns=med[0], sample_median_ns=med[1], detok_median_ns=med[2],
+                      rest_median_ns=med[3], decode_sum_ns=sum(cols[0]), sample_sum_ns=sum(cols[1]),
+                      detok_sum_ns=sum(cols[2]), rest_sum_ns=sum(cols[3]))
+
+
+@dataclass(**_frozen)
 class RunFinished:
     """All of a run's own timings; self-contained so a report never needs the phase events. A run
     against a server has ``remote`` instead of the engine's phases (those are None: not measured)."""
@@ -217,6 +247,7 @@ class RunFinished:
     stop_reason: Literal["max_tokens", "eos", "stopped"]
     llama_perf: LlamaPerf | None = None
     remote: RemoteTiming | None = None
+    token_parts: TokenParts | None = None  # the local engine's decode breakdown
 
 
 @dataclass(**_frozen)
@@ -338,7 +369,7 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
-for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
+for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, TelemetryStatus, AlertChanged, EngineCrashed,
              SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]

@@ -148,6 +148,10 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
                 samples: Sequence[Any] = ()) -> RunMetrics:
     toks = list(tokens)
     extra = telemetry_figures(samples, toks[0].t_ns if toks else None)
+    if fin.token_parts is not None and fin.token_parts.n:  # where decode time went, per token (means)
+        tp = fin.token_parts
+        extra.update(token_decode_ms=tp.decode_sum_ns / tp.n / NS_PER_MS, token_sample_ms=tp.sample_sum_ns / tp.n / NS_PER_MS,
+                     token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
     if fin.remote is not None:  # a server's run: its components are the remote ones
         extra.update(remote_figures(fin.remote))
         comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"

@@ -32,6 +32,7 @@ class Metric:
     # where the value comes from: the engine (every run has it), the telemetry samples or a server
     # (those two are summarised only where measured)
     source: Literal["engine", "telemetry", "remote"] = "engine"
+    measured_only: bool = False  # summarised only where some run measured it (not every engine does)
     in_help: bool = True  # its definition is printed by --help, the README and every report
     colour: str | None = None  # a component's colour in the themes, when it borrows another's
 
@@ -42,7 +43,7 @@ class Metric:
     @property
     def optional(self) -> bool:
         """Summarised (and shown) only where some run measured it."""
-        return self.source != "engine"
+        return self.source != "engine" or self.measured_only
 
 
 _TELEMETRY_DEF = "per run, from the telemetry samples taken while it ran (prefill = start to first token, decode = the rest)"
@@ -94,6 +95,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("decode_tps", "decode tok/s", "tps", "per run: (n_output - 1) / (e2e_ms - ttft_ms) x 1000",
            higher_is_better=True),
     Metric("e2e_ms", "E2E", "ms", "t0 -> last output token"),
+    # Where decode time goes (the local llama.cpp engine): per run, the mean over its tokens but the
+    # first; the four add up to the run's mean gap between tokens.
+    Metric("token_decode_ms", "decode step", "ms", "per run, mean per output token (all but the first): "
+           "llama_decode of the token + llama_synchronize", measured_only=True, in_help=False),
+    Metric("token_sample_ms", "sample", "ms", "per run, mean per output token: the sampler chain",
+           measured_only=True, in_help=False),
+    Metric("token_detok_ms", "detokenize", "ms", "per run, mean per output token: token -> text",
+           measured_only=True, in_help=False),
+    Metric("token_rest_ms", "loop rest", "ms", "per run, mean per output token: the rest of the loop (handing "
+           "the previous token over, the stop check)", measured_only=True, in_help=False),
     _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
     _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
             compare=False),

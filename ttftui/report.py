@@ -91,6 +91,20 @@ class RemoteRecord(_M):
     n_progress: int = Field(description="prompt-progress events (llama-server return_progress)")
 
 
+class DecodeBreakdown(_M):
+    """Where the time between output tokens went (every token but the first), per token."""
+
+    n_tokens: int
+    decode_median_ms: float = Field(description="llama_decode + llama_synchronize")
+    sample_median_ms: float
+    detok_median_ms: float
+    rest_median_ms: float = Field(description="the rest of the loop: handing the previous token over, the stop check")
+    token_decode_ms: float = Field(description=_defined("token_decode_ms"))
+    token_sample_ms: float = Field(description=_defined("token_sample_ms"))
+    token_detok_ms: float = Field(description=_defined("token_detok_ms"))
+    token_rest_ms: float = Field(description=_defined("token_rest_ms"))
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -117,6 +131,7 @@ class RunRecord(_M):
     itl_ms: list[float] = Field(description=_defined("itl_ms"))
     llama: LlamaCounters | None
     remote: RemoteRecord | None = Field(None, description="a run against a server (ttftui --url)")
+    decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
     output_text: str
@@ -274,6 +289,13 @@ def _run_record(m: RunMetrics, fin: Any = None) -> RunRecord:
             server_predicted_ms=r.server_predicted_ms, n_events=r.n_events, n_chunks=r.n_chunks,
             n_progress=r.n_progress,
         )
+    breakdown = None
+    tp = getattr(fin, "token_parts", None)
+    if tp is not None and tp.n:
+        breakdown = DecodeBreakdown(
+            n_tokens=tp.n, decode_median_ms=tp.decode_median_ns / 1e6, sample_median_ms=tp.sample_median_ns / 1e6,
+            detok_median_ms=tp.detok_median_ns / 1e6, rest_median_ms=tp.rest_median_ns / 1e6,
+            **{k: m.extra[k] for k in ("token_decode_ms", "token_sample_ms", "token_detok_ms", "token_rest_ms")})
     llama = None
     if m.llama is not None:
         c = m.llama
@@ -287,7 +309,7 @@ def _run_record(m: RunMetrics, fin: Any = None) -> RunRecord:
         prefill_chunks_ms=list(m.prefill_chunks_ms), prefill_chunk_tokens=list(m.prefill_chunk_tokens),
         first_sample_ms=m.first_sample_ms, first_detok_ms=m.first_detok_ms, unaccounted_ms=m.unaccounted_ms,
         unaccounted_pct=m.unaccounted_pct, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, tpot_ms=m.tpot_ms,
-        e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, remote=remote,
+        e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, remote=remote, decode_breakdown=breakdown,
         telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
                    or registry.BY_NAME[k].source == "telemetry"} or None,
         output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6,
@@ -449,6 +471,8 @@ def _run_value(r: RunRecord, name: str) -> Any:
         return getattr(r, name)
     if r.remote is not None and name in RemoteRecord.model_fields:
         return getattr(r.remote, name)
+    if r.decode_breakdown is not None and name in DecodeBreakdown.model_fields:
+        return getattr(r.decode_breakdown, name)
     return (r.telemetry or {}).get(name)
 
 

@@ -28,7 +28,7 @@ from ttftui.config import Config, GreedySampler, ScenarioConfig, TopKSampler, To
 from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.engine.llama_facts import build_kind, repack_choice
 from ttftui.errors import EngineFailed, ModelLoadFailed, PromptTooLong
-from ttftui.events import DeviceFacts, LlamaPerf, ModelFacts, PhaseTimed, RunFinished, TokenEmitted
+from ttftui.events import DeviceFacts, LlamaPerf, ModelFacts, PhaseTimed, RunFinished, TokenEmitted, token_parts
 from ttftui.gguf import GGUFHeader, read_header
 from ttftui.prompts import build_prompt
 
@@ -369,16 +369,27 @@ class LlamaEngine(Engine):
         stop_reason = "max_tokens"
         prev = s1
         n_out = 0
+        # Where each later token's time goes: three clock reads, before and after llama_decode (+
+        # synchronize, so that a GPU's work is not booked to sampling) and after sampling; the
+        # token's own time (after detokenizing) closes it. One tuple appended per token.
+        parts: list[tuple[int, int, int, int]] = []
+        a = b = c = 0
         for i in range(max_tokens):
             if i > 0:
                 one[0] = token
+                a = perf_ns()
                 rc = L.llama_decode(ctx, batch1)
+                L.llama_synchronize(ctx)
+                b = perf_ns()
                 if rc != 0:
                     raise EngineFailed(f"llama_decode failed at output token {i} (code {rc}) in scenario {s.name}")
                 token = L.llama_sampler_sample(h.sampler, ctx, -1)
+                c = perf_ns()
             n = L.llama_token_to_piece(vocab, token, piece, 256, 0, False)
             piece_text = decoder.decode(piece.raw[:n]) if n > 0 else ""
             now = perf_ns()
+            if i > 0:
+                parts.append((b - a, c - b, now - c, a - prev))  # decode, sample, detokenize, rest of the loop
             n_out += 1
             is_eog = L.llama_vocab_is_eog(vocab, token)
             if ttft_end is None and (piece_text or is_eog or i == max_tokens - 1):
@@ -405,7 +416,7 @@ class LlamaEngine(Engine):
             tokenize_ns=t1 - t0, cache_prep_ns=t2 - t2s, prefill_ns=sum(chunks),
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(chunk_tokens),
             first_sample_ns=s1 - s0, first_detok_ns=first_detok_ns,
-            stop_reason=stop_reason, llama_perf=perf,
+            stop_reason=stop_reason, llama_perf=perf, token_parts=token_parts(parts),
         )
 
     def close(self) -> None:

@@ -356,7 +356,8 @@ class TokenStream(LinePanel):
 
     def view_key(self, state: SessionState, rationed: bool = False) -> Any:
         run = self._shown_run(state)
-        return (run and run.run_id, run and len(run.tokens), rationed, self.theme_file and self.theme_file.name)
+        return (run and run.run_id, run and len(run.tokens), run is not None and run.finished is not None, rationed,
+                self.theme_file and self.theme_file.name)
 
     def _median_gap(self, run: RunState) -> float | None:
         """The run's median gap between tokens (the first token's gap is its TTFT: left out)."""
@@ -419,6 +420,11 @@ class TokenStream(LinePanel):
             rate = (n - 1) / span_s if span_s > 0 else 0.0
             head.append(f" · {rate:.1f} tok/s · p50 {R.fmt_ms(median)}")
             itl = [toks[i].dt_ns / 1e6 for i in range(max(1, n - (width - 4)), n)]
+        tp = run.finished.token_parts if run.finished is not None else None
+        if tp is not None and tp.n:  # where each token's time went (medians), once the run has ended
+            head.append(f" · per token: decode {R.fmt_ms(tp.decode_median_ns / 1e6)}, sample "
+                        f"{R.fmt_ms(tp.sample_median_ns / 1e6)}, detok {R.fmt_ms(tp.detok_median_ns / 1e6)}, "
+                        f"rest {R.fmt_ms(tp.rest_median_ns / 1e6)}", style="dim")
         if rationed:
             head.append(" · drawn sparingly: llama.cpp uses every CPU", style="dim")
         spark = Text("ITL ", no_wrap=True, overflow="crop")
