@@ -224,3 +224,71 @@ def test_decode_breakdown_accounts_for_every_gap_between_tokens(real_state):
         assert parts == pytest.approx(mean_itl, rel=0.02)
         assert m.extra["token_decode_ms"] > 0.5 * mean_itl
         assert min(tp.decode_median_ns, tp.sample_median_ns, tp.detok_median_ns, tp.rest_median_ns) >= 0
+
+
+def test_a_long_scenario_after_a_short_one_has_its_first_run_flagged_cold(model_path, tmp_path):
+    """A session that starts short and then goes long: the long scenario's first counted run meets
+    a new shape (a deeper KV cache, more chunks). Flagged when it is also an outlier; and
+    warmup_policy = largest_first leaves no counted run that is the first of its shape."""
+    import json
+
+    from ttftui.cold import cold_runs
+
+    from .conftest import cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("""
+[model]
+n_ctx = 1024
+n_batch = 64
+n_threads = 2
+[run]
+iterations = 4
+warmup = 0
+[[scenarios]]
+name = "short"
+prompt_tokens = 32
+max_tokens = 4
+[[scenarios]]
+name = "long"
+prompt_tokens = 600
+max_tokens = 4
+""")
+    out = tmp_path / "r.json"
+    assert cli("--headless", "-q", "--config", str(cfg), "-o", str(out)).returncode == 0
+    report = json.loads(out.read_text())
+    by_id = {r["run_id"]: r for r in report["runs"]}
+    firsts = [r for r in report["runs"] if r["iteration"] == 0]
+    for r in report["runs"]:  # a flag is only ever on a run that was the first of its shape
+        assert not r["cold"] or r in firsts
+    for r in firsts:
+        if r["cold"]:
+            assert "first run with" in r["cold_reason"] and "x the scenario's median" in r["cold_reason"]
+    assert sum(s["n_cold"] for s in report["summary"].values()) == sum(r["cold"] for r in by_id.values())
+    out2 = tmp_path / "r2.json"
+    assert cli("--headless", "-q", "--config", str(cfg), "--set", 'run.warmup_policy="largest_first"',
+               "-o", str(out2)).returncode == 0
+    report2 = json.loads(out2.read_text())
+    first = report2["runs"][0]
+    assert first["warmup"] and first["scenario"] == "long" and first["n_prompt_tokens"] == 600
+    assert not any(r["cold"] for r in report2["runs"])
+    assert cold_runs([]) == {}
+
+
+def test_cold_rule_on_made_up_runs():
+    from dataclasses import replace
+
+    from ttftui.cold import cold_runs
+    from ttftui.metrics import RunMetrics
+
+    base = RunMetrics(run_id=0, scenario="s", iteration=0, warmup=False, counted=True, stop_reason="max_tokens",
+                      n_prompt_tokens=128, n_output_tokens=8, ttft_ms=10.0, tokenize_ms=0.1, cache_prep_ms=0.0,
+                      prefill_ms=9.0, prefill_chunks_ms=(9.0,), prefill_chunk_tokens=(128,), first_sample_ms=0.1,
+                      first_detok_ms=0.0, unaccounted_ms=0.8, unaccounted_pct=8.0, prefill_tps=1.0, itl_ms=(),
+                      tpot_ms=None, decode_tps=None, e2e_ms=20.0, llama=None)
+    runs = [replace(base, run_id=1, ttft_ms=30.0), replace(base, run_id=2), replace(base, run_id=3, ttft_ms=11.0)]
+    assert list(cold_runs(runs)) == [1]  # first of its shape and 3x the others' median
+    runs[0] = replace(runs[0], ttft_ms=12.0)
+    assert cold_runs(runs) == {}  # first of its shape but not an outlier
+    runs[0] = replace(runs[0], ttft_ms=30.0, warmup=True, counted=False)
+    assert cold_runs(runs) == {}  # a warm-up is where a cold run belongs

@@ -58,6 +58,9 @@ class RunConfig(_Strict):
     iterations: int = Field(5, ge=1, description="measured runs per scenario")
     warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
     seed: int = Field(42, ge=0)
+    warmup_policy: Literal["per_scenario", "largest_first"] = Field(
+        "per_scenario", description="largest_first: before any counted run, one more warm-up run of the scenario "
+                                    "with the longest prompt, so no counted run is the first to meet a larger shape")
     pause_ms: float = Field(0.0, ge=0, le=600_000,
                             description="untimed pause before each run but the first (the dashboard pauses at "
                                         "least 300 ms, to draw each result while the engine is idle)")

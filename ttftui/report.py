@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ttftui import __version__, registry
 from ttftui.alerts import goodput
+from ttftui.cold import cold_runs
 from ttftui.config import Config
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
@@ -111,6 +112,9 @@ class RunRecord(_M):
     iteration: int
     warmup: bool
     counted: bool = Field(description="included in statistics (not warm-up, not stopped early)")
+    cold: bool = Field(False, description="the first run with a new shape and an outlier for its scenario "
+                                          "(ttftui.cold): still counted, but likely paying one-time costs")
+    cold_reason: str | None = None
     stop_reason: str
     n_prompt_tokens: int
     n_output_tokens: int
@@ -148,6 +152,7 @@ class FailedRun(_M):
 
 class ScenarioSummary(_M):
     n_runs: int
+    n_cold: int = Field(0, description="counted runs flagged cold (runs[].cold): still in the statistics")
     n_warmup: int
     n_failed: int
     n_prompt_tokens: int | None
@@ -276,7 +281,7 @@ def _summary(s: Summary) -> MetricSummary:
     return MetricSummary(**{k: _clean(v) for k, v in s.as_dict().items()})
 
 
-def _run_record(m: RunMetrics, fin: Any = None) -> RunRecord:
+def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None) -> RunRecord:
     remote = None
     r = getattr(fin, "remote", None)
     if r is not None:
@@ -310,15 +315,16 @@ def _run_record(m: RunMetrics, fin: Any = None) -> RunRecord:
         first_sample_ms=m.first_sample_ms, first_detok_ms=m.first_detok_ms, unaccounted_ms=m.unaccounted_ms,
         unaccounted_pct=m.unaccounted_pct, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, tpot_ms=m.tpot_ms,
         e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, remote=remote, decode_breakdown=breakdown,
+        cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
                    or registry.BY_NAME[k].source == "telemetry"} or None,
         output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6,
     )
 
 
-def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None) -> ScenarioSummary:
+def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None, n_cold: int = 0) -> ScenarioSummary:
     return ScenarioSummary(
-        goodput_pct=goodput_pct,
+        goodput_pct=goodput_pct, n_cold=n_cold,
         n_runs=s.n_runs, n_warmup=s.n_warmup, n_failed=s.n_failed, n_prompt_tokens=s.n_prompt_tokens,
         dominant_component=s.dominant_component, dominant_share_pct=s.dominant_share_pct,
         component_medians_ms=s.component_medians_ms,
@@ -401,6 +407,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
     rules = list(state.config.alerts) if state.config is not None else []
     eng = state.engine
     runs = [r.metrics for r in state.runs if r.metrics is not None]
+    cold_flags = cold_runs(runs)
     failed = [
         FailedRun(run_id=r.run_id, scenario=r.scenario, iteration=r.started.iteration, warmup=r.warmup, error=r.failed)
         for r in state.runs if r.failed is not None
@@ -432,9 +439,10 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         percentiles=pcts,
         definitions=DEFINITIONS,
         config=state.session.config if state.session else {},
-        runs=[_run_record(r.metrics, r.finished) for r in state.runs if r.metrics is not None],
+        runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id)) for r in state.runs if r.metrics is not None],
         failed_runs=failed,
-        summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]))
+        summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]),
+                                      sum(1 for m in runs if m.scenario == k and m.run_id in cold_flags))
                  for k, v in session_stats(state, pcts).items()},
         notices=[NoticeRecord(t_ms=n.t_ns / 1e6, level=n.level, message=n.message) for n in state.notices],
         alerts=[

@@ -163,6 +163,12 @@ class SessionRunner:
                 self.publish(Notice(t_ns=clock.now_ns(), level="warning",
                                     message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
             prepared = {n: engine.prepare(self.config.scenario(n), self.config.run.seed) for n in self.names}
+            if self.config.run.warmup_policy == "largest_first" and prepared and not c.stop.is_set():
+                # One warm-up over the session's largest prompt before any counted run: buffers, KV
+                # depth and kernels for the largest shape are then paid for outside the statistics.
+                largest = max(prepared.values(), key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
+                self.planned_runs += 1
+                self._run_scenario(engine, largest, runs=1, all_warmup=True)
             for name in self.names:
                 if c.stop.is_set():
                     break
@@ -215,11 +221,12 @@ class SessionRunner:
                                         interval_ms=tc.interval_ms, gpu_index=tc.gpu_index, pid=engine.pid)
         return self.sampler
 
-    def _run_scenario(self, engine: Engine, prep: PreparedScenario) -> None:
+    def _run_scenario(self, engine: Engine, prep: PreparedScenario, *, runs: int | None = None,
+                      all_warmup: bool = False) -> None:
         c = self.controls
         s = prep.scenario
         c.skip_scenario.clear()
-        total = self.config.run.warmup + self.config.run.iterations
+        total = self.config.run.warmup + self.config.run.iterations if runs is None else runs
         for k in range(total):
             while c.paused.is_set() and not c.stop.is_set():
                 c.stop.wait(0.05)
@@ -239,7 +246,7 @@ class SessionRunner:
                         break
                 if c.stop.is_set():
                     break
-            warm = k < self.config.run.warmup
+            warm = all_warmup or k < self.config.run.warmup
             self._run_id += 1
             it = self._iters.get(s.name, 0)
             self._iters[s.name] = it + 1

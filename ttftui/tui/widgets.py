@@ -155,11 +155,13 @@ def _run_position(state: SessionState, cur: RunState) -> str:
     run = state.config.run if state.config is not None else None
     warm = run.warmup if run else 0
     iters = run.iterations if run else 0
-    it = cur.started.iteration
+    # counted from the runs themselves: a session-wide warm-up (run.warmup_policy) shifts iterations
+    same = [r for r in state.runs if r.scenario == cur.scenario]
     if cur.warmup:
-        return f"warm-up {it + 1}/{warm}"
-    n = it - warm + 1
-    return f"run {n}/{iters}" if 0 < n <= iters else f"extra run {it + 1}"
+        k = sum(r.warmup for r in same) + 1
+        return f"warm-up {k}/{warm}" if k <= warm else "extra warm-up"
+    n = sum(not r.warmup for r in same) + 1
+    return f"run {n}/{iters}" if n <= iters else f"extra run {n}"
 
 
 # ---------------------------------------------------------------------------------------------- TTFT bar
@@ -249,6 +251,12 @@ def _current_parts(state: SessionState, now_ns: int):
     m = last.metrics
     parts = {c.component: v for c in registry.components() if (v := m.value(c.name)) is not None}
     title = f"last run {m.run_id} • {m.scenario}" + (" (warm-up)" if m.warmup else "")
+    if m.counted and not m.warmup:
+        from ttftui.cold import cold_runs
+
+        why = cold_runs(r.metrics for r in state.runs if r.metrics is not None).get(m.run_id)
+        if why:
+            title += f" • COLD: {why}"
     return title, parts, list(m.prefill_chunks_ms), m.ttft_ms, ""
 
 
