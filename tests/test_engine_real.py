@@ -292,3 +292,46 @@ def test_cold_rule_on_made_up_runs():
     assert cold_runs(runs) == {}  # first of its shape but not an outlier
     runs[0] = replace(runs[0], ttft_ms=30.0, warmup=True, counted=False)
     assert cold_runs(runs) == {}  # a warm-up is where a cold run belongs
+
+
+def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
+    """Six prompt lengths on the real model: TTFT fits a + b*n + c*n^2 with a high R², and the median
+    of the runs at a length left out of the fit lands inside its 95 % prediction interval. The
+    held-out length runs inside the sweep, between its neighbours: this machine's speed drifts by
+    10-20 % over a minute, and a length measured at the end would be judged against that drift."""
+    import json
+
+    from ttftui.fit import polyfit
+
+    from .conftest import cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("""
+[model]
+n_ctx = 1024
+n_batch = 64
+n_threads = 2
+[run]
+iterations = 3
+warmup = 1
+[[scenarios]]
+name = "sweep"
+prompt_tokens = [16, 48, 96, 160, 224, 256, 288]
+max_tokens = 2
+""")
+    out = tmp_path / "r.json"
+    r = cli("--headless", "-q", "--config", str(cfg), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    sw = report["sweeps"]["sweep"]
+    assert sw["lengths"] == [16, 48, 96, 160, 224, 256, 288]
+    assert sw["ttft"]["r2"] > 0.95 and sw["ttft"]["n_points"] == 21 and sw["ttft"]["b"] > 0
+    assert sw["prefill"]["r2"] > 0.95
+    assert sw["chunk_per_token_vs_depth"]["n_points"] > 0
+    assert len(sw["predictions"]) == 6 and all(p["low_ms"] < p["ttft_ms"] < p["high_ms"] for p in sw["predictions"])
+    runs = [x for x in report["runs"] if x["counted"]]
+    fit_runs = [x for x in runs if x["n_prompt_tokens"] != 256]
+    fit = polyfit([float(x["n_prompt_tokens"]) for x in fit_runs], [x["ttft_ms"] for x in fit_runs])
+    y, lo, hi = fit.predict(256)
+    held = [x["ttft_ms"] for x in runs if x["n_prompt_tokens"] == 256]
+    assert len(held) == 3 and lo <= statistics.median(held) <= hi, (y, lo, hi, held)

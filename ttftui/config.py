@@ -86,7 +86,9 @@ Sampler = Annotated[Union[GreedySampler, TopKSampler, TopPSampler], Field(discri
 
 
 class ScenarioConfig(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-@]+$")
+    sweep: str | None = Field(None, description="set by a sweep: the scenario this one was expanded from "
+                                                "(prompt_tokens = [..] becomes one scenario per length, NAME@N)")
     prompt_tokens: int | None = Field(
         None, ge=1, description="exact prompt length in the model's tokens (BOS included)"
     )
@@ -175,6 +177,24 @@ class ServerConfig(_Strict):
                                             "beside it)")
 
 
+def expand_sweeps(data: Any) -> Any:
+    """``prompt_tokens = [128, 256, ...]`` in a scenario becomes one scenario per length, named
+    ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report)."""
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
+        return data
+    out = []
+    for sc in data["scenarios"]:
+        lengths = sc.get("prompt_tokens") if isinstance(sc, dict) else None
+        if not isinstance(lengths, list):
+            out.append(sc)
+            continue
+        if not lengths or len(set(map(str, lengths))) != len(lengths):
+            raise ValueError(f"scenario {sc.get('name')!r}: prompt_tokens = [...] needs distinct lengths")
+        for n in lengths:
+            out.append({**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")})
+    return {**data, "scenarios": out}
+
+
 class Config(_Strict):
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
@@ -186,6 +206,11 @@ class Config(_Strict):
     server: ServerConfig = ServerConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
     alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sweeps(cls, data: Any) -> Any:
+        return expand_sweeps(data)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -22,6 +22,7 @@ from ttftui import __version__, registry
 from ttftui.alerts import goodput
 from ttftui.cold import cold_runs
 from ttftui.config import Config
+from ttftui.fit import sweep_fits
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
 from ttftui.metrics import RunMetrics, ScenarioStats
@@ -242,6 +243,36 @@ class CrashRecord(_M):
     log_tail: list[str] = Field(description="the engine process's last stderr / llama.cpp log lines")
 
 
+class FitRecord(_M):
+    model: str = Field(description="a + b*n + c*n^2 (quadratic) or a + b*n (linear)")
+    a: float
+    b: float
+    c: float | None = None
+    r2: float | None
+    residual_sd: float | None = Field(description="standard deviation of the residuals (y's unit)")
+    n_points: int
+    x_min: float
+    x_max: float
+
+
+class Prediction(_M):
+    n_prompt_tokens: float
+    ttft_ms: float
+    low_ms: float | None = Field(description="95 % prediction interval: where one more run should land")
+    high_ms: float | None
+
+
+class SweepRecord(_M):
+    """A scenario with prompt_tokens = [..]: how TTFT scales with the prompt (ttftui.fit)."""
+
+    lengths: list[int]
+    ttft: FitRecord | None = Field(description="ttft_ms against the prompt length, every counted run")
+    prefill: FitRecord | None = Field(description="prefill_ms against the prompt length")
+    chunk_per_token_vs_depth: FitRecord | None = Field(
+        description="prefill chunk time per token (ms) against the KV depth the chunk starts at")
+    predictions: list[Prediction] = Field(description="TTFT halfway between the measured lengths")
+
+
 class Report(_M):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["ttftui.report"] = REPORT_KIND
@@ -268,6 +299,7 @@ class Report(_M):
     alert_status: list[AlertStatus] = Field(default_factory=list, description="each rule's state at the end")
     telemetry: TelemetryReport | None = None
     crash: CrashRecord | None = Field(None, description="set when the engine's process died during the session")
+    sweeps: dict[str, SweepRecord] = Field(default_factory=dict, description="per swept scenario: fits and predictions")
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -393,6 +425,19 @@ def _alert_status(state: SessionState) -> list[AlertStatus]:
     return list(out.values())
 
 
+def _sweeps(state: SessionState, runs: list[RunMetrics]) -> dict[str, SweepRecord]:
+    if state.config is None:
+        return {}
+    sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep}
+    out = {}
+    for fam, f in sweep_fits(runs, sweep_of).items():
+        fits = {k: (FitRecord(**f[k].as_dict()) if f[k] is not None else None)  # type: ignore[union-attr]
+                for k in ("ttft", "prefill", "chunk_per_token_vs_depth")}
+        out[fam] = SweepRecord(lengths=f["lengths"], predictions=[Prediction(**p) for p in f["predictions"]],  # type: ignore[arg-type]
+                               **fits)
+    return out
+
+
 def _crash(state: SessionState) -> CrashRecord | None:
     c = state.crash
     if c is None:
@@ -425,6 +470,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         engine_version=eng.engine_version if eng else None,
         engine_host=eng.host if eng else None,
         crash=_crash(state),
+        sweeps=_sweeps(state, runs),
         session=SessionInfo(
             id=state.session.session_id if state.session else None,
             started_at=state.session.started_at if state.session else None,
