@@ -226,6 +226,14 @@ def test_decode_breakdown_accounts_for_every_gap_between_tokens(real_state):
         assert min(tp.decode_median_ns, tp.sample_median_ns, tp.detok_median_ns, tp.rest_median_ns) >= 0
 
 
+def small_config(tmp_path, *, iterations: int, warmup: int, scenarios: str):
+    """A config file for a CLI session on the demo model: small context, 64-token chunks, 2 threads."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nn_ctx = 1024\nn_batch = 64\nn_threads = 2\n[run]\niterations = {iterations}\n"
+                   f"warmup = {warmup}\n{scenarios}")
+    return cfg
+
+
 def test_a_long_scenario_after_a_short_one_has_its_first_run_flagged_cold(model_path, tmp_path):
     """A session that starts short and then goes long: the long scenario's first counted run meets
     a new shape (a deeper KV cache, more chunks). Flagged when it is also an outlier; and
@@ -236,15 +244,7 @@ def test_a_long_scenario_after_a_short_one_has_its_first_run_flagged_cold(model_
 
     from .conftest import cli
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("""
-[model]
-n_ctx = 1024
-n_batch = 64
-n_threads = 2
-[run]
-iterations = 4
-warmup = 0
+    cfg = small_config(tmp_path, iterations=4, warmup=0, scenarios="""
 [[scenarios]]
 name = "short"
 prompt_tokens = 32
@@ -305,15 +305,7 @@ def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
 
     from .conftest import cli
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("""
-[model]
-n_ctx = 1024
-n_batch = 64
-n_threads = 2
-[run]
-iterations = 3
-warmup = 1
+    cfg = small_config(tmp_path, iterations=3, warmup=1, scenarios="""
 [[scenarios]]
 name = "sweep"
 prompt_tokens = [16, 48, 96, 160, 224, 256, 288]
