@@ -202,6 +202,7 @@ class TTFTBar(Panel):
             out.append_text(R.legend(items, width))
         if stats:
             name_w = max(len(n) for n in stats) + 1
+            sweep_of, fam_max, fits = _sweep_view(state, stats)
             for name, st in stats.items():
                 med = st.component_medians_ms
                 if not med:
@@ -209,9 +210,16 @@ class TTFTBar(Panel):
                 tot = sum(med.values())
                 lab = f"{name:<{name_w}}median{R.fmt_ms(tot):>9} "
                 dom = f" {R.component_label(st.dominant_component or '?')} {st.dominant_share_pct or 0:.0f}%"
+                fam = sweep_of.get(name)
+                fit = fits.get(fam) if fam else None
+                if fit is not None and st.n_prompt_tokens:  # TTFT against the prompt length: the fit beside
+                    dom += f" · fit {R.fmt_ms(fit.predict(st.n_prompt_tokens)[0])}"
                 bar_w = max(width - len(lab) - len(dom), 4)
+                if fam and fam_max.get(fam):  # a sweep's bars share one scale: their lengths are the plot
+                    bar_w = max(1, round(bar_w * tot / fam_max[fam]))
                 out.append("\n" + lab)
                 out.append_text(R.stacked_bar(R.component_segments(th, med), bar_w, th.components.pending))
+                out.append(" " * (max(width - len(lab) - len(dom), 4) - bar_w))
                 out.append(dom, style=R.component_colour(th, st.dominant_component or "pending"))
         # Never shrink: a panel that changes height each phase would re-lay out (and repaint) the
         # whole screen twice per run.
@@ -220,6 +228,28 @@ class TTFTBar(Panel):
             out.append("\n" * (self._max_lines - n))
         self._max_lines = max(self._max_lines, n)
         self.update_sized(out)
+
+
+def _sweep_view(state: SessionState, stats: dict[str, ScenarioStats]) -> tuple[dict[str, str], dict[str, float], dict[str, Any]]:
+    """For the scenarios expanded from a sweep: their family, each family's largest median TTFT (the
+    bars' common scale) and its fit of TTFT against the prompt length (ttftui.fit)."""
+    if state.config is None:
+        return {}, {}, {}
+    sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep and s.name in stats}
+    if not sweep_of:
+        return {}, {}, {}
+    from ttftui.fit import polyfit
+
+    fam_max: dict[str, float] = {}
+    for name, fam in sweep_of.items():
+        tot = sum(stats[name].component_medians_ms.values())
+        fam_max[fam] = max(fam_max.get(fam, 0.0), tot)
+    fits = {}
+    for fam in set(sweep_of.values()):
+        runs = [r.metrics for r in state.runs if r.metrics is not None and r.metrics.counted
+                and sweep_of.get(r.scenario) == fam]
+        fits[fam] = polyfit([float(m.n_prompt_tokens) for m in runs], [m.ttft_ms for m in runs])
+    return sweep_of, fam_max, fits
 
 
 def _current_parts(state: SessionState, now_ns: int):
