@@ -45,8 +45,10 @@ def ttftui_run(engine: LlamaEngine, prep, run_id: int):
     toks = []
     fin = engine.run(prep, run_id, False, toks.append, threading.Event())
     m = run_metrics(0, 0, fin, [t for t in toks if getattr(t, "type", "") == "token"])
+    tp = fin.token_parts
+    parts = {k: getattr(tp, f"{k}_median_ns") / 1e6 for k in ("decode", "sample", "detok", "rest")} if tp else {}
     return {"ttft_ms": m.ttft_ms, "prefill_tps": m.prefill_tps, "decode_tps": m.decode_tps,
-            "text": m.output_text, "n_out": m.n_output_tokens}
+            "text": m.output_text, "n_out": m.n_output_tokens, "parts": parts}
 
 
 def lcp_run(llm: Llama, prompt: str, n_gen: int):
@@ -68,9 +70,10 @@ def lcp_run(llm: Llama, prompt: str, n_gen: int):
             "decode_tps": (n - 1) / ((end - first) / 1e9) if n > 1 else None, "text": "".join(text), "n_out": n}
 
 
-def llama_bench(path: str, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int, flash_attn: str):
+def llama_bench(path: str, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int, flash_attn: str,
+                repack: bool = True):
     cmd = [path, "-m", model, "-t", str(threads), "-b", str(n_batch), "-ub", str(n_batch), "-fa", flash_attn,
-           "-r", "3", "-o", "json"]
+           "--repack", "1" if repack else "0", "-r", "3", "-o", "json"]
     pp = json.loads(subprocess.run(cmd + ["-p", str(n_prompt), "-n", "0"], capture_output=True, text=True,
                                    check=True).stdout)
     tg = json.loads(subprocess.run(cmd + ["-p", "0", "-n", str(n_gen), "-d", str(n_prompt)], capture_output=True,
@@ -124,6 +127,7 @@ def main() -> int:
     for n, label, a, b, ratio in rows:
         print(f"{n:>6}  {label:<26} {a:>10.2f} {b:>13.2f} {ratio:>7.3f}")
     if args.llama_bench:
+        breakdown: list[tuple[int, dict, float]] = []
         print()
         print(f"{'prompt':>6}  {'metric':<26} {'ttftui':>10} {'llama-bench':>13} {'ratio':>7}")
         # llama-bench sizes its context to the test (prompt + generated tokens); so does ttftui here
@@ -137,7 +141,7 @@ def main() -> int:
             for r in range(args.bench_rounds):  # interleaved: two ttftui runs, one llama-bench call, ...
                 runs += [ttftui_run(eng, prep, 100 + 2 * r + i) for i in range(2)]
                 pp, tg = llama_bench(args.llama_bench, model, sc.prompt_tokens, args.gen, args.threads, args.n_batch,
-                                     args.flash_attn)
+                                     args.flash_attn, repack=eng.repack is not False)
                 pps.append(pp)
                 tgs.append(tg)
             eng.close()
@@ -146,8 +150,18 @@ def main() -> int:
             pp, tg = statistics.median(pps), statistics.median(tgs)
             print(f"{sc.prompt_tokens:>6}  {'prefill tok/s (pp' + str(sc.prompt_tokens) + ')':<26} {a_pp:>10.2f} {pp:>13.2f} {a_pp / pp:>7.3f}")
             print(f"{sc.prompt_tokens:>6}  {'decode tok/s (tg' + str(args.gen) + ' @d' + str(sc.prompt_tokens) + ')':<26} {a_tg:>10.2f} {tg:>13.2f} {a_tg / tg:>7.3f}")
+            parts = {k: statistics.median(x["parts"][k] for x in runs) for k in ("decode", "sample", "detok", "rest")}
+            breakdown.append((sc.prompt_tokens, parts, 1000.0 / tg))
         print("(llama-bench's tg feeds tokens without sampling; ttftui's decode samples and detokenizes every token, "
               "as a real request must)")
+        print(f"\nwhere ttftui's decode time goes (median ms per token) against llama-bench's tg time per token; "
+              f"repack {'on' if engine.repack else 'off'}, flash attention {args.flash_attn}, n_ctx = prompt + gen:")
+        print(f"{'prompt':>6} {'llama_decode':>13} {'sample':>8} {'detok':>8} {'rest':>8} {'sum':>8} {'llama-bench':>12} "
+              f"{'decode/lb':>10}")
+        for n, p, lb in breakdown:
+            tot = sum(p.values())
+            print(f"{n:>6} {p['decode']:>13.3f} {p['sample']:>8.3f} {p['detok']:>8.3f} {p['rest']:>8.3f} {tot:>8.3f} "
+                  f"{lb:>12.3f} {p['decode'] / lb:>10.3f}")
     else:
         print("\n(llama-bench not found: pass --llama-bench PATH to compare with llama.cpp's own benchmark too)")
     engine.close()
