@@ -53,7 +53,9 @@ async def test_every_panel_draws_its_first_data_without_waiting_for_a_later_fram
     """The first (forced) frame arrives before layout: panels that had no size then must draw as
     soon as they get one, not at the next rationed frame (which is a second away during a prefill,
     so a screenshot taken in between showed an empty Alerts panel)."""
-    monkeypatch.setattr(TtftApp, "PREFILL_DRAW_INTERVAL_S", 3600.0)
+    from ttftui.tui.frames import FrameScheduler
+
+    monkeypatch.setattr(FrameScheduler, "PREFILL_DRAW_INTERVAL_S", 3600.0)
     events = synthetic_session(stop_before_end=True)  # a run is in its prefill: frames are rationed
     app, _ = make_app(events, refresh_hz=1)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -340,31 +342,55 @@ def test_frames_are_budgeted_only_while_llama_cpp_has_every_cpu():
     assert not contended(_as_llama(synthetic_session(), kind="cpu", n_threads=usable_cpus()))  # between runs
 
 
-def test_a_frame_waits_until_the_ui_is_within_its_cpu_budget():
-    from ttftui.pump import Pump
-    from ttftui.tui.app import usable_cpus
+class FakeWall:
+    """An injected monotonic clock: frame decisions never depend on how fast the machine runs."""
 
-    app = TtftApp(StaticSource([]), busy_cpu_pct=1.0, refresh_hz=4, pump=Pump())
-    app.pump.feed(_as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus()))
-    now = time.monotonic()
-    app._budget_run = app.pump.state.current.run_id
-    app._last_draw = now - 0.5
-    app._budget_from = (now - 0.5, 0.005)  # the last frame began 0.5 s ago and took 5 ms of UI CPU
-    over = app.FRAME_OVERHEAD_S
-    assert app.next_frame_at() == pytest.approx(now - 0.5 + (0.005 + over) * 100, abs=0.01)  # at 1 % of a core
-    assert not app.tick_draw_due()
-    app.busy_cpu_pct = 10.0  # a cheap frame within a large budget: refresh_hz decides
-    assert app.next_frame_at() == pytest.approx(now - 0.5 + 0.25, abs=0.01) and app.tick_draw_due()
-    app.busy_cpu_pct = 1.0
-    app._last_draw = now - 3
-    app._budget_from = (now - 3, 1.0)  # a very slow frame: still one at least every 2 s
-    assert app.next_frame_at() == pytest.approx(now - 3 + app.MAX_BUSY_INTERVAL_S, abs=0.01)
-    app._budget_run = None  # a new run: its budget starts when it is first seen, as if a frame had cost nothing
-    app._last_draw = now - 0.5  # (the last run's results, drawn in the pause before it)
-    assert app.next_frame_at() == pytest.approx(time.monotonic() + over * 100, abs=0.05)
-    app.busy_cpu_pct = 0  # no budget: refresh_hz alone
-    app._last_draw = now - 0.2
-    assert app.next_frame_at() == pytest.approx(now - 0.2 + 0.25, abs=0.01)
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_frame_waits_until_the_ui_is_within_its_cpu_budget():
+    from ttftui.tui.frames import FrameScheduler
+
+    wall = FakeWall()
+    f = FrameScheduler(refresh_hz=4, busy_cpu_pct=1.0, wall=wall)
+    now, over = wall.t, f.FRAME_OVERHEAD_S
+    f.budget_run, f.last_draw = 7, now - 0.5
+    f.budget_from = (now - 0.5, 0.005)  # the last frame began 0.5 s ago and took 5 ms of UI CPU
+    assert f.next_frame_at(7, True, True) == pytest.approx(now - 0.5 + (0.005 + over) * 100)  # at 1 % of a core
+    assert not f.due(7, True, True)
+    f.busy_cpu_pct = 10.0  # a cheap frame within a large budget: refresh_hz decides
+    assert f.next_frame_at(7, True, True) == pytest.approx(now - 0.5 + 0.25) and f.due(7, True, True)
+    assert f.next_frame_at(7, True, False) == pytest.approx(now - 0.5 + 0.25)  # not rationed: refresh_hz alone
+    f.busy_cpu_pct = 1.0
+    f.last_draw, f.budget_from = now - 3, (now - 3, 1.0)  # a very slow frame: still one at least every 2 s
+    assert f.next_frame_at(7, True, True) == pytest.approx(now - 3 + f.MAX_BUSY_INTERVAL_S)
+    f.last_draw = now - 0.5  # a new run: its budget starts when it is first seen, as if a frame had cost nothing
+    assert f.next_frame_at(8, True, True) == pytest.approx(now + over * 100)
+    f.busy_cpu_pct = 0  # no budget: refresh_hz alone
+    f.last_draw = now - 0.2
+    assert f.next_frame_at(8, True, True) == pytest.approx(now - 0.2 + 0.25)
+
+
+def test_a_frame_counts_its_cost_unless_a_newer_one_began():
+    from ttftui.tui.frames import FrameScheduler
+
+    wall = FakeWall()
+    f = FrameScheduler(refresh_hz=4, busy_cpu_pct=1.0, wall=wall)
+    start, full = f.begin(throttled=True, force=False)
+    assert full  # the first frame draws everything
+    assert f.spent(start, 0.002) and f.budget_from == (start, 0.002)
+    wall.t += 1.0
+    start2, full2 = f.begin(throttled=True, force=False)
+    assert not full2  # rationed, and a full frame came less than FULL_FRAME_INTERVAL_S ago
+    assert f.spent(start2, 0.001)  # the new frame's redraw, counted at once
+    assert not f.spent(start, 0.009)  # the older frame's accounting after its screen update comes too late
+    assert f.budget_from == (start2, 0.001)
+    wall.t += f.FULL_FRAME_INTERVAL_S
+    assert f.begin(throttled=True, force=False)[1] and f.begin(throttled=True, force=True)[1]
 
 
 async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progress():
@@ -385,16 +411,19 @@ async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progres
         for w, name in ((status, "status"), (stream, "stream"), (app.query_one(TTFTBar), "ttft"),
                         (app.query_one(TelemetryPanel), "telemetry"), (app.query_one(AlertsPanel), "alerts")):
             w.show = (lambda f, n: lambda *a, **k: calls.append(n) or f(*a, **k))(w.show, name)  # type: ignore
-        app._budget_run = app.pump.state.current.run_id
-        app._budget_from = (time.monotonic() - 5, 0.0)  # the budget allows a frame
-        app._last_draw = app._last_full = time.monotonic() - 0.5  # a full frame half a second ago
+        wall = FakeWall()
+        f = app.frames
+        f.wall = wall
+        f.budget_run = app.pump.state.current.run_id
+        f.budget_from = (wall.t - 5, 0.0)  # the budget allows a frame
+        f.last_draw = f.last_full = wall.t - 0.5  # a full frame half a second ago
         app.redraw()  # due (the budget aside): a frame of the run in progress only
         assert calls == ["stream"]
         assert "drawn sparingly: llama.cpp uses every CPU" in stream.visible_text()  # and it says why
         calls.clear()
-        app._budget_from = (time.monotonic() - 5, 0.0)
-        app._last_full = time.monotonic() - app.FULL_FRAME_INTERVAL_S
-        app._last_draw = time.monotonic() - 0.5
+        f.budget_from = (wall.t - 5, 0.0)
+        f.last_full = wall.t - f.FULL_FRAME_INTERVAL_S
+        f.last_draw = wall.t - 0.5
         app.redraw()
         assert set(calls) == {"status", "stream", "ttft", "telemetry", "alerts"}
         calls.clear()
@@ -402,7 +431,7 @@ async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progres
         assert set(calls) == {"status", "stream", "ttft", "telemetry", "alerts"}
         await pilot.pause()
         # the budget counts the whole frame, Textual's compositing included, once it is on screen
-        assert app._budget_from[0] == app._last_draw and app._budget_from[1] > 0
+        assert f.budget_from[0] == f.last_draw and f.budget_from[1] > 0
 
 
 def test_the_recording_status_changes_once_a_second_not_on_every_frame():
@@ -440,19 +469,18 @@ def test_the_live_source_wakes_its_front_end_when_a_run_or_the_session_ends():
 
 
 def test_a_prefill_shorter_than_a_second_is_never_interrupted_by_a_frame():
-    from ttftui.events import RunStarted
-    from ttftui.pump import Pump
+    from ttftui.tui.frames import FrameScheduler
 
-    events = synthetic_session()
-    last_start = max(i for i, e in enumerate(events) if isinstance(e, RunStarted))
-    app = TtftApp(StaticSource([]), refresh_hz=4, pump=Pump())
-    app.pump.feed(events[: last_start + 1])  # the run has started, no token yet
-    app._last_draw = time.monotonic() - 5  # the last frame is long past (the results of the run before)
-    seen = time.monotonic()
-    assert app.next_frame_at() == pytest.approx(seen + app.PREFILL_DRAW_INTERVAL_S, abs=0.05)
-    assert not app.tick_draw_due()
-    app.pump.feed(events[last_start + 1: last_start + 12])  # the first tokens: refresh_hz again
-    assert app.pump.state.current.tokens and app.tick_draw_due()
+    wall = FakeWall()
+    f = FrameScheduler(refresh_hz=4, wall=wall)
+    f.last_draw = wall.t - 5  # the last frame is long past (the results of the run before)
+    assert f.next_frame_at(3, False, False) == pytest.approx(wall.t + f.PREFILL_DRAW_INTERVAL_S)  # first seen now
+    assert not f.due(3, False, False)
+    wall.t += 0.5
+    assert not f.due(3, False, False)  # half a second into the prefill: still no frame
+    assert f.due(3, True, False)  # the first tokens: refresh_hz again
+    wall.t += 0.6
+    assert f.due(3, False, False)  # a prefill past its first second: a frame a second
 
 
 def test_every_source_is_a_source():

@@ -4,12 +4,9 @@ shared pure reducer (through the same ``Pump`` the headless path uses) and redra
 call into the UI, so a slow frame cannot slow the engine; the engine thread only appends to a queue
 (and, once per run, posts a wake-up so that the run's results are drawn in the pause after it).
 
-Why so few frames: with llama.cpp using every core, each redraw takes CPU from its threads, and the
-others wait for the one that lost its core at their next barrier. So all panels are drawn in one
-frame; once a second during a prefill; and while a run computes on every CPU, a frame redraws only
-the run in progress, and only as often as keeps the frames' cost within ``busy_cpu_pct`` of one core
-(``next_frame_at``). benchmarks/bench_dashboard.py measures what the frames still take from the
-engine, from the tokens right after each one.
+When to draw is the frame scheduler's decision (:mod:`ttftui.tui.frames`, which says why frames
+are rationed while llama.cpp has every core); benchmarks/bench_dashboard.py measures what the frames
+still take from the engine, from the tokens right after each one.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ from ttftui.textsafe import visible
 from ttftui.replay import fmt_clock, fmt_speed
 from ttftui.reducer import session_stats
 from ttftui.report import report_percentiles
+from ttftui.tui.frames import FrameScheduler
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 
@@ -127,11 +125,10 @@ class TtftApp(App[int]):
                  n_rules: int = 0, screenshot_dir: str | Path = ".", clock: Any = None, baseline: Any = None,
                  busy_cpu_pct: float = 0.0):
         super().__init__()
-        self.busy_cpu_pct = busy_cpu_pct  # see next_frame_at; 0 = no limit (replay, tests)
+        self.frames = FrameScheduler(refresh_hz, busy_cpu_pct)  # when to draw (ttftui.tui.frames)
         self.baseline = baseline  # {scenario: {metric: {"p50": value, ...}}} from a baseline report
         self.source = source
         self.pump = pump or Pump()
-        self.refresh_hz = refresh_hz
         self.n_rules = n_rules
         self.screenshot_dir = Path(screenshot_dir)
         self._theme_spec = theme
@@ -143,12 +140,7 @@ class TtftApp(App[int]):
         self._failure_shown = False
         self._compact: bool | None = None
         self._solo: str | None = None
-        self._last_draw = 0.0
-        self._last_full = 0.0  # when the last frame that redrew every panel began
         self._stats: dict[str, Any] = {}
-        self._budget_from = (0.0, 0.0)  # (when the last frame began, what it cost the UI thread's CPU)
-        self._budget_run: int | None = None
-        self._seen_run: tuple[int | None, float] = (None, 0.0)  # the current run, and when a tick first saw it
         self._tick_timer: Any = None
         self._contended: tuple[Any, bool] = (None, False)
         self._extra: tuple[int, str] | None = None
@@ -224,7 +216,7 @@ class TtftApp(App[int]):
     def _arm_tick(self) -> None:
         if self._tick_timer is not None:
             self._tick_timer.stop()
-        delay = 1 / max(self.DRAIN_HZ, self.refresh_hz)
+        delay = 1 / max(self.DRAIN_HZ, self.frames.refresh_hz)
         if self._throttled():
             delay = max(delay, self.next_frame_at() - time.monotonic())
         self._tick_timer = self.set_timer(delay, self._on_tick_timer)
@@ -272,50 +264,17 @@ class TtftApp(App[int]):
             self.notify(err, title="session failed", severity="error", timeout=30)
         self.redraw(force)
 
-    PREFILL_DRAW_INTERVAL_S = 1.0
-    MAX_BUSY_INTERVAL_S = 2.0
-    FULL_FRAME_INTERVAL_S = 5.0
-    # What a frame costs the engine besides the UI thread's own CPU, counted against busy_cpu_pct:
-    # measured (benchmarks/bench_dashboard.py, frames placed among the recording's tokens), a
-    # stream-only frame that took the UI thread 2-3 ms delayed llama.cpp by about 12 ms (the write to
-    # the terminal and its parsing, the compute threads' barriers), a wake-up that drew nothing by 1.
-    FRAME_OVERHEAD_S = 0.010
-
     def tick_draw_due(self) -> bool:
-        return time.monotonic() >= self.next_frame_at() - 0.01
+        cur = self.pump.state.current
+        return self.frames.due(cur.run_id if cur else None, bool(cur and cur.tokens), self._throttled())
 
     def next_frame_at(self) -> float:
-        """When the next frame is due (``time.monotonic()``). Frames are rationed: ``refresh_hz``
-        while tokens stream; while a prefill computes (only its clock moves then), none in its first
-        second and then one a second.
-
-        And while a run computes on every CPU this process may use (llama.cpp on all of them), each
-        millisecond the UI thread runs takes a core from a compute thread, and the others wait for
-        it at their next barrier; and a frame costs more than its CPU (``FRAME_OVERHEAD_S``). So then
-        the next frame is due once the last one's CPU (our redraw and Textual's compositing), plus
-        that overhead, is within ``busy_cpu_pct`` of one core over the time since it began (or
-        since the run started): a stream-only frame of 2 ms is followed by the next one 1.2 s later
-        at 1 %, and never more than ``MAX_BUSY_INTERVAL_S`` later. Keys, a run's end and a resize
-        still draw at once."""
+        """When the next frame is due (``time.monotonic()``): ttftui.tui.frames decides."""
         cur = self.pump.state.current
-        interval = 1 / self.refresh_hz
-        due = self._last_draw + interval
-        if cur is not None:
-            if self._seen_run[0] != cur.run_id:
-                self._seen_run = (cur.run_id, time.monotonic())
-            if not cur.tokens:  # a prefill shorter than a second is never interrupted by a frame
-                due = max(self._last_draw + self.PREFILL_DRAW_INTERVAL_S,
-                          self._seen_run[1] + self.PREFILL_DRAW_INTERVAL_S)
-        if cur is not None and self._throttled():
-            if self._budget_run != cur.run_id:  # the work between runs is not the run's to pay for
-                self._budget_run, self._budget_from = cur.run_id, (time.monotonic(), 0.0)
-            t0, cost = self._budget_from
-            budget_due = t0 + (cost + self.FRAME_OVERHEAD_S) * 100 / self.busy_cpu_pct
-            due = max(due, min(budget_due, self._last_draw + self.MAX_BUSY_INTERVAL_S))
-        return due
+        return self.frames.next_frame_at(cur.run_id if cur else None, bool(cur and cur.tokens), self._throttled())
 
     def _throttled(self) -> bool:
-        return self.busy_cpu_pct > 0 and self.pump.state.current is not None and self.engine_has_every_cpu()
+        return self.frames.busy_cpu_pct > 0 and self.pump.state.current is not None and self.engine_has_every_cpu()
 
     def engine_has_every_cpu(self) -> bool:
         """Does the engine compute with as many threads as this process has CPUs (so that the UI
@@ -335,7 +294,7 @@ class TtftApp(App[int]):
     def redraw(self, force: bool = False) -> None:
         if not (force or self.tick_draw_due()):
             return
-        self._last_draw, cpu0 = time.monotonic(), time.thread_time()
+        cpu0 = time.thread_time()
         self._fit_layout()
         state = self.pump.state
         now = self.now_ns()
@@ -346,10 +305,9 @@ class TtftApp(App[int]):
         # 2 ms instead of 14 (TTFTUI_FRAME_LOG, 160x48). Everything is drawn at the run's end, on a
         # key or a resize, and at least every FULL_FRAME_INTERVAL_S.
         rationed = self._throttled()
-        full = force or not rationed or self._last_draw - self._last_full >= self.FULL_FRAME_INTERVAL_S
+        start, full = self.frames.begin(throttled=rationed, force=force)
         with self.batch_update():
             if full:
-                self._last_full = self._last_draw
                 pcts = report_percentiles(state)
                 self._stats = session_stats(state, pcts)
                 self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
@@ -369,16 +327,16 @@ class TtftApp(App[int]):
             else:  # runs finish only in full frames, so the scenario medians are the last full frame's
                 self.w_ttft.show(state, self._stats, now)
         # what the frame cost the UI thread is known once Textual has composited it and handed it over
-        self._budget_from = (self._last_draw, time.thread_time() - cpu0)
+        self.frames.spent(start, time.thread_time() - cpu0)
         line = None
         if self._frame_log is not None:
             cur = state.current
             lag = (now - self._newest_ns) / 1e6 if self._newest_ns is not None else None
-            line = {"t": round(self._last_draw, 4), "t_ns": now, "run": cur.run_id if cur is not None else None,
+            line = {"t": round(start, 4), "t_ns": now, "run": cur.run_id if cur is not None else None,
                     "tokens": len(cur.tokens) if cur is not None else 0, "full": full,
                     "lag_ms": round(lag, 2) if lag is not None else None,
-                    "draw_ms": round(self._budget_from[1] * 1000, 3)}
-        self.call_after_refresh(self._frame_done, self._last_draw, cpu0, line)
+                    "draw_ms": round(self.frames.budget_from[1] * 1000, 3)}
+        self.call_after_refresh(self._frame_done, start, cpu0, line)
 
     def _frame_done(self, start: float, cpu0: float, line: dict | None) -> None:
         """After the screen update: the frame's whole cost (our redraw and Textual's compositing) is
@@ -388,8 +346,7 @@ class TtftApp(App[int]):
         showed was, the UI thread's CPU in our redraw (``draw_ms``) and through the screen update
         (``frame_ms``), the wall time that took (``wall_ms``) and the thread's CPU so far."""
         cpu = time.thread_time()
-        if self._budget_from[0] == start:  # no newer frame began since
-            self._budget_from = (start, cpu - cpu0)
+        if self.frames.spent(start, cpu - cpu0):  # no newer frame began since
             if self._tick_timer is not None and self._throttled():
                 self._arm_tick()  # the next frame is due later than the tick was set for: no tick before it
         if line is not None and self._frame_log is not None:
