@@ -229,11 +229,50 @@ async def test_bad_theme_in_app_notifies_and_uses_default(tmp_path):
         assert app.theme_problem and "invalid TOML" in app.theme_problem
 
 
-def test_theme_files_define_every_colour():
-    for name in builtin_theme_names():
-        th = load_theme(name)
-        assert th.name == name
-        assert th.textual_theme().name == f"ttftui-{name}"
+@pytest.mark.parametrize("name", builtin_theme_names())
+def test_theme_files_define_every_colour_and_tell_components_apart(name):
+    from textual.color import Color
+
+    from ttftui import registry
+
+    th = load_theme(name)
+    assert th.name == name and th.textual_theme().name == f"ttftui-{name}"
+    groups = {"components": th.components, "itl": th.itl, "badges": th.badges, "textual": th.textual}
+    for group, colours in groups.items():
+        for key, value in colours.model_dump().items():
+            Color.parse(value)  # raises on anything Rich/Textual could not draw
+    comps = th.components.model_dump()
+    # each component the engine times has a colour of its own, and prefill's alternate shade differs
+    engine = [m.component for m in registry.components() if m.source == "engine"]
+    assert len({Color.parse(comps[k]).hex for k in engine}) == len(engine)
+    assert Color.parse(comps["prefill"]).hex != Color.parse(comps["prefill_alt"]).hex
+    # the ITL colours are an ordered scale, told apart from each other
+    itl = th.itl.model_dump()
+    assert len({Color.parse(itl[k]).hex for k in ("fast", "normal", "slow", "spike")}) == 4
+    # and the drawing uses them: a stacked bar's cells and the legend's squares are in these colours
+    parts = {"tokenize": 1.0, "prefill": 8.0, "unaccounted": 1.0}
+    bar = R.stacked_bar(R.component_segments(th, parts), 10)
+    assert [str(span.style) for span in bar.spans] == [comps["tokenize"], comps["prefill"], comps["unaccounted"]]
+    leg = R.legend([(R.component_label(k), R.component_colour(th, k), v, None) for k, v in parts.items()], 80)
+    assert {str(span.style) for span in leg.spans} == {comps["tokenize"], comps["prefill"], comps["unaccounted"]}
+    # a server's components borrow the engine's colours (the themes need no new keys)
+    assert R.component_colour(th, "server_prefill") == comps["prefill"]
+
+
+def test_render_functions():
+    assert R.allocate([1, 1, 2], 8) == [2, 2, 4] and sum(R.allocate([1, 2, 3], 7)) == 7
+    assert R.allocate([0, 0], 5) == [0, 0] and R.allocate([1], 0) == [0]
+    bar = R.stacked_bar([R.Segment("a", 1.0, "red"), R.Segment("b", 0.0, "blue")], 6, "grey23")
+    assert bar.plain == "██████"
+    assert R.stacked_bar([], 4).plain == "░░░░"
+    assert R.fmt_ms(None) == "–" and R.fmt_ms(float("nan")) == "–"
+    assert R.fmt_ms(0.5) == "0.500 ms" and R.fmt_ms(12.34) == "12.3 ms" and R.fmt_ms(1234) == "1234 ms"
+    assert R.fmt_ms(12_345) == "12.3 s"
+    assert R.sparkline([], 5) == "" and R.sparkline([1, 1], 5) == "▄▄" and R.sparkline([0, 1], 5) == "▁█"
+    assert R.literal("a\x1b[2Jb\tc") == "a\\x1b[2Jb    c"  # escapes shown, tabs as spaces
+    assert R.text_on("#ffffff") == "black" and R.text_on("#000000") == "white"
+    leg = R.legend([("one", "red", 1.0, 50.0), ("two", "blue", 2.0, None)], 14)
+    assert leg.plain.count("\n") == 1 and "one 1.00 ms 50.0%" in leg.plain
 
 
 async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():

@@ -207,8 +207,13 @@ class TelemetrySampler:
     """Samples at a fixed cadence in its own thread and publishes events; ``stop()`` ends it."""
 
     def __init__(self, publish: Callable[[Any], None], now_ns: Callable[[], int], *, backend: str = "auto",
-                 interval_ms: float = 100.0, gpu_index: int = 0, pid: int | None = None):
+                 interval_ms: float = 100.0, gpu_index: int = 0, pid: int | None = None,
+                 mono_ns: Callable[[], int] = time.perf_counter_ns, wait: Callable[[float], bool] | None = None):
         self.publish = publish
+        # the schedule's clock and its wait (True: stop now); tests inject both, so the cadence is
+        # checked without depending on how busy the machine is
+        self._mono_ns = mono_ns
+        self._wait = wait
         self.now_ns = now_ns
         self.interval_ns = int(max(interval_ms, 10.0) * 1e6)
         self.gpu, why = probe_gpu(backend, gpu_index)
@@ -253,21 +258,23 @@ class TelemetrySampler:
 
     def _loop(self) -> None:
         c0 = time.thread_time()
-        start = time.perf_counter_ns()
+        mono = self._mono_ns
+        wait = self._wait or self._stop.wait
+        start = mono()
         k = 0
         try:
             while not self._stop.is_set():
                 self.publish(self.sample())
                 k += 1
                 deadline = start + k * self.interval_ns
-                now = time.perf_counter_ns()
+                now = mono()
                 if now > deadline:  # overran: skip the missed ticks instead of bursting
                     skipped = (now - deadline) // self.interval_ns + 1
                     self.missed += int(skipped)
                     k += int(skipped)
                     deadline = start + k * self.interval_ns
                 self.cpu_s = time.thread_time() - c0
-                if self._stop.wait((deadline - time.perf_counter_ns()) / 1e9):
+                if wait(max(deadline - mono(), 0) / 1e9):
                     break
         finally:
             self.cpu_s = time.thread_time() - c0
