@@ -32,8 +32,9 @@ from pydantic import TypeAdapter, ValidationError
 from ttftui.config import Config
 from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, all_error_classes
+from ttftui.phases import Where, where_next
 from ttftui.textsafe import visible
-from ttftui.events import DeviceFacts, EngineCrashed, ModelFacts, PhaseTimed, RunFinished, TokenEmitted, event_from_json
+from ttftui.events import DeviceFacts, EngineCrashed, ModelFacts, RunFinished, event_from_json
 
 PIPE_BYTES = 1 << 20  # the wire's capacity: seconds of tokens, so the child never waits on a busy parent
 LOG_TAIL_LINES = 40
@@ -286,11 +287,12 @@ class HostedEngine(Engine):
     def _crash(self, died: _Died) -> EngineCrash:
         sig, code, how = describe_exit(died.returncode)
         w = self._where
-        phase, chunk, token_index = self._phase_at_death()
+        at = self._phase_at_death()
+        phase, chunk, token_index = at.phase, at.chunk, at.token_index
         run_id, scenario, n_chunks = w.get("run_id"), w.get("scenario"), w.get("n_chunks")
         who = "llama.cpp" if self.kind == "llama" else "the engine process"
         what = "crashed" if sig not in (None, "SIGKILL", "SIGTERM") else ("was killed" if sig else "exited")
-        where = _phase_words(phase, chunk, n_chunks, token_index)
+        where = Where(phase, chunk, n_chunks, token_index).words()
         if run_id is not None:
             where += f" of run {run_id}, scenario {scenario}"
         elif phase == "prepare":
@@ -304,28 +306,11 @@ class HostedEngine(Engine):
         )
         return EngineCrash(message, event)
 
-    def _phase_at_death(self) -> tuple[str, int | None, int | None]:
+    def _phase_at_death(self) -> Where:
         w = self._where
         if w["phase"] != "run":
-            return w["phase"], None, None
-        last, n_chunks = self._last, w["n_chunks"]
-        if last is None:
-            return "tokenize", None, None
-        if isinstance(last, TokenEmitted):
-            return "decode", None, last.index + 1
-        if isinstance(last, PhaseTimed):
-            if last.phase == "tokenize":
-                return "cache_prep", None, None
-            if last.phase == "cache_prep":
-                return "prefill_chunk", 0, None
-            if last.phase == "prefill_chunk":
-                k = (last.chunk or 0) + 1
-                return ("prefill_chunk", k, None) if k < n_chunks else ("first_sample", None, None)
-            if last.phase == "first_sample":
-                return "first_detok", None, None
-            if last.phase == "first_detok":
-                return "decode", None, 0
-        return "decode", None, None
+            return Where(w["phase"])
+        return where_next(self._last, w["n_chunks"])
 
     def _hint(self, sig: str | None, phase: str) -> str:
         from ttftui.engine.llama_facts import has_amx
@@ -357,15 +342,4 @@ def crash_tail(lines: list[str], n: int = 20) -> tuple[str, ...]:
     before = lines[max(0, start - 5):start]
     return tuple([verdict, *[f.strip() for f in frames], *before])[:n]
 
-
-def _phase_words(phase: str, chunk: int | None, n_chunks: int | None, token_index: int | None) -> str:
-    if phase == "prefill_chunk":
-        return f"prefill chunk {(chunk or 0) + 1} of {n_chunks}"
-    if phase == "decode":
-        return f"decode (output token {token_index})" if token_index is not None else "decode"
-    return {
-        "start": "engine start", "load": "model load", "prepare": "prompt preparation",
-        "idle": "the pause between runs", "tokenize": "tokenize", "cache_prep": "KV-cache prep",
-        "first_sample": "the first sample", "first_detok": "the first detokenize",
-    }.get(phase, phase)
 

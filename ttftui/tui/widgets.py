@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 
 from ttftui import registry
 from ttftui.metrics import RunMetrics, ScenarioStats
+from ttftui.phases import where_next
 from ttftui.reducer import RunState, SessionState
 from ttftui.stats import pct_key
 from ttftui.tui import render as R
@@ -291,19 +292,13 @@ def _current_parts(state: SessionState, now_ns: int):
 
 
 def _next_phase(cur: RunState) -> str:
-    if not cur.phases:
-        return "tokenize"
-    last = cur.phases[-1].phase
-    n_chunks = sum(1 for p in cur.phases if p.phase == "prefill_chunk")
-    expected = -(-cur.started.prompt_tokens // max(1, _chunk_size(cur))) if _chunk_size(cur) else None
-    if last in ("cache_prep", "prefill_chunk") and (expected is None or n_chunks < expected):
-        return f"prefill chunk {n_chunks + 1}" + (f"/{expected}" if expected else "")
-    return {"tokenize": "cache prep", "prefill_chunk": "first sample", "first_sample": "first detok"}.get(last, "decode")
-
-
-def _chunk_size(cur: RunState) -> int | None:
+    """What the run is computing now, from the last phase it finished (ttftui.phases)."""
     first = next((p for p in cur.phases if p.phase == "prefill_chunk"), None)
-    return first.n_tokens if first is not None else None
+    n_chunks = -(-cur.started.prompt_tokens // max(1, first.n_tokens)) if first is not None and first.n_tokens else None
+    at = where_next(cur.phases[-1] if cur.phases else None, n_chunks)
+    if at.phase == "prefill_chunk":
+        return f"prefill chunk {(at.chunk or 0) + 1}" + (f"/{at.n_chunks}" if at.n_chunks else "")
+    return R.component_label(at.phase)
 
 
 # ---------------------------------------------------------------------------------------------- tokens
