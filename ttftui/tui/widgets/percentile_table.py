@@ -1,0 +1,99 @@
+"""The percentile table: per scenario and metric, the configured percentiles, mean and n."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from ttftui import registry
+from ttftui.metrics import ScenarioStats
+from ttftui.stats import pct_key
+from ttftui.tui import render as R
+
+
+def table_metrics() -> tuple[tuple[str, str, str], ...]:
+    """(metric, label, unit) rows of the percentile table, from ttftui.registry; TTFT's components
+    indented under it."""
+    return tuple((m.name, (" " if m.component else "") + m.label, m.unit)
+                 for m in registry.METRICS if m.table)
+
+
+class PercentileTable(DataTable):
+    """Per scenario and metric: the configured percentiles, mean and n. Cells are updated in place,
+    so the cursor and scroll position survive every refresh (no flicker, no jump)."""
+
+    NUM_W = 9
+    TITLE = "Percentiles (ms unless noted; warm-up excluded)"
+
+    def __init__(self, **kw: Any):
+        super().__init__(zebra_stripes=True, cursor_type="row", **kw)
+        self._cols: tuple[str, ...] = ()
+        self._stats_key: Any = None
+        self._cells: dict[str, list[str]] = {}
+        self._widths: list[int] = []
+        self.baseline: dict[str, dict[str, dict[str, float | None]]] | None = None
+
+    def setup(self, percentiles: Sequence[float], scenario_names: Sequence[str] = (), with_baseline: bool = False,
+              compact: bool = False) -> None:
+        cols = ("scenario", "metric", *(f"P{p:g}" for p in percentiles), "mean", "n")
+        if with_baseline:
+            cols = (*cols, "Δ P50 vs base")
+        name_w = max([8, *(len(n) for n in scenario_names)])
+        num_w = 7 if compact else self.NUM_W
+        spec = (cols, name_w, num_w)
+        if spec == self._cols:
+            return
+        self.clear(columns=True)
+        self._cells.clear()
+        self._widths = []
+        for c in cols:
+            width = (name_w if c == "scenario" else 13 if c == "metric" else 5 if c == "n"
+                     else 13 if c.startswith("Δ") else num_w)
+            self._widths.append(width)
+            self.add_column(Text(c if c in ("scenario", "metric") else c.rjust(width)), key=c, width=width)
+        self._cols = spec  # type: ignore[assignment]
+        self._stats_key = None
+
+    @property
+    def columns_names(self) -> tuple[str, ...]:
+        return self._cols[0] if self._cols else ()  # type: ignore[index]
+
+    def show(self, stats: dict[str, ScenarioStats], percentiles: Sequence[float],
+             extra_metrics: Sequence[tuple[str, str, str]] = ()) -> None:
+        key = tuple((n, s.n_runs, s.n_failed) for n, s in stats.items())
+        if key == self._stats_key:
+            return
+        self._stats_key = key
+        names = self.columns_names
+        for name, st in stats.items():
+            for metric, label, unit in (*table_metrics(), *extra_metrics):
+                summ = st.metrics.get(metric)
+                if summ is None or (summ.n == 0 and f"{name}:{metric}" not in self._cells):
+                    continue  # not measured in this session (the engine's phases against a server)
+                cells = [name, label, *(R.fmt_num(summ.percentiles.get(pct_key(p)), unit) for p in percentiles),
+                         R.fmt_num(summ.mean, unit), str(summ.n)]
+                if len(names) > len(cells):
+                    cells.append(self._delta(name, metric, summ.percentiles.get("p50")))
+                rk = f"{name}:{metric}"
+                old = self._cells.get(rk)
+                widths = self._widths
+                if old is None:
+                    self.add_row(*(_cell(c, i, widths[i]) for i, c in enumerate(cells)), key=rk)
+                else:
+                    for i, (col, val) in enumerate(zip(names, cells)):
+                        if old[i] != val:
+                            self.update_cell(rk, col, _cell(val, i, widths[i]))
+                self._cells[rk] = cells
+
+    def _delta(self, scenario: str, metric: str, value: float | None) -> str:
+        base = (self.baseline or {}).get(scenario, {}).get(metric, {}).get("p50")
+        if base in (None, 0) or value is None:
+            return "–"
+        return f"{(value - base) / base * 100:+.1f}%"
+
+
+def _cell(value: str, index: int, width: int) -> Text:
+    """A table cell as Text: a scenario name from a recording (``[reverse]…``) is never markup."""
+    return Text(value if index < 2 else value.rjust(width))
