@@ -80,3 +80,22 @@ def test_synthetic_session_never_imports_llama_cpp():
             "print('llama_cpp' in sys.modules, 'textual' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "False", "0"], out.stderr
+
+
+def test_a_synthetic_sweep_fits_chunk_time_against_kv_depth(tmp_path):
+    """The cost model's attention term makes each prefill chunk's time per token grow with the depth
+    it starts at: the sweep's chunk fit finds a positive slope (the real engine's is in its test)."""
+    import json
+
+    from .conftest import cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nn_batch = 128\n[run]\niterations = 2\nwarmup = 0\n[[scenarios]]\nname = "s"\n'
+                   'prompt_tokens = [256, 512, 1024, 2048]\nmax_tokens = 2\n')
+    out = tmp_path / "r.json"
+    r = cli("--headless", "-q", "--synthetic", "--config", str(cfg), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    sw = json.loads(out.read_text())["sweeps"]["s"]
+    chunk = sw["chunk_per_token_vs_depth"]
+    assert chunk["model"] == "a + b*n" and chunk["b"] > 0 and chunk["n_points"] == 2 * (2 + 4 + 8 + 16)
+    assert sw["ttft"]["r2"] > 0.95 and sw["ttft"]["c"] > 0  # attention bends the curve upwards

@@ -4,8 +4,12 @@ TTFT(n) and prefill(n) are fitted as ``a + b·n + c·n²`` (attention's cost gro
 so a straight line bends at long prompts) with NumPy's least squares, on every counted run (not on
 medians: the scatter is what the interval is made of). Each fit reports its coefficients, R² and
 the residuals' standard deviation, and predicts at a length not measured with a 95 % *prediction*
-interval (where one more run at that length should land: the fit's uncertainty plus the runs' own
-scatter; Student's t from SciPy). Per-chunk prefill time is fitted against the KV depth the chunk
+interval: where one more run at that length should land. The interval adds three things: the fit's
+own uncertainty, the runs' scatter, and how far the model misses a length it was not given
+(``cv_rmse``: each measured length left out in turn, predicted from the others). The last matters
+on a quiet machine, where runs scatter by a millisecond but llama.cpp's speed is not exactly a
+quadratic in n (its kernels have preferred sizes): without it the interval is narrower than the
+model's own error. Student's t from SciPy. Per-chunk prefill time is fitted against the KV depth the chunk
 starts at (``a + b·depth``): how much each token already in the cache slows the next chunk.
 """
 
@@ -27,6 +31,7 @@ class Fit:
     x_min: float
     x_max: float
     _xtx_inv: tuple[tuple[float, ...], ...]
+    cv_rmse: float | None = None  # leave-one-x-out prediction error (model error at an unmeasured x)
 
     @property
     def degree(self) -> int:
@@ -41,15 +46,15 @@ class Fit:
             return y, None, None
         from scipy.stats import t as student_t
 
-        half = float(student_t.ppf(0.5 + level / 2, dof)) * self.residual_sd * float(
-            np.sqrt(1.0 + v @ np.array(self._xtx_inv) @ v))
+        var = self.residual_sd ** 2 * (1.0 + float(v @ np.array(self._xtx_inv) @ v)) + (self.cv_rmse or 0.0) ** 2
+        half = float(student_t.ppf(0.5 + level / 2, dof)) * float(np.sqrt(var))
         return y, y - half, y + half
 
     def as_dict(self) -> dict[str, object]:
         names = ("a", "b", "c")[: len(self.coef)]
         return {"model": "a + b*n + c*n^2" if self.degree == 2 else "a + b*n",
                 **{k: v for k, v in zip(names, self.coef)}, "r2": self.r2, "residual_sd": self.residual_sd,
-                "n_points": self.n, "x_min": self.x_min, "x_max": self.x_max}
+                "cv_rmse": self.cv_rmse, "n_points": self.n, "x_min": self.x_min, "x_max": self.x_max}
 
 
 def sweep_fits(runs: list, sweep_of: dict[str, str]) -> dict[str, dict[str, object]]:
@@ -106,4 +111,20 @@ def polyfit(xs: list[float], ys: list[float], degree: int = 2) -> Fit | None:
     xtx_inv = np.linalg.pinv(X.T @ X)
     return Fit(coef=tuple(float(c) for c in coef), r2=(1.0 - ss_res / ss_tot) if ss_tot > 0 else None,
                residual_sd=sd, n=len(x), x_min=float(x.min()), x_max=float(x.max()),
-               _xtx_inv=tuple(tuple(float(v) for v in row) for row in xtx_inv))
+               _xtx_inv=tuple(tuple(float(v) for v in row) for row in xtx_inv), cv_rmse=_cv_rmse(x, y, degree))
+
+
+def _cv_rmse(x: np.ndarray, y: np.ndarray, degree: int) -> float | None:
+    """Root mean square of (mean y at x) − (prediction at x from the fit without x), over every x:
+    the model's error at a length it was not given. None with too few distinct x to leave one out."""
+    xs = np.unique(x)
+    if len(xs) < degree + 2:
+        return None
+    errs = []
+    for x0 in xs:
+        keep = x != x0
+        X = np.vander(x[keep], degree + 1, increasing=True)
+        coef, *_ = np.linalg.lstsq(X, y[keep], rcond=None)
+        pred = float(np.vander(np.array([x0]), degree + 1, increasing=True)[0] @ coef)
+        errs.append(float(y[~keep].mean()) - pred)
+    return float(np.sqrt(np.mean(np.square(errs))))

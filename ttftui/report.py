@@ -250,6 +250,8 @@ class FitRecord(_M):
     c: float | None = None
     r2: float | None
     residual_sd: float | None = Field(description="standard deviation of the residuals (y's unit)")
+    cv_rmse: float | None = Field(None, description="leave-one-length-out prediction error (y's unit): how far the "
+                                                  "model misses a length it was not given; part of every interval")
     n_points: int
     x_min: float
     x_max: float
