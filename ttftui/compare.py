@@ -152,7 +152,7 @@ def _json_constant(text: str) -> float:
 def _safe(text: str) -> str:
     """Report text on its way to a terminal or an error line: control characters and lone surrogates
     (which a JSON ``\\ud800`` escape can produce, and which stdout cannot encode) shown escaped."""
-    return visible(text, newlines=False).encode("utf-8", "backslashreplace").decode("utf-8")
+    return visible(text, newlines=False)  # the one sanitiser escapes lone surrogates too
 
 
 def _read_bytes(p: Path) -> bytes:

@@ -50,7 +50,7 @@ class RunError(Exception):
 
 @dataclass(frozen=True)
 class LoadResult:
-    load_ms: float
+    load_ms: float | None  # None: nothing was loaded here (a remote server)
     model: ModelFacts
     device: DeviceFacts
     engine_version: str | None = None

@@ -33,13 +33,13 @@ from ttftui.config import Config
 from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, all_error_classes
 from ttftui.phases import Where, where_next
+from ttftui.events import EngineCrashed, ModelFacts, RunFinished, event_from_json
 from ttftui.textsafe import visible
-from ttftui.events import DeviceFacts, EngineCrashed, ModelFacts, RunFinished, event_from_json
 
 PIPE_BYTES = 1 << 20  # the wire's capacity: seconds of tokens, so the child never waits on a busy parent
 LOG_TAIL_LINES = 40
 CLOSE_TIMEOUT_S = 10.0
-STOP_POLL_S = 0.05
+STOP_RECHECK_S = 0.5  # how often the stop forwarder looks whether the engine is still there
 WIRE_POLL_S = 0.02
 
 
@@ -122,7 +122,6 @@ class HostedEngine(Engine):
             "synthetic_reason": synthetic_reason, "decode_tps": decode_tps,
             "model_facts": TypeAdapter(ModelFacts).dump_python(model_facts, mode="json") if model_facts else None,
         }
-        self._where = {"phase": "start"}
         reply = self._call(init)
         if "unavailable" in reply:
             self.close()
@@ -205,7 +204,7 @@ class HostedEngine(Engine):
         """Hand a stop request to the child the moment it is made (it then stops between tokens).
         One waiting thread per stop flag: no polling, nothing in the timed path."""
         while not self._closed and self._dead is None:
-            if stop.wait(STOP_POLL_S * 10):
+            if stop.wait(STOP_RECHECK_S):
                 self._send({"op": "stop"})
                 return
 
@@ -230,10 +229,7 @@ class HostedEngine(Engine):
     # ------------------------------------------------------------------ Engine API
     def load(self) -> LoadResult:
         self._where = {"phase": "load"}
-        r = self._call({"op": "load"})
-        lr = r["load"]
-        return LoadResult(load_ms=lr["load_ms"], model=ModelFacts(**lr["model"]),
-                          device=DeviceFacts(**lr["device"]), engine_version=lr.get("engine_version"))
+        return TypeAdapter(LoadResult).validate_python(self._call({"op": "load"})["load"])
 
     def prepare(self, scenario: Any, seed: int) -> PreparedScenario:
         self._where = {"phase": "prepare", "scenario": scenario.name}

@@ -107,7 +107,7 @@ class RemoteEngine(Engine):
         model = ModelFacts(path=ep.url, name=self.model_name, file_size_bytes=0,
                            description=f"served by {self.kind} at {ep.url}")
         device = DeviceFacts(kind="remote", name=f"{self.kind} at {host}", build=self.kind, n_threads=None)
-        return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)  # type: ignore[arg-type]
+        return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)
 
     def _server_kind(self, headers: dict[str, str]) -> str:
         ep = self.ep

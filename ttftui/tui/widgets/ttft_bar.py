@@ -80,25 +80,38 @@ class TTFTBar(Panel):
         self.update_sized(out)
 
 
+_DERIVED: list[Any] = [None, -1, None, None]  # runs' shared list, its length, config, (cold flags, sweep fits)
+
+
+def _derived(state: SessionState) -> tuple[dict[int, str], dict[str, dict[str, Any]]]:
+    """Cold-run flags (ttftui.cold) and sweep fits (ttftui.fit) of the ended runs, computed once
+    per new ended run, not on every frame that draws this panel."""
+    c = _DERIVED
+    if c[0] is state.runs._items and c[1] == len(state.runs) and c[2] is state.config:
+        return c[3]
+    from ttftui.cold import cold_runs
+    from ttftui.fit import sweep_fits
+
+    runs = [r.metrics for r in state.runs if r.metrics is not None]
+    sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep} if state.config is not None else {}
+    value = (cold_runs(runs), sweep_fits(runs, sweep_of) if sweep_of else {})
+    c[:] = [state.runs._items, len(state.runs), state.config, value]
+    return value
+
+
 def _sweep_view(state: SessionState, stats: dict[str, ScenarioStats]) -> tuple[dict[str, str], dict[str, float], dict[str, Any]]:
     """For the scenarios expanded from a sweep: their family, each family's largest median TTFT (the
-    bars' common scale) and its fit of TTFT against the prompt length (ttftui.fit)."""
+    bars' common scale) and its fit of TTFT against the prompt length."""
     if state.config is None:
         return {}, {}, {}
     sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep and s.name in stats}
     if not sweep_of:
         return {}, {}, {}
-    from ttftui.fit import polyfit
-
     fam_max: dict[str, float] = {}
     for name, fam in sweep_of.items():
         tot = sum(stats[name].component_medians_ms.values())
         fam_max[fam] = max(fam_max.get(fam, 0.0), tot)
-    fits = {}
-    for fam in set(sweep_of.values()):
-        runs = [r.metrics for r in state.runs if r.metrics is not None and r.metrics.counted
-                and sweep_of.get(r.scenario) == fam]
-        fits[fam] = polyfit([float(m.n_prompt_tokens) for m in runs], [m.ttft_ms for m in runs])
+    fits = {fam: f["ttft"] for fam, f in _derived(state)[1].items()}
     return sweep_of, fam_max, fits
 
 
@@ -132,9 +145,7 @@ def _current_parts(state: SessionState, now_ns: int):
     parts = {c.component: v for c in registry.components() if (v := m.value(c.name)) is not None}
     title = f"last run {m.run_id} • {m.scenario}" + (" (warm-up)" if m.warmup else "")
     if m.counted and not m.warmup:
-        from ttftui.cold import cold_runs
-
-        why = cold_runs(r.metrics for r in state.runs if r.metrics is not None).get(m.run_id)
+        why = _derived(state)[0].get(m.run_id)
         if why:
             title += f" • COLD: {why}"
     return title, parts, list(m.prefill_chunks_ms), m.ttft_ms, ""
