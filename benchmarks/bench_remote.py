@@ -8,9 +8,14 @@
 2. Whether the client keeps up with a fast stream: a loopback server streams N text chunks as fast
    as it can (or at ``--chunk-rate``); printed are the chunks received (none may be lost), the rate,
    and the client's own CPU time per chunk.
+3. The client's own CPU under load: ttftui headless at concurrency 1 and at ``--concurrency``
+   (default 8) against a loopback server in another process that answers each request after
+   ``--load-ttft-ms`` and then streams ``--load-chunks`` chunks ``--load-itl-ms`` apart (a server's
+   pace, without a server's CPU on this machine). Printed: the ttftui process's CPU (user + system,
+   from the OS) per request and per chunk and as % of one core, side by side.
 
 Usage:  python benchmarks/bench_remote.py [--prompts 128,512,2048] [--runs 5] [--threads 2]
-                                          [--llama-server PATH] [--chunks 20000]
+                                          [--llama-server PATH] [--chunks 20000] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -155,6 +160,49 @@ def keep_up(args: argparse.Namespace) -> None:
           f"TTFT {res.first_content_ns / 1e6:.2f} ms")
 
 
+def load_cpu(args: argparse.Namespace) -> None:
+    import resource
+
+    script = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from tests.fake_server import FakeServer; "
+              f"s = FakeServer('ok', delay_s={args.load_ttft_ms / 1000!r}, chunk_s={args.load_itl_ms / 1000!r}, "
+              f"n_words={args.load_chunks - 1}); s.__enter__(); print(s.url, flush=True); time.sleep(86400)")
+    srv = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        url = srv.stdout.readline().strip()  # type: ignore[union-attr]
+        print(f"\nclient CPU under load (server in another process: TTFT {args.load_ttft_ms:g} ms, "
+              f"{args.load_chunks} chunks {args.load_itl_ms:g} ms apart):")
+        rows = []
+        for c in (1, args.concurrency):
+            n = args.load_requests * c
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            w0 = time.perf_counter()
+            rep = headless(["--url", url, "--scenario", "short", "--concurrency", str(c), "--requests", str(n),
+                            "--set", "run.warmup=0", "--set", f"scenarios=[{{name='short', prompt_tokens=32, "
+                            f"max_tokens={args.load_chunks}}}]"])
+            wall = time.perf_counter() - w0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            ld = rep["load"]["short"]
+            chunks = sum(r["remote"]["n_chunks"] for r in rep["runs"])
+            rows.append((c, n, ld, cpu, wall, chunks))
+            print(f"  concurrency {c:>2}: {ld['n_ok']}/{n} ok, {ld['request_rate']:.2f} req/s, mean in flight "
+                  f"{ld['mean_in_flight']:.2f}; ttftui process CPU {cpu:.2f} s over {wall:.1f} s "
+                  f"({cpu / wall * 100:.1f} % of a core, start-up included), {cpu / n * 1000:.1f} ms per request, "
+                  f"{cpu / max(chunks, 1) * 1e6:.0f} µs per chunk")
+        (c1, n1, _, cpu1, _, ch1), (cn, nn, _, cpun, _, chn) = rows
+        # both include the same start-up (imports, the server's /models and tokenizer calls): the
+        # difference is what the extra requests cost the client
+        extra = max(cpun - cpu1, 0.0)
+        span = rows[1][2]["span_s"]
+        print(f"  marginal, concurrency {cn} over 1: {extra:.3f} s CPU for {nn - n1} more requests = "
+              f"{extra / (nn - n1) * 1000:.2f} ms per request, {extra / max(chn - ch1, 1) * 1e6:.0f} µs per chunk; "
+              f"{cpun - cpu1:.3f} s over a {span:.1f} s load span at {cn} in flight = about "
+              f"{extra / span * 100:.1f} % of one core")
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", default="128,512,2048")
@@ -164,10 +212,16 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=20000)
     ap.add_argument("--chunk-rate", type=float, default=5000.0, help="0: as fast as possible")
     ap.add_argument("--skip-ttft", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--load-requests", type=int, default=4, help="requests per worker")
+    ap.add_argument("--load-ttft-ms", type=float, default=100.0)
+    ap.add_argument("--load-chunks", type=int, default=64)
+    ap.add_argument("--load-itl-ms", type=float, default=10.0)
     args = ap.parse_args()
     if not args.skip_ttft:
         ttft_comparison(args)
     keep_up(args)
+    load_cpu(args)
     return 0
 
 

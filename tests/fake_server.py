@@ -18,9 +18,17 @@ def _chunk(text: str) -> bytes:
 class FakeServer:
     """``mode``: ok | http500 | malformed | close_mid | stall_after_headers | slow_headers."""
 
-    def __init__(self, mode: str = "ok", stall_s: float = 3.0):
+    def __init__(self, mode: str = "ok", stall_s: float = 3.0, delay_s: float = 0.0, chunk_s: float = 0.0,
+                 n_words: int = 2):
         self.mode = mode
         self.stall_s = stall_s
+        self.delay_s = delay_s  # "ok": wait this long before the first chunk (a prefill)
+        self.chunk_s = chunk_s  # "ok": and this long before each later chunk
+        self.n_words = n_words  # "ok": chunks after the first
+        self.lock = threading.Lock()
+        self.active = 0  # completion requests being answered now
+        self.max_active = 0
+        self.arrivals: list[float] = []  # time.monotonic() of each completion request
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +57,17 @@ class FakeServer:
                 if not self.path.endswith("/completions"):
                     self._json(404, {"error": {"message": "not found"}})
                     return
+                with outer.lock:
+                    outer.arrivals.append(time.monotonic())
+                    outer.active += 1
+                    outer.max_active = max(outer.max_active, outer.active)
+                try:
+                    self._answer()
+                finally:
+                    with outer.lock:
+                        outer.active -= 1
+
+            def _answer(self) -> None:
                 mode = outer.mode
                 if mode == "http500":
                     self._json(500, {"error": {"message": "model exploded"}})
@@ -63,6 +82,8 @@ class FakeServer:
                 if mode == "stall_after_headers":
                     time.sleep(outer.stall_s)
                     return
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
                 self.wfile.write(_chunk(" hello"))
                 if mode == "malformed":
                     self.wfile.write(b"data: {not json\n\n")
@@ -70,10 +91,13 @@ class FakeServer:
                 if mode == "close_mid":
                     self.wfile.flush()
                     return  # closes without [DONE] or a finish_reason
-                for w in (" world", " again"):
-                    self.wfile.write(_chunk(w))
+                for k in range(outer.n_words):
+                    if outer.chunk_s:
+                        self.wfile.flush()
+                        time.sleep(outer.chunk_s)
+                    self.wfile.write(_chunk((" world", " again")[k % 2]))
                 end = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 3}}
+                       "usage": {"prompt_tokens": 12, "completion_tokens": 1 + outer.n_words}}
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

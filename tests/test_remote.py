@@ -48,13 +48,15 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 @pytest.fixture(scope="module")
 def lcp_server(model_path):
     """llama-cpp-python's server with the demo model, through a launcher that applies the engine's
-    repack default (off on AMX CPUs, where llama.cpp crashes at the first prefill)."""
+    repack default (off on AMX CPUs, where llama.cpp crashes at the first prefill). By default that
+    server abandons a streaming request when another one arrives (interrupt_requests): turned off,
+    so that requests under load queue, as they do at llama-server."""
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
     port = _free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lcp-server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llama_cpp_python_server.py"), "--model",
                              str(model_path), "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
-                             "--n_ctx", "1024"], stdout=log, stderr=subprocess.STDOUT)
+                             "--n_ctx", "1024", "--interrupt_requests", "False"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_ready(url, proc)
@@ -80,7 +82,7 @@ def remote_run(lcp_server, tmp_path_factory):
 @pytest.mark.model
 def test_a_server_is_profiled_with_the_clients_timing_points(remote_run):
     report, _ = remote_run
-    assert report["engine"] == "remote" and report["engine_host"] == "remote" and report["schema_version"] == 2
+    assert report["engine"] == "remote" and report["engine_host"] == "remote" and report["schema_version"] == 3
     assert report["device"]["kind"] == "remote" and "llama-cpp-python" in report["device"]["name"]
     assert report["load_ms"] is None and report["cold_ttft_ms"] is None  # no model load was seen
     assert len(report["runs"]) == 4
@@ -120,6 +122,27 @@ def test_prefix_caching_is_never_silent(lcp_server, tmp_path):
     ttft = {p: statistics.median(x["ttft_ms"] for x in json.loads(p.read_text())["runs"] if x["counted"])
             for p in (fresh, cached)}
     assert ttft[cached] < 0.5 * ttft[fresh], ttft  # a repeated prompt is nearly free: a cache hit, said out loud
+
+
+@pytest.mark.model
+def test_concurrent_requests_to_a_real_server_wait_for_each_other(lcp_server, tmp_path):
+    """llama-cpp-python's server computes one request at a time: at concurrency 2 every request
+    overlaps another, and the one that arrives second waits for the first before its prefill."""
+    out, rec = tmp_path / "load.json", tmp_path / "load.ttftrec"
+    r = cli("--headless", "-q", "--url", lcp_server, "--scenario", "short", "--set", "run.warmup=1",
+            "--concurrency", "1,2", "--requests", "4", "-o", str(out), "--record", str(rec), timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    c1, c2 = report["load"]["short@c1"], report["load"]["short@c2"]
+    assert (c1["n_ok"], c1["max_in_flight"]) == (4, 1) and (c2["n_ok"], c2["max_in_flight"]) == (4, 2)
+    assert c2["mean_in_flight"] > 1.5
+    ttft = {k: report["summary"][k]["metrics"]["ttft_ms"]["mean"] for k in ("short@c1", "short@c2")}
+    assert ttft["short@c2"] > 1.3 * ttft["short@c1"], ttft  # half of them waited behind a whole request
+    # the wait is before the server answers: the client's "server wait" holds it
+    wait = {k: report["summary"][k]["metrics"]["server_wait_ms"]["mean"] for k in ("short@c1", "short@c2")}
+    assert wait["short@c2"] > wait["short@c1"], wait
+    again = json.loads(cli("replay", str(rec), "--headless").stdout)
+    assert again["load"] == report["load"]
 
 
 def test_faults_are_failed_runs_with_their_reason(tmp_path):

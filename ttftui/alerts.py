@@ -154,22 +154,27 @@ class AlertEvaluator:
         return out
 
 
+def per_run_rules(rules: Iterable[AlertRule], scenario: str) -> list[AlertRule]:
+    """The per-run rules (SLOs) that apply to a scenario."""
+    return [r for r in rules if r.statistic == "per_run" and r.scenario in (None, scenario)]
+
+
+def meets_every(rules: list[AlertRule], m: RunMetrics) -> bool:
+    """The run met every one of these per-run rules (a metric it lacks does not meet its rule)."""
+    for rule in rules:
+        v = run_value(rule.metric, m)
+        if v is None or not rule.holds(v):
+            return False
+    return True
+
+
 def goodput(rules: Iterable[AlertRule], scenario: str, runs: list[RunMetrics]) -> float | None:
     """% of counted runs meeting every per-run rule for the scenario; None without such rules."""
-    per_run = [r for r in rules if r.statistic == "per_run" and r.scenario in (None, scenario)]
+    per_run = per_run_rules(rules, scenario)
     counted = [m for m in runs if m.counted]
     if not per_run or not counted:
         return None
-    good = 0
-    for m in counted:
-        ok = True
-        for rule in per_run:
-            v = run_value(rule.metric, m)
-            if v is None or not rule.holds(v):
-                ok = False
-                break
-        good += ok
-    return good / len(counted) * 100.0
+    return sum(meets_every(per_run, m) for m in counted) / len(counted) * 100.0
 
 
 SEVERITY_RANK = {"warning": 1, "critical": 2}

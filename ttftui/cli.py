@@ -37,6 +37,25 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(x.strip()) for x in text.split(",")]
+
+
+def _float_list(text: str) -> list[float]:
+    import math
+
+    out = []
+    for x in text.split(","):
+        try:
+            v = float(x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of requests per second, got {x.strip()!r}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {x.strip()!r}")
+        out.append(v)
+    return out
+
+
 def _non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -78,6 +97,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", metavar="NAME", action="append", help="run only this scenario (repeatable)")
     p.add_argument("--iterations", metavar="N", type=_positive_int, help="measured runs per scenario")
     p.add_argument("--warmup", metavar="N", type=_non_negative_int, help="warm-up runs per scenario")
+    p.add_argument("--concurrency", metavar="N[,N..]", type=_int_list,
+                   help="load, with --url: keep N requests in flight in every scenario (closed loop); several "
+                        "values sweep it")
+    p.add_argument("--rate", metavar="R[,R..]", type=_float_list,
+                   help="load, with --url: send R requests per second in every scenario (open loop, Poisson "
+                        "arrivals); several values sweep it")
+    p.add_argument("--requests", metavar="N", type=_positive_int, help="load: counted requests per load scenario")
     p.add_argument("--headless", action="store_true", help="no dashboard: write a report (JSON by default)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="report format (csv: one row per run)")
@@ -119,11 +145,16 @@ def _preflight(config: Any, names: list[str]) -> None:
 
 def cmd_run(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(argv)
-    from ttftui.config import load_config
+    from ttftui.config import load_config, with_load
     from ttftui.session import select_scenarios
 
     config = load_config(args.config, _overrides(args))
+    if args.concurrency and args.rate:
+        raise ConfigError("give either --concurrency (closed loop) or --rate (open loop), not both")
+    config = with_load(config, concurrency=args.concurrency, rate=args.rate, requests=args.requests)
     names = select_scenarios(config, args.scenario)
+    if args.synthetic and any(config.scenario(n).is_load for n in names):
+        raise ConfigError("--synthetic runs one request at a time; concurrency and rate need a server (--url)")
     _preflight(config, names)
     if not args.headless and args.output:
         raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
@@ -171,10 +202,9 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
     if args.output:
         check_writable(args.output, "report")
     factory = select_engine(config, force_synthetic=args.synthetic, pace=False)
-    total = len(names) * (config.run.iterations + config.run.warmup)
     session = LiveSession(config, names, factory)
     runner = session.runner
-    sinks: list[Any] = [Progress(total, quiet=args.quiet)]
+    sinks: list[Any] = [Progress(runner.planned_runs, quiet=args.quiet)]
     if recorder is not None:
         sinks.insert(0, recorder)
     from ttftui.alerts import AlertEvaluator

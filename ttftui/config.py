@@ -100,6 +100,25 @@ class ScenarioConfig(_Strict):
     stop_at_eos: bool = Field(
         False, description="stop at end-of-generation; false keeps output length fixed"
     )
+    # Load (a server only, ttftui --url): many requests at once instead of one run after another.
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="closed loop: keep this many requests in flight (each worker sends its next "
+                                         "request when its last one ends); a list sweeps it (NAME@cN)")
+    rate: float | None = Field(
+        None, gt=0, le=10_000, description="open loop: requests per second, sent on schedule whether or not earlier "
+                                           "ones have ended; a list sweeps it (NAME@rR)")
+    arrival: Literal["poisson", "constant"] = Field(
+        "poisson", description="open loop: exponential gaps (Poisson arrivals) or equal gaps of 1/rate")
+    requests: int | None = Field(
+        None, ge=1, le=1_000_000, description="counted requests of a load scenario; default run.iterations x "
+                                              "concurrency (closed loop) or run.iterations x rate, at least 10 (open)")
+    warmup_requests: int | None = Field(
+        None, ge=0, le=1_000_000, description="warm-up requests sent first at the same load and left out of the "
+                                              "statistics; default run.warmup x concurrency (closed) or run.warmup (open)")
+    max_in_flight: int = Field(
+        256, ge=1, le=4096, description="open loop: requests in flight at most; an arrival beyond it waits, and its "
+                                        "wait is reported as client_lag_ms")
+    load: str | None = Field(None, description="set by a load sweep: the scenario this one was expanded from")
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -114,7 +133,18 @@ class ScenarioConfig(_Strict):
             raise ValueError("prompt is empty")
         if self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
             raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
+        if self.concurrency is not None and self.rate is not None:
+            raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
+        if not self.is_load:
+            for key in ("requests", "warmup_requests"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to a load scenario (set concurrency or rate)")
         return self
+
+    @property
+    def is_load(self) -> bool:
+        """A load scenario: requests overlap (concurrency or rate), against a server."""
+        return self.concurrency is not None or self.rate is not None
 
 
 def _default_scenarios() -> list[ScenarioConfig]:
@@ -179,20 +209,40 @@ class ServerConfig(_Strict):
 
 def expand_sweeps(data: Any) -> Any:
     """``prompt_tokens = [128, 256, ...]`` in a scenario becomes one scenario per length, named
-    ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report)."""
+    ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report). Likewise
+    ``concurrency = [1, 2, 4]`` becomes ``NAME@c1``, ``NAME@c2``, ... and ``rate = [..]`` ``NAME@rR``
+    (a load sweep; both kinds may be combined: ``NAME@512@c4``)."""
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
         return data
     out = []
     for sc in data["scenarios"]:
-        lengths = sc.get("prompt_tokens") if isinstance(sc, dict) else None
-        if not isinstance(lengths, list):
-            out.append(sc)
-            continue
-        if not lengths or len(set(map(str, lengths))) != len(lengths):
-            raise ValueError(f"scenario {sc.get('name')!r}: prompt_tokens = [...] needs distinct lengths")
-        for n in lengths:
-            out.append({**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")})
-    return {**data, "scenarios": out}
+        out.extend(_expand_load(x) for x in _expand_lengths(sc))
+    return {**data, "scenarios": [y for x in out for y in x]}
+
+
+def _distinct(sc: dict[str, Any], key: str, values: list[Any]) -> None:
+    if not values or len(set(map(str, values))) != len(values):
+        raise ValueError(f"scenario {sc.get('name')!r}: {key} = [...] needs distinct values")
+
+
+def _expand_lengths(sc: Any) -> list[Any]:
+    lengths = sc.get("prompt_tokens") if isinstance(sc, dict) else None
+    if not isinstance(lengths, list):
+        return [sc]
+    _distinct(sc, "prompt_tokens", lengths)
+    return [{**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")} for n in lengths]
+
+
+def _expand_load(sc: Any) -> list[Any]:
+    if not isinstance(sc, dict):
+        return [sc]
+    for key, tag in (("concurrency", "c"), ("rate", "r")):
+        values = sc.get(key)
+        if isinstance(values, list):
+            _distinct(sc, key, values)
+            return [{**sc, "name": f"{sc.get('name')}@{tag}{v:g}" if isinstance(v, (int, float)) else
+                     f"{sc.get('name')}@{tag}{v}", key: v, "load": sc.get("name")} for v in values]
+    return [sc]
 
 
 class Config(_Strict):
@@ -222,6 +272,10 @@ class Config(_Strict):
             if rule.scenario is not None and rule.scenario not in names:
                 raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
                                  f"(scenarios: {', '.join(names)})")
+        load = [s.name for s in self.scenarios if s.is_load]
+        if load and not self.server.url:
+            raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "
+                             "(--url or server.url)")
         rule_names = [r.name for r in self.alerts]
         dup = {n for n in rule_names if rule_names.count(n) > 1}
         if dup:
@@ -233,6 +287,40 @@ class Config(_Strict):
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[float] | None = None,
+              requests: int | None = None) -> Config:
+    """The config with every scenario made a load scenario (``--concurrency``, ``--rate``,
+    ``--requests``); a list of several values sweeps it."""
+    if concurrency is None and rate is None and requests is None:
+        return cfg
+    data = cfg.model_dump(mode="python")
+    if concurrency is not None or rate is not None:  # a load sweep of the file is replaced, not swept again
+        seen: set[str] = set()
+        kept = []
+        for sc in data["scenarios"]:
+            if sc["load"] is not None:
+                if sc["load"] in seen:
+                    continue
+                seen.add(sc["load"])
+                sc.update(name=sc["load"], load=None)
+            kept.append(sc)
+        data["scenarios"] = kept
+    for sc in data["scenarios"]:
+        if concurrency is not None:
+            sc.update(concurrency=concurrency[0] if len(concurrency) == 1 else concurrency, rate=None)
+        if rate is not None:
+            sc.update(rate=rate[0] if len(rate) == 1 else rate, concurrency=None)
+        if requests is not None:
+            sc["requests"] = requests
+    flag = "--concurrency" if concurrency is not None else "--rate" if rate is not None else "--requests"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(flag, e, key_in_source=True)) from None
+    except ValueError as e:
+        raise ConfigError(f"{flag}: {e}") from None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -139,6 +139,8 @@ def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
         "first_choice_ms": ms(r.first_choice_ns),
         "first_content_ms": ms(r.first_content_ns),
     }
+    if r.client_lag_ns is not None:
+        out["client_lag_ms"] = ms(r.client_lag_ns)
     if r.server_predicted_n and r.server_predicted_ms:
         out["server_decode_tps"] = r.server_predicted_n / r.server_predicted_ms * 1000.0
     return out

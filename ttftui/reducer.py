@@ -103,6 +103,7 @@ class RunState:
     finished: RunFinished | None = None
     failed: str | None = None
     metrics: RunMetrics | None = None  # derived once, when the run finishes
+    end_ns: int | None = None  # when it ended (finished or failed)
 
     @property
     def run_id(self) -> int:
@@ -128,7 +129,8 @@ class SessionState:
     # config does not validate (another version's, or damaged): consumers then use the defaults.
     config: Config | None = None
     engine: EngineReady | None = None
-    current: RunState | None = None
+    # Runs started and not yet ended, oldest first: one at a time for a local engine, many under load.
+    in_flight: tuple[RunState, ...] = ()
     runs: Log[RunState] = field(default_factory=Log)  # ended runs (finished or failed), in order
     notices: Log[Notice] = field(default_factory=Log)
     telemetry: Log[TelemetrySample] = field(default_factory=Log)
@@ -143,14 +145,33 @@ class SessionState:
     def synthetic(self) -> bool | None:
         return None if self.engine is None else self.engine.synthetic
 
+    @property
+    def current(self) -> RunState | None:
+        """The newest run in flight (the one the dashboard follows), or None."""
+        return self.in_flight[-1] if self.in_flight else None
+
 
 def initial_state() -> SessionState:
     # fresh Logs: never share the class-level default instances between sessions
     return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log())
 
 
-def _end_current(state: SessionState, run: RunState, **kw: Any) -> SessionState:
-    return replace(state, current=None, runs=state.runs.append(run), **kw)
+def _in_flight(state: SessionState, run_id: int) -> int:
+    """Index of the run in flight with this id (newest first, where events mostly land), or -1."""
+    fl = state.in_flight
+    for i in range(len(fl) - 1, -1, -1):
+        if fl[i].started.run_id == run_id:
+            return i
+    return -1
+
+
+def _with(fl: tuple[RunState, ...], i: int, run: RunState) -> tuple[RunState, ...]:
+    return fl[:i] + (run,) + fl[i + 1:]
+
+
+def _end(state: SessionState, i: int, run: RunState, **kw: Any) -> SessionState:
+    fl = state.in_flight
+    return replace(state, in_flight=fl[:i] + fl[i + 1:], runs=state.runs.append(run), **kw)
 
 
 def apply(state: SessionState, ev: Event) -> SessionState:
@@ -158,23 +179,30 @@ def apply(state: SessionState, ev: Event) -> SessionState:
     bookkeeping (event count, newest time) is done once, then one case per event type."""
     t = getattr(ev, "t_ns", state.last_t_ns)
     book = {"n_events": state.n_events + 1, "last_t_ns": t if t > state.last_t_ns else state.last_t_ns}
-    cur = state.current
+    fl = state.in_flight
+    i = _in_flight(state, ev.run_id) if fl and isinstance(ev, _RUN_EVENTS) else -1
     match ev:
-        case TokenEmitted() if cur is not None and cur.run_id == ev.run_id:
-            return replace(state, current=replace(cur, tokens=cur.tokens.append(ev)), **book)
-        case PhaseTimed() if cur is not None and cur.run_id == ev.run_id:
-            return replace(state, current=replace(cur, phases=cur.phases + (ev,)), **book)
+        case TokenEmitted() if i >= 0:
+            run = fl[i]
+            return replace(state, in_flight=_with(fl, i, replace(run, tokens=run.tokens.append(ev))), **book)
+        case PhaseTimed() if i >= 0:
+            run = fl[i]
+            return replace(state, in_flight=_with(fl, i, replace(run, phases=run.phases + (ev,))), **book)
         case TelemetrySample():
             return replace(state, telemetry=state.telemetry.append(ev), **book)
         case RunStarted():
-            # a run that never ended (damaged recording) is dropped, not completed with invented data
-            return replace(state, current=RunState(started=ev, tokens=Log()), **book)
-        case RunFinished() if cur is not None and cur.run_id == ev.run_id:
-            m = run_metrics(cur.started.iteration, cur.started.t_ns, ev, cur.tokens,
-                            telemetry_window(state.telemetry, cur.started.t_ns, ev.t_ns))
-            return _end_current(state, replace(cur, finished=ev, metrics=m), **book)
-        case RunFailed() if cur is not None and cur.run_id == ev.run_id:
-            return _end_current(state, replace(cur, failed=ev.error), **book)
+            # Runs overlap only under load, and only a server's: a local engine's run that never
+            # ended (a damaged recording) is dropped, not completed with invented data.
+            run = RunState(started=ev, tokens=Log())
+            keep = fl if state.engine is not None and state.engine.engine == "remote" else ()
+            return replace(state, in_flight=keep + (run,), **book)
+        case RunFinished() if i >= 0:
+            run = fl[i]
+            m = run_metrics(run.started.iteration, run.started.t_ns, ev, run.tokens,
+                            telemetry_window(state.telemetry, run.started.t_ns, ev.t_ns))
+            return _end(state, i, replace(run, finished=ev, metrics=m, end_ns=ev.t_ns), **book)
+        case RunFailed() if i >= 0:
+            return _end(state, i, replace(fl[i], failed=ev.error, end_ns=ev.t_ns), **book)
         case AlertChanged():
             return replace(state, alerts=state.alerts.append(ev), **book)
         case Notice():
@@ -188,8 +216,11 @@ def apply(state: SessionState, ev: Event) -> SessionState:
         case SessionStarted():
             return replace(initial_state(), session=ev, config=session_config(ev.config), **book)
         case SessionFinished():
-            return replace(state, finished=ev, current=None, **book)
+            return replace(state, finished=ev, in_flight=(), **book)
     return replace(state, **book)  # an event of another run (or a stray one): counted, nothing else
+
+
+_RUN_EVENTS = (TokenEmitted, PhaseTimed, RunFinished, RunFailed)
 
 
 def session_config(recorded: dict[str, Any]) -> Config | None:

@@ -112,6 +112,8 @@ METRICS: tuple[Metric, ...] = (
             "role-only one (what vLLM's bench calls TTFT)", table=False, compare=False),
     _remote("first_content_ms", "first content", "ms", "client: t0 -> the first content text (what LLMPerf calls "
             "TTFT; ttft_ms also takes reasoning text)", table=False, compare=False),
+    _remote("client_lag_ms", "client lag", "ms", "open loop: the request's scheduled arrival -> t0 (the client sent "
+            "it late: every worker was busy, or it could not keep up); not part of TTFT", compare=False),
     _remote("server_decode_tps", "server decode tok/s", "tps", "the server's own account: predicted_n / "
             "predicted_ms x 1000", higher_is_better=True),
     Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ttftui import __version__, registry
 from ttftui.alerts import goodput
 from ttftui.cold import cold_runs
+from ttftui.load import session_load
 from ttftui.config import Config
 from ttftui.fit import sweep_fits
 from ttftui.definitions import DEFINITIONS
@@ -29,7 +30,8 @@ from ttftui.metrics import RunMetrics, ScenarioStats
 from ttftui.reducer import SessionState, session_stats
 from ttftui.stats import Summary
 
-SCHEMA_VERSION = 2  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host
+SCHEMA_VERSION = 3  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
+# 3: load scenarios (load, remote.client_lag_ms)
 REPORT_KIND = "ttftui.report"
 
 
@@ -76,6 +78,7 @@ class RemoteRecord(_M):
     first_choice_ms: float | None = Field(description=_defined("first_choice_ms"))
     first_content_ms: float | None = Field(description=_defined("first_content_ms"))
     server_decode_tps: float | None = Field(None, description=_defined("server_decode_tps"))
+    client_lag_ms: float | None = Field(None, description=_defined("client_lag_ms"))
     http_status: int
     finish_reason: str | None
     server_kind: str | None
@@ -275,6 +278,29 @@ class SweepRecord(_M):
     predictions: list[Prediction] = Field(description="TTFT halfway between the measured lengths")
 
 
+class LoadRecord(_M):
+    """A load scenario (concurrency or rate, against a server): its counted requests as a whole
+    (ttftui.load). Per-request figures are in runs[] and summary, as for any scenario."""
+
+    mode: Literal["closed", "open"] = Field(description="closed: a fixed number in flight; open: a request rate")
+    concurrency: int | None
+    rate: float | None = Field(description="requests per second the schedule asked for")
+    arrival: str | None = Field(description="open loop: poisson or constant")
+    sweep: str | None = Field(description="the scenario this one was expanded from (concurrency/rate = [..])")
+    n_requests: int = Field(description="counted requests that ended")
+    n_ok: int
+    n_failed: int
+    n_good: int | None = Field(description="finished requests that met every per-run rule (null: no per-run rule)")
+    span_s: float = Field(description="the first counted request's start -> the last one's end")
+    request_rate: float = Field(description="finished counted requests per second over the span")
+    goodput_rps: float | None = Field(description="n_good per second over the span (vLLM / AIPerf goodput)")
+    output_tps: float = Field(description="output tokens of the finished counted requests per second over the span")
+    max_in_flight: int = Field(description="the most requests of this scenario in flight at once")
+    mean_in_flight: float = Field(description="requests in flight, time-weighted over the span")
+    client_lag_p50_ms: float | None = Field(description=_defined("client_lag_ms") + "; median over counted requests")
+    client_lag_max_ms: float | None
+
+
 class Report(_M):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["ttftui.report"] = REPORT_KIND
@@ -302,6 +328,8 @@ class Report(_M):
     telemetry: TelemetryReport | None = None
     crash: CrashRecord | None = Field(None, description="set when the engine's process died during the session")
     sweeps: dict[str, SweepRecord] = Field(default_factory=dict, description="per swept scenario: fits and predictions")
+    load: dict[str, LoadRecord] = Field(default_factory=dict, description="per load scenario: throughput, goodput, "
+                                                                          "requests in flight, client lag")
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -440,6 +468,14 @@ def _sweeps(state: SessionState, runs: list[RunMetrics]) -> dict[str, SweepRecor
     return out
 
 
+def _load(state: SessionState) -> dict[str, LoadRecord]:
+    from dataclasses import asdict
+
+    cfg = state.config
+    return {name: LoadRecord(**asdict(f), sweep=cfg.scenario(name).load if cfg is not None else None)
+            for name, f in session_load(state).items()}
+
+
 def _crash(state: SessionState) -> CrashRecord | None:
     c = state.crash
     if c is None:
@@ -473,6 +509,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         engine_host=eng.host if eng else None,
         crash=_crash(state),
         sweeps=_sweeps(state, runs),
+        load=_load(state),
         session=SessionInfo(
             id=state.session.session_id if state.session else None,
             started_at=state.session.started_at if state.session else None,

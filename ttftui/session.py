@@ -20,6 +20,7 @@ from ttftui import __version__
 from ttftui.config import Config
 from ttftui.engine.base import Engine, PreparedScenario, RunError, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
+from ttftui.load import LoadPlan, arrival_offsets_ns, plan_for, planned_runs
 from ttftui.textsafe import clean_event
 from ttftui.events import (
     EngineReady,
@@ -81,10 +82,11 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
         return known
     chosen: list[str] = []
     for n in names:
-        if n not in known:
+        # a swept scenario's own name selects every scenario it was expanded into
+        group = [s.name for s in config.scenarios if n in (s.name, s.sweep, s.load)]
+        if not group:
             raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
-        if n not in chosen:
-            chosen.append(n)
+        chosen.extend(g for g in group if g not in chosen)
     return chosen
 
 
@@ -127,10 +129,10 @@ class SessionRunner:
         self.error: BaseException | None = None
         self._run_id = 0
         self._iters: dict[str, int] = {}
-        per_scenario = config.run.warmup + config.run.iterations
+        self._lock = threading.Lock()  # run ids, counters and after_run, when requests overlap (load)
         # Runs this session will have made when it is idle again: the plan, plus each re-run taken
         # up, minus what a skip left out. Front ends show "run k/planned_runs".
-        self.planned_runs = len(self.names) * per_scenario
+        self.planned_runs = sum(planned_runs(config, config.scenario(n)) for n in self.names)
         self.idle = False  # keep-alive session with nothing to do: the plan and every request are done
 
     def run(self) -> None:
@@ -180,7 +182,7 @@ class SessionRunner:
                     self.idle = True
                     continue
                 self.idle = False
-                self.planned_runs += self.config.run.warmup + self.config.run.iterations
+                self.planned_runs += planned_runs(self.config, self.config.scenario(name))
                 if name not in prepared:
                     prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
                 self._run_scenario(engine, prepared[name])
@@ -226,6 +228,10 @@ class SessionRunner:
         c = self.controls
         s = prep.scenario
         c.skip_scenario.clear()
+        plan = plan_for(self.config.run, s) if runs is None else None
+        if plan is not None:
+            self._run_load(engine, prep, plan)
+            return
         total = self.config.run.warmup + self.config.run.iterations if runs is None else runs
         for k in range(total):
             while c.paused.is_set() and not c.stop.is_set():
@@ -247,22 +253,150 @@ class SessionRunner:
                 if c.stop.is_set():
                     break
             warm = all_warmup or k < self.config.run.warmup
+            self._one_run(engine, engine.run, prep, warm)
+
+    def _next_run(self, name: str) -> tuple[int, int]:
+        """A new run id and the scenario's next iteration number."""
+        with self._lock:
             self._run_id += 1
-            it = self._iters.get(s.name, 0)
-            self._iters[s.name] = it + 1
-            rid = self._run_id
-            self.publish(RunStarted(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, iteration=it,
-                                    warmup=warm, prompt_tokens=prep.prompt_tokens, max_tokens=s.max_tokens))
-            try:
-                end: Any = engine.run(prep, rid, warm, self.publish, c.stop)
-            except RunStopped:
-                end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name,
-                                error="stopped before the first token")
-            except RunError as e:  # this run failed; the session goes on
-                end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e))
-            except TtftuiError as e:
-                self.publish(RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
-                raise
-            self.publish(end)
-            if self.after_run is not None:
+            it = self._iters.get(name, 0)
+            self._iters[name] = it + 1
+            return self._run_id, it
+
+    def _one_run(self, engine: Engine, run: Callable[..., Any], prep: PreparedScenario, warm: bool,
+                 **kw: Any) -> None:
+        """Start, run and end one run: ``run`` is the engine's own or one of its load workers'."""
+        s = prep.scenario
+        rid, it = self._next_run(s.name)
+        self.publish(RunStarted(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, iteration=it,
+                                warmup=warm, prompt_tokens=prep.prompt_tokens, max_tokens=s.max_tokens))
+        try:
+            end: Any = run(prep, rid, warm, self.publish, self.controls.stop, **kw)
+        except RunStopped:
+            end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name,
+                            error="stopped before the first token")
+        except RunError as e:  # this run failed; the session goes on
+            end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e))
+        except TtftuiError as e:
+            self.publish(RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
+            raise
+        self.publish(end)
+        if self.after_run is not None:
+            with self._lock:  # the alert evaluator folds ends one at a time
                 self.after_run(end)
+
+    # ------------------------------------------------------------------ load: overlapping requests
+    def _run_load(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan) -> None:
+        """Warm-up requests, then the counted ones, each phase at the plan's load; a phase ends when
+        its last request has. Pause holds back new requests (those in flight finish); skip and
+        stop send no more."""
+        for warm, n in ((True, plan.n_warmup), (False, plan.n_counted)):
+            c = self.controls
+            if n == 0 or c.stop.is_set() or c.skip_scenario.is_set():
+                continue
+            engine.prepare_runs(prep, range(self._run_id + 1, self._run_id + 1 + n))  # prompts, before any is timed
+            left = self._closed_loop(engine, prep, plan, n, warm) if plan.mode == "closed" else \
+                self._open_loop(engine, prep, plan, n, warm)
+            if left:
+                with self._lock:
+                    self.planned_runs -= left + (plan.n_counted if warm else 0)
+
+    def _hold(self) -> bool:
+        """Wait while paused; True when no more requests may start."""
+        c = self.controls
+        while c.paused.is_set() and not c.stop.is_set():
+            c.stop.wait(0.05)
+        return c.stop.is_set() or c.skip_scenario.is_set()
+
+    def _closed_loop(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
+        """``concurrency`` workers, each sending its next request when its last one has ended.
+        Returns how many requests were not sent (stop or skip)."""
+        issued = [0]
+
+        def work() -> None:
+            w = engine.worker()
+            try:
+                while True:
+                    with self._lock:
+                        if issued[0] >= n:
+                            return
+                        issued[0] += 1
+                    if self._hold():
+                        with self._lock:
+                            issued[0] -= 1
+                        return
+                    self._one_run(engine, w.run, prep, warm)
+            finally:
+                w.close()
+
+        self._in_threads(work, min(plan.concurrency or 1, n))
+        return n - issued[0]
+
+    def _open_loop(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
+        """Requests sent on their schedule (Poisson or constant gaps) whether or not earlier ones
+        have ended, by up to ``max_in_flight`` workers; a request that finds them all busy waits,
+        and its lateness is in its result. Returns how many requests were not sent."""
+        import time
+
+        c = self.controls
+        perf = time.perf_counter_ns
+        offsets = arrival_offsets_ns(plan, n, self.config.run.seed + (1 if warm else 0), prep.scenario.name)
+        due: "queue.SimpleQueue[int | None]" = queue.SimpleQueue()
+        n_workers = min(plan.max_in_flight, n)
+
+        def work() -> None:
+            w = engine.worker()
+            try:
+                while (t := due.get()) is not None:
+                    self._one_run(engine, w.run, prep, warm, due_ns=t)
+            finally:
+                w.close()
+
+        threads, errors = self._start_threads(work, n_workers)
+        sent = 0
+        start = perf()
+        try:
+            for off in offsets:
+                paused_at = perf() if c.paused.is_set() else None
+                if self._hold():
+                    break
+                if paused_at is not None:  # the schedule resumes where it was, not with a burst
+                    start += perf() - paused_at
+                t = start + off
+                while (wait := t - perf()) > 0:
+                    if c.stop.wait(min(wait / 1e9, 0.05)):
+                        break
+                if c.stop.is_set():
+                    break
+                due.put(t)
+                sent += 1
+        finally:
+            for _ in threads:
+                due.put(None)
+            self._join(threads, errors)
+        return n - sent
+
+    def _in_threads(self, fn: Callable[[], None], k: int) -> None:
+        self._join(*self._start_threads(fn, k))
+
+    def _start_threads(self, fn: Callable[[], None], k: int) -> tuple[list[threading.Thread], list[BaseException]]:
+        errors: list[BaseException] = []
+
+        def guard() -> None:
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the session's thread
+                errors.append(e)
+                self.controls.skip_scenario.set()  # the other workers send no more
+
+        threads = [threading.Thread(target=guard, name=f"ttftui-load-{i}", daemon=True) for i in range(k)]
+        for th in threads:
+            th.start()
+        return threads, errors
+
+    @staticmethod
+    def _join(threads: list[threading.Thread], errors: list[BaseException]) -> None:
+        for th in threads:
+            th.join()
+        if errors:
+            raise errors[0]

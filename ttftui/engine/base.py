@@ -64,6 +64,20 @@ class PreparedScenario:
     handle: Any = None  # engine-specific (sampler chain, template, ...)
 
 
+class Worker(ABC):
+    """One client of an engine that can serve several at once: the unit a load scenario runs many
+    of. It only emits events (through ``publish``) and returns the run's end."""
+
+    @abstractmethod
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event, due_ns: int | None = None) -> RunFinished:
+        """Like :meth:`Engine.run`; ``due_ns`` (perf_counter_ns) is when the request was scheduled
+        to be sent (open loop), so its lateness is part of the result."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
 class Engine(ABC):
     name: str
     synthetic: bool
@@ -88,6 +102,18 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def worker(self) -> "Worker":
+        """Another client of this engine, for requests that overlap (load scenarios). Only a server
+        has them: a local engine computes one request at a time."""
+        from ttftui.errors import ConfigError
+
+        raise ConfigError(f"the {self.name} engine runs one request at a time; concurrency and rate need a "
+                          "server (--url)")
+
+    def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:  # noqa: B027 - optional hook
+        """Build whatever the runs ``run_ids`` need before they start (a load phase must not ask the
+        server anything but its requests while it is measured)."""
 
     def sleep_until(self, t_ns: int) -> None:  # noqa: B027 - only the paced synthetic engine waits
         pass

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ttftui.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
-from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped
+from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
 from ttftui.errors import ConfigError, ModelLoadFailed
 from ttftui.events import DeviceFacts, ModelFacts, RemoteTiming, RunFinished, TokenEmitted
 from ttftui.prompts import exact_length_text, scenario_source_text
@@ -76,15 +76,20 @@ class RemoteEngine(Engine):
         api_key = os.environ.get(sc.api_key_env) if sc.api_key_env else None
         if sc.api_key_env and not api_key:
             raise ConfigError(f"server.api_key_env: the environment variable {sc.api_key_env} is not set")
+        self._api_key = api_key
         try:
-            self.ep = Endpoint(sc.url, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
-                               api_key=api_key)
+            self.ep = self._endpoint()
         except ValueError as e:
             raise ConfigError(f"server.url: {e}") from None
         self.kind = "unknown"
         self.model_name = sc.model
         self.tokenizer: _RemoteTokenizer | None = None
         self._variants: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def _endpoint(self) -> Endpoint:
+        sc = self.config.server
+        return Endpoint(sc.url, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
+                        api_key=self._api_key)
 
     # ------------------------------------------------------------------ load: who is there
     def load(self) -> LoadResult:
@@ -188,13 +193,27 @@ class RemoteEngine(Engine):
         body["prompt"] = text
         return self.ep.base + "/completions", body
 
+    def _variant(self, run_id: int) -> int:
+        return 0 if self.config.server.prefix_cache == "on" else run_id
+
+    def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:
+        for rid in run_ids:
+            self._prompt(prepared.scenario, self._variant(rid))
+
+    def worker(self) -> "RemoteWorker":
+        return RemoteWorker(self)
+
     def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
             stop: threading.Event) -> RunFinished:
+        return self.request(self.ep, prepared, run_id, warmup, publish, stop)
+
+    def request(self, ep: Endpoint, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+                stop: threading.Event, due_ns: int | None = None) -> RunFinished:
+        """One streamed request on ``ep``; ``due_ns``: when it was scheduled (open loop)."""
         s = prepared.scenario
         if stop.is_set():
             raise RunStopped()
-        variant = 0 if self.config.server.prefix_cache == "on" else run_id
-        text, n_prompt = self._prompt(s, variant)  # untimed: before t0
+        text, n_prompt = self._prompt(s, self._variant(run_id))  # untimed: before t0 (built in advance under load)
         path, body = self._body(s, text)
         clock = self.clock
         prev = [0]
@@ -206,10 +225,11 @@ class RemoteEngine(Engine):
             prev[0] = chunk.t_ns
 
         try:
-            res = self.ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set)
+            res = ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set)
         except RequestFailed as e:
             raise RunError(str(e)) from None
-        return self._finished(s, run_id, warmup, n_prompt, res)
+        lag = None if due_ns is None else max(0, res.t0_ns - due_ns)
+        return self._finished(s, run_id, warmup, n_prompt, res, lag)
 
     def _ttft_ns(self, res: StreamResult) -> int | None:
         at = self.config.server.ttft_at
@@ -222,7 +242,8 @@ class RemoteEngine(Engine):
         points = [p for p in (res.first_content_ns, res.first_reasoning_ns) if p is not None]
         return min(points) if points else None
 
-    def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult) -> RunFinished:
+    def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult,
+                  client_lag_ns: int | None = None) -> RunFinished:
         ttft = self._ttft_ns(res)
         if ttft is None:
             if res.stopped:
@@ -240,6 +261,7 @@ class RemoteEngine(Engine):
             server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
             server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
             server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
+            client_lag_ns=client_lag_ns,
         )
         last = res.chunks[-1].t_ns if res.chunks else res.end_ns
         n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
@@ -251,6 +273,21 @@ class RemoteEngine(Engine):
             prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
             stop_reason=stop_reason, remote=remote,  # type: ignore[arg-type]
         )
+
+    def close(self) -> None:
+        self.ep.close()
+
+
+class RemoteWorker(Worker):
+    """A client of its own (one kept-alive connection) sharing the engine's prompts and facts."""
+
+    def __init__(self, engine: RemoteEngine):
+        self.engine = engine
+        self.ep = engine._endpoint()
+
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event, due_ns: int | None = None) -> RunFinished:
+        return self.engine.request(self.ep, prepared, run_id, warmup, publish, stop, due_ns)
 
     def close(self) -> None:
         self.ep.close()

@@ -36,6 +36,7 @@ from ttftui.report import report_percentiles
 from ttftui.tui.frames import FrameScheduler
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
+from ttftui.tui.widgets.requests import RequestLanes, has_load
 
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 
@@ -155,6 +156,7 @@ class TtftApp(App[int]):
         yield StatusBar(id="status")
         with Vertical(id="body"):
             yield TTFTBar(id="ttft")
+            yield RequestLanes(id="lanes")  # load sessions only (ttftui.load)
             with Horizontal(id="middle"):
                 yield TokenStream(id="stream")
                 with Vertical(id="side"):
@@ -175,6 +177,8 @@ class TtftApp(App[int]):
         self.w_table = self.query_one(PercentileTable)
         self.w_alerts = self.query_one(AlertsPanel)
         self.w_telemetry = self.query_one(TelemetryPanel)
+        self.w_lanes = self.query_one(RequestLanes)
+        self.w_lanes.display = False
         self.w_table.baseline = self.baseline
         for name in builtin_theme_names():
             th, _ = load_theme_or_default(name)
@@ -231,7 +235,7 @@ class TtftApp(App[int]):
     def _apply_theme(self, th: ThemeFile) -> None:
         self.theme_file = th
         self.theme = th.textual_theme().name
-        for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry):
+        for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry, self.w_lanes):
             w.theme_file = th
             if hasattr(w, "_key"):
                 w._key = None
@@ -316,6 +320,11 @@ class TtftApp(App[int]):
                 # every panel is called every full frame: each one compares what it shows and returns
                 # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
                 self.w_stream.show(state, rationed)
+                load = has_load(state)
+                if self.w_lanes.display != load:
+                    self.w_lanes.display = load
+                if load:
+                    self.w_lanes.show(state, now)
                 self.w_telemetry.show(state)
                 table = self.w_table
                 table.setup(pcts, list(self._stats), with_baseline=table.baseline is not None,

@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from ttftui.load import plan_for
 from ttftui.reducer import RunState, SessionState
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
@@ -83,13 +84,23 @@ def firing_alerts(state: SessionState, severity: str | None = None) -> list[Any]
 
 
 def _run_position(state: SessionState, cur: RunState) -> str:
-    run = state.config.run if state.config is not None else None
+    cfg = state.config
+    run = cfg.run if cfg is not None else None
     warm = run.warmup if run else 0
     iters = run.iterations if run else 0
+    plan = None
+    if cfg is not None and run is not None:
+        try:
+            plan = plan_for(run, cfg.scenario(cur.scenario))
+        except KeyError:
+            plan = None
+    if plan is not None:  # a load scenario: requests, not runs
+        warm, iters = plan.n_warmup, plan.n_counted
     # counted from the runs themselves: a session-wide warm-up (run.warmup_policy) shifts iterations
-    same = [r for r in state.runs if r.scenario == cur.scenario]
+    same = [r for r in (*state.runs, *state.in_flight) if r.scenario == cur.scenario and r is not cur]
     if cur.warmup:
         k = sum(r.warmup for r in same) + 1
         return f"warm-up {k}/{warm}" if k <= warm else "extra warm-up"
     n = sum(not r.warmup for r in same) + 1
-    return f"run {n}/{iters}" if n <= iters else f"extra run {n}"
+    word = "request" if plan is not None else "run"
+    return f"{word} {n}/{iters}" if n <= iters else f"extra {word} {n}"

@@ -1,0 +1,285 @@
+"""Load scenarios (concurrency / rate against a server): plans, arrival schedules, the figures
+derived from events, the reducer with overlapping runs, and sessions against a server that counts
+what reached it (the fake server; the real one is in test_remote)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from ttftui.config import Config, RunConfig, ScenarioConfig, with_load
+from ttftui.errors import ConfigError
+from ttftui.events import DeviceFacts, EngineReady, ModelFacts, RunFailed, RunFinished, RunStarted, TokenEmitted
+from ttftui.load import LoadPlan, Request, arrival_offsets_ns, load_figures, max_overlap, plan_for
+from ttftui.reducer import apply, fold
+
+from .conftest import cli
+from .fake_server import FakeServer
+
+URL = {"server": {"url": "http://127.0.0.1:9/v1"}}
+
+
+def _cfg(**sc):
+    return Config.model_validate({**URL, "scenarios": [{"name": "s", "prompt_tokens": 32, "max_tokens": 4, **sc}]})
+
+
+# ---------------------------------------------------------------------- config and plans
+def test_a_load_scenario_is_planned_from_its_options_and_the_run_defaults():
+    run = RunConfig(warmup=1, iterations=3)
+    c = plan_for(run, ScenarioConfig(name="s", prompt_tokens=8, max_tokens=2, concurrency=4))
+    assert (c.mode, c.n_warmup, c.n_counted, c.max_in_flight) == ("closed", 4, 12, 4)  # a round per iteration
+    o = plan_for(run, ScenarioConfig(name="s", prompt_tokens=8, max_tokens=2, rate=2.5, requests=7, warmup_requests=0))
+    assert (o.mode, o.n_warmup, o.n_counted, o.rate) == ("open", 0, 7, 2.5)
+    assert plan_for(run, ScenarioConfig(name="s", prompt_tokens=8, max_tokens=2)) is None
+
+
+def test_load_lists_sweep_and_bad_load_options_are_one_line_errors():
+    cfg = _cfg(concurrency=[1, 2, 8])
+    assert [(s.name, s.concurrency, s.load) for s in cfg.scenarios] == [("s@c1", 1, "s"), ("s@c2", 2, "s"),
+                                                                          ("s@c8", 8, "s")]
+    assert [s.name for s in _cfg(rate=[0.5, 4]).scenarios] == ["s@r0.5", "s@r4"]
+    with pytest.raises(ValueError, match="either concurrency .* or rate"):
+        _cfg(concurrency=2, rate=1.0)
+    with pytest.raises(ValueError, match="requests applies to a load scenario"):
+        _cfg(requests=5)
+    with pytest.raises(ValueError, match="give its URL"):
+        Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2, "concurrency": 2}]})
+    with pytest.raises(ValueError, match="distinct"):
+        _cfg(concurrency=[2, 2])
+
+
+def test_the_command_line_load_options_replace_the_files_load_sweep():
+    cfg = with_load(_cfg(concurrency=[1, 2]), concurrency=[4, 8], requests=9)
+    assert [(s.name, s.concurrency, s.requests) for s in cfg.scenarios] == [("s@c4", 4, 9), ("s@c8", 8, 9)]
+    cfg = with_load(_cfg(concurrency=3), rate=[2.0])
+    assert [(s.name, s.concurrency, s.rate) for s in cfg.scenarios] == [("s", None, 2.0)]
+    with pytest.raises(ConfigError, match="^--requests: .*requests applies to a load scenario"):
+        with_load(_cfg(), requests=3)
+
+
+def test_load_needs_a_server_and_says_so_in_one_line():
+    r = cli("--headless", "--concurrency", "2", "--scenario", "short")
+    assert r.returncode == 2 and "send requests to a server; give its URL" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("--headless", "--synthetic", "--url", "http://127.0.0.1:9/v1", "--concurrency", "2", "--scenario", "short")
+    assert r.returncode == 2 and "need a server" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("--headless", "--concurrency", "0")
+    assert r.returncode == 2 and "must be at least 1" in r.stderr
+    r = cli("--headless", "--rate", "nan", "--url", "http://127.0.0.1:9/v1")
+    assert r.returncode == 2 and "positive number" in r.stderr
+
+
+# ---------------------------------------------------------------------- arrivals and figures
+def test_constant_arrivals_are_evenly_spaced_and_poisson_ones_have_exponential_gaps():
+    const = arrival_offsets_ns(LoadPlan("open", None, 4.0, "constant", 0, 5, 64), 5, 42, "s")
+    assert const == [0, 250_000_000, 500_000_000, 750_000_000, 1_000_000_000]
+    plan = LoadPlan("open", None, 10.0, "poisson", 0, 4000, 64)
+    off = arrival_offsets_ns(plan, 4000, 42, "s")
+    assert off == arrival_offsets_ns(plan, 4000, 42, "s")  # same seed, same schedule
+    assert off != arrival_offsets_ns(plan, 4000, 43, "s")
+    gaps = [b - a for a, b in zip(off, off[1:])]
+    mean = statistics.fmean(gaps)
+    assert mean == pytest.approx(1e8, rel=0.06)  # 1/rate
+    assert statistics.pstdev(gaps) / mean == pytest.approx(1.0, rel=0.08)  # exponential: CV 1
+    assert statistics.median(gaps) / mean == pytest.approx(0.693, rel=0.08)  # ln 2
+
+
+def test_load_figures_from_known_requests():
+    s = 1_000_000_000
+    reqs = [
+        Request(0, 1 * s, warmup=True, ok=True, good=True, n_output=5),  # left out of the counts, not of in-flight
+        Request(1 * s, 3 * s, warmup=False, ok=True, good=True, n_output=10, client_lag_ns=2_000_000),
+        Request(1 * s, 2 * s, warmup=False, ok=True, good=False, n_output=10, client_lag_ns=4_000_000),
+        Request(2 * s, 5 * s, warmup=False, ok=False, good=False, n_output=0, client_lag_ns=6_000_000),
+    ]
+    f = load_figures(LoadPlan("open", None, 1.0, "poisson", 1, 3, 8), reqs, slo=True)
+    assert (f.n_requests, f.n_ok, f.n_failed, f.n_good) == (3, 2, 1, 1)
+    assert f.span_s == 4.0 and f.request_rate == 0.5 and f.goodput_rps == 0.25 and f.output_tps == 5.0
+    assert f.max_in_flight == 2  # 1-3 and 1-2, then 1-3 and 2-5 (an end at 2 closes before the start at 2)
+    assert f.mean_in_flight == pytest.approx((2 + 1 + 3) / 4)
+    assert (f.client_lag_p50_ms, f.client_lag_max_ms) == (4.0, 6.0)
+    assert load_figures(LoadPlan("closed", 2, None, "poisson", 0, 2, 2), reqs).goodput_rps is None  # no SLO given
+    assert max_overlap([(0, 10), (1, 9), (2, 8), (8, 12)]) == 3
+
+
+# ---------------------------------------------------------------------- the reducer with overlapping runs
+def _ready(engine: str) -> EngineReady:
+    return EngineReady(t_ns=1, engine=engine, synthetic=engine == "synthetic", synthetic_reason=None, load_ms=None,
+                       model=ModelFacts(path="m", name="m", file_size_bytes=0),
+                       device=DeviceFacts(kind="remote" if engine == "remote" else "cpu", name="d"))
+
+
+def _finished(rid: int, t: int) -> RunFinished:
+    return RunFinished(t_ns=t, run_id=rid, scenario="s", warmup=False, n_prompt_tokens=8, n_output_tokens=2,
+                       ttft_ns=9, e2e_ns=13, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
+                       prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
+                       stop_reason="max_tokens")
+
+
+def _start(rid: int, t: int) -> RunStarted:
+    return RunStarted(t_ns=t, run_id=rid, scenario="s", iteration=rid, warmup=False, prompt_tokens=8, max_tokens=2)
+
+
+def _tok(rid: int, i: int, t: int) -> TokenEmitted:
+    return TokenEmitted(t_ns=t, run_id=rid, index=i, token_id=-1, text=f"r{rid}t{i}", dt_ns=10)
+
+
+def test_overlapping_runs_of_a_server_each_keep_their_own_tokens():
+    evs = [_ready("remote"), _start(1, 10), _start(2, 11), _tok(2, 0, 20), _tok(1, 0, 21), _start(3, 22),
+           _tok(1, 1, 23), _tok(2, 1, 24)]
+    st = fold(evs)
+    assert [r.run_id for r in st.in_flight] == [1, 2, 3] and st.current.run_id == 3
+    assert [r.text for r in st.in_flight] == ["r1t0r1t1", "r2t0r2t1", ""]
+    before = st
+    st = apply(st, _finished(2, 30))
+    st = apply(st, RunFailed(t_ns=31, run_id=1, scenario="s", error="HTTP 503"))
+    assert [r.run_id for r in st.in_flight] == [3] and [r.run_id for r in st.runs] == [2, 1]
+    assert st.runs[0].metrics is not None and st.runs[0].end_ns == 30 and st.runs[1].failed == "HTTP 503"
+    assert [r.run_id for r in before.in_flight] == [1, 2, 3]  # pure: the older state is as it was
+
+
+def test_a_local_engines_run_that_never_ended_is_dropped_not_kept_in_flight():
+    st = fold([_ready("llama.cpp"), _start(1, 10), _tok(1, 0, 11), _start(2, 12)])
+    assert [r.run_id for r in st.in_flight] == [2] and len(st.runs) == 0
+
+
+# ---------------------------------------------------------------------- sessions against a server
+LOAD_TOML = """
+[run]
+warmup = 1
+iterations = 2
+[[scenarios]]
+name = "c"
+prompt_tokens = 32
+max_tokens = 3
+concurrency = [1, 4]
+[[scenarios]]
+name = "o"
+prompt_tokens = 32
+max_tokens = 3
+rate = 40
+arrival = "constant"
+requests = 12
+warmup_requests = 0
+[[alerts]]
+metric = "ttft_ms"
+statistic = "per_run"
+value = 60000
+"""
+
+
+@pytest.fixture(scope="module")
+def load_session(tmp_path_factory):
+    d = tmp_path_factory.mktemp("load")
+    cfg, out, rec = d / "load.toml", d / "r.json", d / "r.ttftrec"
+    cfg.write_text(LOAD_TOML)
+    with FakeServer("ok", delay_s=0.3) as srv:
+        r = cli("--headless", "-q", "--config", str(cfg), "--url", srv.url, "-o", str(out), "--record", str(rec),
+                timeout=300)
+        arrivals = list(srv.arrivals)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text()), rec, arrivals
+
+
+def test_closed_loop_keeps_n_requests_in_flight_and_reports_throughput(load_session):
+    report, _, arrivals = load_session
+    assert report["schema_version"] == 3
+    assert len(arrivals) == (1 + 2) + (4 + 8) + 12  # every request reached the server, warm-ups included
+    c1, c4 = report["load"]["c@c1"], report["load"]["c@c4"]
+    assert (c1["mode"], c1["concurrency"], c1["sweep"], c1["n_requests"], c1["max_in_flight"]) == ("closed", 1, "c", 2, 1)
+    assert (c4["n_requests"], c4["n_ok"], c4["n_failed"], c4["max_in_flight"]) == (8, 8, 0, 4)
+    assert c4["mean_in_flight"] > 3 and c4["request_rate"] > 2.5 * c1["request_rate"]  # 4 at once: ~4x the rate
+    assert c4["n_good"] == 8 and c4["goodput_rps"] == c4["request_rate"]  # every request met the per-run rule
+    runs = [r for r in report["runs"] if r["scenario"] == "c@c4"]
+    assert sum(r["warmup"] for r in runs) == 4 and all(r["ttft_ms"] >= 300 for r in runs)
+
+
+def test_open_loop_sends_on_schedule_whether_or_not_earlier_requests_have_ended(load_session):
+    report, _, arrivals = load_session
+    o = report["load"]["o"]
+    assert (o["mode"], o["rate"], o["arrival"], o["n_requests"]) == ("open", 40.0, "constant", 12)
+    # 40 requests a second that each take 0.3 s: about 12 overlap; a closed loop would have had one
+    assert o["max_in_flight"] >= 6
+    assert o["client_lag_max_ms"] is not None and o["client_lag_p50_ms"] >= 0
+    lags = [r["remote"]["client_lag_ms"] for r in report["runs"] if r["scenario"] == "o"]
+    assert len(lags) == 12 and all(x is not None and x >= 0 for x in lags)
+    span = arrivals[-1] - arrivals[-12]
+    assert span < 11 / 40 + 0.25  # the twelve were sent over ~0.275 s, not one per 0.3 s request
+
+
+def test_a_load_sessions_recording_replays_to_the_same_report(load_session):
+    report, rec, _ = load_session
+    r = cli("replay", str(rec), "--headless")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["load"] == report["load"] and again["runs"] == report["runs"]
+    assert again["summary"] == report["summary"]
+
+
+def test_a_failing_server_under_load_gives_failed_requests_and_its_own_exit_code(tmp_path):
+    with FakeServer("http500") as srv:
+        out = tmp_path / "r.json"
+        r = cli("--headless", "-q", "--url", srv.url, "--scenario", "short", "--concurrency", "3", "--requests", "6",
+                "--set", "run.warmup=0", "-o", str(out), timeout=120)
+    assert r.returncode == 18 and "HTTP 500" in r.stderr and "Traceback" not in r.stderr
+    load = json.loads(out.read_text())["load"]["short"]  # the failures are in the report
+    assert (load["n_requests"], load["n_ok"], load["n_failed"]) == (6, 0, 6)
+
+
+# ---------------------------------------------------------------------- the dashboard
+@pytest.fixture(scope="module")
+def load_events():
+    """A real load session against the fake server (3 in flight, 6 requests), as events."""
+    from ttftui.remote.engine import RemoteEngine
+    from ttftui.session import SessionRunner
+
+    with FakeServer("ok", delay_s=0.2) as srv:
+        cfg = Config.model_validate({
+            "server": {"url": srv.url}, "run": {"warmup": 0}, "telemetry": {"backend": "none"},
+            "scenarios": [{"name": "c", "prompt_tokens": 8, "max_tokens": 3, "concurrency": 3, "requests": 6}]})
+        events: list = []
+        runner = SessionRunner(cfg, lambda: RemoteEngine(cfg), events.append)
+        runner.run()
+    assert runner.error is None and runner.planned_runs == 6
+    return events
+
+
+async def test_the_dashboard_draws_a_lane_per_request_in_flight_then_the_load_figures(load_events):
+    from ttftui.tui.app import TtftApp
+    from ttftui.tui.widgets.requests import RequestLanes
+
+    from .tui_support import StaticSource, fixed_clock
+
+    third = [i for i, e in enumerate(load_events) if isinstance(e, RunStarted)][2]
+    middle = load_events[: third + 1]  # three requests started, none ended yet
+    assert not any(isinstance(e, (RunFinished, RunFailed)) for e in middle)
+    app = TtftApp(StaticSource(middle), clock=fixed_clock(middle))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        lanes = app.query_one(RequestLanes)
+        assert lanes.display
+        text = lanes.visible_text()
+        assert text.startswith("3 in flight · c: closed loop, 3 in flight")
+        assert [ln.split()[0] for ln in text.splitlines()[1:4]] == ["#1", "#2", "#3"]
+        assert "waiting" in text
+    app = TtftApp(StaticSource(load_events), clock=fixed_clock(load_events))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        text = app.query_one(RequestLanes).visible_text()
+        assert text.startswith("0 in flight") and "req/s" in text
+        row = next(ln for ln in text.splitlines() if ln.startswith("c "))
+        assert "c=3" in row and row.split()[-1] == "0"  # no request failed
+
+
+async def test_an_ordinary_session_has_no_requests_panel():
+    from ttftui.tui.app import TtftApp
+    from ttftui.tui.widgets.requests import RequestLanes
+
+    from .tui_support import StaticSource, fixed_clock, synthetic_session
+
+    events = synthetic_session(iterations=1, warmup=0)
+    app = TtftApp(StaticSource(events), clock=fixed_clock(events))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert not app.query_one(RequestLanes).display
