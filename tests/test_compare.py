@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ from .test_cli import assert_one_line_error
 CFG = """
 [model]
 n_ctx = 1024
-n_threads = 2
+n_threads = 1
 [run]
 iterations = 10
 warmup = 1
@@ -33,6 +34,8 @@ max_tokens = 6
 def real_reports(tmp_path_factory):
     # n_batch 2 doubles prefill (128 llama_decode calls instead of one), an effect this shared machine's
     # noise (+-15 %, now and then a stall) cannot hide; n_batch 16 (+30 %) sometimes lost significance.
+    # One thread: with two on two cores, a machine whose cores are also busy elsewhere makes llama.cpp's
+    # threads wait for each other at every barrier, and n_batch 2 (128 calls) then took 10x, not 2x.
     # 10 runs a side: with 6, Holm over the table's 12 metrics needs every run of one side to be slower
     # than every run of the other.
     d = tmp_path_factory.mktemp("cmp")
@@ -67,7 +70,9 @@ def test_real_n_batch_difference_is_found(real_reports):
     assert p.returncode == 1
     assert "gate FAIL: p256:prefill_ms.p50 <= 2% worse" in p.stdout
     assert p.stderr.startswith("ttftui: 1 regression gate(s) failed")
-    assert cli("compare", str(base), str(cand), "--max-regression", "prefill_ms.p50=500%").returncode == 0
+    # a gate above the regression measured passes (how much slower n_batch 2 is depends on the machine)
+    loose = math.ceil((row["prefill_ms"]["ratio"] - 1) * 100) + 50
+    assert cli("compare", str(base), str(cand), "--max-regression", f"prefill_ms.p50={loose}%").returncode == 0
 
 
 def test_same_distribution_is_not_called_different(synthetic_reports):

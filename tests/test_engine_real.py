@@ -226,10 +226,11 @@ def test_decode_breakdown_accounts_for_every_gap_between_tokens(real_state):
         assert min(tp.decode_median_ns, tp.sample_median_ns, tp.detok_median_ns, tp.rest_median_ns) >= 0
 
 
-def small_config(tmp_path, *, iterations: int, warmup: int, scenarios: str, n_batch: int = 64):
+def small_config(tmp_path, *, iterations: int, warmup: int, scenarios: str, n_batch: int = 64, n_threads: int = 2):
     """A config file for a CLI session on the demo model: small context, 64-token chunks, 2 threads."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f"[model]\nn_ctx = 1024\nn_batch = {n_batch}\nn_threads = 2\n[run]\niterations = {iterations}\n"
+    cfg.write_text(f"[model]\nn_ctx = 1024\nn_batch = {n_batch}\nn_threads = {n_threads}\n[run]\n"
+                   f"iterations = {iterations}\n"
                    f"warmup = {warmup}\n{scenarios}")
     return cfg
 
@@ -308,10 +309,12 @@ def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
 
     from .conftest import cli
 
-    cfg = small_config(tmp_path, iterations=3, warmup=1, n_batch=512, scenarios="""
+    # one thread: two threads on two cores that are also busy elsewhere wait for each other at every
+    # barrier, and that noise (not the prompt length) then decides TTFT
+    cfg = small_config(tmp_path, iterations=3, warmup=1, n_batch=512, n_threads=1, scenarios="""
 [[scenarios]]
 name = "sweep"
-prompt_tokens = [16, 48, 96, 160, 224, 256, 288]
+prompt_tokens = [16, 48, 96, 160, 224, 240, 288]
 max_tokens = 2
 """)
     out = tmp_path / "r.json"
@@ -319,14 +322,14 @@ max_tokens = 2
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     sw = report["sweeps"]["sweep"]
-    assert sw["lengths"] == [16, 48, 96, 160, 224, 256, 288]
+    assert sw["lengths"] == [16, 48, 96, 160, 224, 240, 288]
     assert sw["ttft"]["r2"] > 0.95 and sw["ttft"]["n_points"] == 21 and sw["ttft"]["b"] > 0
     assert sw["prefill"]["r2"] > 0.95
     assert sw["chunk_per_token_vs_depth"] is None  # one chunk a run, all at depth 0: nothing to fit, said as null
     assert len(sw["predictions"]) == 6 and all(p["low_ms"] < p["ttft_ms"] < p["high_ms"] for p in sw["predictions"])
     runs = [x for x in report["runs"] if x["counted"]]
-    fit_runs = [x for x in runs if x["n_prompt_tokens"] != 256]
+    fit_runs = [x for x in runs if x["n_prompt_tokens"] != 240]
     fit = polyfit([float(x["n_prompt_tokens"]) for x in fit_runs], [x["ttft_ms"] for x in fit_runs])
-    y, lo, hi = fit.predict(256)
-    held = [x["ttft_ms"] for x in runs if x["n_prompt_tokens"] == 256]
+    y, lo, hi = fit.predict(240)
+    held = [x["ttft_ms"] for x in runs if x["n_prompt_tokens"] == 240]
     assert len(held) == 3 and lo <= statistics.median(held) <= hi, (y, lo, hi, held)

@@ -283,3 +283,23 @@ async def test_an_ordinary_session_has_no_requests_panel():
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         assert not app.query_one(RequestLanes).display
+
+
+def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span():
+    from ttftui.events import ServerSample
+    from ttftui.load import LoadFigures, with_server_queue
+    from ttftui.remote.engine import _gauges
+
+    text = ("# HELP llamacpp:requests_deferred Number of requests deferred\n# TYPE llamacpp:requests_deferred gauge\n"
+            "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\nother{label=\"x\"} 1.5\nbroken line\n")
+    assert _gauges(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 3.0, "other": 1.5}
+    f = load_figures(LoadPlan("closed", 4, None, "poisson", 0, 2, 4),
+                     [Request(100, 200, warmup=False, ok=True, good=True, n_output=1),
+                      Request(150, 300, warmup=False, ok=True, good=True, n_output=1)])
+    samples = [ServerSample(t_ns=50, source="metrics", requests_processing=9, requests_deferred=9),  # before: out
+               ServerSample(t_ns=120, source="metrics", requests_processing=2, requests_deferred=1),
+               ServerSample(t_ns=250, source="metrics", requests_processing=2, requests_deferred=3)]
+    g = with_server_queue(f, [Request(100, 200, False, True, True, 1), Request(150, 300, False, True, True, 1)], samples)
+    assert isinstance(g, LoadFigures) and g.server_queue_source == "metrics" and g.server_samples == 2
+    assert (g.server_processing_max, g.server_deferred_max, g.server_deferred_mean) == (2, 3, 2.0)
+    assert with_server_queue(f, [Request(100, 200, False, True, True, 1)], []) is f  # no reading: nothing claimed

@@ -189,16 +189,18 @@ def _llama_server_binary() -> str | None:
                     "(set TTFTUI_LLAMA_SERVER or build it: benchmarks/README.md)")
 def test_llama_server_gives_its_own_account(model_path, tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port",
-                             str(port), "-t", "2", "-c", "1024", "--no-repack"] if _amx() else
-                            [_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port",
-                             str(port), "-t", "2", "-c", "1024"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # two slots and its metrics: under load it computes two requests and says how many wait
+    cmd = [_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "-t", "2",
+           "-c", "1024", "-np", "2", "--metrics"] + (["--no-repack"] if _amx() else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_ready(url, proc)
-        out = tmp_path / "ls.json"
+        out, load_out = tmp_path / "ls.json", tmp_path / "load.json"
         r = cli(*ARGS, "--url", url, "--iterations", "3", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        r = cli(*ARGS, "--url", url, "--concurrency", "4", "--requests", "8", "--set", "server.queue_poll_ms=100",
+                "-o", str(load_out))
         assert r.returncode == 0, r.stderr
     finally:
         proc.terminate()
@@ -213,6 +215,10 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
         assert run["prefill_tps"] > 0 and rm["server_decode_tps"] > 0
     med = report["summary"]["short"]["component_medians_ms"]
     assert med["server_prefill"] > med["unaccounted"]  # the server's prefill explains most of its TTFT
+    load = json.loads(load_out.read_text())["load"]["short"]
+    assert (load["n_ok"], load["max_in_flight"], load["server_queue_source"]) == (8, 4, "metrics")
+    assert load["server_samples"] > 0 and load["server_processing_max"] == 2  # its two slots, by its own account
+    assert load["server_deferred_max"] >= 1  # 4 sent, 2 computed: the rest waited in its queue
 
 
 def _amx() -> bool:

@@ -202,6 +202,10 @@ class ServerConfig(_Strict):
         "off", description="off: every run's prompt starts differently and llama-server is asked not to reuse its "
                            "cache, so TTFT is never the uncached suffix of a repeated prompt; on: the same prompt every "
                            "run, to measure cache hits")
+    queue_poll_ms: float = Field(
+        250.0, ge=0, le=60_000, description="during a load scenario, read the server's queue (llama-server /metrics, "
+                                            "else /slots) this often; 0 = never (each read is a request the server "
+                                            "answers between its decode steps)")
     ttft_at: Literal["content_or_reasoning", "content", "first_choice", "first_event"] = Field(
         "content_or_reasoning", description="which point of the stream is the first token (the others are reported "
                                             "beside it)")

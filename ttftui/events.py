@@ -290,6 +290,20 @@ class TelemetrySample:
 
 
 @dataclass(**_frozen)
+class ServerSample:
+    """The server's own view of its queue while a load scenario runs (llama-server's ``/metrics``
+    gauges, or its ``/slots`` when metrics are off), polled by the client. ``None``: not reported."""
+
+    type: Literal["server_sample"] = "server_sample"
+    t_ns: Int64  # when the answer arrived, on the client's clock
+    source: Literal["metrics", "slots"]
+    requests_processing: Int64 | None = None
+    requests_deferred: Int64 | None = None  # waiting for a free slot: the server's queue
+    slots_busy: Int64 | None = None
+    slots_total: Int64 | None = None
+
+
+@dataclass(**_frozen)
 class TelemetryStatus:
     """Which telemetry fields are available, and why the others are not (sent once per change)."""
 
@@ -363,6 +377,7 @@ Event = Annotated[
         RunFailed,
         Notice,
         TelemetrySample,
+        ServerSample,
         TelemetryStatus,
         AlertChanged,
         EngineCrashed,
@@ -372,7 +387,7 @@ Event = Annotated[
 ]
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
-             RunFinished, RunFailed, Notice, TelemetrySample, TelemetryStatus, AlertChanged, EngineCrashed,
+             RunFinished, RunFailed, Notice, TelemetrySample, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
 

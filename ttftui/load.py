@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from typing import TYPE_CHECKING
 
@@ -108,6 +108,12 @@ class LoadFigures:
     mean_in_flight: float  # time-weighted over the span
     client_lag_p50_ms: float | None  # open loop: how late the client sent requests against their schedule
     client_lag_max_ms: float | None
+    # The server's own view of its queue over the span (ServerSample), where it gives one.
+    server_queue_source: str | None = None  # "metrics" | "slots"
+    server_samples: int = 0
+    server_processing_max: int | None = None
+    server_deferred_max: int | None = None
+    server_deferred_mean: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,5 +196,22 @@ def session_load(state: "SessionState") -> dict[str, LoadFigures]:
                                 n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag))
         figs = load_figures(plan, reqs, slo=bool(rules))
         if figs is not None:
-            out[s.name] = figs
+            out[s.name] = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
     return out
+
+
+def with_server_queue(f: LoadFigures, counted: list[Request], samples: Iterable[Any]) -> LoadFigures:
+    """``f`` with the server's queue readings taken while its counted requests ran."""
+    from dataclasses import replace
+
+    lo = min(r.start_ns for r in counted)
+    hi = max(r.end_ns for r in counted)
+    inside = [x for x in samples if lo <= x.t_ns <= hi]
+    if not inside:
+        return f
+    proc = [x.requests_processing for x in inside if x.requests_processing is not None]
+    deferred = [x.requests_deferred for x in inside if x.requests_deferred is not None]
+    return replace(f, server_queue_source=inside[-1].source, server_samples=len(inside),
+                   server_processing_max=max(proc) if proc else None,
+                   server_deferred_max=max(deferred) if deferred else None,
+                   server_deferred_mean=sum(deferred) / len(deferred) if deferred else None)

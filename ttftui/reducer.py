@@ -32,6 +32,7 @@ from ttftui.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    ServerSample,
     SessionFinished,
     SessionStarted,
     TelemetrySample,
@@ -134,6 +135,7 @@ class SessionState:
     runs: Log[RunState] = field(default_factory=Log)  # ended runs (finished or failed), in order
     notices: Log[Notice] = field(default_factory=Log)
     telemetry: Log[TelemetrySample] = field(default_factory=Log)
+    server_samples: Log[ServerSample] = field(default_factory=Log)  # a server's queue under load
     telemetry_status: TelemetryStatus | None = None
     alerts: Log[AlertChanged] = field(default_factory=Log)
     crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
@@ -153,7 +155,7 @@ class SessionState:
 
 def initial_state() -> SessionState:
     # fresh Logs: never share the class-level default instances between sessions
-    return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log())
+    return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log(), server_samples=Log())
 
 
 def _in_flight(state: SessionState, run_id: int) -> int:
@@ -190,6 +192,8 @@ def apply(state: SessionState, ev: Event) -> SessionState:
             return replace(state, in_flight=_with(fl, i, replace(run, phases=run.phases + (ev,))), **book)
         case TelemetrySample():
             return replace(state, telemetry=state.telemetry.append(ev), **book)
+        case ServerSample():
+            return replace(state, server_samples=state.server_samples.append(ev), **book)
         case RunStarted():
             # Runs overlap only under load, and only a server's: a local engine's run that never
             # ended (a damaged recording) is dropped, not completed with invented data.

@@ -299,6 +299,14 @@ class LoadRecord(_M):
     mean_in_flight: float = Field(description="requests in flight, time-weighted over the span")
     client_lag_p50_ms: float | None = Field(description=_defined("client_lag_ms") + "; median over counted requests")
     client_lag_max_ms: float | None
+    server_queue_source: str | None = Field(None, description="the server's own view of its queue, polled while the "
+                                                              "counted requests ran: llama-server /metrics or /slots")
+    server_samples: int = 0
+    server_processing_max: int | None = Field(None, description="the server's own account: most requests it was "
+                                                                "computing at once")
+    server_deferred_max: int | None = Field(None, description="the server's own account: most requests waiting for "
+                                                              "a slot (llama-server requests_deferred)")
+    server_deferred_mean: float | None = None
 
 
 class Report(_M):

@@ -295,8 +295,9 @@ class SessionRunner:
             if n == 0 or c.stop.is_set() or c.skip_scenario.is_set():
                 continue
             engine.prepare_runs(prep, range(self._run_id + 1, self._run_id + 1 + n))  # prompts, before any is timed
-            left = self._closed_loop(engine, prep, plan, n, warm) if plan.mode == "closed" else \
-                self._open_loop(engine, prep, plan, n, warm)
+            with engine.observe_load(self.publish):
+                left = self._closed_loop(engine, prep, plan, n, warm) if plan.mode == "closed" else \
+                    self._open_loop(engine, prep, plan, n, warm)
             if left:
                 with self._lock:
                     self.planned_runs -= left + (plan.n_counted if warm else 0)

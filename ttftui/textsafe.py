@@ -47,7 +47,7 @@ def _clean_value(v: Any) -> Any:
 # Events whose text is either validated (a Literal) or absent: nothing to clean, and they are most of
 # a session (a replay of 100,000 events must stay fast). A token's text is the model's output and is
 # kept byte-exact (the report's output_text); the token stream draws it through ``visible`` itself.
-_NO_FREE_TEXT = frozenset({"token", "telemetry", "phase"})
+_NO_FREE_TEXT = frozenset({"token", "telemetry", "phase", "server_sample"})
 
 
 def clean_event(ev: Any) -> Any:

@@ -111,6 +111,13 @@ class Engine(ABC):
         raise ConfigError(f"the {self.name} engine runs one request at a time; concurrency and rate need a "
                           "server (--url)")
 
+    def observe_load(self, publish: Publish) -> Any:
+        """A context manager around a load scenario's requests: a server's engine samples the
+        server's queue in it (``ServerSample`` events). Nothing here."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:  # noqa: B027 - optional hook
         """Build whatever the runs ``run_ids`` need before they start (a load phase must not ask the
         server anything but its requests while it is measured)."""

@@ -117,6 +117,19 @@ class Endpoint:
         """A small untimed request (models, tokenize, props): (status, JSON or None, headers)."""
         return self._simple("GET", path, None, timeout_s)
 
+    def get_text(self, path: str, *, timeout_s: float | None = None) -> tuple[int, str]:
+        """A small untimed GET of a text resource (llama-server's /metrics): (status, text)."""
+        conn = self._new_conn()
+        try:
+            conn.timeout = timeout_s or self.connect_timeout_s
+            conn.request("GET", path, headers=self._headers(False))
+            resp = conn.getresponse()
+            return resp.status, resp.read(MAX_EVENT_BYTES).decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as e:
+            raise RequestFailed(_why(e, self)) from None
+        finally:
+            conn.close()
+
     def post_json(self, path: str, body: dict[str, Any], *, timeout_s: float | None = None
                   ) -> tuple[int, Any, dict[str, str]]:
         return self._simple("POST", path, body, timeout_s)

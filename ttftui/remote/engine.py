@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ttftui.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
 from ttftui.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
 from ttftui.errors import ConfigError, ModelLoadFailed
-from ttftui.events import DeviceFacts, ModelFacts, RemoteTiming, RunFinished, TokenEmitted
+from ttftui.events import DeviceFacts, ModelFacts, Notice, RemoteTiming, RunFinished, ServerSample, TokenEmitted
 from ttftui.prompts import exact_length_text, scenario_source_text
 from ttftui.remote.client import Endpoint, RequestFailed, StreamResult
 
@@ -84,6 +84,9 @@ class RemoteEngine(Engine):
         self.kind = "unknown"
         self.model_name = sc.model
         self.tokenizer: _RemoteTokenizer | None = None
+        self.queue_source: str | None = None  # "metrics" | "slots": where the server's queue can be read
+        self.queue_why: str = ""  # else why not
+        self._queue_noted = False
         self._variants: dict[tuple[str, int], tuple[str, int]] = {}
 
     def _endpoint(self) -> Endpoint:
@@ -108,11 +111,57 @@ class RemoteEngine(Engine):
         self.kind = self._server_kind(headers)
         if self.kind in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
             self.tokenizer = _RemoteTokenizer(ep, self.kind)
+        self._find_queue()
         host = f"{ep.host}:{ep.port}"
         model = ModelFacts(path=ep.url, name=self.model_name, file_size_bytes=0,
                            description=f"served by {self.kind} at {ep.url}")
         device = DeviceFacts(kind="remote", name=f"{self.kind} at {host}", build=self.kind, n_threads=None)
         return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)
+
+    def _find_queue(self) -> None:
+        """Where the server's queue can be read: llama-server's /metrics (started with --metrics),
+        else its /slots; other servers say nothing of their queue."""
+        if self.kind != LLAMA_SERVER:
+            self.queue_why = f"{self.kind} reports no queue"
+            return
+        try:
+            st, text = self.ep.get_text(self.ep.root_path("/metrics"))
+            if st == 200 and "llamacpp:requests_deferred" in text:
+                self.queue_source = "metrics"
+                return
+            st, doc, _ = self.ep.get_json(self.ep.root_path("/slots"))
+            if st == 200 and isinstance(doc, list):
+                self.queue_source = "slots"
+                self.queue_why = "llama-server's /metrics is off (--metrics): busy slots only, no deferred requests"
+                return
+        except RequestFailed:
+            pass
+        self.queue_why = "llama-server's /metrics and /slots are off (start it with --metrics)"
+
+    def read_queue(self, ep: Endpoint) -> ServerSample | None:
+        """One reading of the server's queue, or None when it did not answer."""
+        try:
+            if self.queue_source == "metrics":
+                st, text = ep.get_text(ep.root_path("/metrics"))
+                if st != 200:
+                    return None
+                g = _gauges(text)
+                return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
+                                    requests_processing=_int(g.get("llamacpp:requests_processing")),
+                                    requests_deferred=_int(g.get("llamacpp:requests_deferred")))
+            if self.queue_source == "slots":
+                st, doc, _ = ep.get_json(ep.root_path("/slots"))
+                if st != 200 or not isinstance(doc, list):
+                    return None
+                busy = sum(1 for x in doc if isinstance(x, dict) and x.get("is_processing"))
+                return ServerSample(t_ns=self.clock.now_ns(), source="slots", requests_processing=busy,
+                                    slots_busy=busy, slots_total=len(doc))
+        except RequestFailed:
+            return None
+        return None
+
+    def observe_load(self, publish: Publish) -> "QueuePoller":
+        return QueuePoller(self, publish, self.config.server.queue_poll_ms / 1000)
 
     def _server_kind(self, headers: dict[str, str]) -> str:
         ep = self.ep
@@ -276,6 +325,63 @@ class RemoteEngine(Engine):
 
     def close(self) -> None:
         self.ep.close()
+
+
+class QueuePoller:
+    """Reads the server's queue every ``interval_s`` while a load scenario's requests run, on a
+    connection of its own, and publishes each reading (``ServerSample``). Says once, as a notice,
+    when the server has no queue to read."""
+
+    def __init__(self, engine: RemoteEngine, publish: Publish, interval_s: float):
+        self.engine, self.publish, self.interval_s = engine, publish, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "QueuePoller":
+        eng = self.engine
+        if self.interval_s <= 0:
+            return self
+        if eng.queue_source is None:
+            if not eng._queue_noted:
+                eng._queue_noted = True
+                self.publish(Notice(t_ns=eng.clock.now_ns(), level="info",
+                                    message=f"the server's queue is not sampled: {eng.queue_why}; the client's "
+                                            "server_wait_ms still shows time spent waiting"))
+            return self
+        self._thread = threading.Thread(target=self._loop, name="ttftui-queue", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        ep = self.engine._endpoint()
+        try:
+            while True:
+                sample = self.engine.read_queue(ep)
+                if sample is not None:
+                    self.publish(sample)
+                if self._stop.wait(self.interval_s):
+                    return
+        finally:
+            ep.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _gauges(text: str) -> dict[str, float]:
+    """Prometheus text exposition: metric name -> value (labels ignored, comments skipped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        try:
+            out[name.split("{", 1)[0]] = float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
 
 
 class RemoteWorker(Worker):

@@ -5,6 +5,8 @@ Shown only in a session with load scenarios (concurrency or rate, against a serv
 from the request's start to now: waiting for its first token (``·``, in the prefill colour: the
 client's TTFT so far), then streaming (``━``, the decode colour); its right end says its tokens and
 age. Every lane is drawn on the same axis, so a request that waits behind others is seen waiting.
+Where the server tells its queue (llama-server's /metrics), the header says what it reported last,
+labelled as the server's account.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class RequestLanes(LinePanel):
         # while requests are in flight their lanes grow with time: a new view every 100 ms
         tick = now_ns // 100_000_000 if state.in_flight else None
         return (tuple((r.run_id, len(r.tokens)) for r in state.in_flight), len(state.runs), tick,
-                self.theme_file and self.theme_file.name)
+                len(state.server_samples), self.theme_file and self.theme_file.name)
 
     def _load_figures(self, state: SessionState) -> dict[str, LoadFigures]:
         key = (state.session, len(state.runs))
@@ -72,6 +74,13 @@ class RequestLanes(LinePanel):
                 if f.goodput_rps is not None:
                     head.append(f" · goodput {f.goodput_rps:.2f} req/s")
                 head.append(f" · max {f.max_in_flight} in flight", style="dim")
+        q = state.server_samples.last()
+        if fl and q is not None and now_ns - q.t_ns < 2_000_000_000:  # the server's own view, if recent
+            if q.source == "metrics":
+                head.append(f" · server: {q.requests_processing} computing, {q.requests_deferred} deferred (its /metrics)",
+                            style="bold")
+            else:
+                head.append(f" · server: {q.slots_busy}/{q.slots_total} slots busy (its /slots)", style="bold")
         rows.append(((head.plain, th.name), head))
         body = height - 1
         if fl:
