@@ -293,6 +293,9 @@ def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span
     text = ("# HELP llamacpp:requests_deferred Number of requests deferred\n# TYPE llamacpp:requests_deferred gauge\n"
             "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\nother{label=\"x\"} 1.5\nbroken line\n")
     assert _gauges(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 3.0, "other": 1.5}
+    vllm = ('vllm:num_requests_waiting{model_name="a b"} 4.0\nvllm:num_requests_waiting{model_name="c"} 1.0\n'
+            'vllm:num_requests_running{model_name="a b"} 8.0 1718000000\n')  # per model, with a timestamp
+    assert _gauges(vllm) == {"vllm:num_requests_waiting": 5.0, "vllm:num_requests_running": 8.0}
     f = load_figures(LoadPlan("closed", 4, None, "poisson", 0, 2, 4),
                      [Request(100, 200, warmup=False, ok=True, good=True, n_output=1),
                       Request(150, 300, warmup=False, ok=True, good=True, n_output=1)])

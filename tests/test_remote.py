@@ -191,7 +191,7 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
     port = _free_port()
     # two slots and its metrics: under load it computes two requests and says how many wait
     cmd = [_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "-t", "2",
-           "-c", "1024", "-np", "2", "--metrics"] + (["--no-repack"] if _amx() else [])
+           "-c", "1024", "-np", "2", "--metrics", "-b", "64", "-ub", "64"] + (["--no-repack"] if _amx() else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -213,12 +213,25 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
         assert rm["server_cache_n"] is not None  # prefix caching is never silent
         assert run["n_prompt_tokens"] == 128 and run["n_output_tokens"] == 50
         assert run["prefill_tps"] > 0 and rm["server_decode_tps"] > 0
+        # its prompt progress, batch by batch (-b 64): the remote counterpart of the engine's chunks
+        assert len(rm["server_prefill_chunk_tokens"]) >= 2 and sum(rm["server_prefill_chunk_tokens"]) == rm["server_prompt_n"]
+        assert sum(rm["server_prefill_chunks_ms"]) == pytest.approx(rm["server_prefill_ms"], rel=0.05)
     med = report["summary"]["short"]["component_medians_ms"]
     assert med["server_prefill"] > med["unaccounted"]  # the server's prefill explains most of its TTFT
     load = json.loads(load_out.read_text())["load"]["short"]
     assert (load["n_ok"], load["max_in_flight"], load["server_queue_source"]) == (8, 4, "metrics")
     assert load["server_samples"] > 0 and load["server_processing_max"] == 2  # its two slots, by its own account
     assert load["server_deferred_max"] >= 1  # 4 sent, 2 computed: the rest waited in its queue
+
+
+def test_prompt_progress_becomes_the_servers_prefill_chunks():
+    from ttftui.remote.engine import _progress_chunks
+
+    ev = [(0, {"total": 541, "cache": 0, "processed": 0, "time_ms": 0}), (1, {"processed": 512, "time_ms": 7808}),
+          (2, {"processed": 541, "time_ms": 8176.5})]
+    assert _progress_chunks(ev) == {"server_chunks_ms": (7808.0, 368.5), "server_chunk_tokens": (512, 29)}
+    assert _progress_chunks([(0, {"processed": 5, "time_ms": 3}), (1, {"processed": 2, "time_ms": 4})]) == {}  # backwards
+    assert _progress_chunks([(0, {"processed": "x"})]) == {} and _progress_chunks([]) == {}
 
 
 def _amx() -> bool:

@@ -191,6 +191,9 @@ class RemoteTiming:
     server_predicted_n: Int64 | None = None
     server_predicted_ms: float | None = None
     n_progress: Int64 = 0  # prompt-progress events (llama-server return_progress)
+    # the server's prefill batch by batch, from its prompt-progress events (its clock, ms; tokens)
+    server_chunks_ms: tuple[float, ...] = ()
+    server_chunk_tokens: tuple[Int64, ...] = ()
     # open loop: the request was sent this long after its scheduled arrival (the client fell behind)
     client_lag_ns: Int64 | None = None
 

@@ -94,6 +94,9 @@ class RemoteRecord(_M):
     n_events: int = Field(description="server-sent events in the stream")
     n_chunks: int = Field(description="text chunks (a chunk may hold several tokens)")
     n_progress: int = Field(description="prompt-progress events (llama-server return_progress)")
+    server_prefill_chunks_ms: list[float] = Field(default_factory=list, description="the server's own account: its "
+                                                  "prefill batch by batch, from its prompt-progress events")
+    server_prefill_chunk_tokens: list[int] = Field(default_factory=list)
 
 
 class DecodeBreakdown(_M):
@@ -362,7 +365,8 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None) 
             usage_completion_tokens=r.usage_completion_tokens, server_prompt_n=r.server_prompt_n,
             server_cache_n=r.server_cache_n, server_predicted_n=r.server_predicted_n,
             server_predicted_ms=r.server_predicted_ms, n_events=r.n_events, n_chunks=r.n_chunks,
-            n_progress=r.n_progress,
+            n_progress=r.n_progress, server_prefill_chunks_ms=list(r.server_chunks_ms),
+            server_prefill_chunk_tokens=list(r.server_chunk_tokens),
         )
     breakdown = None
     tp = getattr(fin, "token_parts", None)

@@ -27,6 +27,12 @@ from ttftui.prompts import exact_length_text, scenario_source_text
 from ttftui.remote.client import Endpoint, RequestFailed, StreamResult
 
 LLAMA_SERVER = "llama-server"
+# A server's queue in its Prometheus /metrics: (requests being computed, requests waiting) gauges.
+QUEUE_GAUGES = (
+    ("llamacpp:requests_processing", "llamacpp:requests_deferred"),  # llama-server --metrics
+    ("vllm:num_requests_running", "vllm:num_requests_waiting"),  # vLLM
+    ("sglang:num_running_reqs", "sglang:num_queue_reqs"),  # SGLang
+)
 LLAMA_CPP_PYTHON = "llama-cpp-python server"
 
 
@@ -86,6 +92,7 @@ class RemoteEngine(Engine):
         self.tokenizer: _RemoteTokenizer | None = None
         self.queue_source: str | None = None  # "metrics" | "slots": where the server's queue can be read
         self.queue_why: str = ""  # else why not
+        self._queue_gauges: tuple[str, str] = ("", "")
         self._queue_noted = False
         self._variants: dict[tuple[str, int], tuple[str, int]] = {}
 
@@ -119,24 +126,25 @@ class RemoteEngine(Engine):
         return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)
 
     def _find_queue(self) -> None:
-        """Where the server's queue can be read: llama-server's /metrics (started with --metrics),
-        else its /slots; other servers say nothing of their queue."""
-        if self.kind != LLAMA_SERVER:
-            self.queue_why = f"{self.kind} reports no queue"
-            return
+        """Where the server's queue can be read: its Prometheus /metrics (llama-server started with
+        --metrics, vLLM, SGLang), else llama-server's /slots; other servers say nothing of it."""
         try:
             st, text = self.ep.get_text(self.ep.root_path("/metrics"))
-            if st == 200 and "llamacpp:requests_deferred" in text:
-                self.queue_source = "metrics"
-                return
-            st, doc, _ = self.ep.get_json(self.ep.root_path("/slots"))
-            if st == 200 and isinstance(doc, list):
-                self.queue_source = "slots"
-                self.queue_why = "llama-server's /metrics is off (--metrics): busy slots only, no deferred requests"
-                return
+            if st == 200:
+                g = _gauges(text)
+                for running, waiting in QUEUE_GAUGES:
+                    if running in g and waiting in g:
+                        self.queue_source, self._queue_gauges = "metrics", (running, waiting)
+                        return
+            if self.kind == LLAMA_SERVER:
+                st, doc, _ = self.ep.get_json(self.ep.root_path("/slots"))
+                if st == 200 and isinstance(doc, list):
+                    self.queue_source = "slots"
+                    return
         except RequestFailed:
             pass
-        self.queue_why = "llama-server's /metrics and /slots are off (start it with --metrics)"
+        self.queue_why = ("llama-server's /metrics and /slots are off (start it with --metrics)"
+                          if self.kind == LLAMA_SERVER else f"{self.kind} has no /metrics with a request queue")
 
     def read_queue(self, ep: Endpoint) -> ServerSample | None:
         """One reading of the server's queue, or None when it did not answer."""
@@ -146,9 +154,9 @@ class RemoteEngine(Engine):
                 if st != 200:
                     return None
                 g = _gauges(text)
+                running, waiting = self._queue_gauges
                 return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
-                                    requests_processing=_int(g.get("llamacpp:requests_processing")),
-                                    requests_deferred=_int(g.get("llamacpp:requests_deferred")))
+                                    requests_processing=_int(g.get(running)), requests_deferred=_int(g.get(waiting)))
             if self.queue_source == "slots":
                 st, doc, _ = ep.get_json(ep.root_path("/slots"))
                 if st != 200 or not isinstance(doc, list):
@@ -310,7 +318,7 @@ class RemoteEngine(Engine):
             server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
             server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
             server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
-            client_lag_ns=client_lag_ns,
+            client_lag_ns=client_lag_ns, **_progress_chunks(res.progress),
         )
         last = res.chunks[-1].t_ns if res.chunks else res.end_ns
         n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
@@ -370,17 +378,39 @@ class QueuePoller:
             self._thread.join()
 
 
+def _progress_chunks(progress: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple]:
+    """llama-server's prompt-progress events (cumulative ``processed`` tokens and ``time_ms`` on its
+    clock, one per batch it evaluated) as the batches themselves: the remote counterpart of the
+    local engine's prefill chunks."""
+    ms: list[float] = []
+    toks: list[int] = []
+    done, at = 0, 0.0
+    for _, pp in progress:
+        n, t = _int(pp.get("processed")), _float(pp.get("time_ms"))
+        if n is None or t is None or n < done or t < at:
+            return {}  # not a sequence we understand: nothing claimed
+        if n > done:
+            toks.append(n - done)
+            ms.append(t - at)
+        done, at = n, t
+    return {"server_chunks_ms": tuple(ms), "server_chunk_tokens": tuple(toks)} if toks else {}
+
+
 def _gauges(text: str) -> dict[str, float]:
-    """Prometheus text exposition: metric name -> value (labels ignored, comments skipped)."""
+    """Prometheus text exposition: metric name -> value, summed over its label sets (one per model
+    on a server with several); comments and lines that are not samples are skipped."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name, _, rest = line.partition(" ")
+        head, _, rest = line.rpartition("}") if "}" in line else line.partition(" ")
+        name = head.split("{", 1)[0].strip()
         try:
-            out[name.split("{", 1)[0]] = float(rest.split()[0])
+            v = float(rest.split()[0])
         except (ValueError, IndexError):
             continue
+        if name:
+            out[name] = out.get(name, 0.0) + v
     return out
 
 

@@ -123,17 +123,17 @@ def legend(items: Sequence[tuple[str, str, float, float | None]], width: int) ->
 
 
 def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequence[float] = ()) -> list[Segment]:
-    """Segments in phase order; the prefill segment is split into its chunks with alternating
-    shades when there is more than one chunk."""
+    """Segments in phase order; the prefill segment (the engine's, or a server's by its own account)
+    is split into its chunks with alternating shades when there is more than one chunk."""
     c = theme.components
     segs: list[Segment] = []
     for key in (*(m.component for m in registry.components()), "pending"):
         ms = parts.get(key)
         if ms is None:
             continue
-        if key == "prefill" and len(chunks) > 1:
+        if key in ("prefill", "server_prefill") and len(chunks) > 1:
             for i, ch in enumerate(chunks):
-                segs.append(Segment("prefill", ch, c.prefill if i % 2 == 0 else c.prefill_alt))
+                segs.append(Segment(key, ch, c.prefill if i % 2 == 0 else c.prefill_alt))
             continue
         segs.append(Segment(key, max(ms, 0.0), component_colour(theme, key)))
     return segs

@@ -47,7 +47,8 @@ class TTFTBar(Panel):
             out.append_text(R.stacked_bar(R.component_segments(th, parts, chunks), width, th.components.pending))
             out.append("\n")
             denom = sum(v for v in parts.values()) or 1.0
-            items = [(R.component_label(k) + (f"×{len(chunks)}" if k == "prefill" and len(chunks) > 1 else ""),
+            items = [(R.component_label(k) + (f"×{len(chunks)}" if k in ("prefill", "server_prefill") and len(chunks) > 1
+                                              else ""),
                       R.component_colour(th, k), v, v / denom * 100) for k, v in parts.items()]
             out.append_text(R.legend(items, width))
         if stats:
@@ -148,7 +149,9 @@ def _current_parts(state: SessionState, now_ns: int):
         why = _derived(state)[0].get(m.run_id)
         if why:
             title += f" • COLD: {why}"
-    return title, parts, list(m.prefill_chunks_ms), m.ttft_ms, ""
+    remote = last.finished.remote if last.finished is not None else None
+    chunks = list(m.prefill_chunks_ms) or (list(remote.server_chunks_ms) if remote is not None else [])
+    return title, parts, chunks, m.ttft_ms, ""
 
 
 def _next_phase(cur: RunState) -> str:
