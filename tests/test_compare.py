@@ -104,11 +104,12 @@ def test_refuses_other_schema_and_foreign_files(tmp_path, synthetic_reports):
     other = json.loads(a.read_text())
     other["schema_version"] = 0
     (tmp_path / "old.json").write_text(json.dumps(other))
-    with pytest.raises(ReportError, match="uses report schema 0; this ttftui reads schemas 1 to 2"):
+    with pytest.raises(ReportError, match="uses report schema 0; this ttftui reads schemas 1 to 3"):
         load_report(str(tmp_path / "old.json"))
-    other["schema_version"] = 1  # schema 2 only added to schema 1: the two compare
-    (tmp_path / "v1.json").write_text(json.dumps(other))
-    assert compare_reports(load_report(str(a)), load_report(str(tmp_path / "v1.json")))["rows"]
+    for old in (1, 2):  # schemas 2 and 3 only added to schema 1: all of them compare
+        other["schema_version"] = old
+        (tmp_path / f"v{old}.json").write_text(json.dumps(other))
+        assert compare_reports(load_report(str(a)), load_report(str(tmp_path / f"v{old}.json")))["rows"]
     (tmp_path / "x.json").write_text('{"hello": 1}')
     assert_one_line_error(cli("compare", str(a), str(tmp_path / "x.json")), 14, r"is not a ttftui report")
     (tmp_path / "y.json").write_text("{nope")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 import traceback
 from typing import Any, NoReturn, Sequence
 
@@ -17,7 +18,7 @@ from ttftui import __version__
 from ttftui.definitions import definitions_text
 from ttftui.errors import ConfigError, OutputNotWritable, TtftuiError, exit_code_table
 
-SUBCOMMANDS = ("replay", "compare", "doctor", "schema")
+SUBCOMMANDS = ("replay", "compare", "report", "serve", "doctor", "schema")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -315,6 +316,9 @@ def cmd_replay(argv: Sequence[str]) -> int:
     p.add_argument("--fail-on", choices=("warning", "critical"),
                    help="with --headless: exit 1 if a recorded alert of this severity (or worse) fired")
     p.add_argument("--baseline", metavar="REPORT", help="dashboard: show a Δ-vs-baseline column")
+    p.add_argument("--serve", action="store_true", help="serve the replay to a web browser instead (each tab its "
+                   "own replay; --host, --port)")
+    _serve_args(p)
     args = p.parse_args(argv)
     from ttftui.recording import read_recording
     from ttftui.replay import SPEEDS
@@ -335,6 +339,17 @@ def cmd_replay(argv: Sequence[str]) -> int:
     if not args.quiet:
         for w in rec.warnings:
             _print_error(f"warning: {w}")
+    if args.serve:
+        if args.headless or args.fail_on:
+            raise ConfigError("--serve shows the dashboard: --headless and --fail-on do not apply")
+        from ttftui.serve import check_host, run_server
+
+        if (w := check_host(args.host)) is not None:
+            _say(w)
+        forward = ["replay", str(Path(args.file).resolve()), "--speed", args.speed, "-q"]
+        forward += [x for flag, v in (("--theme", args.theme), ("--baseline", args.baseline)) if v for x in (flag, v)]
+        forward += ["--strict"] if args.strict else []
+        return run_server(forward, host=args.host, port=args.port, one_viewer=False, title="ttftui replay")
     if args.headless:
         return replay_headless(rec, args.output, args.format, args.fail_on)
     if args.fail_on:
@@ -384,12 +399,22 @@ def cmd_compare(argv: Sequence[str]) -> int:
     p.add_argument("--max-regression", metavar="[SCENARIO:]METRIC.STAT=PCT%", action="append", default=[])
     p.add_argument("--alpha", metavar="A", default="0.05",
                    help="significance level, between 0 and 1 exclusive (default 0.05)")
+    p.add_argument("--html", metavar="OUT.html", help="also write the comparison as a self-contained HTML page")
     args = p.parse_args(argv)
     from ttftui.compare import compare_reports, load_report, parse_alpha, parse_gate, render_table
 
     alpha = parse_alpha(args.alpha)
     gates = [parse_gate(g) for g in args.max_regression]
+    if args.html:
+        from ttftui.output import check_writable
+
+        check_writable(args.html, "HTML page")
     result = compare_reports(load_report(args.baseline), load_report(args.candidate), gates=gates, alpha=alpha)
+    if args.html:
+        from ttftui.html import compare_html
+        from ttftui.output import write_atomic
+
+        write_atomic(args.html, compare_html(result, args.baseline, args.candidate))
     if args.json:
         import json
 
@@ -402,6 +427,115 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
         raise GateFailed(f"{len(failed)} regression gate(s) failed: " + "; ".join(g["message"] for g in failed))
     return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; another address warns: no authentication)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+
+
+def _port(text: str) -> int:
+    v = _positive_int(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {v}")
+    return v
+
+
+def cmd_serve(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui serve", description="Serve the live dashboard to a web browser (textual-serve). "
+                "Every other option is a run option (ttftui --help) and is checked now. One viewer at a time: "
+                "a second browser tab is told the session is open elsewhere and starts nothing.")
+    _serve_args(p)
+    args, rest = p.parse_known_args(argv)
+    run_args = _run_parser().parse_args(rest)  # bad run options fail here, not in the browser
+    if run_args.headless or run_args.output:
+        raise ConfigError("ttftui serve shows the dashboard: --headless and -o do not apply")
+    from ttftui.config import load_config
+
+    load_config(run_args.config, _overrides(run_args))  # a bad config fails here too
+    from ttftui.serve import check_host, run_server
+
+    if (w := check_host(args.host)) is not None:
+        _say(w)
+    return run_server(rest, host=args.host, port=args.port, one_viewer=True, title="ttftui")
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    p = _Parser(prog="ttftui report", description="Turn a JSON report or a recording into one self-contained "
+                "HTML page (plots drawn as inline SVG; no script, nothing fetched: it opens offline).")
+    p.add_argument("file", metavar="FILE", help="a JSON report (ttftui --headless -o) or a recording (.ttftrec[.gz])")
+    p.add_argument("--html", metavar="OUT.html", required=True, help="the page to write")
+    p.add_argument("--run", metavar="N", type=_positive_int,
+                   help="the run whose token timeline is drawn (default: the median-TTFT run of the last scenario)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    args = p.parse_args(argv)
+    from ttftui.output import check_writable, write_atomic
+
+    check_writable(args.html, "HTML page")
+    say = (lambda _m: None) if args.quiet else (lambda m: _say(f"report: {m}"))
+    rep, what = _report_of(args.file, say)
+    from ttftui.html import report_html, pick_run
+
+    if args.run is not None and pick_run(rep.get("runs") or [], args.run) is None:
+        ids = [r.get("run_id") for r in rep.get("runs") or []]
+        raise ConfigError(f"--run {args.run}: no such run in {args.file} (its runs: "
+                          f"{_ranges(i for i in ids if isinstance(i, int)) or 'none'})")
+    title = f"ttftui report · {Path(args.file).name}"
+    page = report_html(rep, run_id=args.run, title=title,
+                       progress=lambda m: say(f"drawing {m}"))
+    write_atomic(args.html, page)
+    say(f"wrote {args.html} ({len(page.encode()) / 1024:,.0f} KiB) from {what}")
+    return 0
+
+
+def _ranges(ids: Any) -> str:
+    xs = sorted(set(ids))
+    out, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(f"{xs[i]}" if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _report_of(path: str, say: Any) -> tuple[dict[str, Any], str]:
+    """(report dict, what it came from): a recording is folded into its report, a JSON report is
+    read as it is; anything else is an error naming what was expected."""
+    from ttftui.compare import load_full_report
+    from ttftui.errors import NotARecording, ReportError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ReportError(f"report or recording not found: {p}")
+    say(f"reading {p}")
+    head = b""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        pass  # read_regular below says why
+    looks_recording = head.startswith(b"\x1f\x8b") or b'"ttftui.recording"' in head or p.name.endswith(
+        (".ttftrec", ".ttftrec.gz"))
+    if looks_recording:
+        from ttftui.recording import read_recording
+        from ttftui.reducer import fold
+        from ttftui.report import build_report
+
+        rec = read_recording(p)
+        for w in rec.warnings:
+            say(f"warning: {w}")
+        say(f"folding {len(rec.events):,} events")
+        report = build_report(fold(rec.events), source={"kind": "replay", "file": rec.path, "warnings": rec.warnings})
+        return report.model_dump(mode="json"), f"a recording of {len(rec.events):,} events"
+    try:
+        return load_full_report(str(p)), "a JSON report"
+    except ReportError as e:
+        if "is not a ttftui report" in str(e) or "is not JSON" in str(e) or "not UTF-8" in str(e):
+            raise NotARecording(f"{p} is neither a ttftui JSON report nor a recording") from None
+        raise
 
 
 def cmd_doctor(argv: Sequence[str]) -> int:
@@ -435,7 +569,8 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def dispatch(argv: Sequence[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         name, rest = argv[0], argv[1:]
-        handler = {"schema": cmd_schema, "replay": cmd_replay, "compare": cmd_compare, "doctor": cmd_doctor}[name]
+        handler = {"schema": cmd_schema, "replay": cmd_replay, "compare": cmd_compare, "doctor": cmd_doctor,
+                   "report": cmd_report, "serve": cmd_serve}[name]
         return handler(rest)
     return cmd_run(argv)
 

@@ -213,6 +213,16 @@ def _expand(path: str) -> Path:
 def load_report(path: str) -> dict[str, Any]:
     """A report as a dict with only what compare reads, plus ``_path``; ReportError when it is not one
     (see the module docstring for what is refused and why)."""
+    return _load(path)[1]
+
+
+def load_full_report(path: str) -> dict[str, Any]:
+    """The whole report as parsed (for ``ttftui report --html``), after the same checks as
+    ``load_report``: its kind, schema version and the shape compare reads."""
+    return _load(path)[0]
+
+
+def _load(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     p = _expand(path)
     data = _parse_json(_read_bytes(p), p)
     where = _safe(str(p))
@@ -230,7 +240,7 @@ def load_report(path: str) -> dict[str, Any]:
         raise ReportError(f"{where}: {_safe(_validation_message(e))}") from None
     out = report.model_dump()
     out["_path"] = str(p)
-    return out
+    return data, out
 
 
 def parse_alpha(text: str) -> float:

@@ -221,6 +221,9 @@ class TelemetryReport(_M):
     unavailable: dict[str, str] = Field(description="field -> why it is N/A")
     session: dict[str, float | int | None]
     model_memory: ModelMemory
+    series: dict[str, list[float | None]] = Field(
+        default_factory=dict, description="the samples over time, at most 2000 (every k-th when there were more): "
+                                          "t_ms (session time) and each field (null: N/A), for plots")
 
 
 class AlertStatus(_M):
@@ -449,12 +452,30 @@ def _telemetry(state: SessionState) -> TelemetryReport | None:
             "proc_cpu_mean_pct": mean(vals("proc_cpu_pct")),
             "sys_cpu_mean_pct": mean(vals("sys_cpu_pct")),
         },
+        series=_series(samples),
         model_memory=ModelMemory(
             weights_estimate_bytes=w, kv_cache_estimate_bytes=kv,
             estimate_total_bytes=(w + kv) if w is not None and kv is not None else None,
             measured_gpu_delta_bytes=delta("gpu_mem_used_bytes"), measured_rss_delta_bytes=delta("rss_bytes"),
         ),
     )
+
+
+SERIES_FIELDS = ("gpu_busy_pct", "gpu_mem_used_bytes", "proc_cpu_pct", "sys_cpu_pct", "rss_bytes")
+MAX_SERIES = 2000
+
+
+def _series(samples: list[Any]) -> dict[str, list[float | None]]:
+    if not samples:
+        return {}
+    step = -(-len(samples) // MAX_SERIES)
+    picked = samples[::step]
+    out: dict[str, list[float | None]] = {"t_ms": [s.t_ns / 1e6 for s in picked]}
+    for f in SERIES_FIELDS:
+        vals = [getattr(s, f) for s in picked]
+        if any(v is not None for v in vals):
+            out[f] = [None if v is None else float(v) for v in vals]
+    return out
 
 
 def _alert_status(state: SessionState) -> list[AlertStatus]:

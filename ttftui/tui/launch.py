@@ -21,6 +21,10 @@ def _internal_error(app: Any) -> int | None:
 
 
 def _need_terminal() -> None:
+    import os
+
+    if os.environ.get("TEXTUAL_DRIVER", "").endswith(":WebDriver"):
+        return  # started by ttftui serve: the browser is the terminal (textual-serve's web driver)
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise ConfigError("the dashboard needs a terminal; use --headless for a report")
 
