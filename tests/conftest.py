@@ -4,9 +4,11 @@ model is a failure with instructions, never a silent skip (CI installs it)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,49 @@ def pty_run(args: list[str], env: dict[str, str], until: bytes, keys: bytes, tim
             proc.kill()
         os.close(master)
     return code, before, out
+
+
+# ---------------------------------------------------------------------- llama-cpp-python's server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the server did not answer in time")
+
+
+@pytest.fixture(scope="module")
+def lcp_server(model_path):
+    """llama-cpp-python's server with the demo model, through a launcher that applies the engine's
+    repack default (off on AMX CPUs, where llama.cpp crashes at the first prefill). By default that
+    server abandons a streaming request when another one arrives (interrupt_requests): turned off,
+    so that requests under load queue, as they do at llama-server."""
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    port = _free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lcp-server-{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llama_cpp_python_server.py"), "--model",
+                             str(model_path), "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
+                             "--n_ctx", "1024", "--interrupt_requests", "False"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -105,6 +105,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="load, with --url: send R requests per second in every scenario (open loop, Poisson "
                         "arrivals); several values sweep it")
     p.add_argument("--requests", metavar="N", type=_positive_int, help="load: counted requests per load scenario")
+    p.add_argument("--ray", metavar="ADDRESS", help="load, with --url: send the requests from client workers on a Ray "
+                   "cluster (host:port, auto, or local); pip install 'ttftui[ray]'")
+    p.add_argument("--workers", metavar="N", type=_positive_int, help="Ray client workers (default 2)")
     p.add_argument("--headless", action="store_true", help="no dashboard: write a report (JSON by default)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="report format (csv: one row per run)")
@@ -129,6 +132,10 @@ def _overrides(args: argparse.Namespace) -> list[Any]:
         out.append(("run.iterations", args.iterations))
     if args.warmup is not None:
         out.append(("run.warmup", args.warmup))
+    if getattr(args, "ray", None):
+        out.append(("cluster.ray", args.ray))
+    if getattr(args, "workers", None) is not None:
+        out.append(("cluster.workers", args.workers))
     return out
 
 

@@ -211,6 +211,14 @@ class ServerConfig(_Strict):
                                             "beside it)")
 
 
+class ClusterConfig(_Strict):
+    ray: str = Field("", description="run load scenarios' requests from client workers on a Ray cluster: an address "
+                                     "(host:port of a running cluster), auto (the cluster this machine belongs to) or "
+                                     "local (start a one-machine Ray here); empty = no Ray (same as --ray)")
+    workers: int = Field(2, ge=1, le=256, description="Ray client workers; the load is split among them")
+    batch_ms: float = Field(50.0, ge=5, le=5000, description="a worker sends its events to this process this often")
+
+
 def expand_sweeps(data: Any) -> Any:
     """``prompt_tokens = [128, 256, ...]`` in a scenario becomes one scenario per length, named
     ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report). Likewise
@@ -258,6 +266,7 @@ class Config(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     recording: RecordingConfig = RecordingConfig()
     server: ServerConfig = ServerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
     alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
 
@@ -276,6 +285,9 @@ class Config(_Strict):
             if rule.scenario is not None and rule.scenario not in names:
                 raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
                                  f"(scenarios: {', '.join(names)})")
+        if self.cluster.ray and not self.server.url:
+            raise ValueError("cluster.ray: Ray client workers send requests to a server; give its URL (--url or "
+                             "server.url)")
         load = [s.name for s in self.scenarios if s.is_load]
         if load and not self.server.url:
             raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "

@@ -135,6 +135,7 @@ class RunStarted:
     warmup: bool
     prompt_tokens: Int64
     max_tokens: Int64
+    worker: str | None = None  # a Ray client worker (node:pid) sent it; None: this process
 
 
 @dataclass(**_frozen)
@@ -362,6 +363,19 @@ class EngineCrashed:
 
 
 @dataclass(**_frozen)
+class WorkerLost:
+    """A Ray client worker (or its node) died during a load phase: the runs it had in flight ended
+    failed (``lost_runs``), ``unsent`` of its requests were never sent; its completed runs stand."""
+
+    type: Literal["worker_lost"] = "worker_lost"
+    t_ns: Int64
+    worker: str
+    reason: str
+    lost_runs: tuple[Int64, ...] = ()
+    unsent: Int64 = 0
+
+
+@dataclass(**_frozen)
 class SessionFinished:
     type: Literal["session_finished"] = "session_finished"
     t_ns: Int64
@@ -384,6 +398,7 @@ Event = Annotated[
         TelemetryStatus,
         AlertChanged,
         EngineCrashed,
+        WorkerLost,
         SessionFinished,
     ],
     Field(discriminator="type"),
@@ -391,7 +406,7 @@ Event = Annotated[
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
-             SessionFinished):
+             WorkerLost, SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)

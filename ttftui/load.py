@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Literal
 
 from typing import TYPE_CHECKING
@@ -114,6 +114,17 @@ class LoadFigures:
     server_processing_max: int | None = None
     server_deferred_max: int | None = None
     server_deferred_mean: float | None = None
+    # Ray client workers: each one's counted requests (merged figures above pool every request)
+    workers: dict[str, "WorkerFigures"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    n_ok: int
+    n_failed: int
+    request_rate: float  # finished requests per second over the worker's own span
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,8 @@ class Request:
     good: bool
     n_output: int
     client_lag_ns: int | None = None
+    worker: str | None = None  # the Ray client worker that sent it
+    ttft_ms: float | None = None
 
 
 def load_figures(plan: LoadPlan, requests: Iterable[Request], slo: bool = False) -> LoadFigures | None:
@@ -193,10 +206,12 @@ def session_load(state: "SessionState") -> dict[str, LoadFigures]:
             lag = fin.remote.client_lag_ns if fin is not None and fin.remote is not None else None
             reqs.append(Request(start_ns=r.started.t_ns, end_ns=r.end_ns, warmup=r.warmup, ok=m is not None,
                                 good=m is not None and meets_every(rules, m),
-                                n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag))
+                                n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag,
+                                worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None))
         figs = load_figures(plan, reqs, slo=bool(rules))
         if figs is not None:
-            out[s.name] = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
+            figs = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
+            out[s.name] = replace(figs, workers=per_worker(reqs))
     return out
 
 
@@ -215,3 +230,24 @@ def with_server_queue(f: LoadFigures, counted: list[Request], samples: Iterable[
                    server_processing_max=max(proc) if proc else None,
                    server_deferred_max=max(deferred) if deferred else None,
                    server_deferred_mean=sum(deferred) / len(deferred) if deferred else None)
+
+
+def per_worker(reqs: list[Request]) -> dict[str, WorkerFigures] | None:
+    """Each Ray client worker's counted requests; None when no request came from one."""
+    import numpy as np
+
+    by: dict[str, list[Request]] = {}
+    for r in reqs:
+        if r.worker is not None and not r.warmup:
+            by.setdefault(r.worker, []).append(r)
+    if not by:
+        return None
+    out = {}
+    for w, rs in sorted(by.items()):
+        ok = [r for r in rs if r.ok]
+        span = max(max(r.end_ns for r in rs) - min(r.start_ns for r in rs), 1) / NS_PER_S
+        ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
+        pct = (lambda q: float(np.percentile(ttft, q))) if ttft else (lambda q: None)
+        out[w] = WorkerFigures(n_ok=len(ok), n_failed=len(rs) - len(ok), request_rate=len(ok) / span,
+                               ttft_p50_ms=pct(50), ttft_p99_ms=pct(99))
+    return out

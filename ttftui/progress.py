@@ -11,7 +11,8 @@ import time
 from typing import Any, TextIO
 
 from ttftui.textsafe import visible
-from ttftui.events import AlertChanged, EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished
+from ttftui.events import (AlertChanged, EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished,
+                           WorkerLost)
 
 
 class Progress:
@@ -72,8 +73,12 @@ class Progress:
         elif isinstance(ev, RunFailed):
             self.done += 1
             self._line(f"ttftui: {ev.scenario} run {ev.run_id} failed: {ev.error}")
-        elif isinstance(ev, Notice) and ev.level == "warning":  # errors: the CLI prints them once
-            self._line(f"ttftui: {ev.level}: {ev.message}")
+        elif isinstance(ev, Notice) and ev.level != "error":  # errors: the CLI prints them once
+            if ev.level == "warning" or not self.quiet:
+                self._line(f"ttftui: {'note' if ev.level == 'info' else ev.level}: {ev.message}")
+        elif isinstance(ev, WorkerLost):
+            self._line(f"ttftui: warning: Ray worker {ev.worker} lost ({ev.reason}): {len(ev.lost_runs)} run(s) in "
+                       f"flight failed, {ev.unsent} request(s) not sent; the others go on")
         elif isinstance(ev, AlertChanged):
             word = "ALERT" if ev.state == "firing" else "cleared"
             self._line(f"ttftui: {word}: {ev.message}")

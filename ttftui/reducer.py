@@ -38,6 +38,7 @@ from ttftui.events import (
     TelemetrySample,
     TelemetryStatus,
     TokenEmitted,
+    WorkerLost,
 )
 
 T = TypeVar("T")
@@ -136,6 +137,7 @@ class SessionState:
     notices: Log[Notice] = field(default_factory=Log)
     telemetry: Log[TelemetrySample] = field(default_factory=Log)
     server_samples: Log[ServerSample] = field(default_factory=Log)  # a server's queue under load
+    workers_lost: tuple[WorkerLost, ...] = ()  # Ray client workers that died
     telemetry_status: TelemetryStatus | None = None
     alerts: Log[AlertChanged] = field(default_factory=Log)
     crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
@@ -217,6 +219,8 @@ def apply(state: SessionState, ev: Event) -> SessionState:
             return replace(state, engine=ev, **book)
         case EngineCrashed():
             return replace(state, crash=ev, **book)
+        case WorkerLost():
+            return replace(state, workers_lost=state.workers_lost + (ev,), **book)
         case SessionStarted():
             return replace(initial_state(), session=ev, config=session_config(ev.config), **book)
         case SessionFinished():

@@ -147,6 +147,7 @@ class RunRecord(_M):
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
     output_text: str
     t_start_ms: float = Field(description="session time at which the run started")
+    worker: str | None = Field(None, description="the Ray client worker (node:pid) that sent it (--ray)")
 
 
 class FailedRun(_M):
@@ -284,6 +285,14 @@ class SweepRecord(_M):
     predictions: list[Prediction] = Field(description="TTFT halfway between the measured lengths")
 
 
+class WorkerRecord(_M):
+    n_ok: int
+    n_failed: int
+    request_rate: float = Field(description="finished requests per second over this worker's own span")
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+
+
 class LoadRecord(_M):
     """A load scenario (concurrency or rate, against a server): its counted requests as a whole
     (ttftui.load). Per-request figures are in runs[] and summary, as for any scenario."""
@@ -313,6 +322,16 @@ class LoadRecord(_M):
     server_deferred_max: int | None = Field(None, description="the server's own account: most requests waiting for "
                                                               "a slot (llama-server requests_deferred)")
     server_deferred_mean: float | None = None
+    workers: dict[str, WorkerRecord] | None = Field(None, description="Ray client workers (--ray): each one's counted "
+                                                    "requests; the figures above and the summary pool them all")
+
+
+class WorkerLostRecord(_M):
+    t_ms: float
+    worker: str
+    reason: str
+    lost_runs: list[int] = Field(description="runs it had in flight: they ended failed")
+    unsent: int = Field(description="requests of its share never sent")
 
 
 class Report(_M):
@@ -344,6 +363,8 @@ class Report(_M):
     sweeps: dict[str, SweepRecord] = Field(default_factory=dict, description="per swept scenario: fits and predictions")
     load: dict[str, LoadRecord] = Field(default_factory=dict, description="per load scenario: throughput, goodput, "
                                                                           "requests in flight, client lag")
+    workers_lost: list[WorkerLostRecord] = Field(default_factory=list, description="Ray client workers that died: "
+                                                                                  "what was lost")
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -357,7 +378,7 @@ def _summary(s: Summary) -> MetricSummary:
     return MetricSummary(**{k: _clean(v) for k, v in s.as_dict().items()})
 
 
-def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None) -> RunRecord:
+def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, worker: str | None = None) -> RunRecord:
     remote = None
     r = getattr(fin, "remote", None)
     if r is not None:
@@ -395,7 +416,7 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None) 
         cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
                    or registry.BY_NAME[k].source == "telemetry"} or None,
-        output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6,
+        output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6, worker=worker,
     )
 
 
@@ -506,7 +527,7 @@ def _load(state: SessionState) -> dict[str, LoadRecord]:
 
     cfg = state.config
     return {name: LoadRecord(**asdict(f), sweep=cfg.scenario(name).load if cfg is not None else None)
-            for name, f in session_load(state).items()}
+            for name, f in session_load(state).items()}  # asdict turns the workers' figures into dicts too
 
 
 def _crash(state: SessionState) -> CrashRecord | None:
@@ -543,6 +564,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         crash=_crash(state),
         sweeps=_sweeps(state, runs),
         load=_load(state),
+        workers_lost=[WorkerLostRecord(t_ms=w.t_ns / 1e6, worker=w.worker, reason=w.reason,
+                                       lost_runs=list(w.lost_runs), unsent=w.unsent) for w in state.workers_lost],
         session=SessionInfo(
             id=state.session.session_id if state.session else None,
             started_at=state.session.started_at if state.session else None,
@@ -557,7 +580,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         percentiles=pcts,
         definitions=DEFINITIONS,
         config=state.session.config if state.session else {},
-        runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id)) for r in state.runs if r.metrics is not None],
+        runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id), r.started.worker)
+              for r in state.runs if r.metrics is not None],
         failed_runs=failed,
         summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]),
                                       sum(1 for m in runs if m.scenario == k and m.run_id in cold_flags))

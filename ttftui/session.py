@@ -21,6 +21,7 @@ from ttftui.config import Config
 from ttftui.engine.base import Engine, PreparedScenario, RunError, RunStopped
 from ttftui.errors import EngineCrash, TtftuiError, UnknownScenario
 from ttftui.load import LoadPlan, arrival_offsets_ns, plan_for, planned_runs
+from ttftui.loadloop import LoadLoop
 from ttftui.textsafe import clean_event
 from ttftui.events import (
     EngineReady,
@@ -75,6 +76,26 @@ class Controls:
         self.paused.clear()
 
 
+def execute_run(clock: Any, run: Callable[..., Any], prep: PreparedScenario, rid: int, iteration: int, warm: bool,
+                publish: Callable[[Event], None], stop: threading.Event, worker: str | None = None,
+                **kw: Any) -> Any:
+    """Publish a run's start, run it, and return its end (``RunFinished``, or ``RunFailed`` when it
+    was stopped before its first token or failed); the caller publishes the end. An engine failure
+    that ends the session publishes the run's failure and is raised."""
+    s = prep.scenario
+    publish(RunStarted(t_ns=clock.now_ns(), run_id=rid, scenario=s.name, iteration=iteration, warmup=warm,
+                       prompt_tokens=prep.prompt_tokens, max_tokens=s.max_tokens, worker=worker))
+    try:
+        return run(prep, rid, warm, publish, stop, **kw)
+    except RunStopped:
+        return RunFailed(t_ns=clock.now_ns(), run_id=rid, scenario=s.name, error="stopped before the first token")
+    except RunError as e:  # this run failed; the session goes on
+        return RunFailed(t_ns=clock.now_ns(), run_id=rid, scenario=s.name, error=str(e))
+    except TtftuiError as e:
+        publish(RunFailed(t_ns=clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
+        raise
+
+
 def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
     """Scenario names to run, in the order given (or config order); unknown names are an error."""
     known = [s.name for s in config.scenarios]
@@ -126,6 +147,7 @@ class SessionRunner:
         self.after_run = after_run  # e.g. the alert evaluator; called with each run's end event
         self.engine: Engine | None = None
         self.sampler: Any = None
+        self.cluster: Any = None  # Ray client workers (ttftui.cluster), started by the first load scenario
         self.error: BaseException | None = None
         self._run_id = 0
         self._iters: dict[str, int] = {}
@@ -197,6 +219,8 @@ class SessionRunner:
             self.error = e
             status, message = "failed", f"{type(e).__name__}: {e}"
         finally:
+            if self.cluster is not None:
+                self.cluster.close()
             if self.sampler is not None:
                 self.sampler.stop()
             t = engine.clock.now_ns() if engine is not None else 0
@@ -266,21 +290,12 @@ class SessionRunner:
     def _one_run(self, engine: Engine, run: Callable[..., Any], prep: PreparedScenario, warm: bool,
                  **kw: Any) -> None:
         """Start, run and end one run: ``run`` is the engine's own or one of its load workers'."""
-        s = prep.scenario
-        rid, it = self._next_run(s.name)
-        self.publish(RunStarted(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, iteration=it,
-                                warmup=warm, prompt_tokens=prep.prompt_tokens, max_tokens=s.max_tokens))
-        try:
-            end: Any = run(prep, rid, warm, self.publish, self.controls.stop, **kw)
-        except RunStopped:
-            end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name,
-                            error="stopped before the first token")
-        except RunError as e:  # this run failed; the session goes on
-            end = RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e))
-        except TtftuiError as e:
-            self.publish(RunFailed(t_ns=engine.clock.now_ns(), run_id=rid, scenario=s.name, error=str(e)))
-            raise
+        rid, it = self._next_run(prep.scenario.name)
+        end = execute_run(engine.clock, run, prep, rid, it, warm, self.publish, self.controls.stop, **kw)
         self.publish(end)
+        self._after(end)
+
+    def _after(self, end: Any) -> None:
         if self.after_run is not None:
             with self._lock:  # the alert evaluator folds ends one at a time
                 self.after_run(end)
@@ -296,108 +311,44 @@ class SessionRunner:
                 continue
             engine.prepare_runs(prep, range(self._run_id + 1, self._run_id + 1 + n))  # prompts, before any is timed
             with engine.observe_load(self.publish):
-                left = self._closed_loop(engine, prep, plan, n, warm) if plan.mode == "closed" else \
-                    self._open_loop(engine, prep, plan, n, warm)
+                if self.config.cluster.ray:  # from Ray client workers (ttftui.cluster)
+                    left = self._ray_phase(engine, prep, plan, n, warm)
+                elif plan.mode == "closed":
+                    left = self._closed_loop(engine, prep, plan, n, warm)
+                else:
+                    left = self._open_loop(engine, prep, plan, n, warm)
             if left:
                 with self._lock:
                     self.planned_runs -= left + (plan.n_counted if warm else 0)
 
-    def _hold(self) -> bool:
-        """Wait while paused; True when no more requests may start."""
-        c = self.controls
-        while c.paused.is_set() and not c.stop.is_set():
-            c.stop.wait(0.05)
-        return c.stop.is_set() or c.skip_scenario.is_set()
+    def _ray_phase(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
+        if self.cluster is None:
+            from ttftui.cluster import RayClients
+
+            self.cluster = RayClients(self.config, engine, self.publish, self._after)
+        name = prep.scenario.name
+        with self._lock:  # the phase's run ids and iterations, handed out to the workers
+            rid0, it0 = self._run_id + 1, self._iters.get(name, 0)
+            self._run_id += n
+            self._iters[name] = it0 + n
+        return self.cluster.run_phase(prep, plan, rid0, it0, warm, self.controls,
+                                      self.config.run.seed + (1 if warm else 0))
 
     def _closed_loop(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
         """``concurrency`` workers, each sending its next request when its last one has ended.
         Returns how many requests were not sent (stop or skip)."""
-        issued = [0]
-
-        def work() -> None:
-            w = engine.worker()
-            try:
-                while True:
-                    with self._lock:
-                        if issued[0] >= n:
-                            return
-                        issued[0] += 1
-                    if self._hold():
-                        with self._lock:
-                            issued[0] -= 1
-                        return
-                    self._one_run(engine, w.run, prep, warm)
-            finally:
-                w.close()
-
-        self._in_threads(work, min(plan.concurrency or 1, n))
-        return n - issued[0]
+        return self._loop(engine, prep, warm).closed(n, plan.concurrency or 1)
 
     def _open_loop(self, engine: Engine, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
         """Requests sent on their schedule (Poisson or constant gaps) whether or not earlier ones
         have ended, by up to ``max_in_flight`` workers; a request that finds them all busy waits,
         and its lateness is in its result. Returns how many requests were not sent."""
-        import time
+        offsets = arrival_offsets_ns(plan, n, self.config.run.seed + (1 if warm else 0), prep.scenario.name)
+        return self._loop(engine, prep, warm).open(offsets, plan.max_in_flight)
+
+    def _loop(self, engine: Engine, prep: PreparedScenario, warm: bool) -> LoadLoop:
+        def one(w: Any, _i: int, due: int | None) -> None:
+            self._one_run(engine, w.run, prep, warm, **({} if due is None else {"due_ns": due}))
 
         c = self.controls
-        perf = time.perf_counter_ns
-        offsets = arrival_offsets_ns(plan, n, self.config.run.seed + (1 if warm else 0), prep.scenario.name)
-        due: "queue.SimpleQueue[int | None]" = queue.SimpleQueue()
-        n_workers = min(plan.max_in_flight, n)
-
-        def work() -> None:
-            w = engine.worker()
-            try:
-                while (t := due.get()) is not None:
-                    self._one_run(engine, w.run, prep, warm, due_ns=t)
-            finally:
-                w.close()
-
-        threads, errors = self._start_threads(work, n_workers)
-        sent = 0
-        start = perf()
-        try:
-            for off in offsets:
-                paused_at = perf() if c.paused.is_set() else None
-                if self._hold():
-                    break
-                if paused_at is not None:  # the schedule resumes where it was, not with a burst
-                    start += perf() - paused_at
-                t = start + off
-                while (wait := t - perf()) > 0:
-                    if c.stop.wait(min(wait / 1e9, 0.05)):
-                        break
-                if c.stop.is_set():
-                    break
-                due.put(t)
-                sent += 1
-        finally:
-            for _ in threads:
-                due.put(None)
-            self._join(threads, errors)
-        return n - sent
-
-    def _in_threads(self, fn: Callable[[], None], k: int) -> None:
-        self._join(*self._start_threads(fn, k))
-
-    def _start_threads(self, fn: Callable[[], None], k: int) -> tuple[list[threading.Thread], list[BaseException]]:
-        errors: list[BaseException] = []
-
-        def guard() -> None:
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the session's thread
-                errors.append(e)
-                self.controls.skip_scenario.set()  # the other workers send no more
-
-        threads = [threading.Thread(target=guard, name=f"ttftui-load-{i}", daemon=True) for i in range(k)]
-        for th in threads:
-            th.start()
-        return threads, errors
-
-    @staticmethod
-    def _join(threads: list[threading.Thread], errors: list[BaseException]) -> None:
-        for th in threads:
-            th.join()
-        if errors:
-            raise errors[0]
+        return LoadLoop(engine.worker, one, stop=c.stop, paused=c.paused, skip=c.skip_scenario)

@@ -90,6 +90,8 @@ class RemoteEngine(Engine):
         self.kind = "unknown"
         self.model_name = sc.model
         self.tokenizer: _RemoteTokenizer | None = None
+        # a Ray client worker's prompts were cut by the driver with the server's tokenizer
+        self.prompts_from_server_tokenizer = False
         self.queue_source: str | None = None  # "metrics" | "slots": where the server's queue can be read
         self.queue_why: str = ""  # else why not
         self._queue_gauges: tuple[str, str] = ("", "")
@@ -220,7 +222,7 @@ class RemoteEngine(Engine):
         return text, n
 
     def counted_by(self, s: ScenarioConfig) -> str:
-        if self.tokenizer is None:
+        if self.tokenizer is None and not self.prompts_from_server_tokenizer:
             return "estimate (the server has no tokenizer endpoint); see usage_prompt_tokens"
         if s.chat:
             return "server tokenizer, content only (the server adds its chat template); see usage_prompt_tokens"
@@ -354,7 +356,8 @@ class QueuePoller:
                 eng._queue_noted = True
                 self.publish(Notice(t_ns=eng.clock.now_ns(), level="info",
                                     message=f"the server's queue is not sampled: {eng.queue_why}; the client's "
-                                            "server_wait_ms still shows time spent waiting"))
+                                            "clock still shows the wait (server_wait_ms before the response "
+                                            "headers, the unaccounted rest after them)"))
             return self
         self._thread = threading.Thread(target=self._loop, name="ttftui-queue", daemon=True)
         self._thread.start()

@@ -41,7 +41,7 @@ class RequestLanes(LinePanel):
         # while requests are in flight their lanes grow with time: a new view every 100 ms
         tick = now_ns // 100_000_000 if state.in_flight else None
         return (tuple((r.run_id, len(r.tokens)) for r in state.in_flight), len(state.runs), tick,
-                len(state.server_samples), self.theme_file and self.theme_file.name)
+                len(state.server_samples), len(state.workers_lost), self.theme_file and self.theme_file.name)
 
     def _load_figures(self, state: SessionState) -> dict[str, LoadFigures]:
         key = (state.session, len(state.runs))
@@ -81,6 +81,11 @@ class RequestLanes(LinePanel):
                             style="bold")
             else:
                 head.append(f" · server: {q.slots_busy}/{q.slots_total} slots busy (its /slots)", style="bold")
+        workers = {r.started.worker for r in fl if r.started.worker}
+        if workers or state.workers_lost:
+            head.append(f" · {len(workers)} Ray worker{'s' if len(workers) != 1 else ''} sending")
+            if state.workers_lost:
+                head.append(f", {len(state.workers_lost)} lost", style="bold red")
         rows.append(((head.plain, th.name), head))
         body = height - 1
         if fl:
@@ -104,7 +109,9 @@ class RequestLanes(LinePanel):
             a = col(r.started.t_ns)
             first = col(r.tokens[0].t_ns) if r.tokens else lane_w
             line = Text(no_wrap=True, overflow="crop")
-            line.append(f"#{r.run_id} {r.scenario}"[: HEAD - 1].ljust(HEAD))
+            who = r.started.worker  # a Ray client worker: its node:pid, shortened to the pid
+            label = f"#{r.run_id} w{who.rsplit(':', 1)[-1]}" if who else f"#{r.run_id} {r.scenario}"
+            line.append(label[: HEAD - 1].ljust(HEAD))
             line.append(" " * a)
             line.append("·" * max(first - a, 1 if not r.tokens else 0), style=wait_c)
             if r.tokens:
