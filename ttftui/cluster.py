@@ -116,6 +116,7 @@ class ClientWorker:
             self._publish(end)
 
         result: dict[str, Any] = {}
+        cpu0, wall0 = time.process_time(), time.perf_counter()
 
         def body() -> None:
             loop = LoadLoop(eng.worker, one, stop=self.stop, paused=self.paused)
@@ -133,6 +134,7 @@ class ClientWorker:
                 yield batch
         if batch := self._take():
             yield batch
+        result.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0, n=len(share))
         yield result
 
 
@@ -226,6 +228,11 @@ class RayClients:
                             raise RuntimeError(item["error"])
                         with lock:
                             unsent[0] += int(item.get("unsent", 0))
+                        cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
+                        self.publish(Notice(t_ns=self.engine.clock.now_ns(), level="info",
+                                            message=f"Ray worker {self.names[i]}: {s.name} {'warm-up' if warm else 'counted'}"
+                                                    f" phase, {item.get('n', 0)} requests, its process's CPU {cpu:.3f} s "
+                                                    f"over {wall:.2f} s ({cpu / wall * 100:.1f} % of a core)"))
                         continue
                     for line in item:
                         ev = event_from_json(line)
