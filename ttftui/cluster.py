@@ -153,11 +153,21 @@ class RayClients:
         self._started_ray = False
         if not ray.is_initialized():
             address = None if cc.ray == "local" else cc.ray
-            try:
-                ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                         configure_logging=True)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"--ray {cc.ray}: cannot join the Ray cluster: {_one_line(e)}") from None
+            import os
+            import sys
+
+            # Ray's start-up needs real file descriptors behind sys.stdout/stderr; the dashboard has
+            # replaced them (and owns the terminal): Ray gets /dev/null for the moment it starts
+            saved = sys.stdout, sys.stderr
+            with open(os.devnull, "w") as null:
+                sys.stdout = sys.stderr = null
+                try:
+                    ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                             configure_logging=True)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    raise ConfigError(f"--ray {cc.ray}: cannot join the Ray cluster: {_one_line(e)}") from None
+                finally:
+                    sys.stdout, sys.stderr = saved
             self._started_ray = True
         cls = _actor_class()
         cfg = config.model_dump(mode="json")
