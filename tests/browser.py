@@ -49,7 +49,7 @@ def _install() -> str:
     for cmd in ([apt, "install", "-y", "-q", "--no-install-recommends", "chromium"],
                 [apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]):
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"{' '.join(cmd[1:3])} failed: {e}"
         if r.returncode == 0 and cmd[1] == "install":
