@@ -30,11 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def server(delay_s: float, chunk_s: float, n_words: int) -> tuple[subprocess.Popen, str]:
-    script = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from tests.fake_server import FakeServer; "
-              f"s = FakeServer('ok', delay_s={delay_s!r}, chunk_s={chunk_s!r}, n_words={n_words}); s.__enter__(); "
-              f"print(s.url, flush=True); time.sleep(86400)")
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    return p, p.stdout.readline().strip()  # type: ignore[union-attr]
+    from tests.fake_server import start_in_process_of_its_own
+
+    return start_in_process_of_its_own(delay_s, chunk_s, n_words)
 
 
 def session(args: list[str]) -> tuple[dict, float, float, str]:

@@ -163,12 +163,10 @@ def keep_up(args: argparse.Namespace) -> None:
 def load_cpu(args: argparse.Namespace) -> None:
     import resource
 
-    script = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from tests.fake_server import FakeServer; "
-              f"s = FakeServer('ok', delay_s={args.load_ttft_ms / 1000!r}, chunk_s={args.load_itl_ms / 1000!r}, "
-              f"n_words={args.load_chunks - 1}); s.__enter__(); print(s.url, flush=True); time.sleep(86400)")
-    srv = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    from tests.fake_server import start_in_process_of_its_own
+
+    srv, url = start_in_process_of_its_own(args.load_ttft_ms / 1000, args.load_itl_ms / 1000, args.load_chunks - 1)
     try:
-        url = srv.stdout.readline().strip()  # type: ignore[union-attr]
         print(f"\nclient CPU under load (server in another process: TTFT {args.load_ttft_ms:g} ms, "
               f"{args.load_chunks} chunks {args.load_itl_ms:g} ms apart):")
         rows = []

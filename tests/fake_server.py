@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -113,3 +114,23 @@ class FakeServer:
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def start_in_process_of_its_own(delay_s: float, chunk_s: float, n_words: int) -> tuple[Any, str]:
+    """A paced "ok" server in another process (so its CPU is not the measuring process's), for the
+    benchmarks: (its Popen, its URL)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "tests.fake_server", str(delay_s), str(chunk_s), str(n_words)],
+                         stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent))
+    return p, p.stdout.readline().strip()  # type: ignore[union-attr]
+
+
+if __name__ == "__main__":
+    import sys
+
+    srv = FakeServer("ok", delay_s=float(sys.argv[1]), chunk_s=float(sys.argv[2]), n_words=int(sys.argv[3]))
+    srv.__enter__()
+    print(srv.url, flush=True)
+    time.sleep(86400)
