@@ -108,6 +108,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", metavar="ADDRESS", help="load, with --url: send the requests from client workers on a Ray "
                    "cluster (host:port, auto, or local); pip install 'ttftui[ray]'")
     p.add_argument("--workers", metavar="N", type=_positive_int, help="Ray client workers (default 2)")
+    p.add_argument("--per-node", action="store_true", help="with --ray, no --url: one engine host on every node of "
+                   "the cluster runs the scenarios on its own engine, side by side")
+    p.add_argument("--matrix", metavar="KEY=V1,V2", action="append", type=_matrix_arg,
+                   help="with --ray: engine hosts run every combination of these settings (repeatable, e.g. "
+                        "--matrix model.n_batch=64,512 --matrix 'model.path=[\"a.gguf\", \"b.gguf\"]'), spread over "
+                        "the nodes")
     p.add_argument("--headless", action="store_true", help="no dashboard: write a report (JSON by default)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically) instead of stdout")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="report format (csv: one row per run)")
@@ -136,7 +142,24 @@ def _overrides(args: argparse.Namespace) -> list[Any]:
         out.append(("cluster.ray", args.ray))
     if getattr(args, "workers", None) is not None:
         out.append(("cluster.workers", args.workers))
+    if getattr(args, "per_node", False):
+        out.append(("cluster.per_node", True))
+    if getattr(args, "matrix", None):
+        out.append(("cluster.matrix", dict(args.matrix)))
     return out
+
+
+def _matrix_arg(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2`` (each value read as TOML when it parses) or ``KEY=[TOML array]``."""
+    from ttftui.config import _parse_value
+
+    key, eq, values = text.partition("=")
+    if not eq or not key.strip() or not values.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=V1,V2 (e.g. model.n_batch=64,512)")
+    parsed = _parse_value(values.strip())
+    if not isinstance(parsed, list):
+        parsed = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    return key.strip(), parsed
 
 
 def _preflight(config: Any, names: list[str]) -> None:

@@ -150,32 +150,14 @@ class RayClients:
         ray = _ray()
         self.ray, self.config, self.engine, self.publish, self.after = ray, config, engine, publish, after
         cc = config.cluster
-        self._started_ray = False
-        if not ray.is_initialized():
-            address = None if cc.ray == "local" else cc.ray
-            import os
-            import sys
-
-            # Ray's start-up needs real file descriptors behind sys.stdout/stderr; the dashboard has
-            # replaced them (and owns the terminal): Ray gets /dev/null for the moment it starts
-            saved = sys.stdout, sys.stderr
-            with open(os.devnull, "w") as null:
-                sys.stdout = sys.stderr = null
-                try:
-                    ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                             configure_logging=True)
-                except (ConnectionError, RuntimeError, ValueError) as e:
-                    raise ConfigError(f"--ray {cc.ray}: cannot join the Ray cluster: {_one_line(e)}") from None
-                finally:
-                    sys.stdout, sys.stderr = saved
-            self._started_ray = True
+        self._started_ray = _join(ray, cc)
         cls = _actor_class()
         cfg = config.model_dump(mode="json")
         # round robin over the cluster's alive nodes: Ray's SPREAD, and node affinity with soft=True,
         # are best effort, and put both workers of a two-node cluster on one node (measured)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        nodes = _alive_nodes(ray)
         self.actors = [cls.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=nodes[i % len(nodes)], soft=False) if nodes else "SPREAD").remote(cfg, i)
             for i in range(cc.workers)]
@@ -301,6 +283,33 @@ class RayClients:
                 pass
         if self._started_ray:
             self.ray.shutdown()
+
+
+def _join(ray: Any, cc: Any) -> bool:
+    """Join (or start) the Ray cluster ``cluster.ray`` names; True when this call started Ray here."""
+    if ray.is_initialized():
+        return False
+    address = None if cc.ray == "local" else cc.ray
+    import os
+    import sys
+
+    # Ray's start-up needs real file descriptors behind sys.stdout/stderr; the dashboard has
+    # replaced them (and owns the terminal): Ray gets /dev/null for the moment it starts
+    saved = sys.stdout, sys.stderr
+    with open(os.devnull, "w") as null:
+        sys.stdout = sys.stderr = null
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"--ray {cc.ray}: cannot join the Ray cluster: {_one_line(e)}") from None
+        finally:
+            sys.stdout, sys.stderr = saved
+    return True
+
+
+def _alive_nodes(ray: Any) -> list[str]:
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
 
 
 def _one_line(e: BaseException) -> str:

@@ -119,6 +119,8 @@ class ScenarioConfig(_Strict):
         256, ge=1, le=4096, description="open loop: requests in flight at most; an arrival beyond it waits, and its "
                                         "wait is reported as client_lag_ms")
     load: str | None = Field(None, description="set by a load sweep: the scenario this one was expanded from")
+    cell: str | None = Field(None, description="set by cluster.matrix: the matrix cell (settings) this scenario runs "
+                                               "with, its name is NAME@CELL")
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -217,6 +219,69 @@ class ClusterConfig(_Strict):
                                      "local (start a one-machine Ray here); empty = no Ray (same as --ray)")
     workers: int = Field(2, ge=1, le=256, description="Ray client workers; the load is split among them")
     batch_ms: float = Field(50.0, ge=5, le=5000, description="a worker sends its events to this process this often")
+    per_node: bool = Field(False, description="one engine host on every node of the cluster runs the scenarios with "
+                                              "its own local engine and telemetry (same as --per-node)")
+    matrix: dict[str, list[Any]] = Field(default_factory=dict, description=(
+        "engine hosts run every combination of these model./engine. settings, e.g. {\"model.path\" = [\"a.gguf\", "
+        "\"b.gguf\"], \"model.n_gpu_layers\" = [0, -1]}; each combination (cell) runs every scenario as "
+        "NAME@CELL, and cells go to the nodes as they become free"))
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix_lists(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for key, values in v.items():
+            if not isinstance(key, str) or not key.startswith(MATRIX_SECTIONS):
+                raise ValueError(f"matrix key {key!r}: only {' / '.join(s + '*' for s in MATRIX_SECTIONS)} settings "
+                                 "can vary")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"matrix key {key!r}: needs a non-empty list of values")
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"matrix key {key!r}: needs distinct values")
+        return v
+
+
+MATRIX_SECTIONS = ("model.", "engine.")
+
+
+def _label_part(key: str, value: Any) -> str:
+    if key == "model.path":
+        text = Path(str(value)).stem or "model"
+    else:
+        text = f"{key.rsplit('.', 1)[-1]}_{str(value).lower() if isinstance(value, bool) else value}"
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in text)
+
+
+def matrix_cells(matrix: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every combination of the matrix's values (first key slowest), each as ``(label, {key:
+    value})``; the label (a scenario-name suffix) joins one part per key with ``@``."""
+    import itertools
+
+    keys = list(matrix)
+    out = []
+    for combo in itertools.product(*(matrix[k] for k in keys)):
+        out.append(("@".join(_label_part(k, v) for k, v in zip(keys, combo)), dict(zip(keys, combo))))
+    return out
+
+
+def expand_matrix(data: Any) -> Any:
+    """With ``cluster.matrix`` set, every scenario becomes one scenario per cell, ``NAME@CELL``,
+    each remembering its cell (scenarios already expanded, e.g. from a recorded config, stay)."""
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
+        return data
+    cluster = data.get("cluster")
+    matrix = cluster.get("matrix") if isinstance(cluster, dict) else None
+    if not isinstance(matrix, dict) or not matrix or not all(isinstance(v, list) and v for v in matrix.values()):
+        return data  # nothing to expand (a malformed matrix is reported by its own validator)
+    out = []
+    for sc in data["scenarios"]:
+        if not isinstance(sc, dict) or sc.get("cell") is not None:
+            out.append(sc)
+            continue
+        out.extend({**sc, "name": f"{sc.get('name')}@{label}", "cell": label}
+                   for label, _ in matrix_cells(matrix))
+    return {**data, "scenarios": out}
 
 
 def expand_sweeps(data: Any) -> Any:
@@ -273,7 +338,7 @@ class Config(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _sweeps(cls, data: Any) -> Any:
-        return expand_sweeps(data)
+        return expand_matrix(expand_sweeps(data))
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
@@ -285,9 +350,26 @@ class Config(_Strict):
             if rule.scenario is not None and rule.scenario not in names:
                 raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
                                  f"(scenarios: {', '.join(names)})")
-        if self.cluster.ray and not self.server.url:
+        cc = self.cluster
+        if (cc.per_node or cc.matrix) and not cc.ray:
+            raise ValueError(f"cluster.{'per_node' if cc.per_node else 'matrix'} runs engine hosts on a Ray cluster: "
+                             "give cluster.ray (--ray ADDRESS|auto|local)")
+        if (cc.per_node or cc.matrix) and self.server.url:
+            raise ValueError("engine hosts (cluster.per_node, cluster.matrix) run a local engine on each node; "
+                             "client workers against a server (--url) are the other mode: choose one")
+        if cc.per_node and cc.matrix:
+            raise ValueError("cluster.per_node runs the same settings on every node and cluster.matrix spreads "
+                             "combinations over the nodes: choose one")
+        if cc.ray and not self.server.url and not (cc.per_node or cc.matrix):
             raise ValueError("cluster.ray: Ray client workers send requests to a server; give its URL (--url or "
-                             "server.url)")
+                             "server.url), or run engine hosts (--per-node, cluster.matrix)")
+        if cc.matrix:
+            for label, cell in matrix_cells(cc.matrix):
+                try:
+                    cell_config(self, label)
+                except ValidationError as e:
+                    raise ValueError(format_validation_error(f"cluster.matrix cell {label}", e, key_in_source=True)
+                                     .replace("cluster.matrix cell", "cluster.matrix: cell", 1)) from None
         load = [s.name for s in self.scenarios if s.is_load]
         if load and not self.server.url:
             raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "
@@ -298,11 +380,29 @@ class Config(_Strict):
             raise ValueError(f"alert rule names must be unique; repeated: {', '.join(sorted(dup))}")
         return self
 
+    @property
+    def engine_hosts(self) -> bool:
+        """Ray engine hosts run the session (one per node, or the matrix's cells)."""
+        return bool(self.cluster.ray and (self.cluster.per_node or self.cluster.matrix))
+
     def scenario(self, name: str) -> ScenarioConfig:
         for s in self.scenarios:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def cell_config(cfg: Config, label: str | None) -> Config:
+    """The config an engine host runs: ``cfg`` without the cluster, with a matrix cell's settings
+    and only that cell's scenarios (``label`` None: every scenario, as ``--per-node`` runs them)."""
+    data = cfg.model_dump(mode="python")
+    data["cluster"] = {}
+    data["alerts"] = []  # rules are evaluated once, where the session's events meet
+    if label is not None:
+        cells = dict(matrix_cells(cfg.cluster.matrix))
+        data = apply_overrides(data, list(cells[label].items()))
+        data["scenarios"] = [sc for sc in data["scenarios"] if sc["cell"] == label]
+    return Config.model_validate(data)
 
 
 def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[float] | None = None,
@@ -488,4 +588,8 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
 
     scenarios = [s.model_copy(update={"prompt_file": fix(s.prompt_file)}) for s in cfg.scenarios]
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) or ""})
-    return cfg.model_copy(update={"scenarios": scenarios, "model": model})
+    cluster = cfg.cluster
+    if "model.path" in cluster.matrix:  # the cells' labels stay those of the paths as written
+        cluster = cluster.model_copy(update={"matrix": {**cluster.matrix, "model.path": [
+            fix(p) if isinstance(p, str) else p for p in cluster.matrix["model.path"]]}})
+    return cfg.model_copy(update={"scenarios": scenarios, "model": model, "cluster": cluster})

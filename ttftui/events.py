@@ -123,6 +123,7 @@ class EngineReady:
     # where the engine ran: its own process, a thread of ttftui's, or a server reached over HTTP
     host: Literal["process", "thread", "remote"] | None = None
     host_pid: Int64 | None = None
+    worker: str | None = None  # a Ray engine host (node:pid) loaded it; None: this machine
 
 
 @dataclass(**_frozen)
@@ -291,6 +292,7 @@ class TelemetrySample:
     proc_cpu_pct: float | None = None
     sys_cpu_pct: float | None = None
     mark: Literal["before_load", "after_load"] | None = None  # explicit readings around model load
+    worker: str | None = None  # sampled on a Ray engine host's node (node:pid); None: this machine
 
 
 @dataclass(**_frozen)
@@ -320,6 +322,7 @@ class TelemetryStatus:
     n_samples: Int64 | None = None  # in the final status, sent when the sampler stops
     missed_ticks: Int64 | None = None
     sampler_cpu_s: float | None = None
+    worker: str | None = None  # a Ray engine host's sampler (node:pid); None: this machine's
 
 
 @dataclass(**_frozen)
@@ -360,6 +363,7 @@ class EngineCrashed:
     pid: Int64 | None = None
     log_tail: tuple[str, ...] = ()  # the engine's last stderr / llama.cpp log lines
     message: str = ""  # one line: what happened, where, and a hint
+    worker: str | None = None  # a Ray engine host's engine (node:pid); None: this machine's
 
 
 @dataclass(**_frozen)

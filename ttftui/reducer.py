@@ -130,7 +130,9 @@ class SessionState:
     # The session's config, validated once when it started: None before, or when a recording's
     # config does not validate (another version's, or damaged): consumers then use the defaults.
     config: Config | None = None
-    engine: EngineReady | None = None
+    engine: EngineReady | None = None  # this machine's engine, or the first Ray engine host's
+    # Every engine that became ready, in order (Ray engine hosts: one per node, or per matrix cell)
+    engines: tuple[EngineReady, ...] = ()
     # Runs started and not yet ended, oldest first: one at a time for a local engine, many under load.
     in_flight: tuple[RunState, ...] = ()
     runs: Log[RunState] = field(default_factory=Log)  # ended runs (finished or failed), in order
@@ -139,6 +141,10 @@ class SessionState:
     server_samples: Log[ServerSample] = field(default_factory=Log)  # a server's queue under load
     workers_lost: tuple[WorkerLost, ...] = ()  # Ray client workers that died
     telemetry_status: TelemetryStatus | None = None
+    # Ray engine hosts' own samplers, per worker (their nodes' GPUs and processes): each its own
+    # time-ordered log, so a run's telemetry window never mixes two machines
+    worker_telemetry: dict[str, Log[TelemetrySample]] = field(default_factory=dict)
+    worker_telemetry_status: dict[str, TelemetryStatus] = field(default_factory=dict)
     alerts: Log[AlertChanged] = field(default_factory=Log)
     crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
     finished: SessionFinished | None = None
@@ -147,7 +153,16 @@ class SessionState:
 
     @property
     def synthetic(self) -> bool | None:
+        """Whether any engine of the session is synthetic (None before one is ready)."""
+        if len(self.engines) > 1:
+            return any(e.synthetic for e in self.engines)
         return None if self.engine is None else self.engine.synthetic
+
+    def telemetry_of(self, worker: str | None) -> "Log[TelemetrySample]":
+        """The samples taken where ``worker`` ran (None: this machine)."""
+        if worker is None:
+            return self.telemetry
+        return self.worker_telemetry.get(worker) or Log()
 
     @property
     def current(self) -> RunState | None:
@@ -157,7 +172,8 @@ class SessionState:
 
 def initial_state() -> SessionState:
     # fresh Logs: never share the class-level default instances between sessions
-    return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log(), server_samples=Log())
+    return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log(), server_samples=Log(),
+                        worker_telemetry={}, worker_telemetry_status={})
 
 
 def _in_flight(state: SessionState, run_id: int) -> int:
@@ -192,20 +208,26 @@ def apply(state: SessionState, ev: Event) -> SessionState:
         case PhaseTimed() if i >= 0:
             run = fl[i]
             return replace(state, in_flight=_with(fl, i, replace(run, phases=run.phases + (ev,))), **book)
-        case TelemetrySample():
+        case TelemetrySample() if ev.worker is None:
             return replace(state, telemetry=state.telemetry.append(ev), **book)
+        case TelemetrySample():
+            log = state.worker_telemetry.get(ev.worker) or Log()
+            return replace(state, worker_telemetry={**state.worker_telemetry, ev.worker: log.append(ev)}, **book)
         case ServerSample():
             return replace(state, server_samples=state.server_samples.append(ev), **book)
         case RunStarted():
             # Runs overlap only under load, and only a server's: a local engine's run that never
             # ended (a damaged recording) is dropped, not completed with invented data.
             run = RunState(started=ev, tokens=Log())
-            keep = fl if state.engine is not None and state.engine.engine == "remote" else ()
+            if state.engine is not None and state.engine.engine == "remote":
+                keep = fl
+            else:  # one at a time per engine; Ray engine hosts (workers) run side by side
+                keep = tuple(r for r in fl if r.started.worker != ev.worker)
             return replace(state, in_flight=keep + (run,), **book)
         case RunFinished() if i >= 0:
             run = fl[i]
             m = run_metrics(run.started.iteration, run.started.t_ns, ev, run.tokens,
-                            telemetry_window(state.telemetry, run.started.t_ns, ev.t_ns))
+                            telemetry_window(state.telemetry_of(run.started.worker), run.started.t_ns, ev.t_ns))
             return _end(state, i, replace(run, finished=ev, metrics=m, end_ns=ev.t_ns), **book)
         case RunFailed() if i >= 0:
             return _end(state, i, replace(fl[i], failed=ev.error, end_ns=ev.t_ns), **book)
@@ -213,10 +235,13 @@ def apply(state: SessionState, ev: Event) -> SessionState:
             return replace(state, alerts=state.alerts.append(ev), **book)
         case Notice():
             return replace(state, notices=state.notices.append(ev), **book)
-        case TelemetryStatus():
+        case TelemetryStatus() if ev.worker is None:
             return replace(state, telemetry_status=ev, **book)
+        case TelemetryStatus():
+            return replace(state, worker_telemetry_status={**state.worker_telemetry_status, ev.worker: ev}, **book)
         case EngineReady():
-            return replace(state, engine=ev, **book)
+            first = state.engine if state.engine is not None and ev.worker is not None else ev
+            return replace(state, engine=first, engines=state.engines + (ev,), **book)
         case EngineCrashed():
             return replace(state, crash=ev, **book)
         case WorkerLost():

@@ -27,11 +27,11 @@ from ttftui.fit import sweep_fits
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
 from ttftui.metrics import RunMetrics, ScenarioStats
-from ttftui.reducer import SessionState, session_stats
+from ttftui.reducer import SessionState, scenario_order, session_stats
 from ttftui.stats import Summary
 
-SCHEMA_VERSION = 3  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
-# 3: load scenarios (load, remote.client_lag_ms)
+SCHEMA_VERSION = 4  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
+# 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host)
 REPORT_KIND = "ttftui.report"
 
 
@@ -334,6 +334,29 @@ class WorkerLostRecord(_M):
     unsent: int = Field(description="requests of its share never sent")
 
 
+class HostEngineRecord(_M):
+    """One engine a Ray engine host loaded (one per matrix cell it took, or one with --per-node)."""
+
+    engine: str
+    engine_version: str | None
+    synthetic: bool
+    synthetic_reason: str | None
+    load_ms: float | None
+    model: ModelFacts
+    device: DeviceFacts
+    engine_pid: int | None = Field(None, description="the process llama.cpp ran in, on the host's node")
+
+
+class HostRecord(_M):
+    """A Ray engine host (--per-node, cluster.matrix): what it loaded, its own figures, its node's
+    telemetry. The report's summary pools every host's raw samples per scenario."""
+
+    engines: list[HostEngineRecord]
+    summary: dict[str, ScenarioSummary] = Field(description="per scenario, this host's runs only")
+    telemetry: TelemetryReport | None = Field(None, description="the host's own sampler on its node: GPU "
+                                                                  "and its engine process")
+
+
 class Report(_M):
     schema_version: int = SCHEMA_VERSION
     kind: Literal["ttftui.report"] = REPORT_KIND
@@ -363,8 +386,12 @@ class Report(_M):
     sweeps: dict[str, SweepRecord] = Field(default_factory=dict, description="per swept scenario: fits and predictions")
     load: dict[str, LoadRecord] = Field(default_factory=dict, description="per load scenario: throughput, goodput, "
                                                                           "requests in flight, client lag")
-    workers_lost: list[WorkerLostRecord] = Field(default_factory=list, description="Ray client workers that died: "
-                                                                                  "what was lost")
+    workers_lost: list[WorkerLostRecord] = Field(default_factory=list, description="Ray client workers or engine "
+                                                                                  "hosts that died: what was lost")
+    hosts: dict[str, HostRecord] = Field(default_factory=dict, description=(
+        "Ray engine hosts (--per-node, cluster.matrix), by worker (node:pid): each one's engines, figures and "
+        "telemetry. Top-level engine, model and device are then the first host's; synthetic is true if any "
+        "host's engine was"))
     source: dict[str, Any] = Field(default_factory=dict, description="live session or replayed file")
 
 
@@ -434,12 +461,14 @@ def report_percentiles(state: SessionState) -> list[float]:
     return list((state.config or Config()).report.percentiles)
 
 
-def _telemetry(state: SessionState) -> TelemetryReport | None:
-    st = state.telemetry_status
+def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts | None = None) -> TelemetryReport | None:
+    """The session's telemetry, or (``worker``) a Ray engine host's own."""
+    st = state.telemetry_status if worker is None else state.worker_telemetry_status.get(worker)
     if st is None:
         return None
-    samples = [s for s in state.telemetry if s.mark is None]
-    marked = {s.mark: s for s in state.telemetry if s.mark is not None}
+    log = state.telemetry_of(worker)
+    samples = [s for s in log if s.mark is None]
+    marked = {s.mark: s for s in log if s.mark is not None}
 
     def vals(field: str) -> list[float]:
         return [v for s in samples if (v := getattr(s, field)) is not None]
@@ -453,7 +482,8 @@ def _telemetry(state: SessionState) -> TelemetryReport | None:
     gaps = [(b.t_ns - a.t_ns) / 1e6 for a, b in zip(samples, samples[1:])]
     dur_s = (state.last_t_ns - (state.session.t_ns if state.session else 0)) / 1e9
     mean = lambda xs: (sum(xs) / len(xs)) if xs else None  # noqa: E731
-    model = state.engine.model if state.engine else None
+    if worker is None:
+        model = state.engine.model if state.engine else None
     w = model.weights_bytes if model else None
     kv = model.kv_cache_bytes if model else None
     return TelemetryReport(
@@ -539,6 +569,41 @@ def _crash(state: SessionState) -> CrashRecord | None:
                        t_ms=c.t_ns / 1e6, message=c.message, log_tail=list(c.log_tail))
 
 
+def _hosts(state: SessionState, runs: list[RunMetrics], pcts: list[float]) -> dict[str, HostRecord]:
+    """Each Ray engine host's engines, own per-scenario figures and telemetry."""
+    from ttftui.metrics import scenario_stats
+
+    engines: dict[str, list[Any]] = {}
+    for e in state.engines:
+        if e.worker is not None:
+            engines.setdefault(e.worker, []).append(e)
+    if not engines:
+        return {}
+    by: dict[tuple[str, str], list[RunMetrics]] = {}
+    failed: dict[tuple[str, str], int] = {}
+    worker_of = {r.run_id: r.started.worker for r in state.runs}
+    for m in runs:
+        w = worker_of.get(m.run_id)
+        if w is not None:
+            by.setdefault((w, m.scenario), []).append(m)
+    for r in state.runs:
+        if r.failed is not None and r.started.worker is not None:
+            key = (r.started.worker, r.scenario)
+            failed[key] = failed.get(key, 0) + 1
+    out = {}
+    for w, es in engines.items():
+        names = [n for n in scenario_order(state) if (w, n) in by or (w, n) in failed]
+        out[w] = HostRecord(
+            engines=[HostEngineRecord(engine=e.engine, engine_version=e.engine_version, synthetic=e.synthetic,
+                                      synthetic_reason=e.synthetic_reason, load_ms=e.load_ms, model=e.model,
+                                      device=e.device, engine_pid=e.host_pid) for e in es],
+            summary={n: _scenario_summary(scenario_stats(n, by.get((w, n), []), failed.get((w, n), 0), pcts))
+                     for n in names},
+            telemetry=_telemetry(state, w, es[-1].model),
+        )
+    return out
+
+
 def build_report(state: SessionState, source: dict[str, Any] | None = None) -> Report:
     pcts = report_percentiles(state)
     rules = list(state.config.alerts) if state.config is not None else []
@@ -556,7 +621,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
     start_t = state.session.t_ns if state.session else 0
     return Report(
         ttftui_version=state.session.ttftui_version if state.session else __version__,
-        synthetic=bool(eng.synthetic) if eng else False,
+        synthetic=bool(state.synthetic),
         synthetic_reason=eng.synthetic_reason if eng else None,
         engine=eng.engine if eng else None,
         engine_version=eng.engine_version if eng else None,
@@ -595,6 +660,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         ],
         alert_status=_alert_status(state),
         telemetry=_telemetry(state),
+        hosts=_hosts(state, runs, pcts),
         source=source or {},
     )
 

@@ -104,7 +104,9 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
     chosen: list[str] = []
     for n in names:
         # a swept scenario's own name selects every scenario it was expanded into
-        group = [s.name for s in config.scenarios if n in (s.name, s.sweep, s.load)]
+        # (and a matrix scenario's name without its cell, every cell's)
+        group = [s.name for s in config.scenarios
+                 if n in (s.name, s.sweep, s.load, s.name.removesuffix(f"@{s.cell}") if s.cell else None)]
         if not group:
             raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
         chosen.extend(g for g in group if g not in chosen)
@@ -161,53 +163,21 @@ class SessionRunner:
         """Whole session. Exceptions are kept in ``self.error`` (and reported as events)."""
         c = self.controls
         engine = None
+        clock: Any = None
         status, message = "completed", None
         try:
-            engine = self.engine = self.engine_factory()
-            clock = engine.clock
-            self.publish(SessionStarted(
-                t_ns=clock.now_ns(), session_id=uuid.uuid4().hex[:12],
-                started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                ttftui_version=__version__, config=self.config.model_dump(mode="json"), host=host_facts(),
-            ))
-            sampler = self._start_telemetry(engine)
-            if sampler is not None:
-                self.publish(sampler.sample("before_load"))
-            loaded = engine.load()
-            self.publish(EngineReady(
-                t_ns=clock.now_ns(), engine=engine.name, synthetic=engine.synthetic,  # type: ignore[arg-type]
-                synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
-                device=loaded.device, engine_version=loaded.engine_version,
-                host=engine.host, host_pid=engine.pid,  # type: ignore[arg-type]
-            ))
-            if sampler is not None:
-                self.publish(sampler.sample("after_load"))
-                sampler.start()
-            if engine.synthetic:
-                self.publish(Notice(t_ns=clock.now_ns(), level="warning",
-                                    message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
-            prepared = {n: engine.prepare(self.config.scenario(n), self.config.run.seed) for n in self.names}
-            if self.config.run.warmup_policy == "largest_first" and prepared and not c.stop.is_set():
-                # One warm-up over the session's largest prompt before any counted run: buffers, KV
-                # depth and kernels for the largest shape are then paid for outside the statistics.
-                largest = max(prepared.values(), key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
-                self.planned_runs += 1
-                self._run_scenario(engine, largest, runs=1, all_warmup=True)
-            for name in self.names:
-                if c.stop.is_set():
-                    break
-                self._run_scenario(engine, prepared[name])
-            while c.keep_alive and not c.stop.is_set():
-                try:
-                    name = c.requests.get(timeout=0.1)
-                except queue.Empty:
-                    self.idle = True
-                    continue
-                self.idle = False
-                self.planned_runs += planned_runs(self.config, self.config.scenario(name))
-                if name not in prepared:
-                    prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
-                self._run_scenario(engine, prepared[name])
+            if self.config.engine_hosts:  # Ray engine hosts run it; this process only gathers events
+                from ttftui.engine.base import Clock
+
+                clock = Clock()
+                self._session_started(clock)
+                self._run_on_engine_hosts(clock)
+            else:
+                engine = self.engine = self.engine_factory()
+                clock = engine.clock
+                self._session_started(clock)
+                self.open_engine(engine)
+                self.run_plan(engine)
             if c.stop.is_set():
                 status = c.stop_status
         except TtftuiError as e:
@@ -223,12 +193,104 @@ class SessionRunner:
                 self.cluster.close()
             if self.sampler is not None:
                 self.sampler.stop()
-            t = engine.clock.now_ns() if engine is not None else 0
+            t = clock.now_ns() if clock is not None else 0
             if message:
                 self.publish(Notice(t_ns=t, level="error", message=message))
             self.publish(SessionFinished(t_ns=t, status=status, message=message))  # type: ignore[arg-type]
             if engine is not None:
                 engine.close()
+
+    def _session_started(self, clock: Any) -> None:
+        self.publish(SessionStarted(
+            t_ns=clock.now_ns(), session_id=uuid.uuid4().hex[:12],
+            started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            ttftui_version=__version__, config=self.config.model_dump(mode="json"), host=host_facts(),
+        ))
+
+    def open_engine(self, engine: Engine) -> None:
+        """Load the model (telemetry readings around it), publish ``EngineReady``, start sampling.
+        The caller stops ``self.sampler`` and closes the engine."""
+        clock = engine.clock
+        sampler = self._start_telemetry(engine)
+        if sampler is not None:
+            self.publish(sampler.sample("before_load"))
+        loaded = engine.load()
+        self.publish(EngineReady(
+            t_ns=clock.now_ns(), engine=engine.name, synthetic=engine.synthetic,  # type: ignore[arg-type]
+            synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
+            device=loaded.device, engine_version=loaded.engine_version,
+            host=engine.host, host_pid=engine.pid,  # type: ignore[arg-type]
+        ))
+        if sampler is not None:
+            self.publish(sampler.sample("after_load"))
+            sampler.start()
+        if engine.synthetic:
+            self.publish(Notice(t_ns=clock.now_ns(), level="warning",
+                                message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
+
+    def run_plan(self, engine: Engine, prepared: dict[str, PreparedScenario] | None = None) -> None:
+        """Every selected scenario in order (after the largest-first warm-up, if asked for), then,
+        for a keep-alive session, the re-runs asked for until stopped. ``prepared`` (filled in here)
+        lets a later call reuse the prompts built before."""
+        c = self.controls
+        prepared = {} if prepared is None else prepared
+        for n in self.names:
+            if n not in prepared:
+                prepared[n] = engine.prepare(self.config.scenario(n), self.config.run.seed)
+        if self.config.run.warmup_policy == "largest_first" and prepared and not c.stop.is_set():
+            # One warm-up over the session's largest prompt before any counted run: buffers, KV
+            # depth and kernels for the largest shape are then paid for outside the statistics.
+            largest = max((prepared[n] for n in self.names),
+                          key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
+            self.planned_runs += 1
+            self._run_scenario(engine, largest, runs=1, all_warmup=True)
+        for name in self.names:
+            if c.stop.is_set():
+                break
+            self._run_scenario(engine, prepared[name])
+        while c.keep_alive and not c.stop.is_set():
+            try:
+                name = c.requests.get(timeout=0.1)
+            except queue.Empty:
+                self.idle = True
+                continue
+            self.idle = False
+            self.planned_runs += planned_runs(self.config, self.config.scenario(name))
+            if name not in prepared:
+                prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
+            self._run_scenario(engine, prepared[name])
+
+    def _run_on_engine_hosts(self, clock: Any) -> None:
+        """Ray engine hosts (ttftui.cluster): one per node runs every scenario, or the matrix's
+        cells go to the nodes as they become free; re-runs asked for go the same way."""
+        from ttftui.enginehosts import RayEngineHosts
+
+        c = self.controls
+        hosts = self.cluster = RayEngineHosts(self.config, clock, self.publish, self._after, self._new_run_id)
+        per = hosts.units_for(self.names)
+        with self._lock:
+            self.planned_runs = sum(hosts.planned(u) for u in per)
+        left = hosts.run(per, c)
+        with self._lock:
+            self.planned_runs -= left
+        while c.keep_alive and not c.stop.is_set():
+            try:
+                name = c.requests.get(timeout=0.1)
+            except queue.Empty:
+                self.idle = True
+                continue
+            self.idle = False
+            again = hosts.units_for([name])
+            with self._lock:
+                self.planned_runs += sum(hosts.planned(u) for u in again)
+            left = hosts.run(again, c)
+            with self._lock:
+                self.planned_runs -= left
+
+    def _new_run_id(self) -> int:
+        with self._lock:
+            self._run_id += 1
+            return self._run_id
 
     def _start_telemetry(self, engine: Engine) -> Any:
         """The telemetry sampler on the engine's clock, or None (with the reason published) when time
