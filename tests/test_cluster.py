@@ -145,3 +145,208 @@ def test_a_worker_killed_mid_phase_is_an_event_and_the_session_goes_on(cluster, 
     survivor = [w for w in load["workers"] if not w.endswith(f":{pids[0]}")]
     assert len(survivor) == 1 and load["workers"][survivor[0]]["n_ok"] == 8
 
+
+
+# ---------------------------------------------------------------------- engine hosts (--per-node, matrix)
+
+
+def _host_pids(lines: list[str]) -> list[int]:
+    for line in lines:
+        if "engine host(s), one per node" in line:
+            return [int(x) for x in re.findall(r":(\d+)\b", line.split("):")[-1])]
+    return []
+
+
+@pytest.mark.model
+def test_one_engine_host_per_node_runs_the_real_model(cluster, tmp_path):
+    """--per-node: each node's host loads the demo model itself and runs every scenario; the summary
+    pools both hosts' raw samples, each host keeps its own figures and its node's telemetry, and the
+    recording replays to the same report."""
+    out, rec = tmp_path / "r.json", tmp_path / "r.ttftrec"
+    r = cli("--headless", "--ray", cluster, "--per-node", "--set", "run.warmup=1", "--set", "run.iterations=2",
+            "--set", "model.n_threads=1", "--set", "scenarios=[{name='s', prompt_tokens=48, max_tokens=6}]",
+            "-o", str(out), "--record", str(rec), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "2 engine host(s), one per node" in r.stderr
+    report = json.loads(out.read_text())
+    hosts = report["hosts"]
+    assert len(hosts) == 2 and len({w.split(":")[0] for w in hosts}) == 2  # one on each node
+    for w, h in hosts.items():
+        (eng,) = h["engines"]
+        assert eng["engine"] == "llama.cpp" and not eng["synthetic"] and eng["load_ms"] > 0
+        assert h["summary"]["s"]["n_runs"] == 2 and h["summary"]["s"]["n_warmup"] == 1
+        assert h["telemetry"]["n_samples"] > 0 and h["telemetry"]["session"]["rss_peak_bytes"] > 0
+    runs = report["runs"]
+    assert sorted(x["run_id"] for x in runs) == list(range(1, 7))  # one id space for the session
+    assert {x["worker"] for x in runs} == set(hosts)
+    counted = [x for x in runs if not x["warmup"]]
+    for x in counted:  # durations from the host's own engine, telemetry from its own node
+        assert x["n_prompt_tokens"] == 48 and 0 < x["ttft_ms"] < x["e2e_ms"]
+        assert x["telemetry"]["rss_peak_bytes"] > 0
+    pooled = report["summary"]["s"]["metrics"]["ttft_ms"]
+    assert pooled["n"] == 4 and pooled["p50"] == pytest.approx(np.percentile([x["ttft_ms"] for x in counted], 50))
+    for w, h in hosts.items():
+        own = [x["ttft_ms"] for x in counted if x["worker"] == w]
+        assert h["summary"]["s"]["metrics"]["ttft_ms"]["p50"] == pytest.approx(np.percentile(own, 50))
+    again = json.loads(cli("replay", str(rec), "--headless").stdout)
+    assert again["hosts"] == hosts and again["runs"] == runs and again["summary"] == report["summary"]
+
+
+@pytest.mark.model
+def test_a_matrix_spreads_its_cells_over_the_nodes_with_their_settings(cluster, tmp_path):
+    """Two cells (n_batch 16 and 64) on two nodes: each cell's runs carry its settings (a 64-token
+    prompt is 4 prefill chunks at n_batch 16, one at 64), named NAME@CELL."""
+    out = tmp_path / "r.json"
+    r = cli("--headless", "--ray", cluster, "--matrix", "model.n_batch=16,64", "--set", "run.warmup=0",
+            "--set", "run.iterations=2", "--set", "model.n_threads=1",
+            "--set", "scenarios=[{name='s', prompt_tokens=64, max_tokens=4}]", "-o", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"s@n_batch_16", "s@n_batch_64"}
+    chunks = {"s@n_batch_16": 4, "s@n_batch_64": 1}
+    for x in report["runs"]:
+        assert len(x["prefill_chunks_ms"]) == chunks[x["scenario"]], x
+    by_host = {w: set(h["summary"]) for w, h in report["hosts"].items()}
+    assert len(by_host) == 2 and sorted(map(len, by_host.values())) == [1, 1]  # a cell each, side by side
+
+
+def test_an_engine_host_killed_mid_session_is_an_event_and_the_other_goes_on(cluster, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ttftui", "--headless", "--ray", cluster, "--per-node",
+                             "--set", "engine.kind=synthetic", "--set", "run.warmup=0", "--set", "run.iterations=12",
+                             "--set", "scenarios=[{name='s', prompt_tokens=256, max_tokens=40}]", "-o", str(out)],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    killed: list[int] = []
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if not killed and sum(" run " in x and "TTFT" in x for x in lines) >= 3:
+                pid = _host_pids(lines)[0]
+                os.kill(pid, signal.SIGKILL)  # the host dies, most likely with a run in flight
+                killed.append(pid)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    rc = proc.wait(300)
+    t.join(10)
+    assert killed, "".join(lines)
+    assert rc == 0, "".join(lines)
+    assert any("lost" in x and "the others go on" in x for x in lines)
+    report = json.loads(out.read_text())
+    assert report["synthetic"] is True  # labelled, hosts included
+    (lost,) = report["workers_lost"]
+    assert lost["worker"].endswith(f":{killed[0]}") and lost["reason"]
+    survivor = [w for w in report["hosts"] if not w.endswith(f":{killed[0]}")]
+    assert len(survivor) == 1 and report["hosts"][survivor[0]]["summary"]["s"]["n_runs"] == 12
+    dead = report["hosts"].get(lost["worker"], {"summary": {"s": {"n_runs": 0}}})["summary"]["s"]["n_runs"]
+    failed = {f["run_id"] for f in report["failed_runs"]}
+    assert set(lost["lost_runs"]) <= failed
+    assert dead + len(lost["lost_runs"]) + lost["unsent"] == 12  # every run of the dead host accounted for
+
+
+def test_a_matrix_expands_every_scenario_per_cell_and_checks_each_cell():
+    from ttftui.config import cell_config, matrix_cells
+
+    data = {"cluster": {"ray": "local", "matrix": {"model.path": ["m/a.gguf", "m/b.gguf"], "model.n_gpu_layers": [0, -1]}},
+            "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2}]}
+    cfg = Config.model_validate(data)
+    labels = [label for label, _ in matrix_cells(cfg.cluster.matrix)]
+    assert labels == ["a@n_gpu_layers_0", "a@n_gpu_layers_-1", "b@n_gpu_layers_0", "b@n_gpu_layers_-1"]
+    assert [s.name for s in cfg.scenarios] == [f"s@{x}" for x in labels]
+    again = Config.model_validate(cfg.model_dump(mode="json"))  # a recorded config is not expanded twice
+    assert [s.name for s in again.scenarios] == [s.name for s in cfg.scenarios]
+    cell = cell_config(cfg, "b@n_gpu_layers_-1")
+    assert (cell.model.path, cell.model.n_gpu_layers, [s.name for s in cell.scenarios]) == (
+        "m/b.gguf", -1, ["s@b@n_gpu_layers_-1"])
+    assert not cell.cluster.ray and not cell.cluster.matrix and not cell.alerts
+    from ttftui.session import select_scenarios
+
+    assert select_scenarios(cfg, ["s"]) == [s.name for s in cfg.scenarios]  # the base name picks every cell
+
+    def err(**cluster) -> str:
+        with pytest.raises(ValueError) as e:
+            Config.model_validate({**data, "cluster": cluster})
+        return str(e.value)
+
+    assert "only model.* / engine.* settings can vary" in err(ray="local", matrix={"run.iterations": [1, 2]})
+    assert "needs distinct values" in err(ray="local", matrix={"model.n_batch": [8, 8]})
+    assert "cell n_batch_0: model.n_batch: input should be greater than or equal to 1" in err(
+        ray="local", matrix={"model.n_batch": [0, 8]})
+    assert "give cluster.ray" in err(per_node=True)
+    assert "choose one" in err(ray="local", per_node=True, matrix={"model.n_batch": [8, 16]})
+
+
+def test_matrix_and_per_node_options_on_the_command_line(tmp_path):
+    r = cli("--headless", "--ray", "local", "--matrix", "n_batch=8,16", "-q")
+    assert r.returncode == 2 and r.stderr.strip().endswith("only model.* / engine.* settings can vary")
+    r = cli("--headless", "--ray", "local", "--matrix", "model.path=[\"/nope/a.gguf\"]", "-q")
+    assert r.returncode == 3 and r.stderr.strip() == "ttftui: model file not found: /nope/a.gguf"
+    r = cli("--headless", "--per-node", "-q")
+    assert r.returncode == 2 and "give cluster.ray" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--headless", "--matrix", "model.n_batch", "-q")
+    assert r.returncode == 2 and "expected KEY=V1,V2" in r.stderr
+
+
+def test_an_engine_host_body_sends_its_units_events_tagged_and_keeps_its_engine():
+    """The actor's body without Ray: a unit's events come back as JSON lines on the host's clock,
+    tagged with the host; a second unit with the same settings reuses the loaded engine."""
+    from ttftui.config import cell_config
+    from ttftui.enginehosts import EngineHost
+    from ttftui.events import event_from_json
+
+    cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "engine": {"kind": "synthetic"},
+                                 "run": {"warmup": 0, "iterations": 2},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 3}]})
+    host = EngineHost(0)
+    hello = host.hello()
+    unit = cell_config(cfg, None).model_dump(mode="json")
+
+    def one_unit() -> tuple[list, dict]:
+        evs, last = [], None
+        for item in host.run(unit, ["s"], 20):
+            if isinstance(item, dict):
+                last = item
+            else:
+                evs.extend(event_from_json(x) for x in item)
+        return evs, last
+
+    evs, last = one_unit()
+    assert last["failed"] is None
+    types = [type(e).__name__ for e in evs]
+    assert types.count("EngineReady") == 1 and types.count("RunFinished") == 2 and "SessionStarted" not in types
+    assert all(e.worker == hello["worker"] for e in evs if isinstance(e, (EngineReady, RunStarted)))
+    assert all(0 <= e.t_ns <= host.clock.now_ns() for e in evs)  # one clock, the host's
+    evs2, last2 = one_unit()
+    assert last2["failed"] is None and not any(isinstance(e, EngineReady) for e in evs2)  # kept loaded
+    assert [e.run_id for e in evs2 if isinstance(e, RunStarted)] == [1, 2]  # the driver renumbers them
+    host.shutdown()
+
+
+def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
+    from ttftui.events import TelemetrySample
+
+    cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"warmup": 0},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 1}]})
+    eng = lambda w: EngineReady(t_ns=1, engine="llama.cpp", synthetic=False, synthetic_reason=None,  # noqa: E731
+                                load_ms=5.0, model=ModelFacts(path="m", name="m", file_size_bytes=0),
+                                device=DeviceFacts(kind="cpu", name="c"), worker=w)
+
+    def fin(rid: int, t: int) -> RunFinished:
+        return RunFinished(t_ns=t, run_id=rid, scenario="s", warmup=False, n_prompt_tokens=8, n_output_tokens=1,
+                           ttft_ns=t - 10, e2e_ns=t - 10, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
+                           prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
+                           stop_reason="max_tokens")
+
+    start = lambda rid, w: RunStarted(t_ns=10, run_id=rid, scenario="s", iteration=0, warmup=False,  # noqa: E731
+                                      prompt_tokens=8, max_tokens=1, worker=w)
+    evs = [SessionStarted(t_ns=0, session_id="x", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
+                          config=cfg.model_dump(mode="json")), eng("a:1"), eng("b:2"),
+           start(1, "a:1"), start(2, "b:2"),
+           TelemetrySample(t_ns=50, rss_bytes=100, worker="a:1"), TelemetrySample(t_ns=40, rss_bytes=900, worker="b:2"),
+           TelemetrySample(t_ns=60, rss_bytes=5000), fin(1, 100), fin(2, 100)]
+    state = fold(evs)
+    assert len(state.runs) == 2 and len(state.engines) == 2  # both ran at once, neither dropped
+    rss = {r.started.worker: r.metrics.extra["rss_peak_bytes"] for r in state.runs}
+    assert rss == {"a:1": 100, "b:2": 900}  # each from its own node, never this machine's or the other's

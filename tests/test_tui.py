@@ -536,3 +536,71 @@ def test_every_source_is_a_source():
     for src in (live, ReplaySource(synthetic_session(1, 0)), StaticSource([])):
         assert isinstance(src, Source)
         assert src.take_reset() is None and isinstance(src.status_extra(), str)
+
+
+def two_host_session() -> list:
+    """A --per-node session of two engine hosts (synthetic engines on virtual clocks, tagged and
+    renumbered the way the driver does), in time order."""
+    import dataclasses
+
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import SyntheticEngine
+    from ttftui.events import EngineReady, RunStarted, SessionFinished, SessionStarted, TelemetrySample
+    from ttftui.session import SessionRunner
+
+    cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"iterations": 3, "warmup": 0},
+                                 "scenarios": [{"name": "short", "prompt_tokens": 128, "max_tokens": 12}]})
+    merged: list = []
+    for k, w in enumerate(("aaaa:1", "bbbb:2")):
+        evs: list = []
+        host_cfg = cfg.model_copy(update={"cluster": type(cfg.cluster)(), "run": cfg.run.model_copy(update={"seed": k})})
+        SessionRunner(host_cfg, lambda: SyntheticEngine(host_cfg, "test data (deterministic)"), evs.append).run()
+        for e in evs:
+            if isinstance(e, (SessionStarted, SessionFinished)):
+                continue
+            if isinstance(e, (EngineReady, RunStarted, TelemetrySample)):
+                e = dataclasses.replace(e, worker=w)
+            if getattr(e, "run_id", None) is not None:
+                e = dataclasses.replace(e, run_id=e.run_id + 100 * k)
+            merged.append(e)
+    merged.sort(key=lambda e: e.t_ns)
+    start = SessionStarted(t_ns=0, session_id="hosts", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
+                           config=cfg.model_dump(mode="json"))
+    return [start, *merged, SessionFinished(t_ns=merged[-1].t_ns + 1, status="completed")]
+
+
+async def test_engine_hosts_get_a_line_each_and_w_follows_one():
+    from ttftui.tui.widgets.hosts import HostsPanel
+
+    events = two_host_session()
+    last_of = {w: max(e.run_id for e in events if getattr(e, "worker", None) == w and hasattr(e, "iteration"))
+               for w in ("aaaa:1", "bbbb:2")}
+    app, _ = make_app(events)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        panel = app.query_one(HostsPanel)
+        assert panel.display
+        lines = panel.visible_text().splitlines()
+        assert lines[0].startswith("2 engine hosts, 0 running")
+        assert lines[1].split()[0] == "aaaa:1" and lines[2].split()[0] == "bbbb:2"
+        assert all("SYNTH" in ln and "3 runs TTFT p50" in ln for ln in lines[1:3])
+        newest = max(last_of.values())
+        assert f"last run {newest} •" in plain(app.query_one(TTFTBar))
+        for w in ("aaaa:1", "bbbb:2"):  # w follows one host: the bar and the stream show its runs
+            await pilot.press("w")
+            await pilot.pause()
+            assert panel.visible_text().splitlines()[1 + ("aaaa:1", "bbbb:2").index(w)].startswith("▶")
+            assert f"last run {last_of[w]} •" in plain(app.query_one(TTFTBar))
+            assert f"run {last_of[w]} short" in plain(app.query_one(TokenStream))
+        await pilot.press("w")  # and back to the newest run, whichever host ran it
+        await pilot.pause()
+        assert panel.selected is None and f"last run {newest} •" in plain(app.query_one(TTFTBar))
+
+
+async def test_an_ordinary_session_has_no_hosts_panel():
+    from ttftui.tui.widgets.hosts import HostsPanel
+
+    app, _ = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert not app.query_one(HostsPanel).display

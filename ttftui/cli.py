@@ -168,6 +168,21 @@ def _preflight(config: Any, names: list[str]) -> None:
 
     if config.server.url:  # the server has its own context size; it says so if a prompt does not fit
         return
+    if config.cluster.matrix:  # each cell with its own settings (its context size, its model file)
+        from pathlib import Path
+
+        from ttftui.config import cell_config, matrix_cells
+        from ttftui.gguf import read_header
+
+        for label, _ in matrix_cells(config.cluster.matrix):
+            cell = cell_config(config, label)
+            if cell.model.path:
+                read_header(Path(cell.model.path))  # missing / not GGUF: one line, its own exit code
+            for n in names:
+                s = cell.scenario(n) if any(x.name == n for x in cell.scenarios) else None
+                if s is not None and s.prompt_tokens is not None:
+                    check_fits(s.name, s.prompt_tokens, s.max_tokens, cell.model.n_ctx)
+        return
     for n in names:
         s = config.scenario(n)
         if s.prompt_tokens is not None:
@@ -235,7 +250,7 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
     factory = select_engine(config, force_synthetic=args.synthetic, pace=False)
     session = LiveSession(config, names, factory)
     runner = session.runner
-    sinks: list[Any] = [Progress(runner.planned_runs, quiet=args.quiet)]
+    sinks: list[Any] = [Progress(lambda: runner.planned_runs, quiet=args.quiet)]
     if recorder is not None:
         sinks.insert(0, recorder)
     from ttftui.alerts import AlertEvaluator

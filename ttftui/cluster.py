@@ -72,7 +72,8 @@ class ClientWorker:
         try:
             import ray
 
-            node = ray.get_runtime_context().get_node_id()[:8]
+            if ray.is_initialized():  # (get_runtime_context would start a Ray of its own otherwise)
+                node = ray.get_runtime_context().get_node_id()[:8]
         except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
             pass
         self.name = f"{node or socket.gethostname()}:{os.getpid()}"

@@ -368,8 +368,7 @@ class Config(_Strict):
                 try:
                     cell_config(self, label)
                 except ValidationError as e:
-                    raise ValueError(format_validation_error(f"cluster.matrix cell {label}", e, key_in_source=True)
-                                     .replace("cluster.matrix cell", "cluster.matrix: cell", 1)) from None
+                    raise ValueError(format_validation_error(f"cluster.matrix: cell {label}", e)) from None
         load = [s.name for s in self.scenarios if s.is_load]
         if load and not self.server.url:
             raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "

@@ -85,7 +85,8 @@ class EngineHost:
         try:
             import ray
 
-            node = ray.get_runtime_context().get_node_id()[:8]
+            if ray.is_initialized():  # (get_runtime_context would start a Ray of its own otherwise)
+                node = ray.get_runtime_context().get_node_id()[:8]
         except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
             pass
         self.name = f"{node or socket.gethostname()}:{os.getpid()}"
@@ -343,7 +344,7 @@ class RayEngineHosts:
                     cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
                     what = f"cell {unit.label}" if unit.label else "its scenarios"
                     if item.get("failed"):
-                        self.publish(Notice(t_ns=self.clock.now_ns(), level="error",
+                        self.publish(Notice(t_ns=self.clock.now_ns(), level="warning",
                                             message=f"Ray engine host {name}: {what} failed: "
                                                     f"{_one_line(RuntimeError(item['failed']))}"))
                     self.publish(Notice(t_ns=self.clock.now_ns(), level="info",

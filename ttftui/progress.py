@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ttftui.textsafe import visible
 from ttftui.events import (AlertChanged, EngineReady, Notice, RunFailed, RunFinished, RunStarted, SessionFinished,
@@ -16,8 +16,8 @@ from ttftui.events import (AlertChanged, EngineReady, Notice, RunFailed, RunFini
 
 
 class Progress:
-    def __init__(self, total_runs: int, stream: TextIO | None = None, quiet: bool = False):
-        self.total = max(total_runs, 1)
+    def __init__(self, total_runs: int | Callable[[], int], stream: TextIO | None = None, quiet: bool = False):
+        self._total = total_runs  # or where to read it: a Ray session knows it once its hosts are up
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -25,6 +25,7 @@ class Progress:
         self.current = ""
         self._last_draw = 0.0
         self._t0 = time.monotonic()
+        self._workers: dict[int, str] = {}  # run id -> the Ray engine host / client worker running it
 
     def _write(self, data: str) -> None:
         """Progress is a courtesy: when stderr cannot take it (closed, ``2>/dev/full``), it stops
@@ -40,6 +41,10 @@ class Progress:
             return
         # one line, and nothing in it (a name, a message) drives the terminal
         self._write(("\r\x1b[2K" if self.tty else "") + visible(text, newlines=False) + "\n")
+
+    @property
+    def total(self) -> int:
+        return max(self._total() if callable(self._total) else self._total, 1)
 
     def _bar(self, force: bool = False) -> None:
         if self.quiet or not self.tty:
@@ -60,18 +65,24 @@ class Progress:
             extra = f" ({ev.synthetic_reason})" if ev.synthetic_reason else ""
             self._line(f"ttftui: {src} engine {ev.engine}{extra}; model {ev.model.name}"
                        f" [{ev.model.quantization or '?'}] on {ev.device.name}"
-                       + (f"; load {ev.load_ms:.0f} ms" if ev.load_ms is not None else ""))
+                       + (f"; load {ev.load_ms:.0f} ms" if ev.load_ms is not None else "")
+                       + (f" (engine host {ev.worker})" if ev.worker else ""))
         elif isinstance(ev, RunStarted):
+            if ev.worker is not None:
+                self._workers[ev.run_id] = ev.worker
             self.current = f"{ev.scenario} #{ev.iteration + 1}{' (warm-up)' if ev.warmup else ''}"
             self._bar(force=True)
         elif isinstance(ev, RunFinished):
             self.done += 1
+            w = self._workers.pop(ev.run_id, None)
             if not self.tty and not self.quiet:
-                self._line(f"ttftui: {ev.scenario} run {ev.run_id}{' warm-up' if ev.warmup else ''}: "
+                self._line(f"ttftui: {ev.scenario} run {ev.run_id}{' warm-up' if ev.warmup else ''}"
+                           f"{f' [{w}]' if w else ''}: "
                            f"TTFT {ev.ttft_ns / 1e6:.1f} ms, {ev.n_output_tokens} tokens in {ev.e2e_ns / 1e6:.0f} ms")
             self._bar(force=True)
         elif isinstance(ev, RunFailed):
             self.done += 1
+            self._workers.pop(ev.run_id, None)
             self._line(f"ttftui: {ev.scenario} run {ev.run_id} failed: {ev.error}")
         elif isinstance(ev, Notice) and ev.level != "error":  # errors: the CLI prints them once
             if ev.level == "warning" or not self.quiet:

@@ -12,6 +12,7 @@ still take from the engine, from the tokens right after each one.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import contextvars
 import json
 import math
@@ -37,6 +38,7 @@ from ttftui.tui.frames import FrameScheduler
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 from ttftui.tui.widgets.requests import RequestLanes, has_load
+from ttftui.tui.widgets.hosts import HostsPanel, host_names, view_for
 
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 
@@ -112,6 +114,7 @@ class TtftApp(App[int]):
         Binding("end", "seek_end", "End", show=False),
         Binding("g", "seek", "Seek"),
         Binding("t", "cycle_theme", "Theme"),
+        Binding("w", "next_host", "Host", show=False),
         Binding("m", "maximize", "Max/restore"),
         Binding("1,2,3,4", "toggle_panel", "Panels 1-4", key_display="1-4"),
         Binding("s", "screenshot", "SVG"),
@@ -157,6 +160,7 @@ class TtftApp(App[int]):
         with Vertical(id="body"):
             yield TTFTBar(id="ttft")
             yield RequestLanes(id="lanes")  # load sessions only (ttftui.load)
+            yield HostsPanel(id="hosts")  # Ray engine hosts only (ttftui.enginehosts)
             with Horizontal(id="middle"):
                 yield TokenStream(id="stream")
                 with Vertical(id="side"):
@@ -179,6 +183,8 @@ class TtftApp(App[int]):
         self.w_telemetry = self.query_one(TelemetryPanel)
         self.w_lanes = self.query_one(RequestLanes)
         self.w_lanes.display = False
+        self.w_hosts = self.query_one(HostsPanel)
+        self.w_hosts.display = False
         self.w_table.baseline = self.baseline
         for name in builtin_theme_names():
             th, _ = load_theme_or_default(name)
@@ -235,7 +241,8 @@ class TtftApp(App[int]):
     def _apply_theme(self, th: ThemeFile) -> None:
         self.theme_file = th
         self.theme = th.textual_theme().name
-        for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry, self.w_lanes):
+        for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry, self.w_lanes,
+                  self.w_hosts):
             w.theme_file = th
             if hasattr(w, "_key"):
                 w._key = None
@@ -301,6 +308,15 @@ class TtftApp(App[int]):
         cpu0 = time.thread_time()
         self._fit_layout()
         state = self.pump.state
+        full_state = state
+        # the engine host the dashboard follows (w): the stream, the TTFT bar and the telemetry show
+        # its runs and its node; the table pools every host's runs
+        state = view_for(state, self.w_hosts.selected)
+        if self.w_hosts.display and self.w_hosts.selected is None:  # the newest run's host's telemetry
+            newest = state.current or state.runs.last()
+            if newest is not None and newest.started.worker is not None:
+                state = replace(state, telemetry=state.telemetry_of(newest.started.worker),
+                                telemetry_status=state.worker_telemetry_status.get(newest.started.worker))
         now = self.now_ns()
         # While a run computes on every CPU, a frame between full ones redraws only the panel that
         # shows the run's progress (the stream, or the TTFT bar while the prefill runs): any other
@@ -313,24 +329,33 @@ class TtftApp(App[int]):
         with self.batch_update():
             if full:
                 pcts = report_percentiles(state)
-                self._stats = session_stats(state, pcts)
-                self.w_status.show(state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
+                self._stats = session_stats(full_state, pcts)
+                self.w_status.show(full_state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
                                    extra=self.status_extra(), total_runs=self.source.total_runs)
                 self.w_ttft.show(state, self._stats, now)
                 # every panel is called every full frame: each one compares what it shows and returns
                 # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
                 self.w_stream.show(state, rationed)
-                load = has_load(state)
+                load = has_load(full_state)
                 if self.w_lanes.display != load:
                     self.w_lanes.display = load
                 if load:
-                    self.w_lanes.show(state, now)
+                    self.w_lanes.show(full_state, now)
+                hosts = bool(full_state.engines) and full_state.engines[0].worker is not None
+                if self.w_hosts.display != hosts:
+                    self.w_hosts.display = hosts
+                if hosts:  # a line per host (8 at most) under its title line
+                    rows = min(len(host_names(full_state)), 8) + 1 + (1 if self._compact else 2)
+                    if self.w_hosts.styles.height is None or self.w_hosts.styles.height.value != rows:
+                        self.w_hosts.styles.height = rows
+                if hosts:
+                    self.w_hosts.show(full_state)
                 self.w_telemetry.show(state)
                 table = self.w_table
                 table.setup(pcts, list(self._stats), with_baseline=table.baseline is not None,
                             compact=bool(self._compact))
                 table.show(self._stats, pcts)
-                self.w_alerts.show(state, self.n_rules)
+                self.w_alerts.show(full_state, self.n_rules)
             elif state.current is not None and state.current.tokens:
                 self.w_stream.show(state, True)
             else:  # runs finish only in full frames, so the scenario medians are the last full frame's
@@ -459,6 +484,18 @@ class TtftApp(App[int]):
             return
         self.source.skip_scenario()
         self.notify("moving to the next scenario after this run", timeout=3)
+
+    def action_next_host(self) -> None:
+        """Follow the next Ray engine host (then none: the newest run, whichever host runs it)."""
+        names = host_names(self.pump.state)
+        if not names:
+            self.notify("w follows one Ray engine host: this session has none (--per-node, cluster.matrix)",
+                        timeout=4)
+            return
+        cur = self.w_hosts.selected
+        order: list[str | None] = [None, *names]
+        self.w_hosts.selected = order[(order.index(cur) + 1) % len(order)] if cur in order else names[0]
+        self.redraw(force=True)
 
     def action_cycle_theme(self) -> None:
         names = builtin_theme_names()

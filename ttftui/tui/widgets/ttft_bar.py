@@ -31,7 +31,9 @@ class TTFTBar(Panel):
         cur = state.current
         live = cur is not None and not cur.tokens
         # While a phase runs only its elapsed time changes (the app draws about once a second then).
+        last = state.runs.last()  # (its id too: a Ray engine host's view has its own ended runs)
         return (cur and cur.run_id, cur and len(cur.phases), cur and bool(cur.tokens), len(state.runs),
+                last and last.run_id,
                 now_ns // 1_000_000_000 if live else 0, self.theme_file and self.theme_file.name)
 
     def draw(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> None:
