@@ -329,7 +329,7 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"warmup": 0},
                                  "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 1}]})
-    eng = lambda w: EngineReady(t_ns=1, engine="llama.cpp", synthetic=False, synthetic_reason=None,  # noqa: E731
+    eng = lambda w: EngineReady(t_ns=1, engine="llama.cpp", synthetic=False, synthetic_reason=None,
                                 load_ms=5.0, model=ModelFacts(path="m", name="m", file_size_bytes=0),
                                 device=DeviceFacts(kind="cpu", name="c"), worker=w)
 
@@ -339,7 +339,7 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
                            prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
                            stop_reason="max_tokens")
 
-    start = lambda rid, w: RunStarted(t_ns=10, run_id=rid, scenario="s", iteration=0, warmup=False,  # noqa: E731
+    start = lambda rid, w: RunStarted(t_ns=10, run_id=rid, scenario="s", iteration=0, warmup=False,
                                       prompt_tokens=8, max_tokens=1, worker=w)
     evs = [SessionStarted(t_ns=0, session_id="x", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
                           config=cfg.model_dump(mode="json")), eng("a:1"), eng("b:2"),
@@ -350,3 +350,17 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
     assert len(state.runs) == 2 and len(state.engines) == 2  # both ran at once, neither dropped
     rss = {r.started.worker: r.metrics.extra["rss_peak_bytes"] for r in state.runs}
     assert rss == {"a:1": 100, "b:2": 900}  # each from its own node, never this machine's or the other's
+
+
+def test_the_html_report_has_each_engine_hosts_figures():
+    from ttftui.html import report_html
+
+    from .test_tui import two_host_session
+
+    report = build_report(fold(two_host_session())).model_dump(mode="json")
+    assert set(report["hosts"]) == {"aaaa:1", "bbbb:2"} and report["synthetic"] is True
+    page = report_html(report)
+    section = page.split('<h2 id="hosts">', 1)[1].split("<h2", 1)[0]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(SYNTHETIC[^<]*)</td><td>short</td><td>3</td>", section)
+    assert [r[0] for r in rows] == ["aaaa:1", "bbbb:2"]
+    assert section.count("<svg") == 1 and "aaaa:1 · short" in section and "bbbb:2 · short" in section

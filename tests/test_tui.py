@@ -554,7 +554,7 @@ def two_host_session() -> list:
     for k, w in enumerate(("aaaa:1", "bbbb:2")):
         evs: list = []
         host_cfg = cfg.model_copy(update={"cluster": type(cfg.cluster)(), "run": cfg.run.model_copy(update={"seed": k})})
-        SessionRunner(host_cfg, lambda: SyntheticEngine(host_cfg, "test data (deterministic)"), evs.append).run()
+        SessionRunner(host_cfg, lambda c=host_cfg: SyntheticEngine(c, "test data (deterministic)"), evs.append).run()
         for e in evs:
             if isinstance(e, (SessionStarted, SessionFinished)):
                 continue

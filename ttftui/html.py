@@ -274,6 +274,7 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
     say("tables")
     parts.append(_percentiles(rep, summary))
     parts.append(_load(rep.get("load") or {}))
+    parts.append(_hosts(rep.get("hosts") or {}))
     parts.append(_sweeps(rep.get("sweeps") or {}))
     parts.append(_alerts(rep, summary))
     parts.append(_failures(rep))
@@ -431,6 +432,44 @@ def _load(load: dict[str, Any]) -> str:
     return ('<h2 id="load">Load</h2>' + table(("scenario", "load", "req/s", "goodput req/s", "tok/s",
                                                "in flight mean / max", "failed", "client lag max",
                                                "server deferred max"), rows))
+
+
+def _hosts(hosts: dict[str, Any]) -> str:
+    """Ray engine hosts: what each loaded, its own figures per scenario, its node's telemetry, and
+    each host's TTFT breakdown on one scale (the percentiles above pool every host)."""
+    if not hosts:
+        return ""
+    rows, bars = [], []
+    used: dict[str, str] = {}
+    for w, h in hosts.items():
+        engines = [e for e in h.get("engines") or [] if isinstance(e, dict)]
+        what = "; ".join(
+            f'{"SYNTHETIC" if e.get("synthetic") else "REAL"} {esc((e.get("model") or {}).get("name"))} '
+            f'{esc((e.get("model") or {}).get("quantization"))} on {esc((e.get("device") or {}).get("name"))} '
+            f'(load {fmt(e.get("load_ms"))})' for e in engines)
+        tel = (h.get("telemetry") or {}).get("session") or {}
+        node = (f'RSS peak {fmt((tel.get("rss_peak_bytes") or 0) / 2**20, "")} MiB'
+                + (f', GPU busy mean {fmt(tel.get("gpu_busy_mean_pct"), "pct")}'
+                   if tel.get("gpu_busy_mean_pct") is not None else ""))
+        for name, sm in (h.get("summary") or {}).items():
+            rows.append([esc(w), what, esc(name), esc(sm.get("n_runs")), fmt(_pct(sm, "ttft_ms", "p50")),
+                         fmt(_pct(sm, "ttft_ms", "p99")), fmt(_pct(sm, "prefill_tps", "p50"), ""),
+                         fmt(_pct(sm, "decode_tps", "p50"), ""), node])
+            med = sm.get("component_medians_ms") or {}
+            bar = []
+            for m in registry.components():
+                key = m.component or ""
+                if key in med:
+                    c = component_colour(key)
+                    bar.append((m.label, float(med[key]), c))
+                    used[m.label] = c
+            if bar:
+                bars.append((f"{w} · {name}", bar))
+    return ('<h2 id="hosts">Engine hosts</h2><p class="dim">each Ray engine host\'s own runs; the percentiles '
+            'above pool every host\'s raw samples</p>'
+            + table(("host", "engine", "scenario", "runs", "TTFT p50", "TTFT p99", "prefill tok/s p50",
+                     "decode tok/s p50", "its node"), rows)
+            + (stacked_bars(bars) + legend(used.items()) if bars else ""))
 
 
 def _sweeps(sweeps: dict[str, Any]) -> str:
