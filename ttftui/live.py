@@ -95,8 +95,8 @@ class LiveSource(LiveSession, SourceBase):
             yield_to_engine()
 
     def now_ns(self) -> int:
-        eng = self.runner.engine
-        return eng.clock.now_ns() if eng is not None else 0
+        clock = self.runner.clock
+        return clock.now_ns() if clock is not None else 0
 
     @property
     def total_runs(self) -> int:

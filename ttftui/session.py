@@ -148,6 +148,7 @@ class SessionRunner:
         self.controls = controls or Controls()
         self.after_run = after_run  # e.g. the alert evaluator; called with each run's end event
         self.engine: Engine | None = None
+        self.clock: Any = None  # the session's clock: the engine's, or this process's with Ray engine hosts
         self.sampler: Any = None
         self.cluster: Any = None  # Ray client workers (ttftui.cluster), started by the first load scenario
         self.error: BaseException | None = None
@@ -169,12 +170,12 @@ class SessionRunner:
             if self.config.engine_hosts:  # Ray engine hosts run it; this process only gathers events
                 from ttftui.engine.base import Clock
 
-                clock = Clock()
+                clock = self.clock = Clock()
                 self._session_started(clock)
                 self._run_on_engine_hosts(clock)
             else:
                 engine = self.engine = self.engine_factory()
-                clock = engine.clock
+                clock = self.clock = engine.clock
                 self._session_started(clock)
                 self.open_engine(engine)
                 self.run_plan(engine)

@@ -27,7 +27,7 @@ class StatusBar(Static):
         eng = state.engine
         critical = firing_alerts(state, "critical")
         key = (id(eng), mode, activity, now_ns // 1_000_000_000, extra, state.current and state.current.run_id,
-               len(state.runs), th and th.name, total_runs, len(critical))
+               len(state.runs), th and th.name, total_runs, len(critical), len(state.engines), len(state.in_flight))
         if key == self._last:
             return
         self._last = key
@@ -36,14 +36,16 @@ class StatusBar(Static):
             t.append(" LOADING ", style="bold reverse")
             t.append("  starting the engine…")
         else:
-            color = th.badges.synthetic if eng.synthetic else th.badges.real
-            label = " SYNTHETIC " if eng.synthetic else " REAL "
+            synthetic = bool(state.synthetic)  # with Ray engine hosts: if any host's engine is
+            color = th.badges.synthetic if synthetic else th.badges.real
+            label = " SYNTHETIC " if synthetic else " REAL "
             t.append(label, style=f"bold {R.text_on(color)} on {color}")
             if mode == "replay":
                 t.append(" ")
                 t.append(" REPLAY ", style=f"bold {R.text_on(th.badges.replay)} on {th.badges.replay}")
-            if eng.synthetic:
-                t.append(f" not measured: {eng.synthetic_reason}", style=f"bold {th.badges.synthetic}")
+            if synthetic:
+                why = eng.synthetic_reason or next((e.synthetic_reason for e in state.engines if e.synthetic), "")
+                t.append(f" not measured: {why}", style=f"bold {th.badges.synthetic}")
             m, d = eng.model, eng.device
             size = f" {R.fmt_bytes(m.file_size_bytes)}" if m.file_size_bytes else ""
             quant = f" {m.quantization}" if m.quantization and m.quantization not in (m.path or "") else ""
@@ -58,6 +60,10 @@ class StatusBar(Static):
             else:
                 dev = d.name
             t.append(f"  •  {dev}")
+            hosts = {e.worker for e in state.engines if e.worker is not None}
+            if hosts:
+                t.append(f"  •  {len(hosts)} Ray engine host{'s' if len(hosts) != 1 else ''}"
+                         f"{'' if len(state.engines) == len(hosts) else f', {len(state.engines)} engines'}", style="bold")
         t.append("\n")
         if critical:
             t.append(f" ⚠ {len(critical)} CRITICAL ", style=f"bold blink {R.text_on(th.textual.error)} on {th.textual.error}")
@@ -69,7 +75,7 @@ class StatusBar(Static):
         secs = max(now_ns, 0) // 1_000_000_000
         t.append(f"  •  {secs // 60:02d}:{secs % 60:02d}")
         if total_runs:
-            t.append(f"  •  run {len(state.runs) + (1 if cur else 0)}/{total_runs}")
+            t.append(f"  •  run {len(state.runs) + len(state.in_flight)}/{total_runs}")
         if extra:
             t.append(f"  •  {extra}")
         self.update(t, layout=False)  # fixed height: no re-layout of the whole screen
