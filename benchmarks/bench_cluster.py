@@ -13,6 +13,11 @@
 2. The client CPU per worker at a fixed request rate: an open loop of ``--rate`` requests/s split
    over 2 workers against a paced server (TTFT ``--ttft-ms``, ``--chunks`` chunks ``--itl-ms``
    apart); each worker's own process CPU, as it reports it.
+3. What a Ray engine host adds to what it measures: the same real-model scenario (the demo model,
+   1 thread, ``--host-runs`` counted runs after 2 warm-ups) run by this machine's own engine host
+   (plain ``ttftui --headless``) and by a Ray engine host (a one-cell matrix, so one node computes
+   at a time), alternated ``--host-rounds`` times; TTFT, prefill and decode medians side by side
+   and their ratios (goal: 1.00 within noise: the host is the same runner over the same engine).
 
 The cluster is two Ray nodes on this machine (ray.cluster_utils), started once.
 
@@ -135,6 +140,9 @@ def main() -> int:
     ap.add_argument("--ttft-ms", type=float, default=50.0)
     ap.add_argument("--chunks", type=int, default=50)
     ap.add_argument("--itl-ms", type=float, default=10.0)
+    ap.add_argument("--host-runs", type=int, default=10)
+    ap.add_argument("--host-rounds", type=int, default=2)
+    ap.add_argument("--host-prompt", type=int, default=256)
     ap.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=shutil.which("tmux") is not None,
                     help="also measure part 1 with the dashboard open in tmux (default: when tmux is installed)")
     args = ap.parse_args()
@@ -201,6 +209,24 @@ def main() -> int:
                 print(f"   worker {m.group(1)}: {m.group(2)} requests, CPU {cpu_w:.3f} s over {float(m.group(4)):.1f} s "
                       f"= {m.group(5)} % of a core, {cpu_w / int(m.group(2)) * 1000:.2f} ms per request")
         print(f"   driver process CPU {cpu:.2f} s over {wall:.1f} s (start-up and Ray's client included)")
+        print(f"\n3. a Ray engine host vs this machine's own (demo model, {args.host_prompt}-token prompt, 1 thread, "
+              f"{args.host_runs} counted runs, alternated {args.host_rounds}x):")
+        scen = f"scenarios=[{{name='s', prompt_tokens={args.host_prompt}, max_tokens=32}}]"
+        common = ["--set", "model.n_threads=1", "--set", "run.warmup=2", "--set", f"run.iterations={args.host_runs}",
+                  "--set", scen, "-q"]
+        med: dict[str, dict[str, list[float]]] = {"local": {}, "ray": {}}
+        for _ in range(args.host_rounds):
+            for side, extra in (("local", []), ("ray", ["--ray", cluster.address, "--matrix", "model.n_threads=1"])):
+                rep, _cpu, _wall, _err = session([*extra, *common])
+                (summ,) = rep["summary"].values()
+                for m in ("ttft_ms", "prefill_ms", "decode_tps"):
+                    med[side].setdefault(m, []).append(summ["metrics"][m]["p50"])
+        head = "metric (median over rounds of p50)"
+        print(f"   {head:<38} {'local':>10} {'Ray host':>10} {'ratio':>7}")
+        for m in ("ttft_ms", "prefill_ms", "decode_tps"):
+            a = sorted(med["local"][m])[len(med["local"][m]) // 2]
+            b = sorted(med["ray"][m])[len(med["ray"][m]) // 2]
+            print(f"   {m:<38} {a:>10.2f} {b:>10.2f} {b / a:>7.3f}")
     finally:
         paced.terminate()
         if ray.is_initialized():

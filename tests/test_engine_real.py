@@ -226,12 +226,13 @@ def test_decode_breakdown_accounts_for_every_gap_between_tokens(real_state):
         assert min(tp.decode_median_ns, tp.sample_median_ns, tp.detok_median_ns, tp.rest_median_ns) >= 0
 
 
-def small_config(tmp_path, *, iterations: int, warmup: int, scenarios: str, n_batch: int = 64, n_threads: int = 2):
+def small_config(tmp_path, *, iterations: int, warmup: int, scenarios: str, n_batch: int = 64, n_threads: int = 2,
+                 order: str = "sequential"):
     """A config file for a CLI session on the demo model: small context, 64-token chunks, 2 threads."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[model]\nn_ctx = 1024\nn_batch = {n_batch}\nn_threads = {n_threads}\n[run]\n"
                    f"iterations = {iterations}\n"
-                   f"warmup = {warmup}\n{scenarios}")
+                   f"warmup = {warmup}\norder = \"{order}\"\n{scenarios}")
     return cfg
 
 
@@ -298,8 +299,9 @@ def test_cold_rule_on_made_up_runs():
 def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
     """Six prompt lengths on the real model: TTFT fits a + b*n + c*n^2 with a high R², and the median
     of the runs at a length left out of the fit lands inside its 95 % prediction interval. The
-    held-out length runs inside the sweep, between its neighbours: this machine's speed drifts by
-    10-20 % over a minute, and a length measured at the end would be judged against that drift.
+    held-out length runs inside the sweep, between its neighbours, and the runs are interleaved
+    (run.order): this machine's speed drifts by 10-20 % over a minute, and run length after length
+    that drift became a slope the fit took for the lengths' (a held-out length 4 % off its prediction).
     One prefill chunk per run (n_batch 512): with several, each chunk's fixed cost makes TTFT a
     staircase in n that no quadratic follows, and on a quiet machine the interval is narrower than
     the steps (the per-chunk cost is what chunk_per_token_vs_depth is for: see the synthetic test)."""
@@ -311,7 +313,7 @@ def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
 
     # one thread: two threads on two cores that are also busy elsewhere wait for each other at every
     # barrier, and that noise (not the prompt length) then decides TTFT
-    cfg = small_config(tmp_path, iterations=3, warmup=1, n_batch=512, n_threads=1, scenarios="""
+    cfg = small_config(tmp_path, iterations=3, warmup=1, n_batch=512, n_threads=1, order="interleaved", scenarios="""
 [[scenarios]]
 name = "sweep"
 prompt_tokens = [16, 48, 96, 160, 224, 240, 288]

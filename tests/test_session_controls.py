@@ -45,6 +45,33 @@ def test_skip_leaves_out_the_rest_of_the_scenario_and_the_plan_shrinks():
     assert runner.planned_runs == len(done) == 4
 
 
+def test_interleaved_order_runs_every_warm_up_then_one_counted_run_of_each_in_turn():
+    cfg = make_config(run={"iterations": 3, "warmup": 1, "order": "interleaved"}, scenarios=SCENARIOS)
+    events: list = []
+    runner = SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append)
+    runner.run()
+    started = [(e.scenario, e.warmup, e.iteration) for e in events if isinstance(e, RunStarted)]
+    assert started == [("a", True, 0), ("b", True, 0), ("a", False, 1), ("b", False, 1), ("a", False, 2),
+                       ("b", False, 2), ("a", False, 3), ("b", False, 3)]
+    assert runner.planned_runs == 8
+
+
+def test_a_skip_in_interleaved_order_leaves_out_the_rest_of_the_scenario_that_just_ran():
+    cfg = make_config(run={"iterations": 3, "warmup": 0, "order": "interleaved"}, scenarios=SCENARIOS)
+    controls = Controls()
+    events: list = []
+
+    def publish(ev):
+        events.append(ev)
+        if isinstance(ev, RunStarted) and ev.scenario == "b" and ev.iteration == 0:
+            controls.skip_scenario.set()  # during b's first run: b's other rounds never start
+
+    runner = SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), publish, controls=controls)
+    runner.run()
+    done = [e.scenario for e in events if isinstance(e, RunFinished)]
+    assert done == ["a", "b", "a", "a"] and runner.planned_runs == 4
+
+
 def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
     cfg = _config()
     controls = Controls(keep_alive=True)

@@ -61,6 +61,11 @@ class RunConfig(_Strict):
     warmup_policy: Literal["per_scenario", "largest_first"] = Field(
         "per_scenario", description="largest_first: before any counted run, one more warm-up run of the scenario "
                                     "with the longest prompt, so no counted run is the first to meet a larger shape")
+    order: Literal["sequential", "interleaved"] = Field(
+        "sequential", description="sequential: each scenario's runs one after another; interleaved: every scenario's "
+                                  "warm-ups, then one counted run of each in turn, round after round, so a machine "
+                                  "whose speed drifts spreads that drift over every scenario instead of confounding it "
+                                  "with one (sweeps). Load scenarios run after, in order")
     pause_ms: float = Field(0.0, ge=0, le=600_000,
                             description="untimed pause before each run but the first (the dashboard pauses at "
                                         "least 300 ms, to draw each result while the engine is idle)")

@@ -245,7 +245,12 @@ class SessionRunner:
                           key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
             self.planned_runs += 1
             self._run_scenario(engine, largest, runs=1, all_warmup=True)
-        for name in self.names:
+        names = self.names
+        if self.config.run.order == "interleaved":
+            rounds = [n for n in names if plan_for(self.config.run, self.config.scenario(n)) is None]
+            self._run_interleaved(engine, [prepared[n] for n in rounds])
+            names = [n for n in names if n not in rounds]  # load scenarios: after, in order
+        for name in names:
             if c.stop.is_set():
                 break
             self._run_scenario(engine, prepared[name])
@@ -321,26 +326,54 @@ class SessionRunner:
             return
         total = self.config.run.warmup + self.config.run.iterations if runs is None else runs
         for k in range(total):
-            while c.paused.is_set() and not c.stop.is_set():
-                c.stop.wait(0.05)
-            if c.stop.is_set():
+            if not self._between_runs():
                 break
             if c.skip_scenario.is_set():
                 self.planned_runs -= total - k  # the runs the skip left out
                 break
-            gap = max(c.between_runs_s, self.config.run.pause_ms / 1000)
-            if self._run_id and gap:  # before every run but the session's first, scenarios included
-                # Not timed: the run has not started. Waited in slices, so that a process stopped in
-                # the pause (Ctrl-Z, SIGSTOP) still pauses for the rest of it once resumed, before the
-                # run starts (its front end catches up then, not during the run).
-                slices = max(1, round(gap / 0.01))
-                for _ in range(slices):
-                    if c.stop.wait(gap / slices):
-                        break
-                if c.stop.is_set():
-                    break
             warm = all_warmup or k < self.config.run.warmup
             self._one_run(engine, engine.run, prep, warm)
+
+    def _between_runs(self) -> bool:
+        """Wait while paused, then the untimed pause before every run but the session's first;
+        False when the session is stopped meanwhile."""
+        c = self.controls
+        while c.paused.is_set() and not c.stop.is_set():
+            c.stop.wait(0.05)
+        if c.stop.is_set():
+            return False
+        gap = max(c.between_runs_s, self.config.run.pause_ms / 1000)
+        if self._run_id and gap:  # before every run but the session's first, scenarios included
+            # Not timed: the run has not started. Waited in slices, so that a process stopped in
+            # the pause (Ctrl-Z, SIGSTOP) still pauses for the rest of it once resumed, before the
+            # run starts (its front end catches up then, not during the run).
+            slices = max(1, round(gap / 0.01))
+            for _ in range(slices):
+                if c.stop.wait(gap / slices):
+                    break
+        return not c.stop.is_set()
+
+    def _run_interleaved(self, engine: Engine, preps: list[PreparedScenario]) -> None:
+        """``run.order = interleaved``: every scenario's warm-ups, then one counted run of each in
+        turn. A skip leaves out the rest of the scenario whose run was the last one."""
+        c = self.controls
+        rc = self.config.run
+        schedule = [(p, True) for p in preps for _ in range(rc.warmup)]
+        schedule += [(p, False) for _ in range(rc.iterations) for p in preps]
+        skipped: set[str] = set()
+        last: str | None = None
+        c.skip_scenario.clear()
+        for i, (p, warm) in enumerate(schedule):
+            if c.skip_scenario.is_set() and last is not None:
+                c.skip_scenario.clear()
+                skipped.add(last)
+                self.planned_runs -= sum(1 for q, _ in schedule[i:] if q.scenario.name == last)
+            if p.scenario.name in skipped:
+                continue
+            if not self._between_runs():
+                break
+            self._one_run(engine, engine.run, p, warm)
+            last = p.scenario.name
 
     def _next_run(self, name: str) -> tuple[int, int]:
         """A new run id and the scenario's next iteration number."""
