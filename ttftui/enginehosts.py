@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ttftui.cluster import _alive_nodes, _join, _one_line, _ray
+from ttftui.cluster import _alive_nodes, _join, _one_line, _ray, nice_warning, unnice
 from ttftui.config import Config, cell_config, matrix_cells
 from ttftui.errors import ConfigError
 from ttftui.events import (
@@ -90,7 +90,8 @@ class EngineHost:
         except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
             pass
         self.name = f"{node or socket.gethostname()}:{os.getpid()}"
-        return {"worker": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+        # before any engine starts: its process inherits this niceness
+        return {"worker": self.name, "host": socket.gethostname(), "pid": os.getpid(), "nice": unnice(),
                 "zero_wall_ns": time.time_ns() - self.clock.now_ns()}
 
     # controls, from the driver's forwarding thread (the actor is threaded)
@@ -239,6 +240,8 @@ class RayEngineHosts:
         publish(Notice(t_ns=clock.now_ns(), level="info",
                        message=f"Ray: {len(self.actors)} engine host(s), one per node ({', '.join(hosts)}): "
                                f"{', '.join(self.names)}; they run {what}"))
+        if why := nice_warning(self.names, [int(h.get("nice", 0)) for h in hellos], "Ray engine hosts"):
+            publish(Notice(t_ns=clock.now_ns(), level="warning", message=why))
 
     # ------------------------------------------------------------------ the plan
     def units_for(self, names: list[str]) -> list[Unit]:
