@@ -385,3 +385,59 @@ def test_telemetry_never_stops_a_session_even_if_a_backend_raises(monkeypatch):
     assert any(isinstance(e, RunFinished) for e in events)
     assert events[-1].status == "completed" and isinstance(events[-1], SessionFinished)
     assert threading.active_count() < 10
+
+
+def _metrics(ttft_ms: float, e2e_ms: float, n_out: int, prefill_samples: int | None, decode_samples: int | None):
+    from ttftui.metrics import RunMetrics
+
+    extra = {} if prefill_samples is None else {"prefill_samples": prefill_samples, "decode_samples": decode_samples}
+    m = RunMetrics.__new__(RunMetrics)  # only the fields telemetry_gaps reads
+    for k, v in {"ttft_ms": ttft_ms, "e2e_ms": e2e_ms, "n_output_tokens": n_out, "extra": extra}.items():
+        object.__setattr__(m, k, v)
+    return m
+
+
+def test_a_phase_without_a_sample_says_why_instead_of_a_bare_null():
+    from ttftui.metrics import telemetry_gaps
+
+    short = telemetry_gaps(_metrics(12.0, 80.0, 8, None, None), 100)  # no sample in the whole run
+    assert short == {"prefill": "prefill lasted 12.0 ms, less than the 100 ms between samples: no sample landed in it",
+                     "decode": "decode lasted 68.0 ms, less than the 100 ms between samples: no sample landed in it"}
+    late = telemetry_gaps(_metrics(450.0, 900.0, 8, 0, 4), 100)  # due 4 times in the prefill, none came
+    assert list(late) == ["prefill"] and "the sampler fell behind" in late["prefill"]
+    assert telemetry_gaps(_metrics(450.0, 900.0, 8, 4, 4), 100) == {}  # both sampled
+    # a 12 ms prefill holds one 10 ms tick at least: none there is the sampler's lateness; one token, no decode
+    assert list(telemetry_gaps(_metrics(12.0, 12.0, 1, 0, 0), 10)) == ["prefill"]
+    assert telemetry_gaps(_metrics(12.0, 80.0, 8, 0, 0), None) == {}  # no sampler: nothing to explain
+
+
+def test_the_report_and_the_panel_say_which_phase_was_too_short_to_sample():
+    """A real-time synthetic session sampled every 100 ms whose runs last about 60 ms: the runs with
+    no sample in a phase say why in the report, and the telemetry panel says it for the last run."""
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.reducer import fold
+    from ttftui.report import build_report
+    from ttftui.session import SessionRunner
+    from ttftui.tui.telemetry_view import telemetry_text
+    from ttftui.tui.themes import load_theme_or_default
+
+    cfg = Config.model_validate({"run": {"iterations": 4, "warmup": 0}, "telemetry": {"interval_ms": 100},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 12}]})
+    events = []
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(600)),
+                  events.append).run()
+    state = fold(events)
+    rep = build_report(state)
+    for r in rep.runs:
+        t = r.telemetry or {}
+        assert ("prefill" in r.telemetry_gaps) == (not t.get("prefill_samples")), r
+        if "prefill" in r.telemetry_gaps:
+            assert r.ttft_ms < 100 and "less than the 100 ms between samples" in r.telemetry_gaps["prefill"]
+    assert any(r.telemetry_gaps for r in rep.runs)  # 4 runs of ~60 ms: a sample cannot land in every phase
+    text = telemetry_text(state, load_theme_or_default("dark")[0], 60).plain
+    last = rep.runs[-1]
+    if last.telemetry_gaps:
+        assert f"run {last.run_id}: " in text and "< 100 ms interval: not sampled" in text
+    else:
+        assert "not sampled" not in text

@@ -63,7 +63,29 @@ def telemetry_figures(samples: Sequence[Any], first_token_t_ns: int | None) -> d
         "prefill_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", pre)),
         "decode_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", dec)),
         "sys_cpu_mean_pct": _mean(vals("sys_cpu_pct", samples)),
+        "prefill_samples": len(pre),
+        "decode_samples": len(dec),
     }
+
+
+def telemetry_gaps(m: "RunMetrics", interval_ms: float | None) -> dict[str, str]:
+    """Why a phase of this run has no telemetry figure, per phase, instead of a bare null: the phase
+    was shorter than the time between two samples, or the sampler fell behind. ``interval_ms``:
+    the session's sampling interval (None: no sampler ran, nothing to explain)."""
+    if interval_ms is None:
+        return {}
+    out: dict[str, str] = {}
+    decode_ms = max(m.e2e_ms - m.ttft_ms, 0.0)
+    for phase, dur in (("prefill", m.ttft_ms), ("decode", decode_ms)):
+        if m.extra.get(f"{phase}_samples") or (phase == "decode" and m.n_output_tokens <= 1):
+            continue  # sampled, or no decode at all
+        if dur < interval_ms:
+            out[phase] = (f"{phase} lasted {dur:.1f} ms, less than the {interval_ms:g} ms between samples: no "
+                          "sample landed in it")
+        else:
+            out[phase] = (f"no sample landed in the {phase} ({dur:.1f} ms) though one was due every "
+                          f"{interval_ms:g} ms: the sampler fell behind")
+    return out
 
 
 @dataclass(frozen=True)

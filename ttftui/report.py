@@ -26,7 +26,7 @@ from ttftui.config import Config
 from ttftui.fit import sweep_fits
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
-from ttftui.metrics import RunMetrics, ScenarioStats
+from ttftui.metrics import RunMetrics, ScenarioStats, telemetry_gaps
 from ttftui.reducer import SessionState, scenario_order, session_stats
 from ttftui.stats import Summary
 
@@ -144,7 +144,12 @@ class RunRecord(_M):
     remote: RemoteRecord | None = Field(None, description="a run against a server (ttftui --url)")
     decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
     telemetry: dict[str, float | int | None] | None = Field(
-        None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest)")
+        None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
+                          "prefill_samples / decode_samples: how many samples each phase's figures come from")
+    telemetry_gaps: dict[str, str] = Field(
+        default_factory=dict, description="per phase (prefill, decode) whose telemetry figures are null although a "
+                                          "sampler ran: why (shorter than the sampling interval, or the sampler "
+                                          "fell behind)")
     output_text: str
     t_start_ms: float = Field(description="session time at which the run started")
     worker: str | None = Field(None, description="the Ray client worker (node:pid) that sent it (--ray)")
@@ -405,7 +410,8 @@ def _summary(s: Summary) -> MetricSummary:
     return MetricSummary(**{k: _clean(v) for k, v in s.as_dict().items()})
 
 
-def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, worker: str | None = None) -> RunRecord:
+def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, worker: str | None = None,
+                interval_ms: float | None = None) -> RunRecord:
     remote = None
     r = getattr(fin, "remote", None)
     if r is not None:
@@ -444,6 +450,7 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
         telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
                    or registry.BY_NAME[k].source == "telemetry"} or None,
         output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6, worker=worker,
+        telemetry_gaps=telemetry_gaps(m, interval_ms),
     )
 
 
@@ -459,6 +466,12 @@ def _scenario_summary(s: ScenarioStats, goodput_pct: float | None = None, n_cold
 
 def report_percentiles(state: SessionState) -> list[float]:
     return list((state.config or Config()).report.percentiles)
+
+
+def sampling_interval_ms(state: SessionState, worker: str | None) -> float | None:
+    """The sampling interval where ``worker`` ran (None: no sampler there, or nothing it can sample)."""
+    st = state.telemetry_status if worker is None else state.worker_telemetry_status.get(worker)
+    return st.interval_ms if st is not None and st.backend != "none" else None
 
 
 def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts | None = None) -> TelemetryReport | None:
@@ -645,7 +658,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         percentiles=pcts,
         definitions=DEFINITIONS,
         config=state.session.config if state.session else {},
-        runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id), r.started.worker)
+        runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id), r.started.worker,
+                          sampling_interval_ms(state, r.started.worker))
               for r in state.runs if r.metrics is not None],
         failed_runs=failed,
         summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]),

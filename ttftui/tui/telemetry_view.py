@@ -75,5 +75,17 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
     if samples:
         out.append(" " * 9)
         out.append(_phase_marks(state, [s.t_ns for s in samples])[-spark_w:], style="dim")
+    last = state.runs.last()
+    if last is not None and last.metrics is not None and st.backend != "none":
+        from ttftui.metrics import telemetry_gaps
+
+        m = last.metrics
+        gaps = telemetry_gaps(m, st.interval_ms)
+        if gaps:  # a phase no sample landed in: say why its figures are N/A
+            dur = {"prefill": m.ttft_ms, "decode": m.e2e_ms - m.ttft_ms}
+            out.append(f"\nrun {last.run_id}: " + "; ".join(
+                f"{p} {dur[p]:.0f} ms" + (f" < {st.interval_ms:g} ms interval: not sampled" if dur[p] < st.interval_ms
+                                           else ": not sampled (sampler late)")
+                for p in gaps), style="dim")
     out.rstrip()
     return out

@@ -16,8 +16,9 @@ class TelemetryPanel(LinePanel):
         # Sparklines move once a second of sample time, whatever the sampling rate: each frame of
         # this panel costs the engine CPU, and a 10 Hz sparkline tells nothing a 1 Hz one does not.
         last = state.telemetry.last()
+        run = state.runs.last()  # (its phases' gaps, if no sample landed in one)
         return (id(state.telemetry_status), id(state.telemetry._items), last and last.t_ns // 1_000_000_000,
-                self.theme_file and self.theme_file.name)
+                run and run.run_id, self.theme_file and self.theme_file.name)
 
     def draw(self, state: SessionState) -> None:
         from ttftui.tui.telemetry_view import telemetry_text
