@@ -379,3 +379,42 @@ def test_a_worker_started_niced_by_ray_goes_back_to_nice_0_or_says_why_not():
     assert nice_warning(["a:1", "b:2"], [0, 0], "Ray engine hosts") is None
     why = nice_warning(["a:1", "b:2"], [0, 15], "Ray engine hosts")
     assert why.startswith("Ray engine hosts b:2 (nice 15)") and "RAY_worker_niceness=0" in why
+
+
+@pytest.mark.model
+def test_an_engine_crash_on_a_host_fails_that_unit_only_and_the_host_takes_the_next(monkeypatch):
+    """The actor's body without Ray, the real model: llama.cpp dies with SIGSEGV in run 2's prefill.
+    The crash comes back as an event tagged with the host, run 2 as failed, the unit as failed; the
+    host then loads a fresh engine for the next unit, which completes."""
+    from ttftui.config import cell_config
+    from ttftui.enginehosts import EngineHost
+    from ttftui.events import EngineCrashed, RunFailed, event_from_json
+
+    cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "model": {"n_threads": 1},
+                                 "run": {"warmup": 0, "iterations": 3},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 24, "max_tokens": 3}]})
+    host = EngineHost(0)
+    name = host.hello()["worker"]
+    unit = cell_config(cfg, None).model_dump(mode="json")
+
+    def one_unit() -> tuple[list, dict]:
+        evs, last = [], None
+        for item in host.run(unit, ["s"], 20):
+            if isinstance(item, dict):
+                last = item
+            else:
+                evs.extend(event_from_json(x) for x in item)
+        return evs, last
+
+    monkeypatch.setenv("TTFTUI_ENGINE_FAULT", "SIGSEGV run=2 after=prefill_chunk:0")
+    evs, last = one_unit()
+    (crash,) = [e for e in evs if isinstance(e, EngineCrashed)]
+    assert crash.worker == name and crash.signal == "SIGSEGV" and crash.run_id == 2
+    assert [e.run_id for e in evs if isinstance(e, RunFinished)] == [1]
+    assert [e.run_id for e in evs if isinstance(e, RunFailed)] == [2]
+    assert last["failed"] and "SIGSEGV" in last["failed"]
+    monkeypatch.delenv("TTFTUI_ENGINE_FAULT")
+    evs, last = one_unit()
+    assert last["failed"] is None and sum(isinstance(e, EngineReady) for e in evs) == 1  # loaded afresh
+    assert len([e for e in evs if isinstance(e, RunFinished)]) == 3
+    host.shutdown()

@@ -47,27 +47,21 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-class ClientWorker:
-    """The body of a Ray client worker (wrapped into an actor by :func:`_actor_class`): a remote
-    engine of its own that sends a share of a load phase and buffers its events as JSON lines."""
+class WorkerBody:
+    """What every Ray worker body (a client worker, an engine host) shares: its name, its outbox
+    of event JSON lines, and the batches it yields every ``batch_ms`` while a thread of it works."""
 
-    def __init__(self, config: dict[str, Any], index: int):
-        from ttftui.remote.engine import RemoteEngine
-
-        self.config = Config.model_validate(config)
-        self.engine = RemoteEngine(self.config)
-        self.index = index
-        self.stop = threading.Event()
-        self.paused = threading.Event()
+    def __init__(self) -> None:
+        self.name = ""
         self._buf: list[bytes] = []
         self._lock = threading.Lock()
 
-    def hello(self, kind: str, model_name: str, server_tokenizer: bool) -> dict[str, Any]:
+    def _introduce(self, clock_now_ns: int) -> dict[str, Any]:
+        """Name this worker (node:pid), leave Ray's niceness, and say where its clock's zero is on
+        the wall clock (the driver's shift onto the session's time line)."""
         import os
         import socket
 
-        self.engine.kind, self.engine.model_name = kind, model_name
-        self.engine.prompts_from_server_tokenizer = server_tokenizer
         node = ""
         try:
             import ray
@@ -77,10 +71,11 @@ class ClientWorker:
         except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
             pass
         self.name = f"{node or socket.gethostname()}:{os.getpid()}"
+        # before any engine starts: its process inherits this niceness
         return {"worker": self.name, "host": socket.gethostname(), "pid": os.getpid(), "nice": unnice(),
-                "zero_wall_ns": time.time_ns() - self.engine.clock.now_ns()}
+                "zero_wall_ns": time.time_ns() - clock_now_ns}
 
-    def _publish(self, ev: Any) -> None:
+    def _put(self, ev: Any) -> None:
         line = event_to_json(ev)
         with self._lock:
             self._buf.append(line)
@@ -89,6 +84,37 @@ class ClientWorker:
         with self._lock:
             out, self._buf = self._buf, []
         return out
+
+    def _batches(self, body: Callable[[], None], batch_ms: float, name: str) -> Any:
+        """Run ``body`` in a thread; yield what it published, every ``batch_ms``, until it ends."""
+        th = threading.Thread(target=body, name=name, daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(batch_ms / 1000)
+            if batch := self._take():
+                yield batch
+        if batch := self._take():
+            yield batch
+
+
+class ClientWorker(WorkerBody):
+    """The body of a Ray client worker (wrapped into an actor by :func:`_actor_class`): a remote
+    engine of its own that sends a share of a load phase and buffers its events as JSON lines."""
+
+    def __init__(self, config: dict[str, Any], index: int):
+        from ttftui.remote.engine import RemoteEngine
+
+        super().__init__()
+        self.config = Config.model_validate(config)
+        self.engine = RemoteEngine(self.config)
+        self.index = index
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+
+    def hello(self, kind: str, model_name: str, server_tokenizer: bool) -> dict[str, Any]:
+        self.engine.kind, self.engine.model_name = kind, model_name
+        self.engine.prompts_from_server_tokenizer = server_tokenizer
+        return self._introduce(self.engine.clock.now_ns())
 
     def set_paused(self, paused: bool) -> None:
         (self.paused.set if paused else self.paused.clear)()
@@ -112,9 +138,9 @@ class ClientWorker:
         def one(w: Any, i: int, due: int | None) -> None:
             rid, it, _text, n = share[i]
             p = dataclasses.replace(prep, prompt_tokens=n)
-            end = execute_run(eng.clock, w.run, p, rid, it, warm, self._publish, self.stop, worker=self.name,
+            end = execute_run(eng.clock, w.run, p, rid, it, warm, self._put, self.stop, worker=self.name,
                               **({} if due is None else {"due_ns": due}))
-            self._publish(end)
+            self._put(end)
 
         result: dict[str, Any] = {}
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -127,14 +153,7 @@ class ClientWorker:
             except BaseException as e:  # noqa: BLE001 - reported to the driver with the batch
                 result["error"] = f"{type(e).__name__}: {e}"
 
-        th = threading.Thread(target=body, name="ttftui-worker-load", daemon=True)
-        th.start()
-        while th.is_alive():
-            th.join(batch_ms / 1000)
-            if batch := self._take():
-                yield batch
-        if batch := self._take():
-            yield batch
+        yield from self._batches(body, batch_ms, "ttftui-worker-load")
         result.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0, n=len(share))
         yield result
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ttftui.cluster import _alive_nodes, _join, _one_line, _ray, nice_warning, unnice
+from ttftui.cluster import WorkerBody, _alive_nodes, _join, _one_line, _ray, nice_warning
 from ttftui.config import Config, cell_config, matrix_cells
 from ttftui.errors import ConfigError
 from ttftui.events import (
@@ -45,7 +45,6 @@ from ttftui.events import (
     TelemetryStatus,
     WorkerLost,
     event_from_json,
-    event_to_json,
 )
 from ttftui.load import planned_runs
 
@@ -63,36 +62,21 @@ class Unit:
     pinned: int | None = None
 
 
-class EngineHost:
+class EngineHost(WorkerBody):
     """The body of a Ray engine host (wrapped into an actor by :func:`_actor_class`)."""
 
     def __init__(self, index: int):
         from ttftui.engine.base import Clock
 
+        super().__init__()
         self.index = index
         self.clock = Clock()  # the host's own zero: every event it sends is on this clock
-        self._buf: list[bytes] = []
-        self._lock = threading.Lock()
         self._controls: Any = None
         self._loaded: tuple[str, Any, dict[str, Any]] | None = None  # (config json, engine, prepared)
         self.name = f"host{index}"
 
     def hello(self) -> dict[str, Any]:
-        import os
-        import socket
-
-        node = ""
-        try:
-            import ray
-
-            if ray.is_initialized():  # (get_runtime_context would start a Ray of its own otherwise)
-                node = ray.get_runtime_context().get_node_id()[:8]
-        except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
-            pass
-        self.name = f"{node or socket.gethostname()}:{os.getpid()}"
-        # before any engine starts: its process inherits this niceness
-        return {"worker": self.name, "host": socket.gethostname(), "pid": os.getpid(), "nice": unnice(),
-                "zero_wall_ns": time.time_ns() - self.clock.now_ns()}
+        return self._introduce(self.clock.now_ns())
 
     # controls, from the driver's forwarding thread (the actor is threaded)
     def set_paused(self, paused: bool) -> None:
@@ -118,16 +102,9 @@ class EngineHost:
                 ev = dataclasses.replace(ev, worker=name)
             elif isinstance(ev, Notice):
                 ev = dataclasses.replace(ev, message=f"[{name}] {ev.message}")
-            line = event_to_json(ev)
-            with self._lock:
-                self._buf.append(line)
+            self._put(ev)
 
         return put
-
-    def _take(self) -> list[bytes]:
-        with self._lock:
-            out, self._buf = self._buf, []
-        return out
 
     def _close_loaded(self) -> None:
         if self._loaded is not None:
@@ -141,7 +118,7 @@ class EngineHost:
     def run(self, config: dict[str, Any], names: list[str], batch_ms: float) -> Any:
         """A generator of event batches: ``names`` of ``config`` run on this host's engine (loaded
         now, or kept from the last unit when the settings are the same); the last item is
-        ``{"started": n, "failed": message or None, ...}``."""
+        ``{"failed": message or None, "cpu_s": .., "wall_s": ..}``."""
         from ttftui.engine import select_engine
         from ttftui.errors import EngineCrash, TtftuiError
         from ttftui.session import Controls, SessionRunner
@@ -185,14 +162,7 @@ class EngineHost:
                 if runner is not None and runner.sampler is not None:
                     runner.sampler.stop()
 
-        th = threading.Thread(target=body, name="ttftui-engine-host", daemon=True)
-        th.start()
-        while th.is_alive():
-            th.join(batch_ms / 1000)
-            if batch := self._take():
-                yield batch
-        if batch := self._take():
-            yield batch
+        yield from self._batches(body, batch_ms, "ttftui-engine-host")
         self._controls = None
         result.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0)
         yield result

@@ -313,18 +313,24 @@ def _head(rep: dict[str, Any], title: str) -> str:
             + table(("", ""), ((esc(k), v) for k, v in facts), "facts"))
 
 
+def _component_bar(med: dict[str, Any], used: dict[str, str]) -> list[tuple[str, float, str]]:
+    """A summary's component medians as one stacked bar's parts; notes each colour in ``used``
+    (the legend)."""
+    bar = []
+    for m in registry.components():
+        key = m.component or ""
+        if key in med:
+            c = component_colour(key)
+            bar.append((m.label, float(med[key]), c))
+            used[m.label] = c
+    return bar
+
+
 def _breakdown(summary: dict[str, Any]) -> str:
     rows = []
     used: dict[str, str] = {}
     for name, s in summary.items():
-        med = s.get("component_medians_ms") or {}
-        bar = []
-        for m in registry.components():
-            key = m.component or ""
-            if key in med:
-                c = component_colour(key)
-                bar.append((m.label, float(med[key]), c))
-                used[m.label] = c
+        bar = _component_bar(s.get("component_medians_ms") or {}, used)
         if bar:
             rows.append((str(name), bar))
     if not rows:
@@ -455,14 +461,7 @@ def _hosts(hosts: dict[str, Any]) -> str:
             rows.append([esc(w), what, esc(name), esc(sm.get("n_runs")), fmt(_pct(sm, "ttft_ms", "p50")),
                          fmt(_pct(sm, "ttft_ms", "p99")), fmt(_pct(sm, "prefill_tps", "p50"), ""),
                          fmt(_pct(sm, "decode_tps", "p50"), ""), node])
-            med = sm.get("component_medians_ms") or {}
-            bar = []
-            for m in registry.components():
-                key = m.component or ""
-                if key in med:
-                    c = component_colour(key)
-                    bar.append((m.label, float(med[key]), c))
-                    used[m.label] = c
+            bar = _component_bar(sm.get("component_medians_ms") or {}, used)
             if bar:
                 bars.append((f"{w} · {name}", bar))
     return ('<h2 id="hosts">Engine hosts</h2><p class="dim">each Ray engine host\'s own runs; the percentiles '

@@ -254,31 +254,34 @@ class SessionRunner:
             if c.stop.is_set():
                 break
             self._run_scenario(engine, prepared[name])
-        while c.keep_alive and not c.stop.is_set():
-            try:
-                name = c.requests.get(timeout=0.1)
-            except queue.Empty:
-                self.idle = True
-                continue
-            self.idle = False
+        for name in self._rerun_requests():
             self.planned_runs += planned_runs(self.config, self.config.scenario(name))
             if name not in prepared:
                 prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
             self._run_scenario(engine, prepared[name])
 
     def _run_on_engine_hosts(self, clock: Any) -> None:
-        """Ray engine hosts (ttftui.cluster): one per node runs every scenario, or the matrix's
+        """Ray engine hosts (ttftui.enginehosts): one per node runs every scenario, or the matrix's
         cells go to the nodes as they become free; re-runs asked for go the same way."""
+        import itertools
+
         from ttftui.enginehosts import RayEngineHosts
 
-        c = self.controls
         hosts = self.cluster = RayEngineHosts(self.config, clock, self.publish, self._after, self._new_run_id)
-        per = hosts.units_for(self.names)
         with self._lock:
-            self.planned_runs = sum(hosts.planned(u) for u in per)
-        left = hosts.run(per, c)
-        with self._lock:
-            self.planned_runs -= left
+            self.planned_runs = 0  # the hosts' units say it: one per node, or one per cell
+        for names in itertools.chain([self.names], ([n] for n in self._rerun_requests())):
+            units = hosts.units_for(names)
+            with self._lock:
+                self.planned_runs += sum(hosts.planned(u) for u in units)
+            left = hosts.run(units, self.controls)
+            with self._lock:
+                self.planned_runs -= left
+
+    def _rerun_requests(self) -> Iterable[str]:
+        """A keep-alive session's re-run requests, one scenario name at a time, until it is stopped;
+        ``idle`` says whether it is waiting for one."""
+        c = self.controls
         while c.keep_alive and not c.stop.is_set():
             try:
                 name = c.requests.get(timeout=0.1)
@@ -286,12 +289,7 @@ class SessionRunner:
                 self.idle = True
                 continue
             self.idle = False
-            again = hosts.units_for([name])
-            with self._lock:
-                self.planned_runs += sum(hosts.planned(u) for u in again)
-            left = hosts.run(again, c)
-            with self._lock:
-                self.planned_runs -= left
+            yield name
 
     def _new_run_id(self) -> int:
         with self._lock:

@@ -54,7 +54,8 @@ def clean_event(ev: Any) -> Any:
     """``ev`` with every string in it (names, messages, config values; nested facts included)
     passed through :func:`visible`, so that a name from a GGUF file or a recording can never drive
     the terminal. Returns ``ev`` itself when there was nothing to change (the common case)."""
-    if getattr(ev, "type", None) in _NO_FREE_TEXT and getattr(ev, "worker", None) is None:
+    t = getattr(ev, "type", None)
+    if t in _NO_FREE_TEXT and (t != "telemetry" or ev.worker is None):  # a Ray host's sample names its host
         return ev
     changes = {}
     for f in dataclasses.fields(ev):
