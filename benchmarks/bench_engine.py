@@ -71,9 +71,10 @@ def lcp_run(llm: Llama, prompt: str, n_gen: int):
 
 
 def llama_bench(path: str, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int, flash_attn: str,
-                repack: bool = True):
+                repack: bool = True, n_gpu_layers: int = 0):
+    ngl = 999 if n_gpu_layers < 0 else n_gpu_layers  # llama-bench has no -1: a count above the layers means all
     cmd = [path, "-m", model, "-t", str(threads), "-b", str(n_batch), "-ub", str(n_batch), "-fa", flash_attn,
-           "--repack", "1" if repack else "0", "-r", "3", "-o", "json"]
+           "--repack", "1" if repack else "0", "-ngl", str(ngl), "-r", "3", "-o", "json"]
     pp = json.loads(subprocess.run(cmd + ["-p", str(n_prompt), "-n", "0"], capture_output=True, text=True,
                                    check=True).stdout)
     tg = json.loads(subprocess.run(cmd + ["-p", "0", "-n", str(n_gen), "-d", str(n_prompt)], capture_output=True,
@@ -92,15 +93,18 @@ def main() -> int:
     ap.add_argument("--bench-rounds", type=int, default=4, help="llama-bench calls per prompt size, interleaved")
     ap.add_argument("--flash-attn", choices=("off", "on"), default="off",
                     help="the same on every side (default off: llama-cpp-python's default)")
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded on every side (-1: all; needs a "
+                                                                 "CUDA/HIP build)")
     args = ap.parse_args()
     model = str(require_demo_model())
     sizes = [int(x) for x in args.prompts.split(",")]
-    cfg = engine_config(sizes, args.gen, args.n_batch, args.threads, args.flash_attn)
+    cfg = engine_config(sizes, args.gen, args.n_batch, args.threads, args.flash_attn, args.n_gpu_layers)
     engine = LlamaEngine(cfg, model)
     engine.load()
-    llm = reference_llama(model, args.n_batch, args.threads, args.flash_attn)
+    llm = reference_llama(model, args.n_batch, args.threads, args.flash_attn, args.n_gpu_layers)
     print(f"model {Path(model).name}; threads {args.threads}; n_batch {args.n_batch}; rounds {args.rounds}; "
-          f"gen {args.gen}; flash attention {args.flash_attn}; llama-cpp-python {L.__version__}", flush=True)
+          f"gen {args.gen}; flash attention {args.flash_attn}; GPU layers {args.n_gpu_layers}; "
+          f"llama-cpp-python {L.__version__}", flush=True)
     rows = []
     for sc in cfg.scenarios:
         prep = engine.prepare(sc, 0)
@@ -141,7 +145,7 @@ def main() -> int:
             for r in range(args.bench_rounds):  # interleaved: two ttftui runs, one llama-bench call, ...
                 runs += [ttftui_run(eng, prep, 100 + 2 * r + i) for i in range(2)]
                 pp, tg = llama_bench(args.llama_bench, model, sc.prompt_tokens, args.gen, args.threads, args.n_batch,
-                                     args.flash_attn, repack=eng.repack is not False)
+                                     args.flash_attn, repack=eng.repack is not False, n_gpu_layers=args.n_gpu_layers)
                 pps.append(pp)
                 tgs.append(tg)
             eng.close()

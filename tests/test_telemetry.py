@@ -78,6 +78,28 @@ def fake_nvml_lib(state: dict):
     lib.nvmlDeviceGetPowerUsage = power
     lib.nvmlDeviceGetTemperature = temp
     lib.nvmlDeviceGetClockInfo = clock
+    def samples(h, kind, last_seen, ptype, pcount, arr):
+        """The driver's sample buffer (nvmlDeviceGetSamples): ``state["driver"][type]`` lists
+        (µs timestamp, value), or is a function giving them; only those after ``last_seen`` come."""
+        code = state.get("driver_fail", {}).get(kind.value)
+        if code is not None:
+            return code
+        src = state.get("driver", {}).get(kind.value, [])
+        new = [(t, v) for t, v in (src() if callable(src) else src) if t > last_seen.value]
+        if not new:
+            return N.NVML_ERROR_NOT_FOUND
+        ptype._obj.value = N.NVML_VALUE_TYPE_UNSIGNED_INT
+        if arr is None:
+            pcount._obj.value = len(new)
+            return N.NVML_SUCCESS
+        n = min(pcount._obj.value, len(new))
+        for i, (t, v) in enumerate(new[:n]):
+            arr[i].timeStamp = t
+            arr[i].sampleValue.uiVal = v
+        pcount._obj.value = n
+        return N.NVML_SUCCESS
+
+    lib.nvmlDeviceGetSamples = samples
     lib.nvmlErrorString = fn(lambda code: b"fake error")
     return lib
 

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 from ttftui.config import Config, ScenarioConfig
 from ttftui.errors import ConfigError
-from ttftui.events import Notice, RunFailed, RunFinished, RunStarted, WorkerLost, event_from_json, event_to_json
+from ttftui.events import (Notice, RunFailed, RunFinished, RunStarted, WorkerLost, event_from_json, event_to_json,
+                           shift_time)
 from ttftui.load import LoadPlan, arrival_offsets_ns
 
 NS_PER_S = 1_000_000_000
@@ -250,7 +251,7 @@ class RayClients:
                         continue
                     for line in item:
                         ev = event_from_json(line)
-                        ev = dataclasses.replace(ev, t_ns=ev.t_ns + self.shift[i])
+                        ev = shift_time(ev, self.shift[i])
                         if isinstance(ev, RunStarted):
                             started.add(ev.run_id)
                         elif isinstance(ev, (RunFinished, RunFailed)):

@@ -37,6 +37,7 @@ from ttftui.errors import ConfigError
 from ttftui.events import (
     EngineCrashed,
     EngineReady,
+    GpuDriverSamples,
     Notice,
     RunFailed,
     RunFinished,
@@ -45,11 +46,12 @@ from ttftui.events import (
     TelemetryStatus,
     WorkerLost,
     event_from_json,
+    shift_time,
 )
 from ttftui.load import planned_runs
 
 # events that say where they came from (``worker``) and those that belong to a run (``run_id``)
-_TAGGED = (RunStarted, EngineReady, TelemetrySample, TelemetryStatus, EngineCrashed)
+_TAGGED = (RunStarted, EngineReady, TelemetrySample, GpuDriverSamples, TelemetryStatus, EngineCrashed)
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,7 @@ class EngineHost(WorkerBody):
         name = self.name
 
         def put(ev: Any) -> None:
-            if offset_ns:
-                ev = dataclasses.replace(ev, t_ns=ev.t_ns + offset_ns)
+            ev = shift_time(ev, offset_ns)
             if isinstance(ev, _TAGGED):
                 ev = dataclasses.replace(ev, worker=name)
             elif isinstance(ev, Notice):
@@ -327,7 +328,7 @@ class RayEngineHosts:
                     break
                 for line in item:
                     ev = event_from_json(line)
-                    ev = dataclasses.replace(ev, t_ns=ev.t_ns + shift)
+                    ev = shift_time(ev, shift)
                     if isinstance(ev, _TAGGED):
                         ev = dataclasses.replace(ev, worker=name)
                     rid = getattr(ev, "run_id", None)

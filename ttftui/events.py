@@ -13,7 +13,7 @@ exact; reports convert to milliseconds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
@@ -295,6 +295,43 @@ class TelemetrySample:
     worker: str | None = None  # sampled on a Ray engine host's node (node:pid); None: this machine
 
 
+# What the GPU driver keeps in its own sample buffer (NVML ``nvmlDeviceGetSamples``), per field.
+DriverField = Literal["gpu_busy_pct", "gpu_mem_busy_pct", "gpu_power_w", "gpu_sm_clock_mhz"]
+
+
+def _same_length(ev: "GpuDriverSamples") -> None:
+    if len(ev.times_ns) != len(ev.values):
+        raise ValueError(f"{len(ev.times_ns)} times but {len(ev.values)} values")
+
+
+@dataclass(**_frozen)
+class GpuDriverSamples:
+    """The GPU driver's own buffered samples of one field (NVML ``nvmlDeviceGetSamples``), taken from
+    its buffer at one sampler tick. The driver samples at its own period, finer than the sampler's
+    polls on some GPUs; each value covers the driver's sample period that *ends* at its time.
+    ``times_ns`` are on the session clock (the driver stamps them with the CPU's clock, in µs)."""
+
+    type: Literal["gpu_driver_samples"] = "gpu_driver_samples"
+    t_ns: Int64  # when they were read
+    field: DriverField
+    times_ns: tuple[Int64, ...]
+    values: tuple[float, ...]
+    worker: str | None = None  # a Ray engine host's node (node:pid); None: this machine
+
+    def __post_init__(self) -> None:
+        _same_length(self)
+
+
+def shift_time(ev: Any, offset_ns: int) -> Any:
+    """``ev`` moved onto another time line by ``offset_ns`` (a Ray host's clock onto the session's):
+    its ``t_ns`` and any other point in time it carries; durations stay as they are."""
+    if not offset_ns:
+        return ev
+    if isinstance(ev, GpuDriverSamples):
+        return replace(ev, t_ns=ev.t_ns + offset_ns, times_ns=tuple(t + offset_ns for t in ev.times_ns))
+    return replace(ev, t_ns=ev.t_ns + offset_ns)
+
+
 @dataclass(**_frozen)
 class ServerSample:
     """The server's own view of its queue while a load scenario runs (llama-server's ``/metrics``
@@ -323,6 +360,8 @@ class TelemetryStatus:
     missed_ticks: Int64 | None = None
     sampler_cpu_s: float | None = None
     worker: str | None = None  # a Ray engine host's sampler (node:pid); None: this machine's
+    # the GPU driver's own sample buffer (GpuDriverSamples), per field: why it cannot be read
+    driver_unavailable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(**_frozen)
@@ -398,6 +437,7 @@ Event = Annotated[
         RunFailed,
         Notice,
         TelemetrySample,
+        GpuDriverSamples,
         ServerSample,
         TelemetryStatus,
         AlertChanged,
@@ -409,7 +449,7 @@ Event = Annotated[
 ]
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
-             RunFinished, RunFailed, Notice, TelemetrySample, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
+             RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              WorkerLost, SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
 

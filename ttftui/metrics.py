@@ -68,10 +68,16 @@ def telemetry_figures(samples: Sequence[Any], first_token_t_ns: int | None) -> d
     }
 
 
-def telemetry_gaps(m: "RunMetrics", interval_ms: float | None) -> dict[str, str]:
-    """Why a phase of this run has no telemetry figure, per phase, instead of a bare null: the phase
-    was shorter than the time between two samples, or the sampler fell behind. ``interval_ms``:
-    the session's sampling interval (None: no sampler ran, nothing to explain)."""
+def telemetry_gaps(m: "RunMetrics", interval_ms: float | None, driver: dict[str, Any] | None = None,
+                   series: dict[str, Any] | None = None) -> dict[str, str]:
+    """Why a phase of this run has no telemetry figure from the sampler's polls, per phase, instead of
+    a bare null: the phase was shorter than the time between two polls, or the sampler fell behind.
+    Where the GPU driver's own samples (``driver``: :func:`ttftui.gpu_driver.phase_figures` of this
+    run; ``series``: the session's) give the phase a figure, the text says so, and what that figure
+    averages when the driver's samples are longer than the phase. ``interval_ms``: the session's
+    sampling interval (None: no sampler ran, nothing to explain)."""
+    from ttftui import gpu_driver
+
     if interval_ms is None:
         return {}
     out: dict[str, str] = {}
@@ -80,11 +86,19 @@ def telemetry_gaps(m: "RunMetrics", interval_ms: float | None) -> dict[str, str]
         if m.extra.get(f"{phase}_samples") or (phase == "decode" and m.n_output_tokens <= 1):
             continue  # sampled, or no decode at all
         if dur < interval_ms:
-            out[phase] = (f"{phase} lasted {dur:.1f} ms, less than the {interval_ms:g} ms between samples: no "
-                          "sample landed in it")
+            why = (f"{phase} lasted {dur:.1f} ms, less than the {interval_ms:g} ms between samples: no "
+                   "sample landed in it")
         else:
-            out[phase] = (f"no sample landed in the {phase} ({dur:.1f} ms) though one was due every "
-                          f"{interval_ms:g} ms: the sampler fell behind")
+            why = (f"no sample landed in the {phase} ({dur:.1f} ms) though one was due every "
+                   f"{interval_ms:g} ms: the sampler fell behind")
+        if driver and series:
+            has = driver.get(f"{phase}_{gpu_driver.KEYS[gpu_driver.HEADLINE]}") is not None
+            note = gpu_driver.driver_note(phase, dur, driver, series)
+            if has:
+                why += f"; {phase}_*_driver_* figures come from the GPU driver's own samples"
+            if note:
+                why += f" ({note})" if has else f"; {note}"
+        out[phase] = why
     return out
 
 

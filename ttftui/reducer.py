@@ -27,6 +27,7 @@ from ttftui.events import (
     EngineCrashed,
     EngineReady,
     Event,
+    GpuDriverSamples,
     Notice,
     PhaseTimed,
     RunFailed,
@@ -145,6 +146,9 @@ class SessionState:
     # time-ordered log, so a run's telemetry window never mixes two machines
     worker_telemetry: dict[str, Log[TelemetrySample]] = field(default_factory=dict)
     worker_telemetry_status: dict[str, TelemetryStatus] = field(default_factory=dict)
+    # the GPU driver's own buffered samples (NVML), this machine's and each engine host's
+    gpu_driver: Log[GpuDriverSamples] = field(default_factory=Log)
+    worker_gpu_driver: dict[str, Log[GpuDriverSamples]] = field(default_factory=dict)
     alerts: Log[AlertChanged] = field(default_factory=Log)
     crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
     finished: SessionFinished | None = None
@@ -164,6 +168,12 @@ class SessionState:
             return self.telemetry
         return self.worker_telemetry.get(worker) or Log()
 
+    def gpu_driver_of(self, worker: str | None) -> "Log[GpuDriverSamples]":
+        """The GPU driver's samples where ``worker`` ran (None: this machine)."""
+        if worker is None:
+            return self.gpu_driver
+        return self.worker_gpu_driver.get(worker) or Log()
+
     @property
     def current(self) -> RunState | None:
         """The newest run in flight (the one the dashboard follows), or None."""
@@ -173,7 +183,7 @@ class SessionState:
 def initial_state() -> SessionState:
     # fresh Logs: never share the class-level default instances between sessions
     return SessionState(runs=Log(), notices=Log(), telemetry=Log(), alerts=Log(), server_samples=Log(),
-                        worker_telemetry={}, worker_telemetry_status={})
+                        worker_telemetry={}, worker_telemetry_status={}, gpu_driver=Log(), worker_gpu_driver={})
 
 
 def _in_flight(state: SessionState, run_id: int) -> int:
@@ -213,6 +223,11 @@ def apply(state: SessionState, ev: Event) -> SessionState:
         case TelemetrySample():
             log = state.worker_telemetry.get(ev.worker) or Log()
             return replace(state, worker_telemetry={**state.worker_telemetry, ev.worker: log.append(ev)}, **book)
+        case GpuDriverSamples() if ev.worker is None:
+            return replace(state, gpu_driver=state.gpu_driver.append(ev), **book)
+        case GpuDriverSamples():
+            log = state.worker_gpu_driver.get(ev.worker) or Log()
+            return replace(state, worker_gpu_driver={**state.worker_gpu_driver, ev.worker: log.append(ev)}, **book)
         case ServerSample():
             return replace(state, server_samples=state.server_samples.append(ev), **book)
         case RunStarted():

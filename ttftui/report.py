@@ -26,6 +26,7 @@ from ttftui.config import Config
 from ttftui.fit import sweep_fits
 from ttftui.definitions import DEFINITIONS
 from ttftui.events import DeviceFacts, ModelFacts
+from ttftui import gpu_driver
 from ttftui.metrics import RunMetrics, ScenarioStats, telemetry_gaps
 from ttftui.reducer import SessionState, scenario_order, session_stats
 from ttftui.stats import Summary
@@ -145,7 +146,11 @@ class RunRecord(_M):
     decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
-                          "prefill_samples / decode_samples: how many samples each phase's figures come from")
+                          "prefill_samples / decode_samples: how many samples each phase's figures come from; "
+                          "*_driver_*: from the GPU driver's own samples (telemetry.driver), each weighted by how "
+                          "much of its period lies in the phase; *_gpu_driver_span_ms: the time those samples "
+                          "cover (longer than a short phase: the figure then averages that span); "
+                          "*_gpu_driver_coverage_pct: how much of the phase they cover")
     telemetry_gaps: dict[str, str] = Field(
         default_factory=dict, description="per phase (prefill, decode) whose telemetry figures are null although a "
                                           "sampler ran: why (shorter than the sampling interval, or the sampler "
@@ -225,6 +230,12 @@ class TelemetryReport(_M):
     achieved_interval_ms_mean: float | None
     achieved_interval_ms_max: float | None
     unavailable: dict[str, str] = Field(description="field -> why it is N/A")
+    driver: dict[str, dict[str, float | int]] = Field(
+        default_factory=dict, description="the GPU driver's own buffered samples (NVML nvmlDeviceGetSamples), per "
+                                          "field: n_samples and the driver's period_ms (the median gap); the "
+                                          "per-phase *_driver_* figures of runs[].telemetry come from them")
+    driver_unavailable: dict[str, str] = Field(
+        default_factory=dict, description="field -> why the driver's sample buffer could not be read")
     session: dict[str, float | int | None]
     model_memory: ModelMemory
     series: dict[str, list[float | None]] = Field(
@@ -411,7 +422,8 @@ def _summary(s: Summary) -> MetricSummary:
 
 
 def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, worker: str | None = None,
-                interval_ms: float | None = None) -> RunRecord:
+                interval_ms: float | None = None, series: dict[str, gpu_driver.Series] | None = None) -> RunRecord:
+    driver = gpu_driver.phase_figures(series or {}, m.t_start_ns, m.t_start_ns + int(m.ttft_ms * 1e6), m.t_end_ns)
     remote = None
     r = getattr(fin, "remote", None)
     if r is not None:
@@ -447,10 +459,10 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
         unaccounted_pct=m.unaccounted_pct, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, tpot_ms=m.tpot_ms,
         e2e_ms=m.e2e_ms, itl_ms=list(m.itl_ms), llama=llama, remote=remote, decode_breakdown=breakdown,
         cold=cold_reason is not None, cold_reason=cold_reason,
-        telemetry={k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
-                   or registry.BY_NAME[k].source == "telemetry"} or None,
+        telemetry={**{k: v for k, v in m.extra.items() if registry.BY_NAME.get(k) is None
+                      or registry.BY_NAME[k].source == "telemetry"}, **driver} or None,
         output_text=m.output_text, t_start_ms=m.t_start_ns / 1e6, worker=worker,
-        telemetry_gaps=telemetry_gaps(m, interval_ms),
+        telemetry_gaps=telemetry_gaps(m, interval_ms, driver, series),
     )
 
 
@@ -505,6 +517,8 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
         sampler_cpu_pct_of_core=(st.sampler_cpu_s / dur_s * 100) if st.sampler_cpu_s is not None and dur_s > 0 else None,
         achieved_interval_ms_mean=mean(gaps), achieved_interval_ms_max=max(gaps) if gaps else None,
         unavailable=dict(st.unavailable),
+        driver=gpu_driver.periods(gpu_driver.build_series(state.gpu_driver_of(worker))),
+        driver_unavailable=dict(st.driver_unavailable),
         session={
             "gpu_mem_peak_bytes": max(vals("gpu_mem_used_bytes"), default=None),
             "gpu_mem_total_bytes": max(vals("gpu_mem_total_bytes"), default=None),
@@ -632,6 +646,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
             if (eng is not None and eng.load_ms is not None and first is not None and first.run_id == 1) else None)
     fin = state.finished
     start_t = state.session.t_ns if state.session else 0
+    driver = {w: gpu_driver.build_series(state.gpu_driver_of(w))
+              for w in {None, *state.worker_gpu_driver}}  # the GPU driver's samples, per machine
     return Report(
         ttftui_version=state.session.ttftui_version if state.session else __version__,
         synthetic=bool(state.synthetic),
@@ -659,7 +675,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         definitions=DEFINITIONS,
         config=state.session.config if state.session else {},
         runs=[_run_record(r.metrics, r.finished, cold_flags.get(r.run_id), r.started.worker,
-                          sampling_interval_ms(state, r.started.worker))
+                          sampling_interval_ms(state, r.started.worker), driver.get(r.started.worker))
               for r in state.runs if r.metrics is not None],
         failed_runs=failed,
         summary={k: _scenario_summary(v, goodput(rules, k, [m for m in runs if m.scenario == k]),

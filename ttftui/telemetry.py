@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from ttftui.events import TelemetrySample, TelemetryStatus
+from ttftui.events import GpuDriverSamples, TelemetrySample, TelemetryStatus
 
 GPU_FIELDS = ("gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_busy_pct", "gpu_power_w", "gpu_temp_c",
               "gpu_sm_clock_mhz")
@@ -69,6 +69,42 @@ class NvmlBackend:
         except N.NVMLError as e:
             raise BackendUnavailable(f"NVML: {e}") from None
         self.errors = N.NVMLError
+        # the driver's own sample buffer (nvmlDeviceGetSamples): field -> (sampling type, scale)
+        self._driver_types = {
+            "gpu_busy_pct": (N.NVML_GPU_UTILIZATION_SAMPLES, 1.0),
+            "gpu_mem_busy_pct": (N.NVML_MEMORY_UTILIZATION_SAMPLES, 1.0),
+            "gpu_power_w": (N.NVML_TOTAL_POWER_SAMPLES, 1e-3),  # mW
+            "gpu_sm_clock_mhz": (N.NVML_PROCESSOR_CLK_SAMPLES, 1.0),
+        }
+        self._last_seen: dict[str, int] = {}
+        self.driver_off: dict[str, str] = {}  # field -> why its buffer cannot be read
+
+    def drain(self) -> dict[str, list[tuple[int, float]]]:
+        """The driver's samples taken since the last call, per field: (CPU timestamp in µs, value).
+        A field whose buffer cannot be read is left out from then on, with the reason in ``driver_off``."""
+        N, h = self.N, self.handle
+        out: dict[str, list[tuple[int, float]]] = {}
+        for f, (kind, scale) in self._driver_types.items():
+            if f in self.driver_off:
+                continue
+            last = self._last_seen.get(f, 0)
+            try:
+                vtype, samples = N.nvmlDeviceGetSamples(h, kind, last)
+            except self.errors as e:
+                if getattr(e, "value", None) == N.NVML_ERROR_NOT_FOUND:
+                    continue  # nothing new since ``last``
+                self.driver_off[f] = f"NVML nvmlDeviceGetSamples: {e}"
+                continue
+            attr = _NVML_VALUE_FIELD.get(int(vtype))
+            if attr is None:
+                self.driver_off[f] = f"NVML nvmlDeviceGetSamples: value type {vtype} not understood"
+                continue
+            got = [(int(s.timeStamp), float(getattr(s.sampleValue, attr)) * scale) for s in samples
+                   if int(s.timeStamp) > last]
+            if got:
+                self._last_seen[f] = max(t for t, _ in got)
+                out[f] = got
+        return out
 
     def read(self, out: dict[str, Any], failed: dict[str, str]) -> None:
         N, h = self.N, self.handle
@@ -94,6 +130,10 @@ class NvmlBackend:
             self.N.nvmlShutdown()
         except Exception:  # noqa: BLE001 - shutting down telemetry must never fail a session
             pass
+
+
+# nvmlValueType_t -> the member of the nvmlValue_t union holding the value
+_NVML_VALUE_FIELD = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
 def _mem(info: Any) -> tuple[int, int]:
@@ -159,6 +199,10 @@ class RocmBackend:
         failed.setdefault("gpu_temp_c", "pyrsmi has no temperature reading")
         failed.setdefault("gpu_sm_clock_mhz", "pyrsmi has no SM clock reading (NVIDIA only)")
 
+    driver_off = {f: "pyrsmi keeps no sample buffer: the sampler's own polls only (NVML's nvmlDeviceGetSamples "
+                     "has no counterpart there)" for f in ("gpu_busy_pct", "gpu_mem_busy_pct", "gpu_power_w",
+                                                            "gpu_sm_clock_mhz")}
+
     def close(self) -> None:
         logging.getLogger().removeHandler(self._log)
         try:
@@ -187,6 +231,17 @@ class HostBackend:
         except Exception as e:  # noqa: BLE001 - psutil.Error and OSError alike
             for f in HOST_FIELDS:
                 failed[f] = f"psutil: {e}"
+
+
+def _driver_clock(newest_ns: int) -> Callable[[], int] | None:
+    """The clock the driver stamps its samples with: the one whose now is just after the newest
+    sample (NVML documents a CPU timestamp; which CPU clock is not said, so both are tried)."""
+    best, best_lag = None, None
+    for clock in (time.time_ns, time.monotonic_ns):
+        lag = clock() - newest_ns
+        if -1_000_000_000 < lag < 60_000_000_000 and (best_lag is None or abs(lag) < abs(best_lag)):
+            best, best_lag = clock, lag
+    return best
 
 
 def probe_gpu(backend: str, index: int) -> tuple[Any | None, dict[str, str]]:
@@ -221,7 +276,14 @@ class TelemetrySampler:
         self.host = HostBackend(pid)
         reason = "; ".join(f"{k}: {v}" for k, v in why.items()) if self.gpu is None else None
         self._static_na = {f: f"no GPU telemetry ({reason})" for f in GPU_FIELDS} if reason else {}
-        self._announced: dict[str, str] | None = None
+        self._announced: tuple[dict[str, str], dict[str, str]] | None = None
+        # the driver's own sample buffer: its timestamps' clock, chosen at the first samples, and
+        # where this sampler started on each candidate clock (older samples are not this session's)
+        self._driver_clock: Callable[[], int] | None = None
+        self._driver_start = {time.time_ns: time.time_ns(), time.monotonic_ns: time.monotonic_ns()}
+        self._driver_failed: dict[str, str] = {}
+        self._driver_dead = False
+        self.n_driver_samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.n_samples = 0
@@ -245,12 +307,61 @@ class TelemetrySampler:
                 for f in fields:
                     values.pop(f, None)
                     failed[f] = f"{type(e).__name__}: {e}"
-        if failed != self._announced:  # once per change, not once per sample
-            self._announced = dict(failed)
-            self.publish(TelemetryStatus(t_ns=self.now_ns(), backend=self.backend_name, gpu_name=self.gpu_name,
-                                         interval_ms=self.interval_ns / 1e6, unavailable=dict(failed)))
+        self._announce(failed)
         self.n_samples += 1
         return TelemetrySample(t_ns=self.now_ns(), mark=mark, **values)  # type: ignore[arg-type]
+
+    def _driver_unavailable(self) -> dict[str, str]:
+        return {**getattr(self.gpu, "driver_off", {}), **self._driver_failed}
+
+    def _status(self, failed: dict[str, str], **final: Any) -> TelemetryStatus:
+        return TelemetryStatus(t_ns=self.now_ns(), backend=self.backend_name, gpu_name=self.gpu_name,
+                               interval_ms=self.interval_ns / 1e6, unavailable=dict(failed),
+                               driver_unavailable=self._driver_unavailable(), **final)
+
+    def _announce(self, failed: dict[str, str]) -> None:
+        now = (failed, self._driver_unavailable())
+        if now != self._announced:  # once per change, not once per sample
+            self._announced = (dict(failed), dict(now[1]))
+            self.publish(self._status(failed))
+
+    def drain_driver(self) -> None:
+        """Publish the GPU driver's buffered samples taken since the last call (NVML only), each
+        stamped on the session clock. Called at every tick, and once more when sampling stops."""
+        drain = getattr(self.gpu, "drain", None)
+        if drain is None or self._driver_dead:
+            return
+        try:
+            got = drain()
+        except Exception as e:  # noqa: BLE001 - a backend bug must not stop the session
+            self._driver_failed = {f: f"{type(e).__name__}: {e}" for f in ("gpu_busy_pct", "gpu_mem_busy_pct",
+                                                                           "gpu_power_w", "gpu_sm_clock_mhz")}
+            self._driver_dead = True  # not again
+            return
+        if not got:
+            return
+        if self._driver_clock is None:
+            newest = max(t for samples in got.values() for t, _ in samples) * 1000
+            self._driver_clock = _driver_clock(newest)
+            if self._driver_clock is None:
+                self._driver_failed = {f: f"the driver's timestamps ({newest // 1000} µs) are on no clock this "
+                                          "process can read" for f in got}
+                self._driver_dead = True
+                return
+        clock = self._driver_clock
+        # the session clock minus the driver's, read back to back (the mean of two reads around one)
+        a = clock()
+        now = self.now_ns()
+        b = clock()
+        offset = now - (a + b) // 2
+        start = self._driver_start[clock]
+        for f, samples in got.items():
+            keep = [(t * 1000, v) for t, v in samples if t * 1000 >= start]
+            if keep:
+                self.n_driver_samples += len(keep)
+                self.publish(GpuDriverSamples(t_ns=now, field=f,  # type: ignore[arg-type]
+                                              times_ns=tuple(t + offset for t, _ in keep),
+                                              values=tuple(v for _, v in keep)))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="ttftui-telemetry", daemon=True)
@@ -265,6 +376,7 @@ class TelemetrySampler:
         try:
             while not self._stop.is_set():
                 self.publish(self.sample())
+                self.drain_driver()
                 k += 1
                 deadline = start + k * self.interval_ns
                 now = mono()
@@ -285,8 +397,10 @@ class TelemetrySampler:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self.gpu is not None:
+            if self._thread is None or not self._thread.is_alive():
+                c0 = time.thread_time()
+                self.drain_driver()  # what the driver sampled since the last tick
+                self.cpu_s += time.thread_time() - c0
             self.gpu.close()
-        self.publish(TelemetryStatus(t_ns=self.now_ns(), backend=self.backend_name, gpu_name=self.gpu_name,
-                                     interval_ms=self.interval_ns / 1e6, unavailable=dict(self._announced or {}),
-                                     n_samples=self.n_samples, missed_ticks=self.missed,
-                                     sampler_cpu_s=round(self.cpu_s, 6)))
+        self.publish(self._status(self._announced[0] if self._announced else {}, n_samples=self.n_samples,
+                                  missed_ticks=self.missed, sampler_cpu_s=round(self.cpu_s, 6)))

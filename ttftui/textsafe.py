@@ -47,7 +47,7 @@ def _clean_value(v: Any) -> Any:
 # Events whose text is either validated (a Literal) or absent: nothing to clean, and they are most of
 # a session (a replay of 100,000 events must stay fast). A token's text is the model's output and is
 # kept byte-exact (the report's output_text); the token stream draws it through ``visible`` itself.
-_NO_FREE_TEXT = frozenset({"token", "telemetry", "phase", "server_sample"})
+_NO_FREE_TEXT = frozenset({"token", "telemetry", "gpu_driver_samples", "phase", "server_sample"})
 
 
 def clean_event(ev: Any) -> Any:
@@ -55,7 +55,7 @@ def clean_event(ev: Any) -> Any:
     passed through :func:`visible`, so that a name from a GGUF file or a recording can never drive
     the terminal. Returns ``ev`` itself when there was nothing to change (the common case)."""
     t = getattr(ev, "type", None)
-    if t in _NO_FREE_TEXT and (t != "telemetry" or ev.worker is None):  # a Ray host's sample names its host
+    if t in _NO_FREE_TEXT and getattr(ev, "worker", None) is None:  # a Ray host's samples name their host
         return ev
     changes = {}
     for f in dataclasses.fields(ev):

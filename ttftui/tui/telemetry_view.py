@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from ttftui import gpu_driver
+from ttftui.metrics import RunMetrics
 from ttftui.reducer import SessionState
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
@@ -81,11 +83,39 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
 
         m = last.metrics
         gaps = telemetry_gaps(m, st.interval_ms)
-        if gaps:  # a phase no sample landed in: say why its figures are N/A
+        series = _DRIVER.get(state.gpu_driver)
+        if gaps and not series:  # a phase no sample landed in: say why its figures are N/A
             dur = {"prefill": m.ttft_ms, "decode": m.e2e_ms - m.ttft_ms}
             out.append(f"\nrun {last.run_id}: " + "; ".join(
                 f"{p} {dur[p]:.0f} ms" + (f" < {st.interval_ms:g} ms interval: not sampled" if dur[p] < st.interval_ms
                                            else ": not sampled (sampler late)")
                 for p in gaps), style="dim")
+        if series:
+            out.append("\n" + driver_line(last.run_id, m, series), style="dim")
     out.rstrip()
     return out
+
+
+_DRIVER = gpu_driver.SeriesCache()
+
+
+def driver_line(run_id: int, m: RunMetrics, series: dict[str, gpu_driver.Series]) -> str:
+    """The last run's phases as the GPU driver's own samples give them (they are finer than the
+    sampler's polls on some GPUs), with what a figure averages when the phase is the shorter."""
+    f = gpu_driver.phase_figures(series, m.t_start_ns, m.t_start_ns + int(m.ttft_ms * 1e6), m.t_end_ns)
+    head = gpu_driver.HEADLINE if gpu_driver.HEADLINE in series else next(iter(series))
+    parts = []
+    for phase, dur in (("prefill", m.ttft_ms), ("decode", m.e2e_ms - m.ttft_ms)):
+        busy = f.get(f"{phase}_gpu_busy_driver_pct")
+        power = f.get(f"{phase}_gpu_power_driver_w")
+        if busy is None and power is None:
+            if f"{phase}_gpu_driver_coverage_pct" in f:
+                parts.append(f"{phase} {dur:.0f} ms: not covered yet")
+            continue
+        text = f"{phase} {dur:.0f} ms:" + (f" busy {busy:.0f} %" if busy is not None else "") + (
+            f" {power:.0f} W" if power is not None else "")
+        span = f.get(f"{phase}_gpu_driver_span_ms")
+        if span is not None and dur > 0 and span > 1.5 * dur:
+            text += f" (over {span:.0f} ms)"
+        parts.append(text)
+    return f"run {run_id} driver samples every {series[head].period_ms:.1f} ms · " + "; ".join(parts)

@@ -43,7 +43,7 @@ def view_for(state: SessionState, worker: str | None) -> SessionState:
     if _RUNS_CACHE[0] != key:  # once per ended run, not per frame
         _RUNS_CACHE[0], _RUNS_CACHE[1] = key, Log([r for r in state.runs if r.started.worker == worker])
     return replace(state, in_flight=tuple(r for r in state.in_flight if r.started.worker == worker),
-                   runs=_RUNS_CACHE[1], telemetry=state.telemetry_of(worker),
+                   runs=_RUNS_CACHE[1], telemetry=state.telemetry_of(worker), gpu_driver=state.gpu_driver_of(worker),
                    telemetry_status=state.worker_telemetry_status.get(worker, state.telemetry_status))
 
 

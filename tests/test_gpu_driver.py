@@ -1,0 +1,200 @@
+"""The GPU driver's own sample buffer (NVML nvmlDeviceGetSamples): read through pynvml's real wrappers
+over a fake libnvidia-ml (tests/test_telemetry.py), put on the session clock, and turned into
+per-phase figures weighted by overlap, with what a figure averages when the phase is the shorter."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.test_telemetry import nvml  # noqa: F401  (the fixture: a fake libnvidia-ml)
+from ttftui import gpu_driver
+from ttftui.events import GpuDriverSamples, TelemetryStatus, event_from_json, event_to_json, shift_time
+from ttftui.telemetry import NvmlBackend, TelemetrySampler
+
+MS = 1_000_000
+
+
+def _types():
+    import pynvml as N
+
+    return N.NVML_GPU_UTILIZATION_SAMPLES, N.NVML_TOTAL_POWER_SAMPLES, N.NVML_MEMORY_UTILIZATION_SAMPLES
+
+
+def test_the_driver_buffer_is_drained_once_per_sample_with_units(nvml):
+    import pynvml as N
+
+    util, power, mem = _types()
+    nvml["driver"] = {util: [(1_000, 40), (2_000, 60)], power: [(1_500, 250_000)]}  # power in mW
+    nvml["driver_fail"] = {mem: N.NVML_ERROR_NOT_SUPPORTED}
+    b = NvmlBackend(0)
+    first = b.drain()
+    assert first == {"gpu_busy_pct": [(1_000, 40.0), (2_000, 60.0)], "gpu_power_w": [(1_500, 250.0)]}
+    assert b.driver_off == {"gpu_mem_busy_pct": "NVML nvmlDeviceGetSamples: Not Supported"}
+    assert b.drain() == {}  # nothing new: NVML answers NOT_FOUND, which is no error
+    nvml["driver"][util].append((3_000, 80))
+    assert b.drain() == {"gpu_busy_pct": [(3_000, 80.0)]}  # only what came since the last call
+    assert set(b.driver_off) == {"gpu_mem_busy_pct"}  # the unsupported one is not asked again
+
+
+def test_the_sampler_puts_driver_samples_on_the_session_clock_and_drops_older_ones(nvml):
+    """The driver stamps samples with the CPU's wall clock in µs: each lands on the session clock
+    where it happened; samples from before the sampler started are not this session's."""
+    util, _, _ = _types()
+    t0 = time.perf_counter_ns()
+    now_us = time.time_ns() // 1000
+    nvml["driver"] = {util: [(now_us - 5_000_000, 10), (now_us - 20_000, 50), (now_us - 10_000, 70)]}
+    events = []
+    s = TelemetrySampler(events.append, lambda: time.perf_counter_ns() - t0, backend="nvml", interval_ms=50)
+    s._driver_start[time.time_ns] = (now_us - 1_000_000) * 1000  # the sampler "started" 1 s ago
+    wall_at, session_at = time.time_ns(), time.perf_counter_ns() - t0
+    s.drain_driver()
+    got = [e for e in events if isinstance(e, GpuDriverSamples)]
+    assert len(got) == 1 and got[0].field == "gpu_busy_pct" and got[0].values == (50.0, 70.0)
+    for t_us, t_session in zip((now_us - 20_000, now_us - 10_000), got[0].times_ns):
+        expected = t_us * 1000 - wall_at + session_at
+        assert abs(t_session - expected) < 3 * MS  # where it happened, within the reads' own time
+    assert s.n_driver_samples == 2
+    s.stop()
+    final = events[-1]
+    assert isinstance(final, TelemetryStatus) and final.n_samples == 0
+    assert final.driver_unavailable == {}
+
+
+def test_a_driver_clock_that_is_no_clock_of_ours_is_said_not_guessed(nvml):
+    util, _, _ = _types()
+    nvml["driver"] = {util: [(5_000, 10), (6_000, 20)]}  # µs near zero: neither the wall clock nor monotonic
+    events = []
+    s = TelemetrySampler(events.append, lambda: 0, backend="nvml", interval_ms=50)
+    s.drain_driver()
+    assert not any(isinstance(e, GpuDriverSamples) for e in events)
+    s.sample()
+    status = [e for e in events if isinstance(e, TelemetryStatus)][-1]
+    assert "on no clock this process can read" in status.driver_unavailable["gpu_busy_pct"]
+    s.stop()
+
+
+def test_a_rocm_session_says_there_is_no_driver_buffer():
+    from ttftui.telemetry import RocmBackend
+
+    assert set(RocmBackend.driver_off) == set(gpu_driver.KEYS)
+    assert all("pyrsmi keeps no sample buffer" in why for why in RocmBackend.driver_off.values())
+
+
+def _batch(field, times_ms, values):
+    return GpuDriverSamples(t_ns=0, field=field, times_ns=tuple(int(t * MS) for t in times_ms),
+                            values=tuple(float(v) for v in values))
+
+
+def test_phase_figures_weight_each_sample_by_its_overlap_with_the_phase():
+    # driver period 10 ms: the sample at t covers (t - 10, t]
+    series = gpu_driver.build_series([_batch("gpu_busy_pct", [10, 20, 30, 40, 50], [0, 100, 50, 20, 20])])
+    assert series["gpu_busy_pct"].period_ms == 10.0
+    # prefill 15..35 ms: 5 ms of the 20 ms sample (100), all of 30 (50), 5 ms of 40 (20); decode 35..50
+    f = gpu_driver.phase_figures(series, 15 * MS, 35 * MS, 50 * MS)
+    assert f["prefill_gpu_busy_driver_pct"] == pytest.approx((5 * 100 + 10 * 50 + 5 * 20) / 20)
+    assert f["prefill_gpu_driver_span_ms"] == pytest.approx(30.0)  # 10..40 ms
+    assert f["prefill_gpu_driver_coverage_pct"] == pytest.approx(100.0)
+    assert f["decode_gpu_busy_driver_pct"] == pytest.approx(20.0)
+    # the same numbers by brute force on a 1 µs grid
+    grid = np.arange(15_000, 35_000) + 0.5  # µs
+    owner = np.ceil(grid / 10_000).astype(int) - 1  # which sample covers each µs
+    vals = np.array([0, 100, 50, 20, 20])[owner]
+    assert f["prefill_gpu_busy_driver_pct"] == pytest.approx(vals.mean())
+
+
+def test_a_phase_shorter_than_the_drivers_period_is_described_not_resolved():
+    series = gpu_driver.build_series([_batch("gpu_busy_pct", [0, 167, 334, 501], [5, 5, 60, 5])])
+    f = gpu_driver.phase_figures(series, 200 * MS, 210 * MS, 260 * MS)  # a 10 ms prefill inside one sample
+    assert f["prefill_gpu_busy_driver_pct"] == pytest.approx(60.0)
+    assert f["prefill_gpu_driver_span_ms"] == pytest.approx(167.0)
+    note = gpu_driver.driver_note("prefill", 10.0, f, series)
+    assert note == ("the driver samples every 167.0 ms: its prefill figure averages 167.0 ms, of which the "
+                    "prefill (10.0 ms) is 6 %")
+    # a phase past the newest sample: not covered, so no figure (it would be a guess)
+    late = gpu_driver.phase_figures(series, 498 * MS, 508 * MS, 600 * MS)
+    assert late["prefill_gpu_busy_driver_pct"] is None and late["decode_gpu_busy_driver_pct"] is None
+    assert late["prefill_gpu_driver_coverage_pct"] == pytest.approx(30.0)
+    assert "not enough for a figure" in gpu_driver.driver_note("decode", 95.0, late, series)
+
+
+def test_a_hole_in_the_driver_samples_is_not_spread_over_the_phase():
+    # 10 ms samples, then nothing for 200 ms (the driver paused): the sample after the hole covers
+    # its own 10 ms only, so a phase inside the hole has no figure rather than that sample's value
+    series = gpu_driver.build_series([_batch("gpu_busy_pct", [10, 20, 30, 230, 240], [1, 1, 1, 99, 99])])
+    f = gpu_driver.phase_figures(series, 100 * MS, 150 * MS, 160 * MS)
+    assert f["prefill_gpu_busy_driver_pct"] is None and f["prefill_gpu_driver_coverage_pct"] == 0.0
+
+
+def test_driver_samples_survive_a_recording_and_a_hosts_clock_shift():
+    ev = _batch("gpu_power_w", [1, 2], [200, 210])
+    assert event_from_json(event_to_json(ev)) == ev
+    moved = shift_time(ev, 5 * MS)
+    assert moved.t_ns == 5 * MS and moved.times_ns == (6 * MS, 7 * MS) and moved.values == ev.values
+    with pytest.raises(Exception, match="2 times but 1 values"):
+        event_from_json(b'{"type":"gpu_driver_samples","t_ns":1,"field":"gpu_busy_pct","times_ns":[1,2],'
+                        b'"values":[3.0]}')
+
+
+def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_shows_them(nvml):
+    """A real-time synthetic session under the fake NVML, whose driver samples every 5 ms (busy 40 %
+    while a run is in flight, 0 between runs): each run's prefill and decode get the driver's
+    figures, the short prefill's gap says where its figure comes from, and the panel shows it."""
+    from ttftui.config import Config
+    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.reducer import fold
+    from ttftui.report import build_report
+    from ttftui.session import SessionRunner
+    from ttftui.tui.telemetry_view import telemetry_text
+    from ttftui.tui.themes import load_theme_or_default
+
+    util, power, _ = _types()
+    start_us = time.time_ns() // 1000
+    edges: list[tuple[int, bool]] = [(start_us, False)]  # (µs, busy from then on), as the runs go
+    made: list[tuple[int, int]] = []
+
+    def busy_us(a: int, b: int) -> int:
+        """How long the GPU was "busy" in (a, b]: what the driver's utilization measures."""
+        total = 0
+        for (t, on), (t_next, _) in zip(edges, edges[1:] + [(b, False)]):
+            if on:
+                total += max(0, min(t_next, b) - max(t, a))
+        return total
+
+    def driver_util():
+        now = time.time_ns() // 1000
+        t = made[-1][0] if made else start_us
+        while t + 5_000 <= now:
+            t += 5_000
+            made.append((t, round(40 * busy_us(t - 5_000, t) / 5_000)))
+        return list(made)
+
+    nvml["driver"] = {util: driver_util, power: []}
+    cfg = Config.model_validate({"run": {"iterations": 3, "warmup": 0, "pause_ms": 50},
+                                 "telemetry": {"interval_ms": 100, "backend": "nvml"},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 12}]})
+    events = []
+
+    def publish(ev):
+        events.append(ev)
+        if ev.type in ("run_started", "run_finished"):
+            edges.append((time.time_ns() // 1000, ev.type == "run_started"))
+
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(600)),
+                  publish).run()
+    state = fold(events)
+    rep = build_report(state)
+    assert rep.telemetry.driver["gpu_busy_pct"]["period_ms"] == pytest.approx(5.0, abs=0.5)
+    assert rep.telemetry.driver_unavailable == {}
+    for r in rep.runs:
+        t = r.telemetry
+        # the edges of a run blend with the idle time around it by at most one 5 ms sample each
+        assert 40 * (1 - 10 / r.ttft_ms) - 1 <= t["prefill_gpu_busy_driver_pct"] <= 40.0 + 1e-9
+        assert t["prefill_gpu_driver_coverage_pct"] == pytest.approx(100.0)
+        assert t["prefill_gpu_driver_span_ms"] <= r.ttft_ms + 10.5
+        if "prefill" in r.telemetry_gaps:
+            assert "figures come from the GPU driver's own samples" in r.telemetry_gaps["prefill"]
+    text = telemetry_text(state, load_theme_or_default("dark")[0], 80).plain
+    assert f"run {rep.runs[-1].run_id} driver samples every 5.0 ms" in text and "prefill" in text
