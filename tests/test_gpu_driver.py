@@ -30,12 +30,12 @@ def test_the_driver_buffer_is_drained_once_per_sample_with_units(nvml):
     nvml["driver"] = {util: [(1_000, 40), (2_000, 60)], power: [(1_500, 250_000)]}  # power in mW
     nvml["driver_fail"] = {mem: N.NVML_ERROR_NOT_SUPPORTED}
     b = NvmlBackend(0)
-    first = b.drain()
+    first = b.drain(force=True)
     assert first == {"gpu_busy_pct": [(1_000, 40.0), (2_000, 60.0)], "gpu_power_w": [(1_500, 250.0)]}
     assert b.driver_off == {"gpu_mem_busy_pct": "NVML nvmlDeviceGetSamples: Not Supported"}
-    assert b.drain() == {}  # nothing new: NVML answers NOT_FOUND, which is no error
+    assert b.drain(force=True) == {}  # nothing new: NVML answers NOT_FOUND, which is no error
     nvml["driver"][util].append((3_000, 80))
-    assert b.drain() == {"gpu_busy_pct": [(3_000, 80.0)]}  # only what came since the last call
+    assert b.drain(force=True) == {"gpu_busy_pct": [(3_000, 80.0)]}  # only what came since the last call
     assert set(b.driver_off) == {"gpu_mem_busy_pct"}  # the unsupported one is not asked again
 
 
@@ -198,3 +198,35 @@ def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_s
             assert "figures come from the GPU driver's own samples" in r.telemetry_gaps["prefill"]
     text = telemetry_text(state, load_theme_or_default("dark")[0], 80).plain
     assert f"run {rep.runs[-1].run_id} driver samples every 5.0 ms" in text and "prefill" in text
+
+
+def test_each_field_is_read_when_due_and_one_the_driver_keeps_nothing_of_is_dropped(nvml, monkeypatch):
+    """Reading the driver's buffer costs (1.4 ms per utilization field on an H100): a field is read
+    again after ten of its periods (within the bounds), all of them when the sampler stops."""
+    import pynvml as N
+
+    import ttftui.telemetry as T
+
+    util, power, mem = _types()
+    nvml["driver"] = {util: [(1_000_000, 40), (1_200_000, 50)], power: [(1_000_000, 200_000), (1_020_000, 210_000)],
+                      mem: [(1_000_000, 3), (1_200_000, 4)]}
+    b = NvmlBackend(0)
+    asked = []
+    real = N.nvmlDeviceGetSamples
+    monkeypatch.setattr(N, "nvmlDeviceGetSamples", lambda h, kind, last: (asked.append(kind), real(h, kind, last))[1])
+    monkeypatch.setattr(T, "DRIVER_SILENT_S", 0.0)
+    clock = [100.0]
+    monkeypatch.setattr(T.time, "monotonic", lambda: clock[0])
+    assert set(b.drain()) == {"gpu_busy_pct", "gpu_power_w", "gpu_mem_busy_pct"}
+    assert sorted(asked) == sorted([util, power, mem, N.NVML_PROCESSOR_CLK_SAMPLES])
+    assert b.driver_off == {"gpu_sm_clock_mhz": "the driver kept no samples of it in 0 s: not asked again"}
+    # power (20 ms period) is due after 0.5 s (ten periods, raised to the minimum); utilization
+    # (200 ms) after 2 s; a read that brought nothing new waits the minimum
+    for t, due in ((100.3, []), (100.6, [power]), (101.9, [power]), (102.1, [util, mem]), (102.5, [power])):
+        asked.clear()
+        clock[0] = t
+        b.drain()
+        assert sorted(asked) == sorted(due), t
+    asked.clear()
+    b.drain(force=True)  # the sampler stopping: every field not dropped
+    assert sorted(asked) == sorted([util, power, mem])
