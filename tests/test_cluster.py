@@ -289,12 +289,24 @@ def test_matrix_and_per_node_options_on_the_command_line(tmp_path):
     assert r.returncode == 2 and "expected KEY=V1,V2" in r.stderr
 
 
+
+def _one_unit(host, unit) -> tuple[list, dict]:
+    """One unit on an engine host's body, as the driver takes it in: (events, the closing dict)."""
+    from ttftui.events import event_from_json
+
+    evs, last = [], None
+    for item in host.run(unit, ["s"], 20):
+        if isinstance(item, dict):
+            last = item
+        else:
+            evs.extend(event_from_json(x) for x in item)
+    return evs, last
+
 def test_an_engine_host_body_sends_its_units_events_tagged_and_keeps_its_engine():
     """The actor's body without Ray: a unit's events come back as JSON lines on the host's clock,
     tagged with the host; a second unit with the same settings reuses the loaded engine."""
     from ttftui.config import cell_config
     from ttftui.enginehosts import EngineHost
-    from ttftui.events import event_from_json
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "engine": {"kind": "synthetic"},
                                  "run": {"warmup": 0, "iterations": 2},
@@ -303,22 +315,13 @@ def test_an_engine_host_body_sends_its_units_events_tagged_and_keeps_its_engine(
     hello = host.hello()
     unit = cell_config(cfg, None).model_dump(mode="json")
 
-    def one_unit() -> tuple[list, dict]:
-        evs, last = [], None
-        for item in host.run(unit, ["s"], 20):
-            if isinstance(item, dict):
-                last = item
-            else:
-                evs.extend(event_from_json(x) for x in item)
-        return evs, last
-
-    evs, last = one_unit()
+    evs, last = _one_unit(host, unit)
     assert last["failed"] is None
     types = [type(e).__name__ for e in evs]
     assert types.count("EngineReady") == 1 and types.count("RunFinished") == 2 and "SessionStarted" not in types
     assert all(e.worker == hello["worker"] for e in evs if isinstance(e, (EngineReady, RunStarted)))
     assert all(0 <= e.t_ns <= host.clock.now_ns() for e in evs)  # one clock, the host's
-    evs2, last2 = one_unit()
+    evs2, last2 = _one_unit(host, unit)
     assert last2["failed"] is None and not any(isinstance(e, EngineReady) for e in evs2)  # kept loaded
     assert [e.run_id for e in evs2 if isinstance(e, RunStarted)] == [1, 2]  # the driver renumbers them
     host.shutdown()
@@ -388,7 +391,7 @@ def test_an_engine_crash_on_a_host_fails_that_unit_only_and_the_host_takes_the_n
     host then loads a fresh engine for the next unit, which completes."""
     from ttftui.config import cell_config
     from ttftui.enginehosts import EngineHost
-    from ttftui.events import EngineCrashed, RunFailed, event_from_json
+    from ttftui.events import EngineCrashed, RunFailed
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "model": {"n_threads": 1},
                                  "run": {"warmup": 0, "iterations": 3},
@@ -397,24 +400,15 @@ def test_an_engine_crash_on_a_host_fails_that_unit_only_and_the_host_takes_the_n
     name = host.hello()["worker"]
     unit = cell_config(cfg, None).model_dump(mode="json")
 
-    def one_unit() -> tuple[list, dict]:
-        evs, last = [], None
-        for item in host.run(unit, ["s"], 20):
-            if isinstance(item, dict):
-                last = item
-            else:
-                evs.extend(event_from_json(x) for x in item)
-        return evs, last
-
     monkeypatch.setenv("TTFTUI_ENGINE_FAULT", "SIGSEGV run=2 after=prefill_chunk:0")
-    evs, last = one_unit()
+    evs, last = _one_unit(host, unit)
     (crash,) = [e for e in evs if isinstance(e, EngineCrashed)]
     assert crash.worker == name and crash.signal == "SIGSEGV" and crash.run_id == 2
     assert [e.run_id for e in evs if isinstance(e, RunFinished)] == [1]
     assert [e.run_id for e in evs if isinstance(e, RunFailed)] == [2]
     assert last["failed"] and "SIGSEGV" in last["failed"]
     monkeypatch.delenv("TTFTUI_ENGINE_FAULT")
-    evs, last = one_unit()
+    evs, last = _one_unit(host, unit)
     assert last["failed"] is None and sum(isinstance(e, EngineReady) for e in evs) == 1  # loaded afresh
     assert len([e for e in evs if isinstance(e, RunFinished)]) == 3
     host.shutdown()

@@ -230,3 +230,21 @@ def test_each_field_is_read_when_due_and_one_the_driver_keeps_nothing_of_is_drop
     asked.clear()
     b.drain(force=True)  # the sampler stopping: every field not dropped
     assert sorted(asked) == sorted([util, power, mem])
+
+
+def test_the_panels_window_gives_the_last_runs_figures_as_the_whole_session_does():
+    from ttftui.reducer import Log
+
+    log = Log()
+    for k in range(50):  # a batch read every 100 ms, each with ten 10 ms samples
+        log = log.append(_batch("gpu_busy_pct", [k * 100 + 10 * i for i in range(1, 11)],
+                                [(k * 7 + i) % 100 for i in range(10)]))
+        log._items[-1] = GpuDriverSamples(t_ns=(k * 100 + 105) * MS, field="gpu_busy_pct",
+                                          times_ns=log._items[-1].times_ns, values=log._items[-1].values)
+    whole = gpu_driver.build_series(log)
+    cache = gpu_driver.SeriesCache()
+    window = cache.get(log, 4_000 * MS)
+    assert len(window["gpu_busy_pct"].t1) < len(whole["gpu_busy_pct"].t1) / 4  # it skipped the early batches
+    run = (4_012 * MS, 4_037 * MS, 4_391 * MS)
+    assert gpu_driver.phase_figures(window, *run) == pytest.approx(gpu_driver.phase_figures(whole, *run))
+    assert cache.get(log, 4_000 * MS) is window  # asked again, unchanged: not rebuilt

@@ -230,7 +230,6 @@ class RayClients:
                 max(1, math.ceil(plan.max_in_flight / len(live))), self.config.cluster.batch_ms)))
         unsent = [0]
         lock = threading.Lock()
-        done = threading.Event()
 
         def consume(i: int, n_share: int, gen: Any) -> None:
             started: set[int] = set()
@@ -273,7 +272,7 @@ class RayClients:
                 self.publish(WorkerLost(t_ns=t, worker=self.names[i], reason=why, lost_runs=tuple(lost),
                                         unsent=n_share - len(started)))
 
-        def forward_controls() -> None:  # stop, skip and pause reach the workers
+        def forward_controls(done: threading.Event) -> None:  # stop, skip and pause reach the workers
             paused = False
             while not done.wait(0.05):
                 if controls.stop.is_set() or controls.skip_scenario.is_set():
@@ -287,15 +286,8 @@ class RayClients:
                         if self.alive[i]:
                             self.actors[i].set_paused.remote(paused)
 
-        threads = [threading.Thread(target=consume, args=g, name=f"ttftui-ray-{g[0]}", daemon=True) for g in gens]
-        ctl = threading.Thread(target=forward_controls, name="ttftui-ray-controls", daemon=True)
-        for th in threads:
-            th.start()
-        ctl.start()
-        for th in threads:
-            th.join()
-        done.set()
-        ctl.join()
+        run_with_controls([threading.Thread(target=consume, args=g, name=f"ttftui-ray-{g[0]}", daemon=True)
+                           for g in gens], forward_controls, "ttftui-ray-controls")
         return unsent[0]
 
     def close(self) -> None:
@@ -332,6 +324,21 @@ def nice_warning(names: list[str], nices: list[int], what: str) -> str | None:
     return (f"{what} {', '.join(niced)} run(s) at a raised niceness (Ray's worker_niceness) and could not lower it: "
             "they yield the CPU to every other process, and their timings show it. Start Ray with "
             "RAY_worker_niceness=0 in the environment of `ray start` (and of ttftui with --ray local)")
+
+
+def run_with_controls(threads: list[threading.Thread], forward_controls: Callable[[threading.Event], None],
+                      name: str) -> None:
+    """Run ``threads`` to their end while ``forward_controls(done)`` passes the session's stop, skip
+    and pause on to the Ray actors (until ``done`` is set, or it returns after a stop)."""
+    done = threading.Event()
+    ctl = threading.Thread(target=forward_controls, args=(done,), name=name, daemon=True)
+    for th in threads:
+        th.start()
+    ctl.start()
+    for th in threads:
+        th.join()
+    done.set()
+    ctl.join()
 
 
 def _join(ray: Any, cc: Any) -> bool:

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ttftui.cluster import WorkerBody, _alive_nodes, _join, _one_line, _ray, nice_warning
+from ttftui.cluster import WorkerBody, _alive_nodes, _join, _one_line, _ray, nice_warning, run_with_controls
 from ttftui.config import Config, cell_config, matrix_cells
 from ttftui.errors import ConfigError
 from ttftui.events import (
@@ -245,7 +245,6 @@ class RayEngineHosts:
                 pinned.setdefault(u.pinned, []).append(u)
         left = [0]
         lock = threading.Lock()
-        done = threading.Event()
         live = [i for i, ok in enumerate(self.alive) if ok]
         if not live:
             raise ConfigError("every Ray engine host has been lost")
@@ -269,7 +268,7 @@ class RayEngineHosts:
             with lock:  # pinned units this host never began (it was lost, or the session stopped)
                 left[0] += sum(self.planned(u) for u in mine)
 
-        def forward_controls() -> None:  # stop, skip and pause reach the hosts
+        def forward_controls(done: threading.Event) -> None:  # stop, skip and pause reach the hosts
             paused = False
             while not done.wait(0.05):
                 targets = [self.actors[i] for i in live if self.alive[i]]
@@ -286,15 +285,8 @@ class RayEngineHosts:
                     for a in targets:
                         a.set_paused.remote(paused)
 
-        threads = [threading.Thread(target=host_loop, args=(i,), name=f"ttftui-host-{i}", daemon=True) for i in live]
-        ctl = threading.Thread(target=forward_controls, name="ttftui-host-controls", daemon=True)
-        for th in threads:
-            th.start()
-        ctl.start()
-        for th in threads:
-            th.join()
-        done.set()
-        ctl.join()
+        run_with_controls([threading.Thread(target=host_loop, args=(i,), name=f"ttftui-host-{i}", daemon=True)
+                           for i in live], forward_controls, "ttftui-host-controls")
         while True:  # units no live host took (every host was lost or the session stopped)
             try:
                 left[0] += self.planned(shared.get_nowait())

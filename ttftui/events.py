@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
 
@@ -297,6 +297,7 @@ class TelemetrySample:
 
 # What the GPU driver keeps in its own sample buffer (NVML ``nvmlDeviceGetSamples``), per field.
 DriverField = Literal["gpu_busy_pct", "gpu_mem_busy_pct", "gpu_power_w", "gpu_sm_clock_mhz"]
+DRIVER_FIELDS: tuple[str, ...] = get_args(DriverField)
 
 
 def _same_length(ev: "GpuDriverSamples") -> None:

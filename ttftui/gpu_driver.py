@@ -19,6 +19,7 @@ period average, so a 10 ms poll repeats one value until the driver's next sample
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -77,14 +78,18 @@ def build_series(batches: Iterable[Any]) -> dict[str, Series]:
 
 
 def _phase(s: Series, a: int, b: int) -> tuple[float | None, float, float]:
-    """(weighted mean, covered ns, span ns) of the samples overlapping [a, b]."""
-    w = np.clip(np.minimum(s.t1, b) - np.maximum(s.t0, a), 0, None).astype(np.float64)
+    """(weighted mean, covered ns, span ns) of the samples overlapping [a, b]. Only the samples
+    that can overlap are looked at: t1 is sorted and no sample covers more than 1.5 periods."""
+    lo = int(np.searchsorted(s.t1, a, side="right"))
+    hi = int(np.searchsorted(s.t1, b + 1.5 * s.period_ns, side="right"))
+    t0, t1, v = s.t0[lo:hi], s.t1[lo:hi], s.v[lo:hi]
+    w = np.clip(np.minimum(t1, b) - np.maximum(t0, a), 0, None).astype(np.float64)
     covered = float(w.sum())
     if covered <= 0:
         return None, 0.0, 0.0
     hit = w > 0
-    span = float(s.t1[hit].max() - s.t0[hit].min())
-    return float((w * s.v).sum() / covered), covered, span
+    span = float(t1[hit].max() - t0[hit].min())
+    return float((w * v).sum() / covered), covered, span
 
 
 def phase_figures(series: dict[str, Series], start_ns: int, first_token_ns: int | None,
@@ -133,16 +138,20 @@ def periods(series: dict[str, Series]) -> dict[str, dict[str, float | int]]:
 
 
 class SeriesCache:
-    """The series of one log of batches, rebuilt only when the log grew (the dashboard asks often)."""
+    """The series of a log of batches from ``since_ns`` on, rebuilt only when the log grew or the
+    window moved (the dashboard asks at every refresh: it needs the last run's samples, not the
+    whole session's). A sample after ``since_ns`` is in a batch read after it, so the batches read
+    before it are skipped (they are in time order, from one sampler)."""
 
     def __init__(self) -> None:
-        self._items: Any = None  # held, so that its id can never be another log's
-        self._n = -1
+        self._key: tuple[Any, int, int] | None = None  # holds the log's list, so its id is never reused
         self._value: dict[str, Series] = {}
 
-    def get(self, log: Any) -> dict[str, Series]:
-        items = getattr(log, "_items", log)
-        if items is not self._items or len(log) != self._n:
-            self._value = build_series(log)
-            self._items, self._n = items, len(log)
+    def get(self, log: Any, since_ns: int = 0) -> dict[str, Series]:
+        items, n = getattr(log, "_items", log), len(log)
+        key = (items, n, since_ns)
+        if self._key is None or self._key[0] is not items or self._key[1:] != key[1:]:
+            first = bisect.bisect_right(items, since_ns, 0, n, key=lambda b: b.t_ns)
+            self._value = build_series(items[first:n])
+            self._key = key
         return self._value

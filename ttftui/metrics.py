@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ttftui import registry
+from ttftui import gpu_driver, registry
 from ttftui.events import RemoteTiming, RunFinished, TokenEmitted
 from ttftui.stats import Summary, summarize
 
@@ -76,8 +76,6 @@ def telemetry_gaps(m: "RunMetrics", interval_ms: float | None, driver: dict[str,
     run; ``series``: the session's) give the phase a figure, the text says so, and what that figure
     averages when the driver's samples are longer than the phase. ``interval_ms``: the session's
     sampling interval (None: no sampler ran, nothing to explain)."""
-    from ttftui import gpu_driver
-
     if interval_ms is None:
         return {}
     out: dict[str, str] = {}

@@ -486,8 +486,10 @@ def sampling_interval_ms(state: SessionState, worker: str | None) -> float | Non
     return st.interval_ms if st is not None and st.backend != "none" else None
 
 
-def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts | None = None) -> TelemetryReport | None:
-    """The session's telemetry, or (``worker``) a Ray engine host's own."""
+def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts | None = None,
+               driver: dict[str, gpu_driver.Series] | None = None) -> TelemetryReport | None:
+    """The session's telemetry, or (``worker``) a Ray engine host's own; ``driver``: the GPU driver's
+    samples there, as the runs' figures used them."""
     st = state.telemetry_status if worker is None else state.worker_telemetry_status.get(worker)
     if st is None:
         return None
@@ -517,7 +519,7 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
         sampler_cpu_pct_of_core=(st.sampler_cpu_s / dur_s * 100) if st.sampler_cpu_s is not None and dur_s > 0 else None,
         achieved_interval_ms_mean=mean(gaps), achieved_interval_ms_max=max(gaps) if gaps else None,
         unavailable=dict(st.unavailable),
-        driver=gpu_driver.periods(gpu_driver.build_series(state.gpu_driver_of(worker))),
+        driver=gpu_driver.periods(driver or {}),
         driver_unavailable=dict(st.driver_unavailable),
         session={
             "gpu_mem_peak_bytes": max(vals("gpu_mem_used_bytes"), default=None),
@@ -596,7 +598,8 @@ def _crash(state: SessionState) -> CrashRecord | None:
                        t_ms=c.t_ns / 1e6, message=c.message, log_tail=list(c.log_tail))
 
 
-def _hosts(state: SessionState, runs: list[RunMetrics], pcts: list[float]) -> dict[str, HostRecord]:
+def _hosts(state: SessionState, runs: list[RunMetrics], pcts: list[float],
+           driver: dict[str | None, dict[str, gpu_driver.Series]]) -> dict[str, HostRecord]:
     """Each Ray engine host's engines, own per-scenario figures and telemetry."""
     from ttftui.metrics import scenario_stats
 
@@ -626,7 +629,7 @@ def _hosts(state: SessionState, runs: list[RunMetrics], pcts: list[float]) -> di
                                       device=e.device, engine_pid=e.host_pid) for e in es],
             summary={n: _scenario_summary(scenario_stats(n, by.get((w, n), []), failed.get((w, n), 0), pcts))
                      for n in names},
-            telemetry=_telemetry(state, w, es[-1].model),
+            telemetry=_telemetry(state, w, es[-1].model, driver.get(w)),
         )
     return out
 
@@ -689,8 +692,8 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
             for a in state.alerts
         ],
         alert_status=_alert_status(state),
-        telemetry=_telemetry(state),
-        hosts=_hosts(state, runs, pcts),
+        telemetry=_telemetry(state, driver=driver[None]),
+        hosts=_hosts(state, runs, pcts, driver),
         source=source or {},
     )
 

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from ttftui.events import GpuDriverSamples, TelemetrySample, TelemetryStatus
+from ttftui.events import DRIVER_FIELDS, GpuDriverSamples, TelemetrySample, TelemetryStatus
 
 GPU_FIELDS = ("gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_busy_pct", "gpu_power_w", "gpu_temp_c",
               "gpu_sm_clock_mhz")
@@ -226,8 +226,7 @@ class RocmBackend:
         failed.setdefault("gpu_sm_clock_mhz", "pyrsmi has no SM clock reading (NVIDIA only)")
 
     driver_off = {f: "pyrsmi keeps no sample buffer: the sampler's own polls only (NVML's nvmlDeviceGetSamples "
-                     "has no counterpart there)" for f in ("gpu_busy_pct", "gpu_mem_busy_pct", "gpu_power_w",
-                                                            "gpu_sm_clock_mhz")}
+                     "has no counterpart there)" for f in DRIVER_FIELDS}
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self._log)
@@ -361,8 +360,7 @@ class TelemetrySampler:
         try:
             got = drain(force)
         except Exception as e:  # noqa: BLE001 - a backend bug must not stop the session
-            self._driver_failed = {f: f"{type(e).__name__}: {e}" for f in ("gpu_busy_pct", "gpu_mem_busy_pct",
-                                                                           "gpu_power_w", "gpu_sm_clock_mhz")}
+            self._driver_failed = {f: f"{type(e).__name__}: {e}" for f in DRIVER_FIELDS}
             self._driver_dead = True  # not again
             return
         if not got:

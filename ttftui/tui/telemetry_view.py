@@ -83,7 +83,7 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
 
         m = last.metrics
         gaps = telemetry_gaps(m, st.interval_ms)
-        series = _DRIVER.get(state.gpu_driver)
+        series = _DRIVER.get(state.gpu_driver, last.started.t_ns)  # the samples from the last run on
         if gaps and not series:  # a phase no sample landed in: say why its figures are N/A
             dur = {"prefill": m.ttft_ms, "decode": m.e2e_ms - m.ttft_ms}
             out.append(f"\nrun {last.run_id}: " + "; ".join(
