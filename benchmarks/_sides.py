@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from llama_cpp import Llama
 
-from ttftui.config import Config
+from ttftui.core.config import Config
 
 N_CTX = 4096
 

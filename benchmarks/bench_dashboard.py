@@ -153,8 +153,8 @@ class Side:
 
     def tokens(self) -> dict[int, list]:
         """Every run's tokens (TokenEmitted events, in order), by run id."""
-        from ttftui.events import TokenEmitted
-        from ttftui.recording import read_recording
+        from ttftui.core.events import TokenEmitted
+        from ttftui.run.recording import read_recording
 
         runs: dict[int, list] = {}
         for e in read_recording(self.rec).events:
@@ -165,9 +165,9 @@ class Side:
     def results(self) -> list[list[dict]]:
         """Per turn, the counted runs' report rows (the recording folded by the same reducer as the
         headless report)."""
-        from ttftui.recording import read_recording
-        from ttftui.reducer import fold
-        from ttftui.report import build_report
+        from ttftui.run.recording import read_recording
+        from ttftui.analysis.reducer import fold
+        from ttftui.report.build import build_report
 
         rows = {r["run_id"]: r for r in json.loads(build_report(fold(read_recording(self.rec).events))
                                                    .model_dump_json())["runs"]}
@@ -339,10 +339,10 @@ def _median_ci(xs: list[float]) -> tuple[float, float]:
 
 
 def stress(rate: int, tokens: int, runs: int) -> None:
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
     from ttftui.tui.app import TtftApp
-    from ttftui.live import LiveSource
+    from ttftui.run.live import LiveSource
 
     cfg = Config.model_validate({"run": {"iterations": runs, "warmup": 0}, "model": {"n_ctx": tokens + 64},
                                  "scenarios": [{"name": "stress", "prompt_tokens": 32, "max_tokens": tokens}]})

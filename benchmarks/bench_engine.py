@@ -36,9 +36,9 @@ from llama_cpp import Llama  # noqa: E402
 
 from _sides import engine_config, reference_llama  # noqa: E402  (benchmarks/, first on sys.path)
 
-from ttftui.demo_model import require_demo_model  # noqa: E402
-from ttftui.engine.llama import LlamaEngine  # noqa: E402
-from ttftui.metrics import run_metrics  # noqa: E402
+from ttftui.measure.demo_model import require_demo_model  # noqa: E402
+from ttftui.measure.engine.llama import LlamaEngine  # noqa: E402
+from ttftui.analysis.metrics import run_metrics  # noqa: E402
 
 
 def ttftui_run(engine: LlamaEngine, prep, run_id: int):

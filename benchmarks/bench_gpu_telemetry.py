@@ -10,7 +10,7 @@ generated, a pause between runs, so the GPU goes busy and idle):
 3. the cost of one ``NvmlBackend.read`` (a tick's GPU reads) and one ``drain`` of every field, in
    µs of CPU, and of one ``nvmlDeviceGetSamples`` per field;
 4. how many samples the driver's buffer holds per field (nothing drained for ``--hold-s``), which
-   bounds how rarely the sampler may read it (``ttftui.telemetry.DRIVER_DRAIN_MAX_S``).
+   bounds how rarely the sampler may read it (``ttftui.measure.telemetry.DRIVER_DRAIN_MAX_S``).
 
 ``--load torch`` makes the GPU load with PyTorch matrix products (bursts of ``--burst-ms``) instead of
 llama.cpp, for a machine without a CUDA build of llama.cpp.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if "torch" not in sys.argv:
     import llama_cpp  # noqa: F401  (first: a CUDA build crashes at load when numpy came before it)
 
-from ttftui.telemetry import NvmlBackend  # noqa: E402
+from ttftui.measure.telemetry import NvmlBackend  # noqa: E402
 
 
 def load_loop(engine, prep, stop: threading.Event, pause_s: float, spans: list) -> None:
@@ -60,9 +60,9 @@ def torch_loop(stop: threading.Event, pause_s: float, burst_s: float, spans: lis
 
 
 def llama_load(args):
-    from ttftui.config import Config
-    from ttftui.demo_model import require_demo_model
-    from ttftui.engine.llama import LlamaEngine
+    from ttftui.core.config import Config
+    from ttftui.measure.demo_model import require_demo_model
+    from ttftui.measure.engine.llama import LlamaEngine
 
     cfg = Config.model_validate({
         "model": {"n_ctx": args.prompt + args.gen + 8, "n_batch": 2048, "n_gpu_layers": -1, "flash_attn": "on"},
@@ -168,7 +168,7 @@ def main() -> int:
           f"(a field's period × this = how long its buffer lasts)")
     nv.close()
 
-    from ttftui.telemetry import TelemetrySampler
+    from ttftui.measure.telemetry import TelemetrySampler
 
     t0 = time.perf_counter_ns()
     sampler = TelemetrySampler(lambda ev: None, lambda: time.perf_counter_ns() - t0, backend="nvml", interval_ms=100)

@@ -31,11 +31,11 @@ from llama_cpp import Llama  # noqa: E402
 
 from _sides import engine_config, reference_llama  # noqa: E402  (benchmarks/, first on sys.path)
 
-from ttftui.config import Config  # noqa: E402
-from ttftui.demo_model import require_demo_model  # noqa: E402
-from ttftui.engine.llama import LlamaEngine  # noqa: E402
-from ttftui.events import TokenEmitted  # noqa: E402
-from ttftui.host.proxy import HostedEngine  # noqa: E402
+from ttftui.core.config import Config  # noqa: E402
+from ttftui.measure.demo_model import require_demo_model  # noqa: E402
+from ttftui.measure.engine.llama import LlamaEngine  # noqa: E402
+from ttftui.core.events import TokenEmitted  # noqa: E402
+from ttftui.measure.engine_process.proxy import HostedEngine  # noqa: E402
 
 PAUSE_S = 0.3
 

@@ -73,7 +73,7 @@ def med(runs: list[dict], key) -> float | None:
 
 
 def ttft_comparison(args: argparse.Namespace) -> None:
-    from ttftui.demo_model import require_demo_model
+    from ttftui.measure.demo_model import require_demo_model
 
     model = str(require_demo_model())
     sizes = [int(x) for x in args.prompts.split(",")]
@@ -146,7 +146,7 @@ def keep_up(args: argparse.Namespace) -> None:
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    from ttftui.remote.client import Endpoint
+    from ttftui.measure.remote.client import Endpoint
 
     ep = Endpoint(f"http://127.0.0.1:{srv.server_address[1]}/v1")
     got = [0]

@@ -31,9 +31,9 @@ GOAL_S = 3.0
 
 def record_session(config, path: Path, *, synthetic: bool) -> int:
     """Run a whole session with a recorder attached; returns the number of events written."""
-    from ttftui.engine import select_engine
-    from ttftui.recording import Recorder
-    from ttftui.session import SessionRunner
+    from ttftui.measure.select import select_engine
+    from ttftui.run.recording import Recorder
+    from ttftui.run.session import SessionRunner
 
     rec = Recorder(path)  # the recorder is a sink: the runner publishes straight into it
     runner = SessionRunner(config, select_engine(config, force_synthetic=synthetic), rec)
@@ -45,9 +45,9 @@ def record_session(config, path: Path, *, synthetic: bool) -> int:
 
 
 def bytes_per_token(tmp: Path) -> None:
-    from ttftui.config import Config
-    from ttftui.recording import read_recording
-    from ttftui.events import TokenEmitted
+    from ttftui.core.config import Config
+    from ttftui.run.recording import read_recording
+    from ttftui.core.events import TokenEmitted
 
     cfg = Config.model_validate({
         "model": {"n_ctx": 1024, "n_threads": 2},
@@ -70,7 +70,7 @@ def bytes_per_token(tmp: Path) -> None:
 
 
 def big_recording(tmp: Path, n_events: int, gz: bool) -> tuple[Path, int, int]:
-    from ttftui.config import Config
+    from ttftui.core.config import Config
 
     tokens_per_run = 1000
     runs = max(1, round(n_events / (tokens_per_run + 8)))

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ttftui.engine.base import Clock  # noqa: E402
-from ttftui.telemetry import TelemetrySampler  # noqa: E402
+from ttftui.measure.engine.base import Clock  # noqa: E402
+from ttftui.measure.telemetry import TelemetrySampler  # noqa: E402
 
 
 def sampler_cpu(seconds: float, interval_ms: float) -> None:
@@ -43,11 +43,11 @@ def sampler_cpu(seconds: float, interval_ms: float) -> None:
 
 
 def decode_with_and_without(rounds: int, threads: int, gen: int) -> None:
-    from ttftui.config import Config
-    from ttftui.demo_model import require_demo_model
-    from ttftui.engine.llama import LlamaEngine
-    from ttftui.events import TokenEmitted
-    from ttftui.metrics import run_metrics
+    from ttftui.core.config import Config
+    from ttftui.measure.demo_model import require_demo_model
+    from ttftui.measure.engine.llama import LlamaEngine
+    from ttftui.core.events import TokenEmitted
+    from ttftui.analysis.metrics import run_metrics
 
     cfg = Config.model_validate({"model": {"n_ctx": 1024, "n_threads": threads},
                                  "scenarios": [{"name": "d", "prompt_tokens": 128, "max_tokens": gen}]})

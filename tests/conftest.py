@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ttftui.config import Config, load_config
-from ttftui.demo_model import demo_model_path
+from ttftui.core.config import Config, load_config
+from ttftui.measure.demo_model import demo_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +35,8 @@ def make_config(**sections: Any) -> Config:
 
 def run_events(config: Config, *, synthetic: bool = False, scenarios: list[str] | None = None) -> list[Any]:
     """Run a whole session synchronously and return its events."""
-    from ttftui.engine import select_engine
-    from ttftui.session import SessionRunner
+    from ttftui.measure.select import select_engine
+    from ttftui.run.session import SessionRunner
 
     events: list[Any] = []
     runner = SessionRunner(config, select_engine(config, force_synthetic=synthetic), events.append, scenarios=scenarios)
@@ -83,7 +83,7 @@ def real_events(real_config: Config) -> list[Any]:
 
 @pytest.fixture(scope="session")
 def real_state(real_events: list[Any]):
-    from ttftui.reducer import fold
+    from ttftui.analysis.reducer import fold
 
     return fold(real_events)
 

@@ -5,10 +5,10 @@ patched here first (the same rule as the engine's ``model.repack = auto``)."""
 
 from __future__ import annotations
 
-import llama_cpp  # first: the native library before numpy (see ttftui.host.__main__)
+import llama_cpp  # first: the native library before numpy (see ttftui.measure.engine_process.__main__)
 import llama_cpp.llama_cpp as L
 
-from ttftui.engine.llama_facts import repack_choice
+from ttftui.measure.engine.llama_facts import repack_choice
 
 _info = L.llama_print_system_info().decode("utf-8", "replace")
 _repack, _why = repack_choice("auto", _info)

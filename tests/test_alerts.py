@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from ttftui.alerts import AlertEvaluator, AlertRule, aggregate, goodput, run_value
-from ttftui.config import Config, load_config
-from ttftui.errors import ConfigError
-from ttftui.events import AlertChanged
-from ttftui.pump import Pump
+from ttftui.analysis.alerts import AlertEvaluator, aggregate, goodput, run_value
+from ttftui.core.rules import AlertRule
+from ttftui.core.config import Config, load_config
+from ttftui.core.errors import ConfigError
+from ttftui.core.events import AlertChanged
+from ttftui.run.pump import Pump
 
 from .conftest import cli
 from .test_reducer import run, session_events

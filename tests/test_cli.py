@@ -11,7 +11,7 @@ import threading
 import jsonschema
 import pytest
 
-from ttftui.errors import all_error_classes
+from ttftui.core.errors import all_error_classes
 
 from .conftest import ROOT, cli
 
@@ -114,7 +114,7 @@ def test_published_schema_is_current():
 
 
 def test_headless_path_does_not_import_textual():
-    code = ("import sys; from ttftui.cli import main; main(['--headless', '--synthetic', '-q', '--iterations', '1', "
+    code = ("import sys; from ttftui.cli.main import main; main(['--headless', '--synthetic', '-q', '--iterations', '1', "
             "'--warmup', '0', '-o', '/dev/null']); print(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))")
     import subprocess
     import sys
@@ -187,13 +187,13 @@ def test_exit_codes_are_distinct_and_documented():
     codes = [c.exit_code for c in all_error_classes()]
     assert len(codes) == len(set(codes))
     readme = (ROOT / "README.md").read_text()
-    from ttftui.errors import exit_code_table
+    from ttftui.core.errors import exit_code_table
 
-    assert exit_code_table() in readme, "README's exit-code table is out of date (ttftui.errors.exit_code_table)"
+    assert exit_code_table() in readme, "README's exit-code table is out of date (ttftui.core.errors.exit_code_table)"
 
 
 def test_definitions_in_help_and_readme():
-    from ttftui.definitions import DEFINITIONS
+    from ttftui.core.definitions import DEFINITIONS
 
     proc = cli("--help")
     assert proc.returncode == 0

@@ -15,10 +15,10 @@ import threading
 import numpy as np
 import pytest
 
-from ttftui.config import Config
-from ttftui.events import DeviceFacts, EngineReady, ModelFacts, RunFinished, RunStarted, SessionStarted
-from ttftui.reducer import fold
-from ttftui.report import build_report
+from ttftui.core.config import Config
+from ttftui.core.events import DeviceFacts, EngineReady, ModelFacts, RunFinished, RunStarted, SessionStarted
+from ttftui.analysis.reducer import fold
+from ttftui.report.build import build_report
 
 from .conftest import ROOT, cli
 from .fake_server import FakeServer
@@ -247,7 +247,7 @@ def test_an_engine_host_killed_mid_session_is_an_event_and_the_other_goes_on(clu
 
 
 def test_a_matrix_expands_every_scenario_per_cell_and_checks_each_cell():
-    from ttftui.config import cell_config, matrix_cells
+    from ttftui.core.config import cell_config, matrix_cells
 
     data = {"cluster": {"ray": "local", "matrix": {"model.path": ["m/a.gguf", "m/b.gguf"], "model.n_gpu_layers": [0, -1]}},
             "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2}]}
@@ -261,7 +261,7 @@ def test_a_matrix_expands_every_scenario_per_cell_and_checks_each_cell():
     assert (cell.model.path, cell.model.n_gpu_layers, [s.name for s in cell.scenarios]) == (
         "m/b.gguf", -1, ["s@b@n_gpu_layers_-1"])
     assert not cell.cluster.ray and not cell.cluster.matrix and not cell.alerts
-    from ttftui.session import select_scenarios
+    from ttftui.run.session import select_scenarios
 
     assert select_scenarios(cfg, ["s"]) == [s.name for s in cfg.scenarios]  # the base name picks every cell
 
@@ -292,7 +292,7 @@ def test_matrix_and_per_node_options_on_the_command_line(tmp_path):
 
 def _one_unit(host, unit) -> tuple[list, dict]:
     """One unit on an engine host's body, as the driver takes it in: (events, the closing dict)."""
-    from ttftui.events import event_from_json
+    from ttftui.core.events import event_from_json
 
     evs, last = [], None
     for item in host.run(unit, ["s"], 20):
@@ -305,8 +305,8 @@ def _one_unit(host, unit) -> tuple[list, dict]:
 def test_an_engine_host_body_sends_its_units_events_tagged_and_keeps_its_engine():
     """The actor's body without Ray: a unit's events come back as JSON lines on the host's clock,
     tagged with the host; a second unit with the same settings reuses the loaded engine."""
-    from ttftui.config import cell_config
-    from ttftui.enginehosts import EngineHost
+    from ttftui.core.config import cell_config
+    from ttftui.cluster.engine_hosts import EngineHost
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "engine": {"kind": "synthetic"},
                                  "run": {"warmup": 0, "iterations": 2},
@@ -328,7 +328,7 @@ def test_an_engine_host_body_sends_its_units_events_tagged_and_keeps_its_engine(
 
 
 def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
-    from ttftui.events import TelemetrySample
+    from ttftui.core.events import TelemetrySample
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"warmup": 0},
                                  "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 1}]})
@@ -356,7 +356,7 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
 
 
 def test_the_html_report_has_each_engine_hosts_figures():
-    from ttftui.html import report_html
+    from ttftui.report.html import report_html
 
     from .test_tui import two_host_session
 
@@ -372,10 +372,10 @@ def test_the_html_report_has_each_engine_hosts_figures():
 def test_a_worker_started_niced_by_ray_goes_back_to_nice_0_or_says_why_not():
     """Ray starts its workers at nice 15: an engine host there ran the demo model 4-7 % slower than
     this machine's own next to anything else busy. Workers lower it where allowed (root here)."""
-    from ttftui.cluster import nice_warning
+    from ttftui.cluster.common import nice_warning
 
     r = subprocess.run(["nice", "-n", "15", sys.executable, "-c",
-                        "import os; from ttftui.cluster import unnice; print(os.nice(0), unnice())"],
+                        "import os; from ttftui.cluster.common import unnice; print(os.nice(0), unnice())"],
                        cwd=ROOT, capture_output=True, text=True)
     before, after = map(int, r.stdout.split())
     assert before == 15 and after == (0 if os.geteuid() == 0 else 15)
@@ -389,9 +389,9 @@ def test_an_engine_crash_on_a_host_fails_that_unit_only_and_the_host_takes_the_n
     """The actor's body without Ray, the real model: llama.cpp dies with SIGSEGV in run 2's prefill.
     The crash comes back as an event tagged with the host, run 2 as failed, the unit as failed; the
     host then loads a fresh engine for the next unit, which completes."""
-    from ttftui.config import cell_config
-    from ttftui.enginehosts import EngineHost
-    from ttftui.events import EngineCrashed, RunFailed
+    from ttftui.core.config import cell_config
+    from ttftui.cluster.engine_hosts import EngineHost
+    from ttftui.core.events import EngineCrashed, RunFailed
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "model": {"n_threads": 1},
                                  "run": {"warmup": 0, "iterations": 3},

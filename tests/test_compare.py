@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ttftui.compare import compare_reports, load_report, parse_gate
-from ttftui.errors import ConfigError, ReportError
+from ttftui.report.compare import compare_reports, load_report, parse_gate
+from ttftui.core.errors import ConfigError, ReportError
 
 from .conftest import cli
 from .test_cli import assert_one_line_error
@@ -163,7 +163,7 @@ def test_higher_is_better_gates(synthetic_reports):
 
 def _compare(capsys, *args: str) -> tuple[int, str, str]:
     """``ttftui compare ARGS`` in this process (fast); returns exit code, stdout, stderr."""
-    from ttftui.cli import main
+    from ttftui.cli.main import main
 
     code = main(["compare", *args])
     out = capsys.readouterr()
@@ -245,7 +245,7 @@ def test_sd_gate_is_worse_when_higher_for_every_metric(synthetic_reports):
 
 
 def test_alpha_must_lie_strictly_between_0_and_1(capsys, synthetic_reports):
-    from ttftui.compare import parse_alpha
+    from ttftui.report.compare import parse_alpha
 
     for bad in ("0", "1", "-0.1", "1.5", "nan", "inf", "-inf", "x", ""):
         with pytest.raises(ConfigError, match="--alpha"):
@@ -313,7 +313,7 @@ def test_non_finite_and_out_of_range_numbers_are_refused(capsys, tmp_path, synth
 
 
 def test_only_a_regular_file_of_sane_size_is_read(capsys, tmp_path, synthetic_reports):
-    from ttftui.compare import MAX_REPORT_BYTES
+    from ttftui.report.compare import MAX_REPORT_BYTES
 
     a, _ = synthetic_reports
     _assert_error(capsys, 14, r"is a directory, not a regular file", str(a), str(tmp_path))
@@ -364,7 +364,7 @@ def test_derived_numbers_stay_finite(synthetic_reports):
 
 
 def test_significant_difference_without_direction_is_not_called_worse():
-    from ttftui.compare import _holm
+    from ttftui.report.compare import _holm
 
     def row(metric, b50, c50):
         return {"metric": metric, "baseline_p50": b50, "candidate_p50": c50, "ratio": None, "p_value": 1e-9}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ttftui.config import Config, load_config
-from ttftui.errors import ConfigError
+from ttftui.core.config import Config, load_config
+from ttftui.core.errors import ConfigError
 
 from .conftest import ROOT
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ttftui.events import EngineReady, PhaseTimed, RunFinished, RunStarted, SessionFinished, TokenEmitted
-from ttftui.reducer import session_stats
+from ttftui.core.events import EngineReady, PhaseTimed, RunFinished, RunStarted, SessionFinished, TokenEmitted
+from ttftui.analysis.reducer import session_stats
 
 from .conftest import REAL_SCENARIOS, make_config, run_events
 
@@ -35,7 +35,7 @@ def test_engine_is_real_and_describes_the_model(real_events):
     d = ready.device
     assert d.kind == "cpu" and d.n_gpu_layers_offloaded == 0 and d.n_threads == 2
     # Whatever the build (CPU, CUDA, HIP...), the report names the one llama.cpp's system info shows.
-    from ttftui.engine.llama_facts import build_kind
+    from ttftui.measure.engine.llama_facts import build_kind
 
     assert d.build == build_kind(d.system_info or "", d.gpu_offload_supported) and "CPU" in (d.system_info or "")
     assert ready.load_ms > 0
@@ -154,7 +154,7 @@ def test_warmup_runs_are_kept_but_excluded(real_state):
 
 
 def test_stop_flag_ends_a_run_between_tokens(model_path):
-    from ttftui.engine import select_engine
+    from ttftui.measure.select import select_engine
 
     cfg = make_config(model={"n_ctx": 256, "n_threads": 2},
                       scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 200}])
@@ -194,7 +194,7 @@ def test_stop_at_eos_can_end_early(model_path):
 
 
 def test_prompt_longer_than_context_is_rejected(model_path):
-    from ttftui.errors import PromptTooLong
+    from ttftui.core.errors import PromptTooLong
 
     cfg = make_config(model={"n_ctx": 64, "n_threads": 2}, run={"iterations": 1, "warmup": 0},
                       scenarios=[{"name": "s", "prompt": "word " * 200, "max_tokens": 4}])
@@ -242,7 +242,7 @@ def test_a_long_scenario_after_a_short_one_has_its_first_run_flagged_cold(model_
     warmup_policy = largest_first leaves no counted run that is the first of its shape."""
     import json
 
-    from ttftui.cold import cold_runs
+    from ttftui.analysis.cold import cold_runs
 
     from .conftest import cli
 
@@ -280,8 +280,8 @@ max_tokens = 4
 def test_cold_rule_on_made_up_runs():
     from dataclasses import replace
 
-    from ttftui.cold import cold_runs
-    from ttftui.metrics import RunMetrics
+    from ttftui.analysis.cold import cold_runs
+    from ttftui.analysis.metrics import RunMetrics
 
     base = RunMetrics(run_id=0, scenario="s", iteration=0, warmup=False, counted=True, stop_reason="max_tokens",
                       n_prompt_tokens=128, n_output_tokens=8, ttft_ms=10.0, tokenize_ms=0.1, cache_prep_ms=0.0,
@@ -307,7 +307,7 @@ def test_a_sweep_fits_ttft_and_predicts_a_held_out_length(tmp_path):
     the steps (the per-chunk cost is what chunk_per_token_vs_depth is for: see the synthetic test)."""
     import json
 
-    from ttftui.fit import polyfit
+    from ttftui.analysis.fit import polyfit
 
     from .conftest import cli
 

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from ttftui.errors import ModelCorrupt, ModelNotFound, ModelNotGGUF
-from ttftui.gguf import read_header
+from ttftui.core.errors import ModelCorrupt, ModelNotFound, ModelNotGGUF
+from ttftui.measure.gguf import read_header
 
 
 def test_demo_model_facts(model_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.test_telemetry import nvml  # noqa: F401  (the fixture: a fake libnvidia-ml)
-from ttftui import gpu_driver
-from ttftui.events import GpuDriverSamples, TelemetryStatus, event_from_json, event_to_json, shift_time
-from ttftui.telemetry import NvmlBackend, TelemetrySampler
+from ttftui.analysis import gpu_driver
+from ttftui.core.events import GpuDriverSamples, TelemetryStatus, event_from_json, event_to_json, shift_time
+from ttftui.measure.telemetry import NvmlBackend, TelemetrySampler
 
 MS = 1_000_000
 
@@ -77,7 +77,7 @@ def test_a_driver_clock_that_is_no_clock_of_ours_is_said_not_guessed(nvml):
 
 
 def test_a_rocm_session_says_there_is_no_driver_buffer():
-    from ttftui.telemetry import RocmBackend
+    from ttftui.measure.telemetry import RocmBackend
 
     assert set(RocmBackend.driver_off) == set(gpu_driver.KEYS)
     assert all("pyrsmi keeps no sample buffer" in why for why in RocmBackend.driver_off.values())
@@ -142,11 +142,12 @@ def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_s
     """A real-time synthetic session under the fake NVML, whose driver samples every 5 ms (busy 40 %
     while a run is in flight, 0 between runs): each run's prefill and decode get the driver's
     figures, the short prefill's gap says where its figure comes from, and the panel shows it."""
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
-    from ttftui.session import SessionRunner
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
+    from ttftui.run.session import SessionRunner
+    from ttftui.analysis.view import SessionView
     from ttftui.tui.telemetry_view import telemetry_text
     from ttftui.tui.themes import load_theme_or_default
 
@@ -196,7 +197,7 @@ def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_s
         assert t["prefill_gpu_driver_span_ms"] <= r.ttft_ms + 10.5
         if "prefill" in r.telemetry_gaps:
             assert "figures come from the GPU driver's own samples" in r.telemetry_gaps["prefill"]
-    text = telemetry_text(state, load_theme_or_default("dark")[0], 80).plain
+    text = telemetry_text(state, SessionView(state), load_theme_or_default("dark")[0], 80).plain
     assert f"run {rep.runs[-1].run_id} driver samples every 5.0 ms" in text and "prefill" in text
 
 
@@ -205,7 +206,7 @@ def test_each_field_is_read_when_due_and_one_the_driver_keeps_nothing_of_is_drop
     again after ten of its periods (within the bounds), all of them when the sampler stops."""
     import pynvml as N
 
-    import ttftui.telemetry as T
+    import ttftui.measure.telemetry as T
 
     util, power, mem = _types()
     nvml["driver"] = {util: [(1_000_000, 40), (1_200_000, 50)], power: [(1_000_000, 200_000), (1_020_000, 210_000)],
@@ -233,18 +234,21 @@ def test_each_field_is_read_when_due_and_one_the_driver_keeps_nothing_of_is_drop
 
 
 def test_the_panels_window_gives_the_last_runs_figures_as_the_whole_session_does():
-    from ttftui.reducer import Log
+    import dataclasses
+
+    from ttftui.analysis.reducer import Log, initial_state
+    from ttftui.analysis.view import SessionView
 
     log = Log()
     for k in range(50):  # a batch read every 100 ms, each with ten 10 ms samples
-        log = log.append(_batch("gpu_busy_pct", [k * 100 + 10 * i for i in range(1, 11)],
-                                [(k * 7 + i) % 100 for i in range(10)]))
-        log._items[-1] = GpuDriverSamples(t_ns=(k * 100 + 105) * MS, field="gpu_busy_pct",
-                                          times_ns=log._items[-1].times_ns, values=log._items[-1].values)
+        batch = _batch("gpu_busy_pct", [k * 100 + 10 * i for i in range(1, 11)], [(k * 7 + i) % 100 for i in range(10)])
+        log = log.append(dataclasses.replace(batch, t_ns=(k * 100 + 105) * MS))
     whole = gpu_driver.build_series(log)
-    cache = gpu_driver.SeriesCache()
-    window = cache.get(log, 4_000 * MS)
+    view = SessionView(initial_state())
+    window = view.driver_series(None, 4_000 * MS, log=log)
     assert len(window["gpu_busy_pct"].t1) < len(whole["gpu_busy_pct"].t1) / 4  # it skipped the early batches
     run = (4_012 * MS, 4_037 * MS, 4_391 * MS)
     assert gpu_driver.phase_figures(window, *run) == pytest.approx(gpu_driver.phase_figures(whole, *run))
-    assert cache.get(log, 4_000 * MS) is window  # asked again, unchanged: not rebuilt
+    assert view.driver_series(None, 4_000 * MS, log=log) is window  # asked again, unchanged: not rebuilt
+    longer = log.append(dataclasses.replace(log[-1], t_ns=5_105 * MS))
+    assert view.driver_series(None, 4_000 * MS, log=longer) is not window  # the log grew: rebuilt

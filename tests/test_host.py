@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from ttftui.engine.llama_facts import build_kind, has_amx, repack_choice
-from ttftui.events import EngineCrashed, EngineReady, PhaseTimed, RunFailed, RunFinished, TokenEmitted
-from ttftui.host.child import Fault
+from ttftui.measure.engine.llama_facts import build_kind, has_amx, repack_choice
+from ttftui.core.events import EngineCrashed, EngineReady, PhaseTimed, RunFailed, RunFinished, TokenEmitted
+from ttftui.measure.engine_process.child import Fault
 
 from .conftest import ROOT, cli, make_config, pty_run
 
@@ -35,7 +35,7 @@ CRASH_ARGS = ("--headless", "--set", "model.n_ctx=512", "--set", "model.n_batch=
 
 
 def hosted(model_path: Path, **env: str):
-    from ttftui.host.proxy import HostedEngine
+    from ttftui.measure.engine_process.proxy import HostedEngine
 
     cfg = make_config(model=SMALL, scenarios=ONE)
     return cfg, HostedEngine(cfg, "llama", model_path=model_path, env=env or None)
@@ -145,7 +145,7 @@ def test_a_sigkill_from_outside_is_reported_as_a_kill(tmp_path):
             lines.append(line)
             if "short run 2:" in line:
                 break
-        host = [c for c in psutil.Process(proc.pid).children() if "ttftui.host" in " ".join(c.cmdline())]
+        host = [c for c in psutil.Process(proc.pid).children() if "ttftui.measure.engine_process" in " ".join(c.cmdline())]
         assert len(host) == 1
         host[0].send_signal(signal.SIGKILL)
         rest, _ = proc.communicate(timeout=120)
@@ -216,8 +216,8 @@ def test_synthetic_engine_can_run_in_the_host_too():
     cfg = make_config(engine={"kind": "synthetic", "host": "process", "synthetic_pace": True},
                       run={"iterations": 2, "warmup": 0},
                       scenarios=[{"name": "s", "prompt_tokens": 64, "max_tokens": 5}])
-    from ttftui.engine import select_engine
-    from ttftui.session import SessionRunner
+    from ttftui.measure.select import select_engine
+    from ttftui.run.session import SessionRunner
 
     events: list[Any] = []
     runner = SessionRunner(cfg, select_engine(cfg, pace=True), events.append)

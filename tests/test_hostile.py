@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ttftui.errors import TtftuiError
-from ttftui.events import EngineReady, RunStarted, SessionStarted
-from ttftui.textsafe import clean_event, visible
+from ttftui.core.errors import TtftuiError
+from ttftui.core.events import EngineReady, RunStarted, SessionStarted
+from ttftui.core.textsafe import clean_event, visible
 
 from .conftest import ROOT, cli, pty_run
 
@@ -83,7 +83,7 @@ def test_every_name_in_an_event_is_cleaned_but_nothing_else():
 
 
 def test_a_hostile_recording_is_cleaned_when_read(recording, tmp_path):
-    from ttftui.recording import read_recording
+    from ttftui.run.recording import read_recording
 
     rec = read_recording(hostile_copy(recording, tmp_path / "h.ttftrec"))
     ready = next(e for e in rec.events if isinstance(e, EngineReady))
@@ -121,9 +121,9 @@ def test_seek_refuses_what_is_not_a_time(text):
 
 
 async def test_seek_to_nan_in_the_dashboard_is_refused_with_a_message(recording):
-    from ttftui.pump import Pump
-    from ttftui.recording import read_recording
-    from ttftui.replay import ReplaySource
+    from ttftui.run.pump import Pump
+    from ttftui.run.recording import read_recording
+    from ttftui.run.replay import ReplaySource
     from ttftui.tui.app import TtftApp
 
     rec = read_recording(recording)
@@ -191,7 +191,7 @@ def test_a_toml_boolean_is_not_a_count(tmp_path):
 
 
 def test_an_exception_in_the_dashboard_ends_with_exit_70_and_one_line(capsys):
-    from ttftui.pump import Pump
+    from ttftui.run.pump import Pump
     from ttftui.tui.app import TtftApp
     from ttftui.tui.launch import _internal_error
 
@@ -372,9 +372,9 @@ def _mutations(data: bytes, rng: random.Random) -> bytes:
 def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
     """Random mutations of a real recording (seeded, bounded in count and time): the reader, the
     reducer and the report either work or raise a ttftui error, never anything else, never hang."""
-    from ttftui.recording import read_recording
-    from ttftui.reducer import fold
-    from ttftui.report import build_report, report_json
+    from ttftui.run.recording import read_recording
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report, report_json
 
     rng = random.Random(1234)
     base = recording.read_bytes()
@@ -400,7 +400,7 @@ def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
 def test_fuzzed_reports_never_cause_an_internal_error(tmp_path):
     """Random mutations of a real report (seeded, bounded): compare either compares or refuses with
     a ttftui error (14 for the report, 2 for a gate), never an internal error."""
-    from ttftui.compare import compare_reports, load_report, parse_gate, render_table
+    from ttftui.report.compare import compare_reports, load_report, parse_gate, render_table
 
     base = tmp_path / "base.json"
     r = cli("--headless", "-q", "--synthetic", "--iterations", "3", "-o", str(base))

@@ -133,7 +133,7 @@ async def test_compare_html_shows_ratios_with_significance(session, browser_exe,
 
 
 def test_text_from_a_report_is_escaped_and_bad_input_is_one_line(tmp_path):
-    from ttftui.html import report_html
+    from ttftui.report.html import report_html
 
     evil = "<img src=x onerror=alert(1)>"
     rep = {"kind": "ttftui.report", "synthetic": True, "synthetic_reason": evil, "runs": [], "summary": {},
@@ -211,7 +211,7 @@ def test_serve_checks_its_options_before_serving(tmp_path):
 
 
 def test_another_address_than_loopback_warns():
-    from ttftui.serve import check_host, serve_command
+    from ttftui.cli.serve import check_host, serve_command
 
     assert check_host("127.0.0.1") is None and check_host("localhost") is None
     assert "anyone who can reach this port can drive the session" in check_host("0.0.0.0")

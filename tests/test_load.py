@@ -9,11 +9,11 @@ import statistics
 
 import pytest
 
-from ttftui.config import Config, RunConfig, ScenarioConfig, with_load
-from ttftui.errors import ConfigError
-from ttftui.events import DeviceFacts, EngineReady, ModelFacts, RunFailed, RunFinished, RunStarted, TokenEmitted
-from ttftui.load import LoadPlan, Request, arrival_offsets_ns, load_figures, max_overlap, plan_for
-from ttftui.reducer import apply, fold
+from ttftui.core.config import Config, RunConfig, ScenarioConfig, with_load
+from ttftui.core.errors import ConfigError
+from ttftui.core.events import DeviceFacts, EngineReady, ModelFacts, RunFailed, RunFinished, RunStarted, TokenEmitted
+from ttftui.analysis.load import LoadPlan, Request, arrival_offsets_ns, load_figures, max_overlap, plan_for
+from ttftui.analysis.reducer import apply, fold
 
 from .conftest import cli
 from .fake_server import FakeServer
@@ -231,8 +231,8 @@ def test_a_failing_server_under_load_gives_failed_requests_and_its_own_exit_code
 @pytest.fixture(scope="module")
 def load_events():
     """A real load session against the fake server (3 in flight, 6 requests), as events."""
-    from ttftui.remote.engine import RemoteEngine
-    from ttftui.session import SessionRunner
+    from ttftui.measure.remote.engine import RemoteEngine
+    from ttftui.run.session import SessionRunner
 
     with FakeServer("ok", delay_s=0.2) as srv:
         cfg = Config.model_validate({
@@ -286,9 +286,9 @@ async def test_an_ordinary_session_has_no_requests_panel():
 
 
 def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span():
-    from ttftui.events import ServerSample
-    from ttftui.load import LoadFigures, with_server_queue
-    from ttftui.remote.engine import _gauges
+    from ttftui.core.events import ServerSample
+    from ttftui.analysis.load import LoadFigures, with_server_queue
+    from ttftui.measure.remote.engine import _gauges
 
     text = ("# HELP llamacpp:requests_deferred Number of requests deferred\n# TYPE llamacpp:requests_deferred gauge\n"
             "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\nother{label=\"x\"} 1.5\nbroken line\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ttftui.config import ScenarioConfig
-from ttftui.errors import ConfigError, PromptTooLong
-from ttftui.prompts import build_prompt, corpus_text
+from ttftui.core.config import ScenarioConfig
+from ttftui.core.errors import ConfigError, PromptTooLong
+from ttftui.measure.prompts import build_prompt, corpus_text
 
 from .conftest import make_config
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def engine(model_path):
-    from ttftui.engine.llama import LlamaEngine
+    from ttftui.measure.engine.llama import LlamaEngine
 
     e = LlamaEngine(make_config(model={"n_ctx": 8192, "n_threads": 2}), model_path)
     e.load()

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from ttftui.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
-from ttftui.events import RunStarted, SessionFinished, TokenEmitted, event_to_json
-from ttftui.recording import RECORDING_SCHEMA_VERSION, Recorder, read_recording
-from ttftui.reducer import fold
-from ttftui.replay import ReplaySource
-from ttftui.report import build_report
+from ttftui.core.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
+from ttftui.core.events import RunStarted, SessionFinished, TokenEmitted, event_to_json
+from ttftui.run.recording import RECORDING_SCHEMA_VERSION, Recorder, read_recording
+from ttftui.analysis.reducer import fold
+from ttftui.run.replay import ReplaySource
+from ttftui.report.build import build_report
 
 from .conftest import ROOT, cli
 from .test_cli import TINY, assert_one_line_error
@@ -186,7 +186,7 @@ def test_missing_recording(tmp_path):
 def test_old_versions_are_migrated(tmp_path, monkeypatch):
     """The migration path: a schema-0 file (hypothetical: events tagged "event" instead of "type") is
     upgraded by the registered step before validation."""
-    from ttftui import recording
+    from ttftui.run import recording
 
     def v0_to_v1(header, events):
         return header, [{("type" if k == "event" else k): v for k, v in e.items()} for e in events]

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from ttftui.events import (
-    EngineReady, DeviceFacts, ModelFacts, PhaseTimed, RunFailed, RunFinished, RunStarted, SessionFinished,
-    SessionStarted, TokenEmitted,
+from ttftui.core.events import (
+    EngineReady,
+    DeviceFacts,
+    ModelFacts,
+    PhaseTimed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    SessionFinished,
+    SessionStarted,
+    TokenEmitted,
 )
-from ttftui.reducer import Log, apply, fold, initial_state, session_stats
+from ttftui.analysis.reducer import Log, apply, fold, initial_state, session_stats
 
 from .conftest import make_config, run_events
 

@@ -1,4 +1,4 @@
-"""One table of metrics (ttftui.registry): every view reads it, so a metric is added in one place."""
+"""One table of metrics (ttftui.core.registry): every view reads it, so a metric is added in one place."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import importlib
 
 import pytest
 
-from ttftui import registry
-from ttftui.registry import Metric
+from ttftui.core import registry
+from ttftui.core.registry import Metric
 
 
 @pytest.fixture
@@ -21,17 +21,17 @@ def with_queue_metric(monkeypatch):
     monkeypatch.setattr(registry, "BY_NAME", {m.name: m for m in metrics})
     yield new
     monkeypatch.undo()
-    import ttftui.compare
-    import ttftui.definitions
+    import ttftui.report.compare
+    import ttftui.core.definitions
 
-    importlib.reload(ttftui.definitions)
-    importlib.reload(ttftui.compare)
+    importlib.reload(ttftui.core.definitions)
+    importlib.reload(ttftui.report.compare)
 
 
 def _runs(n: int = 3):
-    from ttftui.engine.synthetic import SyntheticEngine
-    from ttftui.reducer import fold
-    from ttftui.session import SessionRunner
+    from ttftui.measure.engine.synthetic import SyntheticEngine
+    from ttftui.analysis.reducer import fold
+    from ttftui.run.session import SessionRunner
 
     from .conftest import make_config
 
@@ -47,11 +47,11 @@ def _runs(n: int = 3):
 
 
 def test_a_metric_added_to_the_registry_reaches_every_view(with_queue_metric):
-    import ttftui.compare
-    import ttftui.definitions
-    from ttftui.alerts import AlertRule
-    from ttftui.metrics import scenario_stats
-    from ttftui.report import csv_columns
+    import ttftui.report.compare
+    import ttftui.core.definitions
+    from ttftui.core.rules import AlertRule
+    from ttftui.analysis.metrics import scenario_stats
+    from ttftui.report.csv import csv_columns
     from ttftui.tui.widgets import table_metrics
 
     runs = _runs()
@@ -60,17 +60,23 @@ def test_a_metric_added_to_the_registry_reaches_every_view(with_queue_metric):
     assert ("queue_ms", "queue", "ms") in table_metrics()
     assert AlertRule.model_validate({"metric": "queue_ms", "value": 5}).metric == "queue_ms"
     assert "queue_ms" in csv_columns()
-    importlib.reload(ttftui.definitions)
-    assert ttftui.definitions.DEFINITIONS["queue_ms"] == with_queue_metric.definition
-    importlib.reload(ttftui.compare)
-    assert "queue_ms" in ttftui.compare.COMPARE_METRICS
-    assert "queue_ms" in ttftui.compare._RunIn.model_fields
+    importlib.reload(ttftui.core.definitions)
+    assert ttftui.core.definitions.DEFINITIONS["queue_ms"] == with_queue_metric.definition
+    importlib.reload(ttftui.report.compare)
+    assert "queue_ms" in ttftui.report.compare.COMPARE_METRICS
+    # compare tests it on the runs' own values, read where the report keeps a metric with no field of its own
+    def report(path, values):
+        return {"_path": path, "runs": [{"scenario": "s", "counted": True, "figures": {"queue_ms": v}} for v in values],
+                "summary": {"s": {"n_prompt_tokens": 32, "metrics": {"queue_ms": {"n": len(values), "p50": values[1]}}}}}
+
+    (row,) = ttftui.report.compare.compare_reports(report("a", [1.0, 2.0, 3.0]), report("b", [11.0, 12.0, 13.0]))["rows"]
+    assert row["metric"] == "queue_ms" and row["n_baseline"] == 3 and row["p_value"] is not None
 
 
 def test_the_lists_views_read_are_the_registrys():
-    from ttftui.compare import COMPARE_METRICS, HIGHER_IS_BETTER
-    from ttftui.definitions import DEFINITIONS
-    from ttftui.events import COMPONENTS
+    from ttftui.report.compare import COMPARE_METRICS, HIGHER_IS_BETTER
+    from ttftui.core.definitions import DEFINITIONS
+    from ttftui.core.events import COMPONENTS
     from ttftui.tui.render import component_label
 
     assert COMPONENTS == ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok")

@@ -177,7 +177,7 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
 
 
 def test_prompt_progress_becomes_the_servers_prefill_chunks():
-    from ttftui.remote.engine import _progress_chunks
+    from ttftui.measure.remote.engine import _progress_chunks
 
     ev = [(0, {"total": 541, "cache": 0, "processed": 0, "time_ms": 0}), (1, {"processed": 512, "time_ms": 7808}),
           (2, {"processed": 541, "time_ms": 8176.5})]

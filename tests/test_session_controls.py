@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from ttftui.engine.synthetic import SyntheticEngine
-from ttftui.events import RunFinished, RunStarted
-from ttftui.session import Controls, SessionRunner
+from ttftui.measure.engine.synthetic import SyntheticEngine
+from ttftui.core.events import RunFinished, RunStarted
+from ttftui.run.session import Controls, SessionRunner
 
 from .conftest import make_config
 
@@ -94,9 +94,9 @@ def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
 
 
 def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before_it_an_interrupted_one():
-    from ttftui.engine.synthetic import CostModel
-    from ttftui.events import SessionFinished
-    from ttftui.live import LiveSource
+    from ttftui.measure.engine.synthetic import CostModel
+    from ttftui.core.events import SessionFinished
+    from ttftui.run.live import LiveSource
 
     cfg = _config()
     done = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test"))
@@ -108,7 +108,7 @@ def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before
 
     slow = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(20)))
     slow.start()
-    _wait(lambda: slow.runner.engine is not None and slow.runner._run_id >= 1)  # a run is under way
+    _wait(lambda: slow.runner.engine is not None and slow.runner.plan.started >= 1)  # a run is under way
     slow.stop()
     slow.join(5)
     assert [e.status for e in slow.drain() if isinstance(e, SessionFinished)] == ["interrupted"]

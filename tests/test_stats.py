@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttftui.stats import pct_key, summarize
+from ttftui.analysis.stats import pct_key, summarize
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from ttftui.engine.synthetic import CostModel, SyntheticEngine
-from ttftui.events import EngineReady, Notice, RunFinished, TokenEmitted
-from ttftui.reducer import fold, session_stats
+from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+from ttftui.core.events import EngineReady, Notice, RunFinished, TokenEmitted
+from ttftui.analysis.reducer import fold, session_stats
 
 from .conftest import make_config, run_events
 
@@ -75,7 +75,7 @@ def test_stress_model_streams_at_the_requested_rate():
 
 
 def test_synthetic_session_never_imports_llama_cpp():
-    code = ("import sys; from ttftui.cli import main; rc = main(['--headless', '--synthetic', '-q', "
+    code = ("import sys; from ttftui.cli.main import main; rc = main(['--headless', '--synthetic', '-q', "
             "'--iterations', '1', '--warmup', '0', '--scenario', 'short', '-o', '/dev/null']); "
             "print('llama_cpp' in sys.modules, 'textual' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

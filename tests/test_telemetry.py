@@ -16,8 +16,8 @@ import types
 
 import pytest
 
-from ttftui.events import TelemetrySample, TelemetryStatus
-from ttftui.telemetry import BackendUnavailable, HostBackend, NvmlBackend, RocmBackend, TelemetrySampler
+from ttftui.core.events import TelemetrySample, TelemetryStatus
+from ttftui.measure.telemetry import BackendUnavailable, HostBackend, NvmlBackend, RocmBackend, TelemetrySampler
 
 GiB = 2**30
 
@@ -356,11 +356,11 @@ def test_sampler_thread_keeps_a_fixed_cadence_without_drift():
 
 
 def test_synthetic_paced_session_reports_telemetry_per_run():
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
-    from ttftui.session import SessionRunner
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
+    from ttftui.run.session import SessionRunner
 
     cfg = Config.model_validate({"run": {"iterations": 2, "warmup": 0}, "telemetry": {"interval_ms": 10},
                                  "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 120}]})
@@ -376,8 +376,8 @@ def test_synthetic_paced_session_reports_telemetry_per_run():
 
 
 def test_unpaced_synthetic_session_says_why_there_is_no_telemetry():
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
 
     from .tui_support import synthetic_session
 
@@ -388,10 +388,10 @@ def test_unpaced_synthetic_session_says_why_there_is_no_telemetry():
 
 def test_telemetry_never_stops_a_session_even_if_a_backend_raises(monkeypatch):
     """A backend bug (an exception our wrappers do not expect) ends sampling, not the session."""
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.events import RunFinished, SessionFinished
-    from ttftui.session import SessionRunner
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.core.events import RunFinished, SessionFinished
+    from ttftui.run.session import SessionRunner
 
     def boom(self, out, failed):
         raise RuntimeError("driver exploded")
@@ -410,7 +410,7 @@ def test_telemetry_never_stops_a_session_even_if_a_backend_raises(monkeypatch):
 
 
 def _metrics(ttft_ms: float, e2e_ms: float, n_out: int, prefill_samples: int | None, decode_samples: int | None):
-    from ttftui.metrics import RunMetrics
+    from ttftui.analysis.metrics import RunMetrics
 
     extra = {} if prefill_samples is None else {"prefill_samples": prefill_samples, "decode_samples": decode_samples}
     m = RunMetrics.__new__(RunMetrics)  # only the fields telemetry_gaps reads
@@ -420,7 +420,7 @@ def _metrics(ttft_ms: float, e2e_ms: float, n_out: int, prefill_samples: int | N
 
 
 def test_a_phase_without_a_sample_says_why_instead_of_a_bare_null():
-    from ttftui.metrics import telemetry_gaps
+    from ttftui.analysis.metrics import telemetry_gaps
 
     short = telemetry_gaps(_metrics(12.0, 80.0, 8, None, None), 100)  # no sample in the whole run
     assert short == {"prefill": "prefill lasted 12.0 ms, less than the 100 ms between samples: no sample landed in it",
@@ -436,11 +436,12 @@ def test_a_phase_without_a_sample_says_why_instead_of_a_bare_null():
 def test_the_report_and_the_panel_say_which_phase_was_too_short_to_sample():
     """A real-time synthetic session sampled every 100 ms whose runs last about 60 ms: the runs with
     no sample in a phase say why in the report, and the telemetry panel says it for the last run."""
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
-    from ttftui.session import SessionRunner
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
+    from ttftui.run.session import SessionRunner
+    from ttftui.analysis.view import SessionView
     from ttftui.tui.telemetry_view import telemetry_text
     from ttftui.tui.themes import load_theme_or_default
 
@@ -457,7 +458,7 @@ def test_the_report_and_the_panel_say_which_phase_was_too_short_to_sample():
         if "prefill" in r.telemetry_gaps:
             assert r.ttft_ms < 100 and "less than the 100 ms between samples" in r.telemetry_gaps["prefill"]
     assert any(r.telemetry_gaps for r in rep.runs)  # 4 runs of ~60 ms: a sample cannot land in every phase
-    text = telemetry_text(state, load_theme_or_default("dark")[0], 60).plain
+    text = telemetry_text(state, SessionView(state), load_theme_or_default("dark")[0], 60).plain
     last = rep.runs[-1]
     if last.telemetry_gaps:
         assert f"run {last.run_id}: " in text and "< 100 ms interval: not sampled" in text

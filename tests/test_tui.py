@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.text import Text
 
-from ttftui.events import TokenEmitted
+from ttftui.core.events import TokenEmitted
 from ttftui.tui import render as R
 from ttftui.tui.app import TtftApp
 from ttftui.tui.themes import ThemeLoadError, builtin_theme_names, load_theme, load_theme_or_default
@@ -69,7 +69,7 @@ async def test_every_panel_draws_its_first_data_without_waiting_for_a_later_fram
 async def test_one_more_token_repaints_only_the_rows_that_changed():
     """The token stream is drawn line by line: a new token re-renders the header rows and the line it
     lands on, not the whole answer (re-wrapping all of it every frame cost the engine CPU)."""
-    from ttftui.reducer import fold
+    from ttftui.analysis.reducer import fold
 
     events = synthetic_session(iterations=1, warmup=0,
                                scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 400}])
@@ -96,7 +96,7 @@ async def test_one_more_token_repaints_only_the_rows_that_changed():
 async def test_each_run_is_coloured_against_its_own_median_gap():
     """Two runs with the same number of tokens but different speeds: the second must not be
     coloured against the first one's median (the median is cached per run and token count)."""
-    from ttftui.reducer import fold
+    from ttftui.analysis.reducer import fold
 
     events = synthetic_session(iterations=2, warmup=0, scenarios=[{"name": "s", "prompt_tokens": 16, "max_tokens": 30}])
     second = max(e.run_id for e in events if isinstance(e, TokenEmitted))
@@ -233,7 +233,7 @@ async def test_bad_theme_in_app_notifies_and_uses_default(tmp_path):
 def test_theme_files_define_every_colour_and_tell_components_apart(name):
     from textual.color import Color
 
-    from ttftui import registry
+    from ttftui.core import registry
 
     th = load_theme(name)
     assert th.name == name and th.textual_theme().name == f"ttftui-{name}"
@@ -277,9 +277,9 @@ def test_render_functions():
 
 async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
     """A real LiveSource (synthetic engine at 5,000 tok/s, paced): nothing lost, quit is prompt."""
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import CostModel, SyntheticEngine
-    from ttftui.live import LiveSource
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.run.live import LiveSource
 
     cfg = Config.model_validate({"run": {"iterations": 2, "warmup": 0},
                                  "scenarios": [{"name": "fast", "prompt_tokens": 32, "max_tokens": 2000}]})
@@ -304,8 +304,9 @@ async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
 
 
 async def test_alert_fires_once_in_the_dashboard_and_critical_is_unmissable():
-    from ttftui.alerts import AlertEvaluator, AlertRule
-    from ttftui.pump import Pump
+    from ttftui.analysis.alerts import AlertEvaluator
+    from ttftui.core.rules import AlertRule
+    from ttftui.run.pump import Pump
 
     rules = [AlertRule(metric="ttft_ms", statistic="per_run", op="<=", value=1, severity="critical")]
     events = synthetic_session()
@@ -328,9 +329,9 @@ async def test_alert_fires_once_in_the_dashboard_and_critical_is_unmissable():
 
 
 async def test_baseline_column(tmp_path):
-    from ttftui.compare import baseline_table
-    from ttftui.reducer import fold
-    from ttftui.report import build_report
+    from ttftui.report.compare import baseline_table
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
 
     events = synthetic_session()
     base = json.loads(build_report(fold(events)).model_dump_json())
@@ -348,7 +349,7 @@ def _as_llama(events, **device):
     """The same session as if llama.cpp had run it, with these device facts."""
     from dataclasses import replace
 
-    from ttftui.events import EngineReady
+    from ttftui.core.events import EngineReady
 
     return [replace(e, engine="llama.cpp", synthetic=False, synthetic_reason=None, device=replace(e.device, **device),
                     model=replace(e.model, n_layers=30)) if isinstance(e, EngineReady) else e for e in events]
@@ -362,7 +363,7 @@ def _mid_decode(events):
 
 
 def test_frames_are_budgeted_only_while_llama_cpp_has_every_cpu():
-    from ttftui.pump import Pump
+    from ttftui.run.pump import Pump
     from ttftui.tui.app import usable_cpus
 
     def contended(events, busy=1.0):
@@ -436,7 +437,7 @@ async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progres
     """While llama.cpp has every CPU, a frame between full ones redraws the token stream alone (any
     other panel that changes makes Textual re-composite everything between them); a full frame
     comes at least every FULL_FRAME_INTERVAL_S, and at once when forced (a run's end, a key)."""
-    from ttftui.pump import Pump
+    from ttftui.run.pump import Pump
     from ttftui.tui.app import usable_cpus
 
     events = _as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus())
@@ -476,7 +477,7 @@ async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progres
 def test_the_recording_status_changes_once_a_second_not_on_every_frame():
     """It counts events: redrawn on every frame, the status line (top row) made every frame repaint
     the screen from the top down to the token stream."""
-    from ttftui.pump import Pump
+    from ttftui.run.pump import Pump
 
     calls = []
     src = StaticSource([])
@@ -491,10 +492,10 @@ def test_the_recording_status_changes_once_a_second_not_on_every_frame():
 
 
 def test_the_live_source_wakes_its_front_end_when_a_run_or_the_session_ends():
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import SyntheticEngine
-    from ttftui.events import RunFailed, RunFinished, SessionFinished
-    from ttftui.live import LiveSource
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import SyntheticEngine
+    from ttftui.core.events import RunFailed, RunFinished, SessionFinished
+    from ttftui.run.live import LiveSource
 
     cfg = Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 4}]})
     src = LiveSource(cfg, ["s"], lambda: SyntheticEngine(cfg, "test"))
@@ -524,12 +525,12 @@ def test_a_prefill_shorter_than_a_second_is_never_interrupted_by_a_frame():
 
 def test_every_source_is_a_source():
     """Live, replay and the tests' static source all implement the one interface the app talks to
-    (ttftui.source.Source), so the app never probes a source with getattr."""
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import SyntheticEngine
-    from ttftui.live import LiveSource
-    from ttftui.replay import ReplaySource
-    from ttftui.source import Source
+    (ttftui.run.source.Source), so the app never probes a source with getattr."""
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import SyntheticEngine
+    from ttftui.run.live import LiveSource
+    from ttftui.run.replay import ReplaySource
+    from ttftui.run.source import Source
 
     cfg = Config.model_validate({"scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2}]})
     live = LiveSource(cfg, ["s"], lambda: SyntheticEngine(cfg, "test"))
@@ -543,10 +544,10 @@ def two_host_session() -> list:
     renumbered the way the driver does), in time order."""
     import dataclasses
 
-    from ttftui.config import Config
-    from ttftui.engine.synthetic import SyntheticEngine
-    from ttftui.events import EngineReady, RunStarted, SessionFinished, SessionStarted, TelemetrySample
-    from ttftui.session import SessionRunner
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import SyntheticEngine
+    from ttftui.core.events import EngineReady, RunStarted, SessionFinished, SessionStarted, TelemetrySample
+    from ttftui.run.session import SessionRunner
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"iterations": 3, "warmup": 0},
                                  "scenarios": [{"name": "short", "prompt_tokens": 128, "max_tokens": 12}]})

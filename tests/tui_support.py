@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttftui.config import Config
-from ttftui.events import RunStarted, SessionFinished
-from ttftui.source import SourceBase
+from ttftui.core.config import Config
+from ttftui.core.events import RunStarted, SessionFinished
+from ttftui.run.source import SourceBase
 
 
 def synthetic_session(iterations: int = 3, warmup: int = 1, scenarios: list[dict] | None = None,
                       stop_before_end: bool = False) -> list[Any]:
     """A complete synthetic session (virtual clock: the same events every time)."""
-    from ttftui.engine.synthetic import SyntheticEngine
-    from ttftui.session import SessionRunner
+    from ttftui.measure.engine.synthetic import SyntheticEngine
+    from ttftui.run.session import SessionRunner
 
     cfg = Config.model_validate({
         "run": {"iterations": iterations, "warmup": warmup, "seed": 3},

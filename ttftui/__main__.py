@@ -1,3 +1,3 @@
-from ttftui.cli import main
+from ttftui.cli.main import main
 
 raise SystemExit(main())

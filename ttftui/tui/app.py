@@ -12,12 +12,12 @@ still take from the engine, from the tokens right after each one.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 import contextvars
 import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,17 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label
 
-from ttftui.events import RunFailed, RunFinished
-from ttftui.pump import Pump
-from ttftui.source import Source
-from ttftui.textsafe import visible
-from ttftui.replay import fmt_clock, fmt_speed
-from ttftui.reducer import session_stats
-from ttftui.report import report_percentiles
+from ttftui.analysis.view import Views
+from ttftui.core.events import RunFailed, RunFinished
+from ttftui.core.textsafe import visible
+from ttftui.run.pump import Pump
+from ttftui.run.replay import fmt_clock, fmt_speed
+from ttftui.run.source import Source
 from ttftui.tui.frames import FrameScheduler
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
+from ttftui.tui.widgets.hosts import HostsPanel, host_names
 from ttftui.tui.widgets.requests import RequestLanes, has_load
-from ttftui.tui.widgets.hosts import HostsPanel, host_names, view_for
 
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 
@@ -144,7 +143,7 @@ class TtftApp(App[int]):
         self._failure_shown = False
         self._compact: bool | None = None
         self._solo: str | None = None
-        self._stats: dict[str, Any] = {}
+        self.views = Views()  # the one analysis of the state, kept while no run has ended
         self._tick_timer: Any = None
         self._contended: tuple[Any, bool] = (None, False)
         self._extra: tuple[int, str] | None = None
@@ -159,8 +158,8 @@ class TtftApp(App[int]):
         yield StatusBar(id="status")
         with Vertical(id="body"):
             yield TTFTBar(id="ttft")
-            yield RequestLanes(id="lanes")  # load sessions only (ttftui.load)
-            yield HostsPanel(id="hosts")  # Ray engine hosts only (ttftui.enginehosts)
+            yield RequestLanes(id="lanes")  # load sessions only (ttftui.analysis.load)
+            yield HostsPanel(id="hosts")  # Ray engine hosts only (ttftui.cluster.engine_hosts)
             with Horizontal(id="middle"):
                 yield TokenStream(id="stream")
                 with Vertical(id="side"):
@@ -311,7 +310,8 @@ class TtftApp(App[int]):
         full_state = state
         # the engine host the dashboard follows (w): the stream, the TTFT bar and the telemetry show
         # its runs and its node; the table pools every host's runs
-        state = view_for(state, self.w_hosts.selected)
+        view = self.views.of(full_state)
+        state = view.host_state(state, self.w_hosts.selected)
         if self.w_hosts.display and self.w_hosts.selected is None:  # the newest run's host's telemetry
             newest = state.current or state.runs.last()
             if newest is not None and newest.started.worker is not None:
@@ -328,11 +328,10 @@ class TtftApp(App[int]):
         start, full = self.frames.begin(throttled=rationed, force=force)
         with self.batch_update():
             if full:
-                pcts = report_percentiles(state)
-                self._stats = session_stats(full_state, pcts)
+                pcts = view.percentiles
                 self.w_status.show(full_state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
                                    extra=self.status_extra(), total_runs=self.source.total_runs)
-                self.w_ttft.show(state, self._stats, now)
+                self.w_ttft.show(state, view, now)
                 # every panel is called every full frame: each one compares what it shows and returns
                 # at once when nothing changed (and catches up on a draw it deferred or missed while hidden)
                 self.w_stream.show(state, rationed)
@@ -340,7 +339,7 @@ class TtftApp(App[int]):
                 if self.w_lanes.display != load:
                     self.w_lanes.display = load
                 if load:
-                    self.w_lanes.show(full_state, now)
+                    self.w_lanes.show(full_state, view, now)
                 hosts = bool(full_state.engines) and full_state.engines[0].worker is not None
                 if self.w_hosts.display != hosts:
                     self.w_hosts.display = hosts
@@ -349,17 +348,17 @@ class TtftApp(App[int]):
                     if self.w_hosts.styles.height is None or self.w_hosts.styles.height.value != rows:
                         self.w_hosts.styles.height = rows
                 if hosts:
-                    self.w_hosts.show(full_state)
-                self.w_telemetry.show(state)
+                    self.w_hosts.show(full_state, view)
+                self.w_telemetry.show(state, view)
                 table = self.w_table
-                table.setup(pcts, list(self._stats), with_baseline=table.baseline is not None,
+                table.setup(pcts, list(view.stats), with_baseline=table.baseline is not None,
                             compact=bool(self._compact))
-                table.show(self._stats, pcts)
+                table.show(view.stats, pcts)
                 self.w_alerts.show(full_state, self.n_rules)
             elif state.current is not None and state.current.tokens:
                 self.w_stream.show(state, True)
-            else:  # runs finish only in full frames, so the scenario medians are the last full frame's
-                self.w_ttft.show(state, self._stats, now)
+            else:  # runs finish only in full frames: the view (the scenario medians) is the last full frame's
+                self.w_ttft.show(state, view, now)
         # what the frame cost the UI thread is known once Textual has composited it and handed it over
         self.frames.spent(start, time.thread_time() - cpu0)
         line = None

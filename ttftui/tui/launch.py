@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
-from ttftui.config import Config
-from ttftui.errors import ConfigError
-from ttftui.output import say
+from ttftui.analysis.reducer import session_config
+from ttftui.cluster.executors import executors_for
+from ttftui.core.config import Config
+from ttftui.core.errors import ConfigError, OutputNotWritable
+from ttftui.core.events import SessionStarted
+from ttftui.core.output import say
+from ttftui.measure.select import select_engine
+from ttftui.run.live import LiveSource
+from ttftui.run.pump import Pump
+from ttftui.run.replay import ReplaySource
 
 
 def _internal_error(app: Any) -> int | None:
@@ -21,8 +29,6 @@ def _internal_error(app: Any) -> int | None:
 
 
 def _need_terminal() -> None:
-    import os
-
     if os.environ.get("TEXTUAL_DRIVER", "").endswith(":WebDriver"):
         return  # started by ttftui serve: the browser is the terminal (textual-serve's web driver)
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
@@ -31,14 +37,11 @@ def _need_terminal() -> None:
 
 def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, recorder: Any = None,
                   evaluator: Any = None, n_rules: int = 0, baseline: Any = None) -> int:
-    from ttftui.engine import select_engine
-    from ttftui.pump import Pump
     from ttftui.tui.app import TtftApp
-    from ttftui.live import LiveSource
 
     _need_terminal()
     factory = select_engine(config, force_synthetic=synthetic, pace=config.engine.synthetic_pace)
-    source = LiveSource(config, names, factory, recorder=recorder, yield_ui=True)
+    source = LiveSource(config, names, factory, recorder=recorder, yield_ui=True, executors=executors_for(config))
     pump = Pump([recorder] if recorder is not None else [], evaluator=evaluator)
     app = TtftApp(source, theme=config.ui.theme, refresh_hz=config.ui.refresh_hz, pump=pump, n_rules=n_rules,
                   baseline=baseline, busy_cpu_pct=config.ui.busy_cpu_pct)
@@ -59,8 +62,6 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     if bug is not None:
         return bug
     if recorder is not None and recorder.error is not None:
-        from ttftui.errors import OutputNotWritable
-
         say(f"{recorder.error}")
         return OutputNotWritable.exit_code
     return code if isinstance(code, int) else 0
@@ -68,8 +69,6 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
 
 def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz: float = 4.0,
                          baseline: Any = None) -> int:
-    from ttftui.pump import Pump
-    from ttftui.replay import ReplaySource
     from ttftui.tui.app import TtftApp
 
     _need_terminal()
@@ -86,9 +85,6 @@ def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz
 
 
 def _rules_in(events: list[Any]) -> int:
-    from ttftui.events import SessionStarted
-    from ttftui.reducer import session_config
-
     for e in events:
         if isinstance(e, SessionStarted):
             cfg = session_config(e.config)

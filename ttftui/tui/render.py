@@ -14,18 +14,19 @@ from typing import Sequence
 from rich.text import Text
 from textual.color import Color
 
-from ttftui import registry
-from ttftui.textsafe import visible
+from ttftui.core import registry
+from ttftui.core.textsafe import visible
 from ttftui.tui.themes import ThemeFile
 
+
 def component_label(key: str) -> str:
-    """A TTFT component's label (ttftui.registry), or "running" for the part still in progress."""
+    """A TTFT component's label (ttftui.core.registry), or "running" for the part still in progress."""
     return "running" if key == "pending" else registry.component_label(key)
 
 
 def literal(text: str) -> str:
     """Model output made safe to draw: control characters become visible escapes (the one
-    sanitiser, ``ttftui.textsafe.visible``), a tab four spaces."""
+    sanitiser, ``ttftui.core.textsafe.visible``), a tab four spaces."""
     return visible(text).replace("\t", "    ")
 
 

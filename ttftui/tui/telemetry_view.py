@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ttftui import gpu_driver
-from ttftui.metrics import RunMetrics
-from ttftui.reducer import SessionState
+from ttftui.analysis import gpu_driver
+from ttftui.analysis.metrics import RunMetrics
+from ttftui.analysis.reducer import SessionState
+from ttftui.analysis.view import SessionView
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
 
@@ -17,6 +18,7 @@ FIELDS = (
     ("proc_cpu_pct", "CPU proc", "pct"),
     ("rss_bytes", "RSS", "bytes"),
 )
+from ttftui.analysis.metrics import telemetry_gaps
 
 
 def _phase_marks(state: SessionState, times: list[int]) -> str:
@@ -42,7 +44,7 @@ def _phase_marks(state: SessionState, times: list[int]) -> str:
     return "".join(out)
 
 
-def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
+def telemetry_text(state: SessionState, view: SessionView, theme: ThemeFile, width: int) -> Text:
     st = state.telemetry_status
     out = Text()
     if st is None:
@@ -79,11 +81,10 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
         out.append(_phase_marks(state, [s.t_ns for s in samples])[-spark_w:], style="dim")
     last = state.runs.last()
     if last is not None and last.metrics is not None and st.backend != "none":
-        from ttftui.metrics import telemetry_gaps
-
         m = last.metrics
         gaps = telemetry_gaps(m, st.interval_ms)
-        series = _DRIVER.get(state.gpu_driver, last.started.t_ns)  # the samples from the last run on
+        # the driver's samples from the last run on
+        series = view.driver_series(last.started.worker, last.started.t_ns, log=state.gpu_driver)
         if gaps and not series:  # a phase no sample landed in: say why its figures are N/A
             dur = {"prefill": m.ttft_ms, "decode": m.e2e_ms - m.ttft_ms}
             out.append(f"\nrun {last.run_id}: " + "; ".join(
@@ -94,9 +95,6 @@ def telemetry_text(state: SessionState, theme: ThemeFile, width: int) -> Text:
             out.append("\n" + driver_line(last.run_id, m, series), style="dim")
     out.rstrip()
     return out
-
-
-_DRIVER = gpu_driver.SeriesCache()
 
 
 def driver_line(run_id: int, m: RunMetrics, series: dict[str, gpu_driver.Series]) -> str:

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from ttftui.config import format_validation_error
-from ttftui.inputs import MAX_THEME_BYTES, InputRefused, read_regular
+from ttftui.core.config import format_validation_error
+from ttftui.core.inputs import MAX_THEME_BYTES, InputRefused, read_regular
 
 DEFAULT_THEME = "dark"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.text import Text
 
-from ttftui.reducer import SessionState
+from ttftui.analysis.reducer import SessionState
 from ttftui.tui import render as R
 from ttftui.tui.widgets.panel import Panel
 

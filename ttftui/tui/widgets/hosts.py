@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
-from ttftui.reducer import Log, SessionState
+from ttftui.analysis.reducer import SessionState
+from ttftui.analysis.view import SessionView
 from ttftui.tui import render as R
 from ttftui.tui.widgets.panel import LinePanel
 
@@ -29,54 +30,17 @@ def host_names(state: SessionState) -> list[str]:
     return out
 
 
-_RUNS_CACHE: list[Any] = [None, None]  # (key, the host's ended runs)
-
-
-def view_for(state: SessionState, worker: str | None) -> SessionState:
-    """The state as seen from one engine host: its runs (in flight and ended) and its node's
-    telemetry. The statistics are taken from the whole state, so they pool every host's runs."""
-    if worker is None:
-        return state
-    from dataclasses import replace
-
-    key = (id(state.runs._items), len(state.runs), worker)
-    if _RUNS_CACHE[0] != key:  # once per ended run, not per frame
-        _RUNS_CACHE[0], _RUNS_CACHE[1] = key, Log([r for r in state.runs if r.started.worker == worker])
-    return replace(state, in_flight=tuple(r for r in state.in_flight if r.started.worker == worker),
-                   runs=_RUNS_CACHE[1], telemetry=state.telemetry_of(worker), gpu_driver=state.gpu_driver_of(worker),
-                   telemetry_status=state.worker_telemetry_status.get(worker, state.telemetry_status))
-
-
 class HostsPanel(LinePanel):
     def __init__(self, **kw: Any):
         super().__init__("Engine hosts", **kw)
         self.selected: str | None = None
-        self._done_key: Any = None
-        self._done: dict[str, tuple[int, int, list[float]]] = {}
 
-    def view_key(self, state: SessionState) -> Any:
+    def view_key(self, state: SessionState, view: SessionView) -> Any:
         return (tuple((r.run_id, len(r.tokens)) for r in state.in_flight), len(state.runs), len(state.engines),
                 len(state.workers_lost), self.selected, self.theme_file and self.theme_file.name,
                 tuple(len(v) // 10 for v in state.worker_telemetry.values()))
 
-    def _per_host(self, state: SessionState) -> dict[str, tuple[int, int, list[float]]]:
-        """Each host's counted runs: (finished, failed, TTFTs), once per ended run."""
-        key = (state.session, len(state.runs))
-        if key != self._done_key:
-            out: dict[str, tuple[int, int, list[float]]] = {}
-            for r in state.runs:
-                w = r.started.worker
-                if w is None or r.warmup:
-                    continue
-                ok, bad, ttft = out.get(w, (0, 0, []))
-                if r.metrics is not None:
-                    out[w] = (ok + 1, bad, ttft + [r.metrics.ttft_ms])
-                else:
-                    out[w] = (ok, bad + 1, ttft)
-            self._done_key, self._done = key, out
-        return self._done
-
-    def draw(self, state: SessionState) -> None:
+    def draw(self, state: SessionState, view: SessionView) -> None:
         th = self.theme_file
         width, height = self.content_size
         if width <= 0 or height <= 0:
@@ -85,7 +49,7 @@ class HostsPanel(LinePanel):
         lost = {w.worker for w in state.workers_lost}
         engine_of = {e.worker: e for e in state.engines if e.worker is not None}  # the latest per host
         running = {r.started.worker: r for r in state.in_flight if r.started.worker}
-        done = self._per_host(state)
+        done = view.host_counted
         rows: list[tuple[Any, Any]] = []
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"{len(names)} engine host{'s' if len(names) != 1 else ''}", style="bold")

@@ -7,14 +7,14 @@ from typing import Any, Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
-from ttftui import registry
-from ttftui.metrics import ScenarioStats
-from ttftui.stats import pct_key
+from ttftui.analysis.metrics import ScenarioStats
+from ttftui.analysis.stats import pct_key
+from ttftui.core import registry
 from ttftui.tui import render as R
 
 
 def table_metrics() -> tuple[tuple[str, str, str], ...]:
-    """(metric, label, unit) rows of the percentile table, from ttftui.registry; TTFT's components
+    """(metric, label, unit) rows of the percentile table, from ttftui.core.registry; TTFT's components
     indented under it."""
     return tuple((m.name, (" " if m.component else "") + m.label, m.unit)
                  for m in registry.METRICS if m.table)

@@ -15,8 +15,9 @@ from typing import Any
 
 from rich.text import Text
 
-from ttftui.load import LoadFigures, plan_for, session_load
-from ttftui.reducer import RunState, SessionState
+from ttftui.analysis.load import LoadFigures, plan_for
+from ttftui.analysis.reducer import RunState, SessionState
+from ttftui.analysis.view import SessionView
 from ttftui.tui import render as R
 from ttftui.tui.widgets.panel import LinePanel
 
@@ -34,28 +35,20 @@ class RequestLanes(LinePanel):
 
     def __init__(self, **kw: Any):
         super().__init__("Requests", **kw)
-        self._figures_key: Any = None
-        self._figures: dict[str, LoadFigures] = {}
 
-    def view_key(self, state: SessionState, now_ns: int) -> Any:
+    def view_key(self, state: SessionState, view: SessionView, now_ns: int) -> Any:
         # while requests are in flight their lanes grow with time: a new view every 100 ms
         tick = now_ns // 100_000_000 if state.in_flight else None
         return (tuple((r.run_id, len(r.tokens)) for r in state.in_flight), len(state.runs), tick,
                 len(state.server_samples), len(state.workers_lost), self.theme_file and self.theme_file.name)
 
-    def _load_figures(self, state: SessionState) -> dict[str, LoadFigures]:
-        key = (state.session, len(state.runs))
-        if key != self._figures_key:  # derived from ended runs: once per ended run
-            self._figures_key, self._figures = key, session_load(state)
-        return self._figures
-
-    def draw(self, state: SessionState, now_ns: int) -> None:
+    def draw(self, state: SessionState, view: SessionView, now_ns: int) -> None:
         th = self.theme_file
         width, height = self.content_size
         if width <= 0 or height <= 0:
             return
         fl = state.in_flight
-        figs = self._load_figures(state)
+        figs = view.load
         rows: list[tuple[Any, Any]] = []
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"{len(fl)} in flight", style="bold")

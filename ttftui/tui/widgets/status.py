@@ -7,8 +7,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from ttftui.load import plan_for
-from ttftui.reducer import RunState, SessionState
+from ttftui.analysis.load import plan_for
+from ttftui.analysis.reducer import RunState, SessionState
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
 

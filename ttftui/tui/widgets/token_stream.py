@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from ttftui.reducer import RunState, SessionState
+from ttftui.analysis.reducer import RunState, SessionState
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
 from ttftui.tui.token_layout import TokenLayout

@@ -7,10 +7,11 @@ from typing import Any
 
 from rich.text import Text
 
-from ttftui import registry
-from ttftui.metrics import ScenarioStats
-from ttftui.phases import where_next
-from ttftui.reducer import RunState, SessionState
+from ttftui.analysis.metrics import ScenarioStats
+from ttftui.analysis.phases import where_next
+from ttftui.analysis.reducer import RunState, SessionState
+from ttftui.analysis.view import SessionView
+from ttftui.core import registry
 from ttftui.tui import render as R
 from ttftui.tui.widgets.panel import Panel
 
@@ -27,7 +28,7 @@ class TTFTBar(Panel):
         self._max_lines = 0  # a new width wraps the legend differently
         super().on_resize()
 
-    def view_key(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> Any:
+    def view_key(self, state: SessionState, view: SessionView, now_ns: int) -> Any:
         cur = state.current
         live = cur is not None and not cur.tokens
         # While a phase runs only its elapsed time changes (the app draws about once a second then).
@@ -36,11 +37,12 @@ class TTFTBar(Panel):
                 last and last.run_id,
                 now_ns // 1_000_000_000 if live else 0, self.theme_file and self.theme_file.name)
 
-    def draw(self, state: SessionState, stats: dict[str, ScenarioStats], now_ns: int) -> None:
+    def draw(self, state: SessionState, view: SessionView, now_ns: int) -> None:
         th = self.theme_file
+        stats = view.stats
         width = max(self.content_size.width, 20)
         out = Text()
-        title, parts, chunks, total, note = _current_parts(state, now_ns)
+        title, parts, chunks, total, note = _current_parts(state, view, now_ns)
         if parts is None:
             out.append("waiting for the first run…", style="dim")
         else:
@@ -55,7 +57,7 @@ class TTFTBar(Panel):
             out.append_text(R.legend(items, width))
         if stats:
             name_w = max(len(n) for n in stats) + 1
-            sweep_of, fam_max, fits = _sweep_view(state, stats)
+            sweep_of, fam_max, fits = _sweep_view(view, stats)
             for name, st in stats.items():
                 med = st.component_medians_ms
                 if not med:
@@ -83,42 +85,21 @@ class TTFTBar(Panel):
         self.update_sized(out)
 
 
-_DERIVED: list[Any] = [None, -1, None, None]  # runs' shared list, its length, config, (cold flags, sweep fits)
-
-
-def _derived(state: SessionState) -> tuple[dict[int, str], dict[str, dict[str, Any]]]:
-    """Cold-run flags (ttftui.cold) and sweep fits (ttftui.fit) of the ended runs, computed once
-    per new ended run, not on every frame that draws this panel."""
-    c = _DERIVED
-    if c[0] is state.runs._items and c[1] == len(state.runs) and c[2] is state.config:
-        return c[3]
-    from ttftui.cold import cold_runs
-    from ttftui.fit import sweep_fits
-
-    runs = [r.metrics for r in state.runs if r.metrics is not None]
-    sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep} if state.config is not None else {}
-    value = (cold_runs(runs), sweep_fits(runs, sweep_of) if sweep_of else {})
-    c[:] = [state.runs._items, len(state.runs), state.config, value]
-    return value
-
-
-def _sweep_view(state: SessionState, stats: dict[str, ScenarioStats]) -> tuple[dict[str, str], dict[str, float], dict[str, Any]]:
+def _sweep_view(view: SessionView, stats: dict[str, ScenarioStats]) -> tuple[dict[str, str], dict[str, float], dict[str, Any]]:
     """For the scenarios expanded from a sweep: their family, each family's largest median TTFT (the
     bars' common scale) and its fit of TTFT against the prompt length."""
-    if state.config is None:
-        return {}, {}, {}
-    sweep_of = {s.name: s.sweep for s in state.config.scenarios if s.sweep and s.name in stats}
+    sweep_of = {n: fam for n, fam in view.sweep_of.items() if n in stats}
     if not sweep_of:
         return {}, {}, {}
     fam_max: dict[str, float] = {}
     for name, fam in sweep_of.items():
         tot = sum(stats[name].component_medians_ms.values())
         fam_max[fam] = max(fam_max.get(fam, 0.0), tot)
-    fits = {fam: f["ttft"] for fam, f in _derived(state)[1].items()}
+    fits = {fam: f["ttft"] for fam, f in view.sweeps.items()}
     return sweep_of, fam_max, fits
 
 
-def _current_parts(state: SessionState, now_ns: int):
+def _current_parts(state: SessionState, view: SessionView, now_ns: int):
     """(title, components so far, prefill chunks, total ms, note) of the run to draw."""
     cur = state.current
     if cur is not None and cur.phases:
@@ -148,7 +129,7 @@ def _current_parts(state: SessionState, now_ns: int):
     parts = {c.component: v for c in registry.components() if (v := m.value(c.name)) is not None}
     title = f"last run {m.run_id} • {m.scenario}" + (" (warm-up)" if m.warmup else "")
     if m.counted and not m.warmup:
-        why = _derived(state)[0].get(m.run_id)
+        why = view.cold.get(m.run_id)
         if why:
             title += f" • COLD: {why}"
     remote = last.finished.remote if last.finished is not None else None
@@ -157,7 +138,7 @@ def _current_parts(state: SessionState, now_ns: int):
 
 
 def _next_phase(cur: RunState) -> str:
-    """What the run is computing now, from the last phase it finished (ttftui.phases)."""
+    """What the run is computing now, from the last phase it finished (ttftui.analysis.phases)."""
     first = next((p for p in cur.phases if p.phase == "prefill_chunk"), None)
     n_chunks = -(-cur.started.prompt_tokens // max(1, first.n_tokens)) if first is not None and first.n_tokens else None
     at = where_next(cur.phases[-1] if cur.phases else None, n_chunks)

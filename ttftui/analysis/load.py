@@ -1,0 +1,251 @@
+"""Load: many requests to a server at once, closed loop (a fixed number in flight) or open loop
+(requests on a schedule, Poisson or constant arrivals), and what the session makes of them.
+
+A load scenario has ``concurrency`` or ``rate`` (only against a server: ``--url``). Its warm-up
+requests go first, at the same load, and are left out of the statistics; then the counted ones.
+Each request is an ordinary run in the event stream (``RunStarted`` .. ``RunFinished`` /
+``RunFailed``); runs overlap, so the reducer keeps every run in flight. What load adds is derived
+from those events alone (:func:`load_figures`): the span of the counted requests, request
+throughput, goodput (counted requests per second that met every per-run rule, the vLLM / AIPerf
+definition), output tokens per second, the most requests in flight, and in open loop how late the
+client sent requests against their schedule (``client_lag_ms``: a client that cannot keep up must
+say so, or its TTFT hides the requests it never sent on time).
+
+The scheduling itself (threads, one kept-alive connection per worker) lives in
+:mod:`ttftui.run.loadloop` and :mod:`ttftui.run.executors`; this module is pure: plans, arrival times and figures.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterable, Literal
+
+import numpy as np
+
+from ttftui.analysis.alerts import meets_every, per_run_rules
+from ttftui.core.config import Config, RunConfig, ScenarioConfig
+
+if TYPE_CHECKING:
+    from ttftui.analysis.reducer import SessionState
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    mode: Literal["closed", "open"]
+    concurrency: int | None
+    rate: float | None
+    arrival: Literal["poisson", "constant"]
+    n_warmup: int
+    n_counted: int
+    max_in_flight: int
+
+    @property
+    def total(self) -> int:
+        return self.n_warmup + self.n_counted
+
+    def describe(self) -> str:
+        if self.mode == "closed":
+            return f"closed loop, {self.concurrency} in flight"
+        return f"open loop, {self.rate:g} req/s ({self.arrival})"
+
+
+def plan_for(run: RunConfig, s: ScenarioConfig) -> LoadPlan | None:
+    """The load plan of a scenario, or None for an ordinary one (one run after another)."""
+    if s.concurrency is not None:
+        c = s.concurrency
+        return LoadPlan("closed", c, None, s.arrival,
+                        n_warmup=s.warmup_requests if s.warmup_requests is not None else run.warmup * c,
+                        n_counted=s.requests if s.requests is not None else run.iterations * c,
+                        max_in_flight=c)
+    if s.rate is not None:
+        return LoadPlan("open", None, s.rate, s.arrival,
+                        n_warmup=s.warmup_requests if s.warmup_requests is not None else run.warmup,
+                        n_counted=s.requests if s.requests is not None else max(10, math.ceil(run.iterations * s.rate)),
+                        max_in_flight=s.max_in_flight)
+    return None
+
+
+def planned_runs(config: Config, s: ScenarioConfig) -> int:
+    """Runs a scenario makes: warm-up + counted runs, or a load plan's requests."""
+    plan = plan_for(config.run, s)
+    return plan.total if plan is not None else config.run.warmup + config.run.iterations
+
+
+def arrival_offsets_ns(plan: LoadPlan, n: int, seed: int, name: str) -> list[int]:
+    """When each of ``n`` open-loop requests is due, in ns after the phase starts. The first is due
+    at once; Poisson gaps are exponential with mean 1/rate, drawn from a generator seeded by the
+    run seed and the scenario name (the same session sends on the same schedule)."""
+    assert plan.rate is not None
+    mean_ns = NS_PER_S / plan.rate
+    rng = random.Random(f"{seed}:{name}")
+    out, t = [], 0.0
+    for k in range(n):
+        out.append(round(t))
+        t += rng.expovariate(1.0) * mean_ns if plan.arrival == "poisson" else mean_ns
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFigures:
+    """A load scenario's counted requests, from their events."""
+
+    mode: str
+    concurrency: int | None
+    rate: float | None
+    arrival: str | None
+    n_requests: int  # counted requests that ended (finished or failed)
+    n_ok: int
+    n_failed: int
+    n_good: int | None  # finished and met every per-run rule (None: the scenario has no per-run rules)
+    span_s: float  # first counted request started -> last one ended
+    request_rate: float  # finished requests per second over the span
+    goodput_rps: float | None  # good requests per second over the span (None without per-run rules)
+    output_tps: float  # output tokens of finished requests per second over the span
+    max_in_flight: int  # the most requests of this scenario in flight at once (warm-ups included)
+    mean_in_flight: float  # time-weighted over the span
+    client_lag_p50_ms: float | None  # open loop: how late the client sent requests against their schedule
+    client_lag_max_ms: float | None
+    # The server's own view of its queue over the span (ServerSample), where it gives one.
+    server_queue_source: str | None = None  # "metrics" | "slots"
+    server_samples: int = 0
+    server_processing_max: int | None = None
+    server_deferred_max: int | None = None
+    server_deferred_mean: float | None = None
+    # Ray client workers: each one's counted requests (merged figures above pool every request)
+    workers: dict[str, "WorkerFigures"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    n_ok: int
+    n_failed: int
+    request_rate: float  # finished requests per second over the worker's own span
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What :func:`load_figures` needs of one ended run."""
+
+    start_ns: int
+    end_ns: int
+    warmup: bool
+    ok: bool
+    good: bool
+    n_output: int
+    client_lag_ns: int | None = None
+    worker: str | None = None  # the Ray client worker that sent it
+    ttft_ms: float | None = None
+
+
+def load_figures(plan: LoadPlan, requests: Iterable[Request], slo: bool = False) -> LoadFigures | None:
+    """``slo``: the scenario has per-run rules (``Request.good`` says whether each met them all)."""
+    reqs = list(requests)
+    counted = [r for r in reqs if not r.warmup]
+    if not counted:
+        return None
+    t_first = min(r.start_ns for r in counted)
+    t_last = max(r.end_ns for r in counted)
+    span_s = max(t_last - t_first, 1) / NS_PER_S
+    ok = [r for r in counted if r.ok]
+    good = [r for r in ok if r.good]
+    busy = sum(max(0, min(r.end_ns, t_last) - max(r.start_ns, t_first)) for r in reqs)
+    lags = sorted(r.client_lag_ns for r in counted if r.client_lag_ns is not None)
+    return LoadFigures(
+        mode=plan.mode, concurrency=plan.concurrency, rate=plan.rate,
+        arrival=plan.arrival if plan.mode == "open" else None,
+        n_requests=len(counted), n_ok=len(ok), n_failed=len(counted) - len(ok), n_good=len(good) if slo else None,
+        span_s=span_s, request_rate=len(ok) / span_s, goodput_rps=len(good) / span_s if slo else None,
+        output_tps=sum(r.n_output for r in ok) / span_s,
+        max_in_flight=max_overlap((r.start_ns, r.end_ns) for r in reqs),
+        mean_in_flight=busy / (span_s * NS_PER_S),
+        client_lag_p50_ms=_median(lags) / 1e6 if lags else None,
+        client_lag_max_ms=lags[-1] / 1e6 if lags else None,
+    )
+
+
+def max_overlap(intervals: Iterable[tuple[int, int]]) -> int:
+    """The most intervals open at one instant (an end at t closes before a start at t opens)."""
+    spans = list(intervals)
+    # sorted by time, an end (-1) before a start (+1) at the same instant
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    best = cur = 0
+    for _, d in edges:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _median(xs: list[int]) -> float:
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def session_load(state: "SessionState") -> dict[str, LoadFigures]:
+    """Load figures of every load scenario of a session that has ended counted requests."""
+
+    cfg = state.config
+    if cfg is None:
+        return {}
+    out: dict[str, LoadFigures] = {}
+    for s in cfg.scenarios:
+        plan = plan_for(cfg.run, s)
+        if plan is None:
+            continue
+        rules = per_run_rules(cfg.alerts, s.name)
+        reqs = []
+        for r in state.runs:
+            if r.scenario != s.name or r.end_ns is None:
+                continue
+            m, fin = r.metrics, r.finished
+            lag = fin.remote.client_lag_ns if fin is not None and fin.remote is not None else None
+            reqs.append(Request(start_ns=r.started.t_ns, end_ns=r.end_ns, warmup=r.warmup, ok=m is not None,
+                                good=m is not None and meets_every(rules, m),
+                                n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag,
+                                worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None))
+        figs = load_figures(plan, reqs, slo=bool(rules))
+        if figs is not None:
+            figs = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
+            out[s.name] = replace(figs, workers=per_worker(reqs))
+    return out
+
+
+def with_server_queue(f: LoadFigures, counted: list[Request], samples: Iterable[Any]) -> LoadFigures:
+    """``f`` with the server's queue readings taken while its counted requests ran."""
+
+    lo = min(r.start_ns for r in counted)
+    hi = max(r.end_ns for r in counted)
+    inside = [x for x in samples if lo <= x.t_ns <= hi]
+    if not inside:
+        return f
+    proc = [x.requests_processing for x in inside if x.requests_processing is not None]
+    deferred = [x.requests_deferred for x in inside if x.requests_deferred is not None]
+    return replace(f, server_queue_source=inside[-1].source, server_samples=len(inside),
+                   server_processing_max=max(proc) if proc else None,
+                   server_deferred_max=max(deferred) if deferred else None,
+                   server_deferred_mean=sum(deferred) / len(deferred) if deferred else None)
+
+
+def per_worker(reqs: list[Request]) -> dict[str, WorkerFigures] | None:
+    """Each Ray client worker's counted requests; None when no request came from one."""
+
+    by: dict[str, list[Request]] = {}
+    for r in reqs:
+        if r.worker is not None and not r.warmup:
+            by.setdefault(r.worker, []).append(r)
+    if not by:
+        return None
+    out = {}
+    for w, rs in sorted(by.items()):
+        ok = [r for r in rs if r.ok]
+        span = max(max(r.end_ns for r in rs) - min(r.start_ns for r in rs), 1) / NS_PER_S
+        ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
+        pct = (lambda q: float(np.percentile(ttft, q))) if ttft else (lambda q: None)
+        out[w] = WorkerFigures(n_ok=len(ok), n_failed=len(rs) - len(ok), request_rate=len(ok) / span,
+                               ttft_p50_ms=pct(50), ttft_p99_ms=pct(99))
+    return out

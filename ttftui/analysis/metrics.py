@@ -1,0 +1,285 @@
+"""Per-run metrics and per-scenario statistics, derived from the reducer's state.
+
+Definitions are :mod:`ttftui.core.registry`'s (also printed by ``ttftui --help`` and the README):
+
+* unaccounted = ttft − (tokenize + cache_prep + prefill + first_sample + first_detok), never hidden
+* tpot        = (e2e − ttft) / (n_output − 1)
+* decode_tps  = (n_output − 1) / (e2e − ttft) × 1000
+* prefill_tps = n_prompt_tokens / prefill × 1000
+* itl         = gaps between consecutive output tokens, pooled over the scenario's runs
+
+Runs that count toward statistics: finished, not warm-up, not stopped early. The others stay in the
+record, marked.
+
+llama.cpp cross-check: llama.cpp books a 1-token batch as "eval", not "prompt eval". When the last
+prefill chunk holds one token, ``n_p_eval`` is one short and that chunk's time is in ``t_eval_ms``;
+the comparison then leaves that chunk out of our prefill too, so like is compared with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ttftui.analysis import gpu_driver
+from ttftui.analysis.stats import Summary, summarize
+from ttftui.core import registry
+from ttftui.core.events import RemoteTiming, RunFinished, TokenEmitted
+
+NS_PER_MS = 1e6
+
+
+
+def _mean(vals: list[float]) -> float | None:
+    return sum(vals) / len(vals) if vals else None
+
+
+def telemetry_figures(samples: Sequence[Any], first_token_t_ns: int | None) -> dict[str, float | None]:
+    """Per-run (and per-phase) telemetry from the samples inside the run's time window."""
+    if not samples:
+        return {}
+
+    def vals(field: str, part: Sequence[Any]) -> list[float]:
+        return [v for s in part if (v := getattr(s, field)) is not None]
+
+    split = first_token_t_ns if first_token_t_ns is not None else samples[-1].t_ns + 1
+    pre = [s for s in samples if s.t_ns < split]
+    dec = [s for s in samples if s.t_ns >= split]
+    mem = vals("gpu_mem_used_bytes", samples)
+    pre_mem, dec_mem = vals("gpu_mem_used_bytes", pre), vals("gpu_mem_used_bytes", dec)
+    rss = vals("rss_bytes", samples)
+    return {
+        "gpu_mem_peak_bytes": max(mem) if mem else None,
+        "gpu_mem_mean_bytes": _mean(mem),
+        "gpu_mem_delta_bytes": (mem[-1] - mem[0]) if len(mem) >= 2 else None,
+        "gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", samples)),
+        "prefill_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", pre)),
+        "decode_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", dec)),
+        "prefill_gpu_mem_peak_bytes": max(pre_mem) if pre_mem else None,
+        "decode_gpu_mem_peak_bytes": max(dec_mem) if dec_mem else None,
+        "rss_peak_bytes": max(rss) if rss else None,
+        "proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", samples)),
+        "prefill_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", pre)),
+        "decode_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", dec)),
+        "sys_cpu_mean_pct": _mean(vals("sys_cpu_pct", samples)),
+        "prefill_samples": len(pre),
+        "decode_samples": len(dec),
+    }
+
+
+def telemetry_gaps(m: "RunMetrics", interval_ms: float | None, driver: dict[str, Any] | None = None,
+                   series: dict[str, Any] | None = None) -> dict[str, str]:
+    """Why a phase of this run has no telemetry figure from the sampler's polls, per phase, instead of
+    a bare null: the phase was shorter than the time between two polls, or the sampler fell behind.
+    Where the GPU driver's own samples (``driver``: :func:`ttftui.analysis.gpu_driver.phase_figures` of this
+    run; ``series``: the session's) give the phase a figure, the text says so, and what that figure
+    averages when the driver's samples are longer than the phase. ``interval_ms``: the session's
+    sampling interval (None: no sampler ran, nothing to explain)."""
+    if interval_ms is None:
+        return {}
+    out: dict[str, str] = {}
+    decode_ms = max(m.e2e_ms - m.ttft_ms, 0.0)
+    for phase, dur in (("prefill", m.ttft_ms), ("decode", decode_ms)):
+        if m.extra.get(f"{phase}_samples") or (phase == "decode" and m.n_output_tokens <= 1):
+            continue  # sampled, or no decode at all
+        if dur < interval_ms:
+            why = (f"{phase} lasted {dur:.1f} ms, less than the {interval_ms:g} ms between samples: no "
+                   "sample landed in it")
+        else:
+            why = (f"no sample landed in the {phase} ({dur:.1f} ms) though one was due every "
+                   f"{interval_ms:g} ms: the sampler fell behind")
+        if driver and series:
+            has = driver.get(f"{phase}_{gpu_driver.KEYS[gpu_driver.HEADLINE]}") is not None
+            note = gpu_driver.driver_note(phase, dur, driver, series)
+            if has:
+                why += f"; {phase}_*_driver_* figures come from the GPU driver's own samples"
+            if note:
+                why += f" ({note})" if has else f"; {note}"
+        out[phase] = why
+    return out
+
+
+@dataclass(frozen=True)
+class LlamaCompare:
+    t_p_eval_ms: float
+    n_p_eval: int
+    t_eval_ms: float
+    n_eval: int
+    counters_enabled: bool
+    prefill_compared_ms: float | None  # our prefill over the same tokens llama.cpp booked as prompt eval
+    prefill_diff_pct: float | None  # (ours − llama.cpp) / llama.cpp × 100
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    run_id: int
+    scenario: str
+    iteration: int
+    warmup: bool
+    counted: bool
+    stop_reason: str
+    n_prompt_tokens: int
+    n_output_tokens: int
+    ttft_ms: float
+    tokenize_ms: float | None  # the engine's phases: None for a run against a server
+    cache_prep_ms: float | None
+    prefill_ms: float | None
+    prefill_chunks_ms: tuple[float, ...]
+    prefill_chunk_tokens: tuple[int, ...]
+    first_sample_ms: float | None
+    first_detok_ms: float | None
+    unaccounted_ms: float
+    unaccounted_pct: float
+    prefill_tps: float | None
+    itl_ms: tuple[float, ...]
+    tpot_ms: float | None
+    decode_tps: float | None
+    e2e_ms: float
+    llama: LlamaCompare | None
+    output_text: str = ""
+    t_start_ns: int = 0
+    t_end_ns: int = 0
+    extra: dict[str, float | None] = field(default_factory=dict)
+
+    def pooled(self, metric: str) -> tuple[float, ...]:
+        """A pooled metric's values in this run (ITL: one per gap between tokens)."""
+        v = getattr(self, metric, None)
+        if isinstance(v, tuple):
+            return v
+        extra = self.extra.get(metric)
+        return tuple(extra) if isinstance(extra, (list, tuple)) else ()
+
+    def value(self, metric: str) -> float | None:
+        if metric == "llama_prefill_diff_pct":
+            return self.llama.prefill_diff_pct if self.llama else None
+        if metric in self.extra:
+            return self.extra[metric]
+        v = getattr(self, metric, None)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
+    """A server run's components and timing points in ms (ttftui.core.registry's remote metrics): the
+    client's clock, and the server's own account where it gave one."""
+    ms = lambda ns: None if ns is None else ns / NS_PER_MS  # noqa: E731
+    out: dict[str, float | None] = {
+        "connect_ms": ms(r.connect_ns),
+        "send_ms": ms(r.sent_ns - r.connect_ns),
+        "server_wait_ms": ms(r.headers_ns - r.sent_ns),
+        "server_prefill_ms": r.server_prompt_ms,
+        "ttfb_ms": ms(r.headers_ns),
+        "first_event_ms": ms(r.first_event_ns),
+        "first_choice_ms": ms(r.first_choice_ns),
+        "first_content_ms": ms(r.first_content_ns),
+    }
+    if r.client_lag_ns is not None:
+        out["client_lag_ms"] = ms(r.client_lag_ns)
+    if r.server_predicted_n and r.server_predicted_ms:
+        out["server_decode_tps"] = r.server_predicted_n / r.server_predicted_ms * 1000.0
+    return out
+
+
+def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted],
+                samples: Sequence[Any] = ()) -> RunMetrics:
+    toks = list(tokens)
+    extra = telemetry_figures(samples, toks[0].t_ns if toks else None)
+    if fin.token_parts is not None and fin.token_parts.n:  # where decode time went, per token (means)
+        tp = fin.token_parts
+        extra.update(token_decode_ms=tp.decode_sum_ns / tp.n / NS_PER_MS, token_sample_ms=tp.sample_sum_ns / tp.n / NS_PER_MS,
+                     token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
+    if fin.remote is not None:  # a server's run: its components are the remote ones
+        extra.update(remote_figures(fin.remote))
+        comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"
+                      and (v := extra.get(c.name)) is not None)
+        unacc_ns = fin.ttft_ns - int(round(comp_ms * NS_PER_MS))
+    else:
+        comp_ns = sum(v or 0 for v in (fin.tokenize_ns, fin.cache_prep_ns, fin.prefill_ns, fin.first_sample_ns,
+                                       fin.first_detok_ns))
+        unacc_ns = fin.ttft_ns - comp_ns
+    n_out = fin.n_output_tokens
+    gen_ns = fin.e2e_ns - fin.ttft_ns
+    tpot = gen_ns / (n_out - 1) / NS_PER_MS if n_out > 1 else None
+    decode_tps = (n_out - 1) / (gen_ns / 1e9) if n_out > 1 and gen_ns > 0 else None
+    prefill_ns = fin.prefill_ns
+    if fin.remote is not None and fin.remote.server_prompt_ms:  # the server's own prefill, on its clock
+        prefill_ns = int(fin.remote.server_prompt_ms * NS_PER_MS)
+        n_prefilled = fin.remote.server_prompt_n or fin.n_prompt_tokens
+    else:
+        n_prefilled = fin.n_prompt_tokens
+    prefill_tps = n_prefilled / (prefill_ns / 1e9) if prefill_ns else None
+    llama = None
+    if fin.llama_perf is not None:
+        p = fin.llama_perf
+        enabled = p.n_p_eval > 0 or p.n_eval > 0
+        compared = None
+        diff = None
+        if enabled:
+            # Chunks of one token are booked by llama.cpp as "eval": leave them out of ours too.
+            one_tok = sum(ns for ns, k in zip(fin.prefill_chunks_ns, fin.prefill_chunk_tokens) if k == 1)
+            ours_ns = fin.prefill_ns - (one_tok if p.n_p_eval < fin.n_prompt_tokens else 0)
+            compared = ours_ns / NS_PER_MS
+            if p.t_p_eval_ms > 0:
+                diff = (compared - p.t_p_eval_ms) / p.t_p_eval_ms * 100.0
+        llama = LlamaCompare(p.t_p_eval_ms, p.n_p_eval, p.t_eval_ms, p.n_eval, enabled, compared, diff)
+    counted = not fin.warmup and fin.stop_reason != "stopped"
+    return RunMetrics(
+        run_id=fin.run_id, scenario=fin.scenario, iteration=iteration, warmup=fin.warmup, counted=counted,
+        stop_reason=fin.stop_reason, n_prompt_tokens=fin.n_prompt_tokens, n_output_tokens=n_out,
+        ttft_ms=fin.ttft_ns / NS_PER_MS, tokenize_ms=_ms(fin.tokenize_ns),
+        cache_prep_ms=_ms(fin.cache_prep_ns), prefill_ms=_ms(fin.prefill_ns),
+        prefill_chunks_ms=tuple(c / NS_PER_MS for c in fin.prefill_chunks_ns),
+        prefill_chunk_tokens=tuple(fin.prefill_chunk_tokens),
+        first_sample_ms=_ms(fin.first_sample_ns), first_detok_ms=_ms(fin.first_detok_ns),
+        unaccounted_ms=unacc_ns / NS_PER_MS,
+        unaccounted_pct=(unacc_ns / fin.ttft_ns * 100.0) if fin.ttft_ns > 0 else 0.0,
+        prefill_tps=prefill_tps, itl_ms=tuple(t.dt_ns / NS_PER_MS for t in toks[1:]),
+        tpot_ms=tpot, decode_tps=decode_tps, e2e_ms=fin.e2e_ns / NS_PER_MS, llama=llama,
+        output_text="".join(t.text for t in toks), t_start_ns=t_start_ns, t_end_ns=fin.t_ns,
+        extra=extra,
+    )
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / NS_PER_MS
+
+
+@dataclass(frozen=True)
+class ScenarioStats:
+    scenario: str
+    n_runs: int  # counted runs
+    n_warmup: int
+    n_failed: int
+    n_prompt_tokens: int | None
+    metrics: dict[str, Summary]
+    component_medians_ms: dict[str, float]
+    dominant_component: str | None
+    dominant_share_pct: float | None
+
+
+def scenario_stats(name: str, runs: Sequence[RunMetrics], n_failed: int, percentiles: Sequence[float]) -> ScenarioStats:
+    counted = [r for r in runs if r.counted]
+    metrics: dict[str, Summary] = {}
+    for spec in registry.METRICS:
+        m = spec.name
+        if spec.pooled:  # ITL: every token of every counted run
+            metrics[m] = summarize([x for r in counted for x in r.pooled(m)], percentiles)
+        elif not spec.optional or any(r.value(m) is not None for r in counted):
+            # telemetry and a server's figures: only what was measured; N/A fields stay out of the tables
+            metrics[m] = summarize((r.value(m) for r in counted), percentiles)
+    medians: dict[str, float] = {}
+    if counted:
+        for spec in registry.components():
+            vals = [v for r in counted if (v := r.value(spec.name)) is not None]
+            if vals:
+                medians[spec.component] = float(np.median(vals))  # type: ignore[index]
+    dominant = max(medians, key=medians.__getitem__) if medians else None
+    total = sum(v for v in medians.values() if v > 0)
+    share = (medians[dominant] / total * 100.0) if dominant and total > 0 else None
+    prompt_sizes = {r.n_prompt_tokens for r in runs}
+    return ScenarioStats(
+        scenario=name, n_runs=len(counted), n_warmup=sum(r.warmup for r in runs), n_failed=n_failed,
+        n_prompt_tokens=prompt_sizes.pop() if len(prompt_sizes) == 1 else None,
+        metrics=metrics, component_medians_ms=medians, dominant_component=dominant, dominant_share_pct=share,
+    )

@@ -1,0 +1,146 @@
+"""What Ray client workers and engine hosts share: Ray itself (a one-line error without it), joining
+the cluster, the body of a worker (its name, its outbox of event JSON lines, its batches), niceness,
+and forwarding the session's controls to the actors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from ttftui.core.errors import ConfigError
+from ttftui.core.events import event_to_json
+
+
+def ray_module() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'ttftui[ray]'") from None
+    return ray
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` near-equal whole shares (the first ones one larger)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class WorkerBody:
+    """What every Ray worker body (a client worker, an engine host) shares: its name, its outbox
+    of event JSON lines, and the batches it yields every ``batch_ms`` while a thread of it works."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self._buf: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def _introduce(self, clock_now_ns: int) -> dict[str, Any]:
+        """Name this worker (node:pid), leave Ray's niceness, and say where its clock's zero is on
+        the wall clock (the driver's shift onto the session's time line)."""
+
+        node = ""
+        try:
+            import ray
+
+            if ray.is_initialized():  # (get_runtime_context would start a Ray of its own otherwise)
+                node = ray.get_runtime_context().get_node_id()[:8]
+        except Exception:  # noqa: BLE001 - outside Ray (tests of the body itself)
+            pass
+        self.name = f"{node or socket.gethostname()}:{os.getpid()}"
+        # before any engine starts: its process inherits this niceness
+        return {"worker": self.name, "host": socket.gethostname(), "pid": os.getpid(), "nice": unnice(),
+                "zero_wall_ns": time.time_ns() - clock_now_ns}
+
+    def _put(self, ev: Any) -> None:
+        line = event_to_json(ev)
+        with self._lock:
+            self._buf.append(line)
+
+    def _take(self) -> list[bytes]:
+        with self._lock:
+            out, self._buf = self._buf, []
+        return out
+
+    def _batches(self, body: Callable[[], None], batch_ms: float, name: str) -> Any:
+        """Run ``body`` in a thread; yield what it published, every ``batch_ms``, until it ends."""
+        th = threading.Thread(target=body, name=name, daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(batch_ms / 1000)
+            if batch := self._take():
+                yield batch
+        if batch := self._take():
+            yield batch
+
+
+def unnice() -> int:
+    """Ray starts its workers at nice 15 (its ``worker_niceness``) so that they never starve its own
+    daemons; a worker that measures (an engine host, a client worker) must not yield the CPU to
+    every other process. Back to 0 where allowed; returns the niceness it runs at."""
+
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice > 0:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+            nice = os.getpriority(os.PRIO_PROCESS, 0)
+        return nice
+    except (OSError, AttributeError):  # not allowed (an unprivileged user), or no such call here
+        return os.nice(0) if hasattr(os, "nice") else 0
+
+
+def nice_warning(names: list[str], nices: list[int], what: str) -> str | None:
+    """A warning naming the workers still niced, and the fix; None when none is."""
+    niced = [f"{n} (nice {v})" for n, v in zip(names, nices) if v > 0]
+    if not niced:
+        return None
+    return (f"{what} {', '.join(niced)} run(s) at a raised niceness (Ray's worker_niceness) and could not lower it: "
+            "they yield the CPU to every other process, and their timings show it. Start Ray with "
+            "RAY_worker_niceness=0 in the environment of `ray start` (and of ttftui with --ray local)")
+
+
+def run_with_controls(threads: list[threading.Thread], forward_controls: Callable[[threading.Event], None],
+                      name: str) -> None:
+    """Run ``threads`` to their end while ``forward_controls(done)`` passes the session's stop, skip
+    and pause on to the Ray actors (until ``done`` is set, or it returns after a stop)."""
+    done = threading.Event()
+    ctl = threading.Thread(target=forward_controls, args=(done,), name=name, daemon=True)
+    for th in threads:
+        th.start()
+    ctl.start()
+    for th in threads:
+        th.join()
+    done.set()
+    ctl.join()
+
+
+def join_cluster(ray: Any, cc: Any) -> bool:
+    """Join (or start) the Ray cluster ``cluster.ray`` names; True when this call started Ray here."""
+    if ray.is_initialized():
+        return False
+    address = None if cc.ray == "local" else cc.ray
+
+    # Ray's start-up needs real file descriptors behind sys.stdout/stderr; the dashboard has
+    # replaced them (and owns the terminal): Ray gets /dev/null for the moment it starts
+    saved = sys.stdout, sys.stderr
+    with open(os.devnull, "w") as null:
+        sys.stdout = sys.stderr = null
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"--ray {cc.ray}: cannot join the Ray cluster: {one_line(e)}") from None
+        finally:
+            sys.stdout, sys.stderr = saved
+    return True
+
+
+def alive_nodes(ray: Any) -> list[str]:
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:300] + "…") if len(text) > 300 else (text or type(e).__name__)

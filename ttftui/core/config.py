@@ -1,0 +1,599 @@
+"""Configuration: ``config.toml`` parsed with tomllib and validated by pydantic.
+
+Every key has a default, so an empty file (or no file) is a valid configuration. Unknown keys are
+errors, not silently ignored: a typo such as ``n_bacth`` must not fall back to a default and make a
+benchmark measure something else than intended. Errors are turned into one line that names the
+file, the key and what was expected (:func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ttftui.core.errors import ConfigError
+from ttftui.core.inputs import MAX_CONFIG_BYTES, InputRefused, read_regular
+from ttftui.core.rules import AlertRule
+
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class _Strict(BaseModel):
+    # strict: a TOML boolean is not a count (`iterations = true`), a string not a number; finite: inf is not
+    # a sampling interval
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ModelConfig(_Strict):
+    path: str = Field("", description="GGUF file; empty means the bundled SmolLM2-135M demo model")
+    n_ctx: int = Field(4096, ge=16, le=16_777_216, description="context size in tokens (at most 16M)")
+    n_batch: int = Field(512, ge=1, le=1_048_576, description="prompt tokens per prefill chunk (llama_decode call)")
+    n_threads: int = Field(0, ge=0, le=512, description="CPU threads; 0 = number of physical cores; at most 512 "
+                                                         "(llama.cpp's own limit, GGML_MAX_N_THREADS)")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers to offload to the GPU; -1 = all")
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    repack: Literal["auto", "on", "off"] = Field(
+        "auto", description="repack weights into llama.cpp's extra CPU buffer types (llama-bench --repack); "
+                            "auto = off on CPUs with AMX, where llama.cpp's AMX path crashes, on elsewhere")
+
+
+class EngineConfig(_Strict):
+    kind: Literal["auto", "llama", "synthetic"] = Field(
+        "auto", description="auto = llama.cpp when it and the model load, else synthetic"
+    )
+    synthetic_pace: bool = Field(
+        True, description="synthetic engine sleeps to its modelled timings in the dashboard"
+    )
+    host: Literal["auto", "process", "thread"] = Field(
+        "auto", description="where the engine runs: process = a child process of its own (a crash there is a "
+                            "result, not the end of the session), thread = inside ttftui's process; auto = "
+                            "process for llama.cpp, thread for the synthetic engine")
+
+
+class RunConfig(_Strict):
+    iterations: int = Field(5, ge=1, description="measured runs per scenario")
+    warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
+    seed: int = Field(42, ge=0)
+    warmup_policy: Literal["per_scenario", "largest_first"] = Field(
+        "per_scenario", description="largest_first: before any counted run, one more warm-up run of the scenario "
+                                    "with the longest prompt, so no counted run is the first to meet a larger shape")
+    order: Literal["sequential", "interleaved"] = Field(
+        "sequential", description="sequential: each scenario's runs one after another; interleaved: every scenario's "
+                                  "warm-ups, then one counted run of each in turn, round after round, so a machine "
+                                  "whose speed drifts spreads that drift over every scenario instead of confounding it "
+                                  "with one (sweeps). Load scenarios run after, in order")
+    pause_ms: float = Field(0.0, ge=0, le=600_000,
+                            description="untimed pause before each run but the first (the dashboard pauses at "
+                                        "least 300 ms, to draw each result while the engine is idle)")
+
+
+class GreedySampler(_Strict):
+    kind: Literal["greedy"] = "greedy"
+
+
+class TopKSampler(_Strict):
+    kind: Literal["top_k"]
+    k: int = Field(40, ge=1)
+    temperature: float = Field(0.8, gt=0)
+
+
+class TopPSampler(_Strict):
+    kind: Literal["top_p"]
+    p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(0.8, gt=0)
+
+
+Sampler = Annotated[Union[GreedySampler, TopKSampler, TopPSampler], Field(discriminator="kind")]
+
+
+class ScenarioConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-@]+$")
+    sweep: str | None = Field(None, description="set by a sweep: the scenario this one was expanded from "
+                                                "(prompt_tokens = [..] becomes one scenario per length, NAME@N)")
+    prompt_tokens: int | None = Field(
+        None, ge=1, description="exact prompt length in the model's tokens (BOS included)"
+    )
+    max_tokens: int = Field(ge=1, description="tokens generated per run")
+    sampler: Sampler = GreedySampler()
+    prompt: str | None = Field(None, description="prompt text; trimmed or repeated to prompt_tokens")
+    prompt_file: str | None = Field(None, description="file holding the prompt text")
+    chat: bool = Field(False, description="wrap the prompt in the model's chat template")
+    stop_at_eos: bool = Field(
+        False, description="stop at end-of-generation; false keeps output length fixed"
+    )
+    # Load (a server only, ttftui --url): many requests at once instead of one run after another.
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="closed loop: keep this many requests in flight (each worker sends its next "
+                                         "request when its last one ends); a list sweeps it (NAME@cN)")
+    rate: float | None = Field(
+        None, gt=0, le=10_000, description="open loop: requests per second, sent on schedule whether or not earlier "
+                                           "ones have ended; a list sweeps it (NAME@rR)")
+    arrival: Literal["poisson", "constant"] = Field(
+        "poisson", description="open loop: exponential gaps (Poisson arrivals) or equal gaps of 1/rate")
+    requests: int | None = Field(
+        None, ge=1, le=1_000_000, description="counted requests of a load scenario; default run.iterations x "
+                                              "concurrency (closed loop) or run.iterations x rate, at least 10 (open)")
+    warmup_requests: int | None = Field(
+        None, ge=0, le=1_000_000, description="warm-up requests sent first at the same load and left out of the "
+                                              "statistics; default run.warmup x concurrency (closed) or run.warmup (open)")
+    max_in_flight: int = Field(
+        256, ge=1, le=4096, description="open loop: requests in flight at most; an arrival beyond it waits, and its "
+                                        "wait is reported as client_lag_ms")
+    load: str | None = Field(None, description="set by a load sweep: the scenario this one was expanded from")
+    cell: str | None = Field(None, description="set by cluster.matrix: the matrix cell (settings) this scenario runs "
+                                               "with, its name is NAME@CELL")
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _prompt_source(self) -> "ScenarioConfig":
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ValueError("give either prompt or prompt_file, not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt is empty")
+        if self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
+            raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
+        if self.concurrency is not None and self.rate is not None:
+            raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
+        if not self.is_load:
+            for key in ("requests", "warmup_requests"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to a load scenario (set concurrency or rate)")
+        return self
+
+    @property
+    def is_load(self) -> bool:
+        """A load scenario: requests overlap (concurrency or rate), against a server."""
+        return self.concurrency is not None or self.rate is not None
+
+
+def _default_scenarios() -> list[ScenarioConfig]:
+    return [
+        ScenarioConfig(name="short", prompt_tokens=128, max_tokens=50),
+        ScenarioConfig(name="medium", prompt_tokens=512, max_tokens=100),
+        ScenarioConfig(name="long", prompt_tokens=2048, max_tokens=100),
+    ]
+
+
+class ReportConfig(_Strict):
+    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _in_range(cls, v: list[float]) -> list[float]:
+        for p in v:
+            if not 0 <= p <= 100:
+                raise ValueError(f"percentile {p} is outside 0..100")
+        return sorted(set(float(p) for p in v))
+
+
+class UIConfig(_Strict):
+    theme: str = Field("dark", description="a theme name from themes/ or a path to a theme file")
+    refresh_hz: float = Field(4.0, ge=1, le=30, description="dashboard redraws per second (events are drained at 10 Hz)")
+    busy_cpu_pct: float = Field(
+        1.0, ge=0, le=100,
+        description="while a run computes on every CPU (llama.cpp threads >= CPUs), the dashboard draws only as "
+                    "often as keeps its frames' cost (their CPU + 10 ms each) under this % of one core "
+                    "(0 = no limit)")
+
+
+class TelemetryConfig(_Strict):
+    backend: Literal["auto", "rocm", "nvml", "none"] = "auto"
+    interval_ms: float = Field(100.0, ge=10, description="sampling period; floor 10 ms")
+    gpu_index: int = Field(0, ge=0)
+
+
+class RecordingConfig(_Strict):
+    enabled: bool = False
+    path: str = Field("", description="file to record to; empty = ttftui-<time>.ttftrec[.gz]")
+    gzip: bool = False
+
+
+class ServerConfig(_Strict):
+    url: str = Field("", description="an OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8080/v1; "
+                                     "empty = the local engine (same as --url)")
+    api: Literal["completions", "chat"] = Field("completions", description="/completions (the prompt as sent, "
+                                                "exact length) or /chat/completions (the server applies the template)")
+    model: str = Field("", description="model name to send; empty = the first the server lists at /models")
+    api_key_env: str = Field("", description="name of an environment variable holding the API key (never the key)")
+    connect_timeout_s: float = Field(10.0, gt=0, le=3600)
+    read_timeout_s: float = Field(120.0, gt=0, le=86400, description="longest wait for the headers or the next event")
+    prefix_cache: Literal["off", "on"] = Field(
+        "off", description="off: every run's prompt starts differently and llama-server is asked not to reuse its "
+                           "cache, so TTFT is never the uncached suffix of a repeated prompt; on: the same prompt every "
+                           "run, to measure cache hits")
+    queue_poll_ms: float = Field(
+        250.0, ge=0, le=60_000, description="during a load scenario, read the server's queue (llama-server /metrics, "
+                                            "else /slots) this often; 0 = never (each read is a request the server "
+                                            "answers between its decode steps)")
+    ttft_at: Literal["content_or_reasoning", "content", "first_choice", "first_event"] = Field(
+        "content_or_reasoning", description="which point of the stream is the first token (the others are reported "
+                                            "beside it)")
+
+
+class ClusterConfig(_Strict):
+    ray: str = Field("", description="run load scenarios' requests from client workers on a Ray cluster: an address "
+                                     "(host:port of a running cluster), auto (the cluster this machine belongs to) or "
+                                     "local (start a one-machine Ray here); empty = no Ray (same as --ray)")
+    workers: int = Field(2, ge=1, le=256, description="Ray client workers; the load is split among them")
+    batch_ms: float = Field(50.0, ge=5, le=5000, description="a worker sends its events to this process this often")
+    per_node: bool = Field(False, description="one engine host on every node of the cluster runs the scenarios with "
+                                              "its own local engine and telemetry (same as --per-node)")
+    matrix: dict[str, list[Any]] = Field(default_factory=dict, description=(
+        "engine hosts run every combination of these model./engine. settings, e.g. {\"model.path\" = [\"a.gguf\", "
+        "\"b.gguf\"], \"model.n_gpu_layers\" = [0, -1]}; each combination (cell) runs every scenario as "
+        "NAME@CELL, and cells go to the nodes as they become free"))
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix_lists(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for key, values in v.items():
+            if not isinstance(key, str) or not key.startswith(MATRIX_SECTIONS):
+                raise ValueError(f"matrix key {key!r}: only {' / '.join(s + '*' for s in MATRIX_SECTIONS)} settings "
+                                 "can vary")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"matrix key {key!r}: needs a non-empty list of values")
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"matrix key {key!r}: needs distinct values")
+        return v
+
+
+MATRIX_SECTIONS = ("model.", "engine.")
+
+
+def _label_part(key: str, value: Any) -> str:
+    if key == "model.path":
+        text = Path(str(value)).stem or "model"
+    else:
+        text = f"{key.rsplit('.', 1)[-1]}_{str(value).lower() if isinstance(value, bool) else value}"
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in text)
+
+
+def matrix_cells(matrix: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every combination of the matrix's values (first key slowest), each as ``(label, {key:
+    value})``; the label (a scenario-name suffix) joins one part per key with ``@``."""
+
+    keys = list(matrix)
+    out = []
+    for combo in itertools.product(*(matrix[k] for k in keys)):
+        out.append(("@".join(_label_part(k, v) for k, v in zip(keys, combo)), dict(zip(keys, combo))))
+    return out
+
+
+def expand_matrix(data: Any) -> Any:
+    """With ``cluster.matrix`` set, every scenario becomes one scenario per cell, ``NAME@CELL``,
+    each remembering its cell (scenarios already expanded, e.g. from a recorded config, stay)."""
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
+        return data
+    cluster = data.get("cluster")
+    matrix = cluster.get("matrix") if isinstance(cluster, dict) else None
+    if not isinstance(matrix, dict) or not matrix or not all(isinstance(v, list) and v for v in matrix.values()):
+        return data  # nothing to expand (a malformed matrix is reported by its own validator)
+    out = []
+    for sc in data["scenarios"]:
+        if not isinstance(sc, dict) or sc.get("cell") is not None:
+            out.append(sc)
+            continue
+        out.extend({**sc, "name": f"{sc.get('name')}@{label}", "cell": label}
+                   for label, _ in matrix_cells(matrix))
+    return {**data, "scenarios": out}
+
+
+def expand_sweeps(data: Any) -> Any:
+    """``prompt_tokens = [128, 256, ...]`` in a scenario becomes one scenario per length, named
+    ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report). Likewise
+    ``concurrency = [1, 2, 4]`` becomes ``NAME@c1``, ``NAME@c2``, ... and ``rate = [..]`` ``NAME@rR``
+    (a load sweep; both kinds may be combined: ``NAME@512@c4``)."""
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
+        return data
+    out = []
+    for sc in data["scenarios"]:
+        out.extend(_expand_load(x) for x in _expand_lengths(sc))
+    return {**data, "scenarios": [y for x in out for y in x]}
+
+
+def _distinct(sc: dict[str, Any], key: str, values: list[Any]) -> None:
+    if not values or len(set(map(str, values))) != len(values):
+        raise ValueError(f"scenario {sc.get('name')!r}: {key} = [...] needs distinct values")
+
+
+def _expand_lengths(sc: Any) -> list[Any]:
+    lengths = sc.get("prompt_tokens") if isinstance(sc, dict) else None
+    if not isinstance(lengths, list):
+        return [sc]
+    _distinct(sc, "prompt_tokens", lengths)
+    return [{**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")} for n in lengths]
+
+
+def _expand_load(sc: Any) -> list[Any]:
+    if not isinstance(sc, dict):
+        return [sc]
+    for key, tag in (("concurrency", "c"), ("rate", "r")):
+        values = sc.get(key)
+        if isinstance(values, list):
+            _distinct(sc, key, values)
+            return [{**sc, "name": f"{sc.get('name')}@{tag}{v:g}" if isinstance(v, (int, float)) else
+                     f"{sc.get('name')}@{tag}{v}", key: v, "load": sc.get("name")} for v in values]
+    return [sc]
+
+
+class Config(_Strict):
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    run: RunConfig = RunConfig()
+    report: ReportConfig = ReportConfig()
+    ui: UIConfig = UIConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    recording: RecordingConfig = RecordingConfig()
+    server: ServerConfig = ServerConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
+    alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sweeps(cls, data: Any) -> Any:
+        return expand_matrix(expand_sweeps(data))
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        names = [s.name for s in self.scenarios]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(sorted(dup))}")
+        for i, rule in enumerate(self.alerts):
+            if rule.scenario is not None and rule.scenario not in names:
+                raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
+                                 f"(scenarios: {', '.join(names)})")
+        cc = self.cluster
+        if (cc.per_node or cc.matrix) and not cc.ray:
+            raise ValueError(f"cluster.{'per_node' if cc.per_node else 'matrix'} runs engine hosts on a Ray cluster: "
+                             "give cluster.ray (--ray ADDRESS|auto|local)")
+        if (cc.per_node or cc.matrix) and self.server.url:
+            raise ValueError("engine hosts (cluster.per_node, cluster.matrix) run a local engine on each node; "
+                             "client workers against a server (--url) are the other mode: choose one")
+        if cc.per_node and cc.matrix:
+            raise ValueError("cluster.per_node runs the same settings on every node and cluster.matrix spreads "
+                             "combinations over the nodes: choose one")
+        if cc.ray and not self.server.url and not (cc.per_node or cc.matrix):
+            raise ValueError("cluster.ray: Ray client workers send requests to a server; give its URL (--url or "
+                             "server.url), or run engine hosts (--per-node, cluster.matrix)")
+        if cc.matrix:
+            for label, cell in matrix_cells(cc.matrix):
+                try:
+                    cell_config(self, label)
+                except ValidationError as e:
+                    raise ValueError(format_validation_error(f"cluster.matrix: cell {label}", e)) from None
+        load = [s.name for s in self.scenarios if s.is_load]
+        if load and not self.server.url:
+            raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "
+                             "(--url or server.url)")
+        rule_names = [r.name for r in self.alerts]
+        dup = {n for n in rule_names if rule_names.count(n) > 1}
+        if dup:
+            raise ValueError(f"alert rule names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    @property
+    def engine_hosts(self) -> bool:
+        """Ray engine hosts run the session (one per node, or the matrix's cells)."""
+        return bool(self.cluster.ray and (self.cluster.per_node or self.cluster.matrix))
+
+    def scenario(self, name: str) -> ScenarioConfig:
+        for s in self.scenarios:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def cell_config(cfg: Config, label: str | None) -> Config:
+    """The config an engine host runs: ``cfg`` without the cluster, with a matrix cell's settings
+    and only that cell's scenarios (``label`` None: every scenario, as ``--per-node`` runs them)."""
+    data = cfg.model_dump(mode="python")
+    data["cluster"] = {}
+    data["alerts"] = []  # rules are evaluated once, where the session's events meet
+    if label is not None:
+        cells = dict(matrix_cells(cfg.cluster.matrix))
+        data = apply_overrides(data, list(cells[label].items()))
+        data["scenarios"] = [sc for sc in data["scenarios"] if sc["cell"] == label]
+    return Config.model_validate(data)
+
+
+def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[float] | None = None,
+              requests: int | None = None) -> Config:
+    """The config with every scenario made a load scenario (``--concurrency``, ``--rate``,
+    ``--requests``); a list of several values sweeps it."""
+    if concurrency is None and rate is None and requests is None:
+        return cfg
+    data = cfg.model_dump(mode="python")
+    if concurrency is not None or rate is not None:  # a load sweep of the file is replaced, not swept again
+        seen: set[str] = set()
+        kept = []
+        for sc in data["scenarios"]:
+            if sc["load"] is not None:
+                if sc["load"] in seen:
+                    continue
+                seen.add(sc["load"])
+                sc.update(name=sc["load"], load=None)
+            kept.append(sc)
+        data["scenarios"] = kept
+    for sc in data["scenarios"]:
+        if concurrency is not None:
+            sc.update(concurrency=concurrency[0] if len(concurrency) == 1 else concurrency, rate=None)
+        if rate is not None:
+            sc.update(rate=rate[0] if len(rate) == 1 else rate, concurrency=None)
+        if requests is not None:
+            sc["requests"] = requests
+    flag = "--concurrency" if concurrency is not None else "--rate" if rate is not None else "--requests"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(flag, e, key_in_source=True)) from None
+    except ValueError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("greedy", "top_k", "top_p") and out.endswith("sampler"):
+            continue  # discriminated-union tag: not a key the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, err: ValidationError, *, key_in_source: bool = False,
+                            data: dict[str, Any] | None = None) -> str:
+    """One line: ``FILE: key.path: what was expected (got VALUE)``; counts further problems."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    key = _loc(first["loc"])
+    loc = first["loc"]
+    if data and len(loc) >= 2 and loc[0] in ("alerts", "scenarios") and isinstance(loc[1], int):
+        try:
+            label = data[loc[0]][loc[1]].get("name")
+        except (IndexError, KeyError, TypeError, AttributeError):
+            label = None
+        if label:  # name the rule / scenario, not just its index
+            key = key.replace(f"{loc[0]}[{loc[1]}]", f"{loc[0]}[{loc[1]}] ({label})", 1)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = first["loc"][:-1]
+        msg = f"unknown key{_allowed_keys(parent)}"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind == "value_error":
+        msg = str(first["msg"]).removeprefix("Value error, ")
+    else:
+        msg = first["msg"][0].lower() + first["msg"][1:]
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            msg += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    where = source if key_in_source else f"{source}: {key}"
+    return f"{where}: {msg}{more}"
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> str:
+    model: Any = Config
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return ""
+    keys = list(getattr(model, "model_fields", {}))
+    return f" (expected one of: {', '.join(keys)})" if keys else ""
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (numbers, booleans, arrays), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+Override = Union[str, tuple[str, Any]]
+
+
+def override_key(item: Override) -> str:
+    return item[0] if isinstance(item, tuple) else item.partition("=")[0].strip()
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[Override]) -> dict[str, Any]:
+    """Apply overrides to raw config data: ``section.key=value`` text from ``--set`` (the value read
+    as TOML), or ``(key, value)`` pairs from options such as ``--model`` (the value taken as data,
+    never spliced into TOML text: a path may hold quotes or a newline)."""
+    for item in overrides:
+        if isinstance(item, tuple):
+            key, value = item
+        else:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.n_batch=64")
+            key, _, text = item.partition("=")
+            value = parse_value(text.strip())
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p} is not a table")
+        node[parts[-1]] = value
+    return data
+
+
+def find_default_config() -> Path | None:
+    """``./config.toml`` if it exists (the repository's documented file), else none."""
+    p = Path.cwd() / DEFAULT_CONFIG_NAME
+    return p if p.is_file() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[Override] | None = None) -> Config:
+    """Read and validate a config file; ``path=None`` uses ./config.toml or built-in defaults."""
+    source = "defaults"
+    data: dict[str, Any] = {}
+    p = Path(path) if path is not None else find_default_config()
+    if p is not None:
+        source = str(p)
+        try:
+            raw = read_regular(p, MAX_CONFIG_BYTES)
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except InputRefused as e:
+            raise ConfigError(f"cannot read config file: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a UTF-8 text file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        key = _loc(e.errors(include_url=False)[0]["loc"])
+        for item in overrides or []:
+            k = override_key(item)
+            if key == k or key.startswith(k + ".") or key.startswith(k + "["):
+                # the bad value came from the command line, not from the file
+                raise ConfigError(format_validation_error(f"--set {key}", e, key_in_source=True)) from None
+        raise ConfigError(format_validation_error(source, e, data=data)) from None
+    return resolve_paths(cfg, p.parent if p is not None else Path.cwd())
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative model/prompt paths are relative to the config file, as a user reading it expects."""
+
+    def fix(path: str | None) -> str | None:
+        if not path:
+            return path
+        q = Path(path).expanduser()
+        return str(q if q.is_absolute() else (base / q))
+
+    scenarios = [s.model_copy(update={"prompt_file": fix(s.prompt_file)}) for s in cfg.scenarios]
+    model = cfg.model.model_copy(update={"path": fix(cfg.model.path) or ""})
+    cluster = cfg.cluster
+    if "model.path" in cluster.matrix:  # the cells' labels stay those of the paths as written
+        cluster = cluster.model_copy(update={"matrix": {**cluster.matrix, "model.path": [
+            fix(p) if isinstance(p, str) else p for p in cluster.matrix["model.path"]]}})
+    return cfg.model_copy(update={"scenarios": scenarios, "model": model, "cluster": cluster})

@@ -1,0 +1,467 @@
+"""The one event stream every part of ttftui speaks.
+
+Engines, the telemetry sampler and the replay reader *produce* these events; the reducer, the
+recorder, the headless reporter and the dashboard only *consume* them. Events are frozen, slotted
+dataclasses (cheap to create in the engine's token loop) and carry a ``type`` tag so that one
+pydantic ``TypeAdapter`` can turn them into JSON lines and back, with validation, for recordings.
+
+Times: ``t_ns`` is nanoseconds since the session's start, on ``time.perf_counter_ns()``'s clock,
+taken in the thread that did the work. Durations are integer nanoseconds (``*_ns``) so that sums are
+exact; reports convert to milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
+
+from ttftui.core import registry
+
+PhaseName = Literal["tokenize", "cache_prep", "prefill_chunk", "first_sample", "first_detok"]
+
+# The TTFT components the engine times, in the order they happen (ttftui.core.registry; ``unaccounted`` is
+# derived from them).
+COMPONENTS: tuple[str, ...] = registry.measured_components()
+
+_frozen = dict(frozen=True, slots=True, kw_only=True)
+
+# What a recording may say is bounded where it is read: integers fit 64 bits (a 400-digit "time"
+# would overflow every float computation downstream) and floats are finite (NaN is not a time).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+def _finite_json(v: Any) -> Any:
+    """A JSON value (the config and host facts echoed in a session) with finite numbers only."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("numbers must be finite")
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise ValueError("integer out of range")
+    if isinstance(v, dict):
+        for x in v.values():
+            _finite_json(x)
+    elif isinstance(v, list):
+        for x in v:
+            _finite_json(x)
+    return v
+
+
+JsonDict = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
+
+@dataclass(**_frozen)
+class ModelFacts:
+    """What the GGUF file says about the model (read before loading) plus llama.cpp's view."""
+
+    path: str
+    name: str
+    file_size_bytes: Int64
+    architecture: str | None = None
+    quantization: str | None = None
+    n_params: Int64 | None = None
+    n_layers: Int64 | None = None
+    n_heads: Int64 | None = None
+    n_kv_heads: Int64 | None = None
+    n_embd: Int64 | None = None
+    context_length: Int64 | None = None
+    vocab_size: Int64 | None = None
+    kv_cache_bytes: Int64 | None = None  # K+V for the configured n_ctx, f16, from the metadata formula
+    weights_bytes: Int64 | None = None  # tensor data in the GGUF file (what loading must place in memory)
+    n_ctx: Int64 | None = None
+    description: str | None = None  # llama.cpp's llama_model_desc()
+
+
+@dataclass(**_frozen)
+class DeviceFacts:
+    kind: Literal["cpu", "gpu", "synthetic", "remote"]
+    name: str
+    n_threads: Int64 | None = None
+    n_gpu_layers_requested: Int64 = 0
+    n_gpu_layers_offloaded: Int64 = 0
+    gpu_offload_supported: bool = False
+    build: str | None = None  # CPU / CUDA / HIP / Metal / Vulkan, from llama.cpp's system info
+    system_info: str | None = None
+    # Weight repacking into llama.cpp's extra CPU buffer types (model.repack); None: not applicable
+    repack: bool | None = None
+    repack_reason: str | None = None
+
+
+@dataclass(**_frozen)
+class LlamaPerf:
+    """llama.cpp's own counters for one run (``llama_perf_context``, reset before the run)."""
+
+    t_p_eval_ms: float
+    n_p_eval: Int64
+    t_eval_ms: float
+    n_eval: Int64
+
+
+@dataclass(**_frozen)
+class SessionStarted:
+    type: Literal["session_started"] = "session_started"
+    t_ns: Int64 = 0
+    session_id: str
+    started_at: str  # ISO 8601, UTC wall clock
+    ttftui_version: str
+    config: JsonDict
+    host: JsonDict = field(default_factory=dict)
+
+
+@dataclass(**_frozen)
+class EngineReady:
+    type: Literal["engine_ready"] = "engine_ready"
+    t_ns: Int64
+    engine: Literal["llama.cpp", "synthetic", "remote"]
+    synthetic: bool
+    synthetic_reason: str | None
+    load_ms: float | None  # None for a remote server: its model was loaded before we came
+    model: ModelFacts
+    device: DeviceFacts
+    engine_version: str | None = None
+    # where the engine ran: its own process, a thread of ttftui's, or a server reached over HTTP
+    host: Literal["process", "thread", "remote"] | None = None
+    host_pid: Int64 | None = None
+    worker: str | None = None  # a Ray engine host (node:pid) loaded it; None: this machine
+
+
+@dataclass(**_frozen)
+class RunStarted:
+    type: Literal["run_started"] = "run_started"
+    t_ns: Int64
+    run_id: Int64
+    scenario: str
+    iteration: Int64  # 0-based within the scenario, warm-up runs first
+    warmup: bool
+    prompt_tokens: Int64
+    max_tokens: Int64
+    worker: str | None = None  # a Ray client worker (node:pid) sent it; None: this process
+
+
+@dataclass(**_frozen)
+class PhaseTimed:
+    """One TTFT phase finished. ``prefill_chunk`` phases come once per ``n_batch`` chunk."""
+
+    type: Literal["phase"] = "phase"
+    t_ns: Int64
+    run_id: Int64
+    phase: PhaseName
+    duration_ns: Int64
+    chunk: Int64 | None = None
+    n_tokens: Int64 | None = None
+
+
+@dataclass(**_frozen)
+class TokenEmitted:
+    """An output token's text became available. ``dt_ns``: since the previous token (the first
+    token's ``dt_ns`` is its TTFT)."""
+
+    type: Literal["token"] = "token"
+    t_ns: Int64
+    run_id: Int64
+    index: Int64
+    token_id: Int64
+    text: str
+    dt_ns: Int64
+
+
+@dataclass(**_frozen)
+class RemoteTiming:
+    """A request to a server, on the client's clock (ns after t0 = just before the request was
+    written; None: never happened) and, beside it, the server's own account as it sent it."""
+
+    connect_ns: Int64 = 0  # a new TCP connection (0: a kept-alive one was reused)
+    sent_ns: Int64 = 0
+    headers_ns: Int64 = 0  # TTFB
+    first_event_ns: Int64 | None = None
+    first_choice_ns: Int64 | None = None
+    first_reasoning_ns: Int64 | None = None
+    first_content_ns: Int64 | None = None
+    end_ns: Int64 = 0
+    n_events: Int64 = 0
+    n_chunks: Int64 = 0
+    status: Int64 = 0
+    finish_reason: str | None = None
+    server_kind: str | None = None
+    prompt_counted_by: str | None = None  # how the prompt's length was known: "server tokenizer", "usage", ...
+    usage_prompt_tokens: Int64 | None = None
+    usage_completion_tokens: Int64 | None = None
+    server_prompt_n: Int64 | None = None  # llama-server timings: prompt tokens it evaluated (the uncached part)
+    server_prompt_ms: float | None = None
+    server_cache_n: Int64 | None = None  # prompt tokens it took from its cache
+    server_predicted_n: Int64 | None = None
+    server_predicted_ms: float | None = None
+    n_progress: Int64 = 0  # prompt-progress events (llama-server return_progress)
+    # the server's prefill batch by batch, from its prompt-progress events (its clock, ms; tokens)
+    server_chunks_ms: tuple[float, ...] = ()
+    server_chunk_tokens: tuple[Int64, ...] = ()
+    # open loop: the request was sent this long after its scheduled arrival (the client fell behind)
+    client_lag_ns: Int64 | None = None
+
+
+@dataclass(**_frozen)
+class TokenParts:
+    """Where the time between output tokens went (every token but the first), per token: median
+    and sum of llama_decode + synchronize, sampling, detokenizing and the rest of the loop (handing
+    the previous token over, the stop check). The four sums add up to the run's decode time."""
+
+    n: Int64
+    decode_median_ns: Int64
+    sample_median_ns: Int64
+    detok_median_ns: Int64
+    rest_median_ns: Int64
+    decode_sum_ns: Int64
+    sample_sum_ns: Int64
+    detok_sum_ns: Int64
+    rest_sum_ns: Int64
+
+
+def token_parts(parts: list[tuple[int, int, int, int]]) -> TokenParts | None:
+    """Summarise the engine's per-token (decode, sample, detok, rest) durations; None without any."""
+    if not parts:
+        return None
+
+    cols = list(zip(*parts))
+    med = [int(statistics.median(c)) for c in cols]
+    return TokenParts(n=len(parts), decode_median_ns=med[0], sample_median_ns=med[1], detok_median_ns=med[2],
+                      rest_median_ns=med[3], decode_sum_ns=sum(cols[0]), sample_sum_ns=sum(cols[1]),
+                      detok_sum_ns=sum(cols[2]), rest_sum_ns=sum(cols[3]))
+
+
+@dataclass(**_frozen)
+class RunFinished:
+    """All of a run's own timings; self-contained so a report never needs the phase events. A run
+    against a server has ``remote`` instead of the engine's phases (those are None: not measured)."""
+
+    type: Literal["run_finished"] = "run_finished"
+    t_ns: Int64
+    run_id: Int64
+    scenario: str
+    warmup: bool
+    n_prompt_tokens: Int64
+    n_output_tokens: Int64
+    ttft_ns: Int64
+    e2e_ns: Int64
+    tokenize_ns: Int64 | None
+    cache_prep_ns: Int64 | None
+    prefill_ns: Int64 | None
+    prefill_chunks_ns: tuple[Int64, ...]
+    prefill_chunk_tokens: tuple[Int64, ...]
+    first_sample_ns: Int64 | None
+    first_detok_ns: Int64 | None
+    stop_reason: Literal["max_tokens", "eos", "stopped"]
+    llama_perf: LlamaPerf | None = None
+    remote: RemoteTiming | None = None
+    token_parts: TokenParts | None = None  # the local engine's decode breakdown
+
+
+@dataclass(**_frozen)
+class RunFailed:
+    type: Literal["run_failed"] = "run_failed"
+    t_ns: Int64
+    run_id: Int64
+    scenario: str
+    error: str
+
+
+@dataclass(**_frozen)
+class Notice:
+    """Something a user must know about the numbers (e.g. llama.cpp counters disabled)."""
+
+    type: Literal["notice"] = "notice"
+    t_ns: Int64
+    level: Literal["info", "warning", "error"]
+    message: str
+
+
+@dataclass(**_frozen)
+class TelemetrySample:
+    """One sampler tick. ``None`` means N/A; the reason is in the backend's ``TelemetryStatus``."""
+
+    type: Literal["telemetry"] = "telemetry"
+    t_ns: Int64
+    gpu_mem_used_bytes: Int64 | None = None
+    gpu_mem_total_bytes: Int64 | None = None
+    gpu_busy_pct: float | None = None
+    gpu_power_w: float | None = None
+    gpu_temp_c: float | None = None
+    gpu_sm_clock_mhz: float | None = None
+    rss_bytes: Int64 | None = None
+    proc_cpu_pct: float | None = None
+    sys_cpu_pct: float | None = None
+    mark: Literal["before_load", "after_load"] | None = None  # explicit readings around model load
+    worker: str | None = None  # sampled on a Ray engine host's node (node:pid); None: this machine
+
+
+# What the GPU driver keeps in its own sample buffer (NVML ``nvmlDeviceGetSamples``), per field.
+DriverField = Literal["gpu_busy_pct", "gpu_mem_busy_pct", "gpu_power_w", "gpu_sm_clock_mhz"]
+DRIVER_FIELDS: tuple[str, ...] = get_args(DriverField)
+
+
+def _same_length(ev: "GpuDriverSamples") -> None:
+    if len(ev.times_ns) != len(ev.values):
+        raise ValueError(f"{len(ev.times_ns)} times but {len(ev.values)} values")
+
+
+@dataclass(**_frozen)
+class GpuDriverSamples:
+    """The GPU driver's own buffered samples of one field (NVML ``nvmlDeviceGetSamples``), taken from
+    its buffer at one sampler tick. The driver samples at its own period, finer than the sampler's
+    polls on some GPUs; each value covers the driver's sample period that *ends* at its time.
+    ``times_ns`` are on the session clock (the driver stamps them with the CPU's clock, in µs)."""
+
+    type: Literal["gpu_driver_samples"] = "gpu_driver_samples"
+    t_ns: Int64  # when they were read
+    field: DriverField
+    times_ns: tuple[Int64, ...]
+    values: tuple[float, ...]
+    worker: str | None = None  # a Ray engine host's node (node:pid); None: this machine
+
+    def __post_init__(self) -> None:
+        _same_length(self)
+
+
+def shift_time(ev: Any, offset_ns: int) -> Any:
+    """``ev`` moved onto another time line by ``offset_ns`` (a Ray host's clock onto the session's):
+    its ``t_ns`` and any other point in time it carries; durations stay as they are."""
+    if not offset_ns:
+        return ev
+    if isinstance(ev, GpuDriverSamples):
+        return replace(ev, t_ns=ev.t_ns + offset_ns, times_ns=tuple(t + offset_ns for t in ev.times_ns))
+    return replace(ev, t_ns=ev.t_ns + offset_ns)
+
+
+@dataclass(**_frozen)
+class ServerSample:
+    """The server's own view of its queue while a load scenario runs (llama-server's ``/metrics``
+    gauges, or its ``/slots`` when metrics are off), polled by the client. ``None``: not reported."""
+
+    type: Literal["server_sample"] = "server_sample"
+    t_ns: Int64  # when the answer arrived, on the client's clock
+    source: Literal["metrics", "slots"]
+    requests_processing: Int64 | None = None
+    requests_deferred: Int64 | None = None  # waiting for a free slot: the server's queue
+    slots_busy: Int64 | None = None
+    slots_total: Int64 | None = None
+
+
+@dataclass(**_frozen)
+class TelemetryStatus:
+    """Which telemetry fields are available, and why the others are not (sent once per change)."""
+
+    type: Literal["telemetry_status"] = "telemetry_status"
+    t_ns: Int64
+    backend: str
+    gpu_name: str | None
+    interval_ms: float
+    unavailable: dict[str, str] = field(default_factory=dict)  # field -> reason
+    n_samples: Int64 | None = None  # in the final status, sent when the sampler stops
+    missed_ticks: Int64 | None = None
+    sampler_cpu_s: float | None = None
+    worker: str | None = None  # a Ray engine host's sampler (node:pid); None: this machine's
+    # the GPU driver's own sample buffer (GpuDriverSamples), per field: why it cannot be read
+    driver_unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(**_frozen)
+class AlertChanged:
+    type: Literal["alert"] = "alert"
+    t_ns: Int64
+    rule: str
+    state: Literal["firing", "cleared"]
+    severity: Literal["warning", "critical"]
+    scenario: str | None
+    metric: str
+    statistic: str
+    op: str
+    threshold: float
+    value: float | None
+    run_id: Int64 | None = None
+    message: str = ""
+
+
+@dataclass(**_frozen)
+class EngineCrashed:
+    """The engine's process died (a native fault, a kill, an unexpected exit). Completed runs stand;
+    the run in flight (if any) ends with ``RunFailed``. ``phase`` is where it was, inferred from the
+    last event the engine had sent: ``load``, ``prepare``, ``tokenize``, ``cache_prep``,
+    ``prefill_chunk`` (``chunk`` 0-based, of ``n_chunks``), ``first_sample``, ``first_detok``,
+    ``decode`` (``token_index`` = the output token being computed) or ``idle`` (between runs)."""
+
+    type: Literal["engine_crashed"] = "engine_crashed"
+    t_ns: Int64
+    signal: str | None  # e.g. "SIGSEGV"; None when the process exited with a code
+    exit_code: Int64 | None  # the process's own exit status when it was not a signal
+    phase: str
+    run_id: Int64 | None = None
+    scenario: str | None = None
+    chunk: Int64 | None = None
+    n_chunks: Int64 | None = None
+    token_index: Int64 | None = None
+    pid: Int64 | None = None
+    log_tail: tuple[str, ...] = ()  # the engine's last stderr / llama.cpp log lines
+    message: str = ""  # one line: what happened, where, and a hint
+    worker: str | None = None  # a Ray engine host's engine (node:pid); None: this machine's
+
+
+@dataclass(**_frozen)
+class WorkerLost:
+    """A Ray client worker (or its node) died during a load phase: the runs it had in flight ended
+    failed (``lost_runs``), ``unsent`` of its requests were never sent; its completed runs stand."""
+
+    type: Literal["worker_lost"] = "worker_lost"
+    t_ns: Int64
+    worker: str
+    reason: str
+    lost_runs: tuple[Int64, ...] = ()
+    unsent: Int64 = 0
+
+
+@dataclass(**_frozen)
+class SessionFinished:
+    type: Literal["session_finished"] = "session_finished"
+    t_ns: Int64
+    status: Literal["completed", "interrupted", "terminated", "failed"]
+    message: str | None = None
+
+
+Event = Annotated[
+    Union[
+        SessionStarted,
+        EngineReady,
+        RunStarted,
+        PhaseTimed,
+        TokenEmitted,
+        RunFinished,
+        RunFailed,
+        Notice,
+        TelemetrySample,
+        GpuDriverSamples,
+        ServerSample,
+        TelemetryStatus,
+        AlertChanged,
+        EngineCrashed,
+        WorkerLost,
+        SessionFinished,
+    ],
+    Field(discriminator="type"),
+]
+
+for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
+             RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
+             WorkerLost, SessionFinished):
+    _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
+
+EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def event_to_json(event: Any) -> bytes:
+    """One event as compact JSON (no newline)."""
+    return EVENT_ADAPTER.dump_json(event)
+
+
+def event_from_json(line: str | bytes) -> Any:
+    """Parse and validate one JSON event; raises ``pydantic.ValidationError`` when it is not one."""
+    return EVENT_ADAPTER.validate_json(line)

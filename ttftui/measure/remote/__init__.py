@@ -1,0 +1,1 @@
+"""An OpenAI-compatible server profiled over HTTP (streaming SSE) on the client's clock."""

@@ -1,0 +1,454 @@
+"""A server as an engine: the same scenarios, runs and events as the local engine, over HTTP.
+
+``load`` asks the server what it serves and what it is (llama-server answers ``/props``,
+llama-cpp-python's server has ``/extras/tokenize``); ``prepare`` builds each scenario's prompt with
+the server's own tokenizer, so its length is exact (or, where the server has none, says so and takes
+the count from ``usage``); ``run`` streams one request and publishes a ``TokenEmitted`` per text
+chunk as it arrives. A failed request is a failed run (``RunError``), and the session goes on.
+
+Prefix caching is never silent: by default every run's prompt starts at another place of the text
+(the server's cache cannot reuse a prefix) and llama-server is also sent ``cache_prompt: false``;
+with ``server.prefix_cache = "on"`` every run sends the same prompt, to measure cache hits, and
+llama-server's ``cache_n`` says how many prompt tokens came from its cache.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from ttftui.core.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
+from ttftui.core.errors import ConfigError, ModelLoadFailed
+from ttftui.core.events import DeviceFacts, ModelFacts, Notice, RemoteTiming, RunFinished, ServerSample, TokenEmitted
+from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
+from ttftui.measure.prompts import exact_length_text, scenario_source_text
+from ttftui.measure.remote.client import Endpoint, RequestFailed, StreamResult
+
+LLAMA_SERVER = "llama-server"
+# A server's queue in its Prometheus /metrics: (requests being computed, requests waiting) gauges.
+QUEUE_GAUGES = (
+    ("llamacpp:requests_processing", "llamacpp:requests_deferred"),  # llama-server --metrics
+    ("vllm:num_requests_running", "vllm:num_requests_waiting"),  # vLLM
+    ("sglang:num_running_reqs", "sglang:num_queue_reqs"),  # SGLang
+)
+LLAMA_CPP_PYTHON = "llama-cpp-python server"
+
+
+class _RemoteTokenizer:
+    """The server's tokenizer, through its HTTP endpoints (untimed: used only to build prompts)."""
+
+    def __init__(self, ep: Endpoint, kind: str):
+        self.ep, self.kind = ep, kind
+
+    def _tokens(self, text: str, add_special: bool) -> list[int]:
+        if self.kind == LLAMA_SERVER:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/tokenize"),
+                                           {"content": text, "add_special": add_special})
+        else:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/tokenize"), {"input": text})
+        if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
+            raise RequestFailed(f"the server's tokenizer answered HTTP {st}")
+        return [t if isinstance(t, int) else t.get("id", 0) for t in doc["tokens"]]
+
+    def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        return self._tokens(text, True)
+
+    def content_tokens(self, text: str, *, chat: bool) -> list[int]:
+        return self._tokens(text, False)
+
+    def detokenize(self, tokens: list[int], *, chat: bool) -> str:
+        if self.kind == LLAMA_SERVER:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/detokenize"), {"tokens": tokens})
+            key = "content"
+        else:
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/detokenize"), {"tokens": tokens})
+            key = "text"
+        if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get(key), str):
+            raise RequestFailed(f"the server's detokenizer answered HTTP {st}")
+        return doc[key]
+
+
+class RemoteEngine(Engine):
+    name = "remote"
+    synthetic = False
+    host = "remote"
+
+    def __init__(self, config: Config):
+        super().__init__()
+        sc = config.server
+        self.config = config
+        api_key = os.environ.get(sc.api_key_env) if sc.api_key_env else None
+        if sc.api_key_env and not api_key:
+            raise ConfigError(f"server.api_key_env: the environment variable {sc.api_key_env} is not set")
+        self._api_key = api_key
+        try:
+            self.ep = self._endpoint()
+        except ValueError as e:
+            raise ConfigError(f"server.url: {e}") from None
+        self.kind = "unknown"
+        self.model_name = sc.model
+        self.tokenizer: _RemoteTokenizer | None = None
+        # a Ray client worker's prompts were cut by the driver with the server's tokenizer
+        self.prompts_from_server_tokenizer = False
+        self.queue_source: str | None = None  # "metrics" | "slots": where the server's queue can be read
+        self.queue_why: str = ""  # else why not
+        self._queue_gauges: tuple[str, str] = ("", "")
+        self._queue_noted = False
+        self._variants: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def _endpoint(self) -> Endpoint:
+        sc = self.config.server
+        return Endpoint(sc.url, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
+                        api_key=self._api_key)
+
+    # ------------------------------------------------------------------ load: who is there
+    def load(self) -> LoadResult:
+        ep = self.ep
+        try:
+            st, doc, headers = ep.get_json(ep.base + "/models")
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot reach the server at {ep.url}: {e}") from None
+        if st != 200:
+            raise ModelLoadFailed(f"the server at {ep.url} answered HTTP {st} to GET /models")
+        ids = [m.get("id") for m in (doc or {}).get("data", []) if isinstance(m, dict) and m.get("id")]
+        if not self.model_name:
+            if not ids:
+                raise ModelLoadFailed(f"the server at {ep.url} lists no model at /models; set server.model")
+            self.model_name = str(ids[0])
+        self.kind = self._server_kind(headers)
+        if self.kind in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
+            self.tokenizer = _RemoteTokenizer(ep, self.kind)
+        self._find_queue()
+        host = f"{ep.host}:{ep.port}"
+        model = ModelFacts(path=ep.url, name=self.model_name, file_size_bytes=0,
+                           description=f"served by {self.kind} at {ep.url}")
+        device = DeviceFacts(kind="remote", name=f"{self.kind} at {host}", build=self.kind, n_threads=None)
+        return LoadResult(load_ms=None, model=model, device=device, engine_version=self.kind)
+
+    def _find_queue(self) -> None:
+        """Where the server's queue can be read: its Prometheus /metrics (llama-server started with
+        --metrics, vLLM, SGLang), else llama-server's /slots; other servers say nothing of it."""
+        try:
+            st, text = self.ep.get_text(self.ep.root_path("/metrics"))
+            if st == 200:
+                g = _gauges(text)
+                for running, waiting in QUEUE_GAUGES:
+                    if running in g and waiting in g:
+                        self.queue_source, self._queue_gauges = "metrics", (running, waiting)
+                        return
+            if self.kind == LLAMA_SERVER:
+                st, doc, _ = self.ep.get_json(self.ep.root_path("/slots"))
+                if st == 200 and isinstance(doc, list):
+                    self.queue_source = "slots"
+                    return
+        except RequestFailed:
+            pass
+        self.queue_why = ("llama-server's /metrics and /slots are off (start it with --metrics)"
+                          if self.kind == LLAMA_SERVER else f"{self.kind} has no /metrics with a request queue")
+
+    def read_queue(self, ep: Endpoint) -> ServerSample | None:
+        """One reading of the server's queue, or None when it did not answer."""
+        try:
+            if self.queue_source == "metrics":
+                st, text = ep.get_text(ep.root_path("/metrics"))
+                if st != 200:
+                    return None
+                g = _gauges(text)
+                running, waiting = self._queue_gauges
+                return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
+                                    requests_processing=_int(g.get(running)), requests_deferred=_int(g.get(waiting)))
+            if self.queue_source == "slots":
+                st, doc, _ = ep.get_json(ep.root_path("/slots"))
+                if st != 200 or not isinstance(doc, list):
+                    return None
+                busy = sum(1 for x in doc if isinstance(x, dict) and x.get("is_processing"))
+                return ServerSample(t_ns=self.clock.now_ns(), source="slots", requests_processing=busy,
+                                    slots_busy=busy, slots_total=len(doc))
+        except RequestFailed:
+            return None
+        return None
+
+    def observe_load(self, publish: Publish) -> "QueuePoller":
+        return QueuePoller(self, publish, self.config.server.queue_poll_ms / 1000)
+
+    def _server_kind(self, headers: dict[str, str]) -> str:
+        ep = self.ep
+        try:
+            st, doc, _ = ep.get_json(ep.root_path("/props"))
+            if st == 200 and isinstance(doc, dict) and ("default_generation_settings" in doc or "build_info" in doc):
+                return LLAMA_SERVER
+            st, doc, _ = ep.post_json(ep.root_path("/extras/tokenize"), {"input": "a"})
+            if st == 200 and isinstance(doc, dict) and "tokens" in doc:
+                return LLAMA_CPP_PYTHON
+            st, _, _ = ep.get_json(ep.root_path("/version"))
+            if st == 200:
+                return "vLLM"
+        except RequestFailed:
+            pass
+        return headers.get("server") or "unknown"
+
+    # ------------------------------------------------------------------ prepare: exact prompts
+    def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
+        text, n = self._prompt(scenario, 0)
+        return PreparedScenario(scenario, prompt_text=text, prompt_tokens=n)
+
+    def _prompt(self, s: ScenarioConfig, variant: int) -> tuple[str, int]:
+        """(text, tokens) of the scenario's prompt; variant k starts k words later in the text, so
+        no two runs share a prefix the server could take from its cache."""
+        key = (s.name, variant)
+        if key in self._variants:
+            return self._variants[key]
+        source = scenario_source_text(s)
+        if variant:
+            words = source.split()
+            k = (variant * 7919) % max(len(words), 1)
+            source = " ".join(words[k:] + words[:k])
+        tok = self.tokenizer
+        try:
+            if tok is not None and s.prompt_tokens is not None and not s.chat:
+                text, n = exact_length_text(tok, source, s.prompt_tokens, chat=False, name=s.name), s.prompt_tokens
+            elif tok is not None:
+                text = source if s.prompt_tokens is None else exact_length_text(tok, source, s.prompt_tokens,
+                                                                                 chat=False, name=s.name)
+                n = len(tok.content_tokens(text, chat=False))
+            else:  # no tokenizer: about 4 characters a token; usage.prompt_tokens will say
+                n = s.prompt_tokens or max(1, len(source) // 4)
+                text = (source * (1 + 4 * n // max(len(source), 1)))[: 4 * n]
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompt of scenario {s.name} with the server's tokenizer: {e}") from None
+        self._variants[key] = (text, n)
+        return text, n
+
+    def counted_by(self, s: ScenarioConfig) -> str:
+        if self.tokenizer is None and not self.prompts_from_server_tokenizer:
+            return "estimate (the server has no tokenizer endpoint); see usage_prompt_tokens"
+        if s.chat:
+            return "server tokenizer, content only (the server adds its chat template); see usage_prompt_tokens"
+        return "server tokenizer"
+
+    # ------------------------------------------------------------------ run: one streamed request
+    def _body(self, s: ScenarioConfig, text: str) -> tuple[str, dict[str, Any]]:
+        sc = self.config.server
+        body: dict[str, Any] = {"model": self.model_name, "max_tokens": s.max_tokens, "stream": True,
+                                "stream_options": {"include_usage": True}}
+        sp = s.sampler
+        if isinstance(sp, GreedySampler):
+            body["temperature"] = 0.0
+        elif isinstance(sp, TopKSampler):
+            body.update(temperature=sp.temperature, top_k=sp.k)
+        elif isinstance(sp, TopPSampler):
+            body.update(temperature=sp.temperature, top_p=sp.p)
+        if self.kind == LLAMA_SERVER:
+            body["cache_prompt"] = sc.prefix_cache == "on"
+            body["return_progress"] = True
+            body["timings_per_token"] = False
+        if self.kind in (LLAMA_SERVER, "vLLM") and not s.stop_at_eos:
+            body["ignore_eos"] = True  # output length fixed, like the local engine
+        if sc.api == "chat" or s.chat:
+            body["messages"] = [{"role": "user", "content": text}]
+            return self.ep.base + "/chat/completions", body
+        body["prompt"] = text
+        return self.ep.base + "/completions", body
+
+    def _variant(self, run_id: int) -> int:
+        return 0 if self.config.server.prefix_cache == "on" else run_id
+
+    def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:
+        for rid in run_ids:
+            self._prompt(prepared.scenario, self._variant(rid))
+
+    def prompt_for_run(self, s: ScenarioConfig, run_id: int) -> tuple[str, int]:
+        """(text, tokens) that run ``run_id`` of ``s`` sends: what a Ray client worker is handed."""
+        return self._prompt(s, self._variant(run_id))
+
+    def use_prompt(self, s: ScenarioConfig, run_id: int, text: str, n_tokens: int) -> None:
+        """Send ``text`` (``n_tokens`` long) for run ``run_id`` of ``s``: a Ray client worker takes the
+        prompts the driver built, so every worker sends what a local load would."""
+        self._variants[(s.name, self._variant(run_id))] = (text, n_tokens)
+
+    def worker(self) -> "RemoteWorker":
+        return RemoteWorker(self)
+
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event) -> RunFinished:
+        return self.request(self.ep, prepared, run_id, warmup, publish, stop)
+
+    def request(self, ep: Endpoint, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+                stop: threading.Event, due_ns: int | None = None) -> RunFinished:
+        """One streamed request on ``ep``; ``due_ns``: when it was scheduled (open loop)."""
+        s = prepared.scenario
+        if stop.is_set():
+            raise RunStopped()
+        text, n_prompt = self._prompt(s, self._variant(run_id))  # untimed: before t0 (built in advance under load)
+        path, body = self._body(s, text)
+        clock = self.clock
+        prev = [0]
+
+        def on_chunk(chunk: Any, index: int) -> None:
+            # One event per text chunk (a chunk may hold several tokens; n_output_tokens comes from usage).
+            publish(TokenEmitted(t_ns=clock.rel(chunk.abs_ns), run_id=run_id, index=index, token_id=-1,
+                                 text=chunk.text, dt_ns=chunk.t_ns - prev[0]))
+            prev[0] = chunk.t_ns
+
+        try:
+            res = ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set)
+        except RequestFailed as e:
+            raise RunError(str(e)) from None
+        lag = None if due_ns is None else max(0, res.t0_ns - due_ns)
+        return self._finished(s, run_id, warmup, n_prompt, res, lag)
+
+    def _ttft_ns(self, res: StreamResult) -> int | None:
+        at = self.config.server.ttft_at
+        if at == "first_event":
+            return res.first_event_ns
+        if at == "first_choice":
+            return res.first_choice_ns
+        if at == "content":
+            return res.first_content_ns
+        points = [p for p in (res.first_content_ns, res.first_reasoning_ns) if p is not None]
+        return min(points) if points else None
+
+    def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult,
+                  client_lag_ns: int | None = None) -> RunFinished:
+        ttft = self._ttft_ns(res)
+        if ttft is None:
+            if res.stopped:
+                raise RunStopped()
+            raise RunError(f"the server sent no text (finish_reason {res.finish_reason!r}, {res.n_events} events)")
+        tm = res.timings or {}
+        usage = res.usage or {}
+        remote = RemoteTiming(
+            connect_ns=res.connect_ns, sent_ns=res.sent_ns, headers_ns=res.headers_ns,
+            first_event_ns=res.first_event_ns, first_choice_ns=res.first_choice_ns,
+            first_reasoning_ns=res.first_reasoning_ns, first_content_ns=res.first_content_ns, end_ns=res.end_ns,
+            n_events=res.n_events, n_chunks=len(res.chunks), status=res.status, finish_reason=res.finish_reason,
+            server_kind=self.kind, prompt_counted_by=self.counted_by(s),
+            usage_prompt_tokens=_int(usage.get("prompt_tokens")), usage_completion_tokens=_int(usage.get("completion_tokens")),
+            server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
+            server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
+            server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
+            client_lag_ns=client_lag_ns, **_progress_chunks(res.progress),
+        )
+        last = res.chunks[-1].t_ns if res.chunks else res.end_ns
+        n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
+        stop_reason = "stopped" if res.stopped else ("eos" if res.finish_reason == "stop" else "max_tokens")
+        return RunFinished(
+            t_ns=self.clock.rel(res.t0_ns + last), run_id=run_id, scenario=s.name, warmup=warmup,
+            n_prompt_tokens=_int(usage.get("prompt_tokens")) or n_prompt, n_output_tokens=n_out,
+            ttft_ns=ttft, e2e_ns=last, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
+            prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
+            stop_reason=stop_reason, remote=remote,  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        self.ep.close()
+
+
+class QueuePoller:
+    """Reads the server's queue every ``interval_s`` while a load scenario's requests run, on a
+    connection of its own, and publishes each reading (``ServerSample``). Says once, as a notice,
+    when the server has no queue to read."""
+
+    def __init__(self, engine: RemoteEngine, publish: Publish, interval_s: float):
+        self.engine, self.publish, self.interval_s = engine, publish, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "QueuePoller":
+        eng = self.engine
+        if self.interval_s <= 0:
+            return self
+        if eng.queue_source is None:
+            if not eng._queue_noted:
+                eng._queue_noted = True
+                self.publish(Notice(t_ns=eng.clock.now_ns(), level="info",
+                                    message=f"the server's queue is not sampled: {eng.queue_why}; the client's "
+                                            "clock still shows the wait (server_wait_ms before the response "
+                                            "headers, the unaccounted rest after them)"))
+            return self
+        self._thread = threading.Thread(target=self._loop, name="ttftui-queue", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        ep = self.engine._endpoint()
+        try:
+            while True:
+                sample = self.engine.read_queue(ep)
+                if sample is not None:
+                    self.publish(sample)
+                if self._stop.wait(self.interval_s):
+                    return
+        finally:
+            ep.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _progress_chunks(progress: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple]:
+    """llama-server's prompt-progress events (cumulative ``processed`` tokens and ``time_ms`` on its
+    clock, one per batch it evaluated) as the batches themselves: the remote counterpart of the
+    local engine's prefill chunks."""
+    ms: list[float] = []
+    toks: list[int] = []
+    done, at = 0, 0.0
+    for _, pp in progress:
+        n, t = _int(pp.get("processed")), _float(pp.get("time_ms"))
+        if n is None or t is None or n < done or t < at:
+            return {}  # not a sequence we understand: nothing claimed
+        if n > done:
+            toks.append(n - done)
+            ms.append(t - at)
+        done, at = n, t
+    return {"server_chunks_ms": tuple(ms), "server_chunk_tokens": tuple(toks)} if toks else {}
+
+
+def _gauges(text: str) -> dict[str, float]:
+    """Prometheus text exposition: metric name -> value, summed over its label sets (one per model
+    on a server with several); comments and lines that are not samples are skipped."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, rest = line.rpartition("}") if "}" in line else line.partition(" ")
+        name = head.split("{", 1)[0].strip()
+        try:
+            v = float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+        if name:
+            out[name] = out.get(name, 0.0) + v
+    return out
+
+
+class RemoteWorker(Worker):
+    """A client of its own (one kept-alive connection) sharing the engine's prompts and facts."""
+
+    def __init__(self, engine: RemoteEngine):
+        self.engine = engine
+        self.ep = engine._endpoint()
+
+    def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
+            stop: threading.Event, due_ns: int | None = None) -> RunFinished:
+        return self.engine.request(self.ep, prepared, run_id, warmup, publish, stop, due_ns)
+
+    def close(self) -> None:
+        self.ep.close()
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 2**62 else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300 else None
+
+
+def describe_url(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"

@@ -1,0 +1,577 @@
+"""A ttftui report as one self-contained HTML file: the plots drawn here as inline SVG, no script
+and nothing fetched, so it opens offline and can be mailed or attached to a CI run.
+
+Sections: the session's facts (real or SYNTHETIC first), the TTFT breakdown of every scenario (a
+stacked bar of component medians), TTFT and ITL distributions, one run's token timeline (its TTFT
+phases, then every token's gap), telemetry over the session with each run's prefill and decode
+shaded, the percentile tables, load, sweeps, alerts and goodput, failures. ``compare_html`` renders
+``ttftui compare``'s result: per metric the ratio, its significance and the verdict.
+
+Everything that came from the report (names, messages, text) is escaped: a report is input from
+someone else. The module is pure (report dict in, text out) and does not import Textual.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+from typing import Any, Callable, Iterable, Sequence
+
+from ttftui.core import registry
+
+# Component colours (one palette for the file; the dashboard's themes are for terminals).
+COLOURS = {
+    "tokenize": "#8e7cc3", "cache_prep": "#76a5af", "prefill": "#3c78d8", "prefill_alt": "#6d9eeb",
+    "first_sample": "#e69138", "first_detok": "#c27ba0", "unaccounted": "#999999",
+}
+SERIES = {
+    "proc_cpu_pct": ("CPU (engine) %", "#3c78d8", "pct"), "sys_cpu_pct": ("CPU (system) %", "#999999", "pct"),
+    "rss_bytes": ("RSS", "#6aa84f", "bytes"), "gpu_busy_pct": ("GPU busy %", "#e69138", "pct"),
+    "gpu_mem_used_bytes": ("GPU memory", "#c27ba0", "bytes"),
+}
+W = 760  # plot width in px (the page is 800 wide)
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:800px;color:#1d2733;
+background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde3ea;padding-bottom:4px}
+h3{font-size:14px;margin:16px 0 4px}
+.badge{display:inline-block;padding:2px 8px;border-radius:4px;font-weight:700;color:#fff;margin-right:6px}
+.real{background:#38761d}.synthetic{background:#cc0000}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:6px 0}
+td,th{padding:2px 8px;border-bottom:1px solid #eef1f4;text-align:right}
+td:first-child,th:first-child{text-align:left}
+th{background:#f5f7f9;font-weight:600}
+.facts td{text-align:left}.dim{color:#6b7785}.bad{color:#cc0000;font-weight:600}.good{color:#38761d}
+.legend span{display:inline-block;margin-right:12px}.sw{display:inline-block;width:10px;height:10px;margin-right:4px}
+svg{display:block;margin:4px 0}svg text{font:11px system-ui,sans-serif;fill:#1d2733}
+details pre{background:#f5f7f9;padding:8px;overflow:auto;font-size:12px}
+"""
+
+
+def esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def fmt(v: Any, unit: str = "ms") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if unit == "bytes":
+        n = float(v)
+        for u in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if abs(n) < 1024 or u == "TiB":
+                return f"{n:.1f} {u}" if u != "B" else f"{n:.0f} B"
+            n /= 1024
+    if isinstance(v, (int, float)):
+        a = abs(v)
+        s = f"{v:.3g}" if a < 10 else f"{v:.1f}" if a < 1000 else f"{v:,.0f}"
+        return s + ("" if unit in ("", "count") else " %" if unit == "pct" else f" {unit}")
+    return esc(v)
+
+
+def component_colour(key: str) -> str:
+    return COLOURS.get(registry.component_colour(key), "#999999")
+
+
+# ---------------------------------------------------------------------- SVG pieces
+def _svg(width: int, height: int, body: str, label: str) -> str:
+    return (f'<svg class="plot" role="img" aria-label="{esc(label)}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
+
+
+def _rect(x: float, y: float, w: float, h: float, fill: str, title: str = "", extra: str = "") -> str:
+    t = f"<title>{esc(title)}</title>" if title else ""
+    return f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(w, 0):.2f}" height="{h:.2f}" fill="{fill}"{extra}>{t}</rect>'
+
+
+def _text(x: float, y: float, s: str, anchor: str = "start", extra: str = "") -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{esc(s)}</text>'
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step) * step
+    ticks = []
+    t = start
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def _axis_x(x0: float, x1: float, y: float, lo: float, hi: float, unit: str) -> str:
+    out = [f'<line x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" stroke="#9aa5b1"/>']
+    for t in nice_ticks(lo, hi):
+        if lo <= t <= hi:
+            x = x0 + (t - lo) / (hi - lo) * (x1 - x0)
+            out.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" stroke="#9aa5b1"/>')
+            out.append(_text(x, y + 15, fmt(t, unit if unit != "ms" else "") , "middle"))
+    return "".join(out)
+
+
+def stacked_bars(rows: Sequence[tuple[str, list[tuple[str, float, str]]]], unit: str = "ms") -> str:
+    """One horizontal stacked bar per row: (label, [(part, value, colour), ...]), on one scale."""
+    label_w, h, gap = 150, 18, 8
+    total = max((sum(v for _, v, _ in parts) for _, parts in rows), default=0.0) or 1.0
+    plot_w = W - label_w - 70
+    body = []
+    for i, (label, parts) in enumerate(rows):
+        y = i * (h + gap) + 4
+        body.append(_text(0, y + 13, label[:24]))
+        x = float(label_w)
+        for name, v, colour in parts:
+            w = v / total * plot_w
+            body.append(_rect(x, y, w, h, colour, f"{name}: {fmt(v, unit)}"))
+            x += w
+        body.append(_text(x + 4, y + 13, fmt(sum(v for _, v, _ in parts), unit)))
+    height = len(rows) * (h + gap) + 24
+    body.append(_axis_x(label_w, label_w + plot_w, height - 20, 0, total, unit))
+    return _svg(W, height, "".join(body), "TTFT breakdown")
+
+
+def histogram(values: Sequence[float], colour: str, label: str, unit: str = "ms", bins: int = 30,
+              marks: Iterable[tuple[str, float]] = ()) -> str:
+    """A histogram of ``values`` with vertical marks (e.g. p50, p99)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    height, top, bottom, left = 130, 8, 22, 40
+    if not vals:
+        return _svg(W, 30, _text(0, 18, f"{label}: no values"), label)
+    lo, hi = min(vals), max(vals)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = [0] * bins
+    for v in vals:
+        counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
+    peak = max(counts)
+    plot_w, plot_h = W - left - 10, height - top - bottom
+    bw = plot_w / bins
+    body = [_text(0, top + 10, str(peak), extra=' class="dim"')]
+    for i, c in enumerate(counts):
+        hgt = c / peak * plot_h
+        x0 = lo + i * (hi - lo) / bins
+        body.append(_rect(left + i * bw + 0.5, top + plot_h - hgt, bw - 1, hgt, colour,
+                          f"{fmt(x0, unit)} – {fmt(x0 + (hi - lo) / bins, unit)}: {c}"))
+    for name, v in marks:
+        if v is not None and lo <= v <= hi:
+            x = left + (v - lo) / (hi - lo) * plot_w
+            body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#1d2733" '
+                        f'stroke-dasharray="3,2"/>')
+            body.append(_text(x + 3, top + 10, name))
+    body.append(_axis_x(left, left + plot_w, top + plot_h, lo, hi, unit))
+    return _svg(W, height, "".join(body), label)
+
+
+def line_plot(t: Sequence[float], ys: Sequence[float | None], colour: str, label: str, unit: str,
+              shade: Sequence[tuple[float, float, str]] = (), height: int = 110) -> str:
+    """A time series (session seconds on x), with spans shaded behind it: (t0, t1, colour)."""
+    pts = [(x, y) for x, y in zip(t, ys) if y is not None]
+    top, bottom, left = 8, 22, 70
+    if len(pts) < 2:
+        return _svg(W, 24, _text(0, 16, f"{label}: no samples"), label)
+    t0, t1 = min(x for x, _ in pts), max(x for x, _ in pts)
+    ymax = max(y for _, y in pts) or 1.0
+    plot_w, plot_h = W - left - 10, height - top - bottom
+    sx = lambda x: left + (x - t0) / ((t1 - t0) or 1) * plot_w  # noqa: E731
+    sy = lambda y: top + plot_h - y / ymax * plot_h  # noqa: E731
+    body = []
+    for a, b, c in shade:
+        if b >= t0 and a <= t1:
+            body.append(_rect(sx(max(a, t0)), top, sx(min(b, t1)) - sx(max(a, t0)), plot_h, c, extra=' opacity="0.18"'))
+    path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(pts))
+    body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"><title>{esc(label)}</title></path>')
+    body.append(_text(left - 4, top + 10, fmt(ymax, unit), "end"))
+    body.append(_text(left - 4, top + plot_h, "0", "end"))
+    body.append(_text(0, top + plot_h / 2, label))
+    body.append(_axis_x(left, left + plot_w, top + plot_h, t0, t1, "s"))
+    return _svg(W, height, "".join(body), label)
+
+
+def token_timeline(run: dict[str, Any]) -> str:
+    """One run on its own time axis: its TTFT phases (prefill chunk by chunk) as a band, then one
+    bar per output token whose height is its gap (ITL) and whose place is when it arrived."""
+    phases = run_phases(run)
+    itl = [x for x in run.get("itl_ms") or [] if x is not None]
+    ttft = run.get("ttft_ms") or 0.0
+    end = max(run.get("e2e_ms") or 0.0, ttft + sum(itl))
+    top, band, gap_h, left = 8, 16, 90, 40
+    plot_w = W - left - 10
+    sx = lambda ms: left + ms / (end or 1) * plot_w  # noqa: E731
+    body = []
+    x = 0.0
+    for name, ms, colour in phases:
+        body.append(_rect(sx(x), top, sx(x + ms) - sx(x), band, colour, f"{name}: {fmt(ms)}"))
+        x += ms
+    body.append(_text(sx(ttft) + 3, top + 12, f"first token {fmt(ttft)}"))
+    peak = max(itl, default=1.0) or 1.0
+    y0 = top + band + 8 + gap_h
+    t = ttft
+    for i, g in enumerate(itl):
+        t += g
+        hgt = g / peak * gap_h
+        body.append(_rect(sx(t) - 0.6, y0 - hgt, 1.2, hgt, "#3c78d8", f"token {i + 2}: gap {fmt(g)} at {fmt(t)}"))
+    body.append(_text(left - 4, y0 - gap_h + 8, fmt(peak), "end"))
+    body.append(_text(left - 4, y0, "0", "end"))
+    body.append(_axis_x(left, left + plot_w, y0, 0, end, "ms"))
+    return _svg(W, y0 + 24, "".join(body), f"token timeline of run {run.get('run_id')}")
+
+
+def run_phases(run: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """A run's TTFT components in order (prefill chunk by chunk; a server's prefill by its own
+    account), the unaccounted rest last."""
+    out: list[tuple[str, float, str]] = []
+    remote = run.get("remote") or {}
+    for m in registry.components():
+        key = m.component or ""
+        v = (remote.get(m.name) if m.source == "remote" else run.get(m.name))
+        if v is None or (key == "unaccounted" and v <= 0):
+            continue
+        chunks = run.get("prefill_chunks_ms") if key == "prefill" else (
+            remote.get("server_prefill_chunks_ms") if key == "server_prefill" else None)
+        if chunks and len(chunks) > 1:
+            for i, ch in enumerate(chunks):
+                out.append((f"{m.label} chunk {i + 1}", ch, COLOURS["prefill" if i % 2 == 0 else "prefill_alt"]))
+        else:
+            out.append((m.label, v, component_colour(key)))
+    return out
+
+
+# ---------------------------------------------------------------------- tables
+def table(head: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
+    h = "".join(f"<th>{esc(x)}</th>" for x in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def legend(items: Iterable[tuple[str, str]]) -> str:
+    return '<div class="legend">' + "".join(
+        f'<span><i class="sw" style="background:{c}"></i>{esc(n)}</span>' for n, c in items) + "</div>"
+
+
+# ---------------------------------------------------------------------- the report page
+def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = "ttftui report",
+                progress: Callable[[str], None] | None = None) -> str:
+    """The whole page. ``run_id``: the run whose token timeline is drawn (default: the counted run
+    with the median TTFT of the last scenario)."""
+    say = progress or (lambda _msg: None)
+    runs = [r for r in rep.get("runs") or [] if isinstance(r, dict)]
+    summary = rep.get("summary") or {}
+    parts = [_head(rep, title)]
+    say("TTFT breakdown")
+    parts.append(_breakdown(summary))
+    say("distributions")
+    parts.append(_distributions(runs, summary))
+    say("token timeline")
+    parts.append(_timeline(runs, run_id))
+    say("telemetry")
+    parts.append(_telemetry(rep, runs))
+    say("tables")
+    parts.append(_percentiles(rep, summary))
+    parts.append(_load(rep.get("load") or {}))
+    parts.append(_hosts(rep.get("hosts") or {}))
+    parts.append(_sweeps(rep.get("sweeps") or {}))
+    parts.append(_alerts(rep, summary))
+    parts.append(_failures(rep))
+    parts.append(_config(rep))
+    return _page(title, "".join(parts))
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width"><style>{CSS}</style></head><body>{body}'
+            f'<p class="dim">Written by ttftui. Times are milliseconds unless noted; warm-up runs are left out of '
+            f'the statistics.</p></body></html>\n')
+
+
+def _head(rep: dict[str, Any], title: str) -> str:
+    syn = bool(rep.get("synthetic"))
+    badge = (f'<span class="badge synthetic">SYNTHETIC</span><span class="bad">timings from a cost model, not '
+             f'measured: {esc(rep.get("synthetic_reason"))}</span>' if syn
+             else '<span class="badge real">REAL</span><span class="good">measured</span>')
+    dev, model, sess = rep.get("device") or {}, rep.get("model") or {}, rep.get("session") or {}
+    facts = [
+        ("engine", f'{esc(rep.get("engine"))} {esc(rep.get("engine_version") or "")} '
+                   f'({esc(rep.get("engine_host") or "")})'),
+        ("device", f'{esc(dev.get("name"))} · {esc(dev.get("kind"))} · build {esc(dev.get("build"))} · '
+                   f'threads {esc(dev.get("n_threads"))} · GPU layers {esc(dev.get("n_gpu_layers_offloaded"))}'),
+        ("model", f'{esc(model.get("name"))} · {esc(model.get("architecture"))} {esc(model.get("quantization"))} · '
+                  f'n_ctx {esc(model.get("n_ctx"))}'),
+        ("session", f'{esc(sess.get("started_at"))} · {esc(sess.get("status"))} · '
+                    f'{fmt((sess.get("duration_ms") or 0) / 1000, "s")} · ttftui {esc(rep.get("ttftui_version"))}'),
+        ("load", f'{fmt(rep.get("load_ms"))} (cold TTFT {fmt(rep.get("cold_ttft_ms"))})'),
+    ]
+    crash = rep.get("crash")
+    if crash:
+        facts.append(("crash", f'<span class="bad">{esc(crash.get("message"))}</span>'))
+    return (f'<h1>{esc(title)}</h1><p id="label">{badge}</p>'
+            + table(("", ""), ((esc(k), v) for k, v in facts), "facts"))
+
+
+def _component_bar(med: dict[str, Any], used: dict[str, str]) -> list[tuple[str, float, str]]:
+    """A summary's component medians as one stacked bar's parts; notes each colour in ``used``
+    (the legend)."""
+    bar = []
+    for m in registry.components():
+        key = m.component or ""
+        if key in med:
+            c = component_colour(key)
+            bar.append((m.label, float(med[key]), c))
+            used[m.label] = c
+    return bar
+
+
+def _breakdown(summary: dict[str, Any]) -> str:
+    rows = []
+    used: dict[str, str] = {}
+    for name, s in summary.items():
+        bar = _component_bar(s.get("component_medians_ms") or {}, used)
+        if bar:
+            rows.append((str(name), bar))
+    if not rows:
+        return '<h2 id="breakdown">TTFT breakdown</h2><p class="dim">no counted runs</p>'
+    return ('<h2 id="breakdown">TTFT breakdown</h2><p class="dim">median of each component per scenario, one '
+            'scale; hover a part for its value</p>' + stacked_bars(rows) + legend(used.items()))
+
+
+def _pct(s: dict[str, Any], metric: str, p: str) -> float | None:
+    return ((s.get("metrics") or {}).get(metric) or {}).get(p)
+
+
+def _distributions(runs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    out = ['<h2 id="distributions">TTFT and ITL distributions</h2>']
+    for name, s in summary.items():
+        counted = [r for r in runs if r.get("scenario") == name and r.get("counted")]
+        ttft = [r["ttft_ms"] for r in counted if r.get("ttft_ms") is not None]
+        itl = [x for r in counted for x in r.get("itl_ms") or [] if x is not None]
+        out.append(f"<h3>{esc(name)} <span class='dim'>({len(ttft)} runs, {len(itl)} token gaps)</span></h3>")
+        marks = [(f"p{p}", _pct(s, m, f"p{p}")) for m in ("ttft_ms",) for p in (50, 99)]
+        out.append(histogram(ttft, "#3c78d8", f"TTFT {name}", marks=marks, bins=min(30, max(len(ttft), 5))))
+        marks = [(f"p{p}", _pct(s, "itl_ms", f"p{p}")) for p in (50, 99)]
+        out.append(histogram(itl, "#e69138", f"ITL {name}", marks=marks))
+    return "".join(out)
+
+
+def pick_run(runs: list[dict[str, Any]], run_id: int | None) -> dict[str, Any] | None:
+    if run_id is not None:
+        return next((r for r in runs if r.get("run_id") == run_id), None)
+    counted = [r for r in runs if r.get("counted") and r.get("ttft_ms") is not None]
+    if not counted:
+        return runs[-1] if runs else None
+    last = [r for r in counted if r.get("scenario") == counted[-1].get("scenario")]
+    last.sort(key=lambda r: r["ttft_ms"])
+    return last[len(last) // 2]
+
+
+def _timeline(runs: list[dict[str, Any]], run_id: int | None) -> str:
+    run = pick_run(runs, run_id)
+    if run is None:
+        return ('<h2 id="timeline">Token timeline</h2><p class="bad">'
+                + (f"no run {run_id} in this report" if run_id is not None else "no runs") + "</p>")
+    ph = run_phases(run)
+    return (f'<h2 id="timeline">Token timeline: run {esc(run.get("run_id"))} · {esc(run.get("scenario"))}</h2>'
+            f'<p class="dim">TTFT {fmt(run.get("ttft_ms"))} in its phases, then each output token at the time it '
+            f'arrived, as tall as its gap (ITL); {len(run.get("itl_ms") or [])} gaps, E2E {fmt(run.get("e2e_ms"))}. '
+            f'Another run: --run N.</p>' + token_timeline(run) + legend((n, c) for n, _, c in ph[:8]))
+
+
+def _telemetry(rep: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    tel = rep.get("telemetry") or {}
+    series = tel.get("series") or {}
+    head = '<h2 id="telemetry">Telemetry over the session</h2>'
+    if not series.get("t_ms"):
+        why = "no telemetry in this session" if not tel else "this report holds no samples over time"
+        return head + f'<p class="dim">{esc(why)}</p>'
+    t = [x / 1000 for x in series["t_ms"]]
+    shade = []
+    for r in runs:
+        a = (r.get("t_start_ms") or 0) / 1000
+        ttft, e2e = (r.get("ttft_ms") or 0) / 1000, (r.get("e2e_ms") or 0) / 1000
+        shade.append((a, a + ttft, COLOURS["prefill"]))
+        shade.append((a + ttft, a + max(e2e, ttft), COLOURS["first_sample"]))
+    out = [head, f'<p class="dim">{esc(tel.get("backend"))}, every {fmt(tel.get("interval_ms"))}; shaded: each '
+                 f'run\'s prefill (blue) and decode (orange)</p>']
+    for key, (label, colour, unit) in SERIES.items():
+        if key in series:
+            out.append(line_plot(t, series[key], colour, label, unit, shade))
+    un = tel.get("unavailable") or {}
+    by_reason: dict[str, list[str]] = {}
+    for k, v in un.items():
+        by_reason.setdefault(str(v), []).append(str(k))
+    if by_reason:
+        out.append(table(("N/A", "why"), ((esc(", ".join(ks)), esc(why)) for why, ks in by_reason.items())))
+    return "".join(out)
+
+
+def _percentiles(rep: dict[str, Any], summary: dict[str, Any]) -> str:
+    pcts = [f"p{p:g}" for p in rep.get("percentiles") or [50, 90, 95, 99]]
+    out = ['<h2 id="percentiles">Percentiles</h2>']
+    for name, s in summary.items():
+        rows = []
+        for m in registry.METRICS:
+            st = (s.get("metrics") or {}).get(m.name)
+            if not m.table or not st or not st.get("n"):
+                continue
+            rows.append([esc(m.label)] + [fmt(st.get(p), m.unit if m.unit != "ms" else "") for p in pcts]
+                        + [fmt(st.get("mean"), m.unit if m.unit != "ms" else ""), esc(st.get("n"))])
+        extra = f" · goodput {fmt(s.get('goodput_pct'), 'pct')}" if s.get("goodput_pct") is not None else ""
+        out.append(f"<h3>{esc(name)} <span class='dim'>{esc(s.get('n_runs'))} runs, {esc(s.get('n_warmup'))} "
+                   f"warm-up, {esc(s.get('n_failed'))} failed{extra}</span></h3>")
+        out.append(table(["metric (ms unless noted)", *pcts, "mean", "n"], rows))
+    return "".join(out)
+
+
+def _load(load: dict[str, Any]) -> str:
+    if not load:
+        return ""
+    rows = []
+    for name, f in load.items():
+        how = f"c={f.get('concurrency')}" if f.get("mode") == "closed" else f"{f.get('rate')}/s {f.get('arrival')}"
+        rows.append([esc(name), esc(how), fmt(f.get("request_rate"), ""), fmt(f.get("goodput_rps"), ""),
+                     fmt(f.get("output_tps"), ""), f'{fmt(f.get("mean_in_flight"), "")} / {esc(f.get("max_in_flight"))}',
+                     esc(f.get("n_failed")), fmt(f.get("client_lag_max_ms")), esc(f.get("server_deferred_max"))])
+    return ('<h2 id="load">Load</h2>' + table(("scenario", "load", "req/s", "goodput req/s", "tok/s",
+                                               "in flight mean / max", "failed", "client lag max",
+                                               "server deferred max"), rows))
+
+
+def _hosts(hosts: dict[str, Any]) -> str:
+    """Ray engine hosts: what each loaded, its own figures per scenario, its node's telemetry, and
+    each host's TTFT breakdown on one scale (the percentiles above pool every host)."""
+    if not hosts:
+        return ""
+    rows, bars = [], []
+    used: dict[str, str] = {}
+    for w, h in hosts.items():
+        engines = [e for e in h.get("engines") or [] if isinstance(e, dict)]
+        what = "; ".join(
+            f'{"SYNTHETIC" if e.get("synthetic") else "REAL"} {esc((e.get("model") or {}).get("name"))} '
+            f'{esc((e.get("model") or {}).get("quantization"))} on {esc((e.get("device") or {}).get("name"))} '
+            f'(load {fmt(e.get("load_ms"))})' for e in engines)
+        tel = (h.get("telemetry") or {}).get("session") or {}
+        node = (f'RSS peak {fmt((tel.get("rss_peak_bytes") or 0) / 2**20, "")} MiB'
+                + (f', GPU busy mean {fmt(tel.get("gpu_busy_mean_pct"), "pct")}'
+                   if tel.get("gpu_busy_mean_pct") is not None else ""))
+        for name, sm in (h.get("summary") or {}).items():
+            rows.append([esc(w), what, esc(name), esc(sm.get("n_runs")), fmt(_pct(sm, "ttft_ms", "p50")),
+                         fmt(_pct(sm, "ttft_ms", "p99")), fmt(_pct(sm, "prefill_tps", "p50"), ""),
+                         fmt(_pct(sm, "decode_tps", "p50"), ""), node])
+            bar = _component_bar(sm.get("component_medians_ms") or {}, used)
+            if bar:
+                bars.append((f"{w} · {name}", bar))
+    return ('<h2 id="hosts">Engine hosts</h2><p class="dim">each Ray engine host\'s own runs; the percentiles '
+            'above pool every host\'s raw samples</p>'
+            + table(("host", "engine", "scenario", "runs", "TTFT p50", "TTFT p99", "prefill tok/s p50",
+                     "decode tok/s p50", "its node"), rows)
+            + (stacked_bars(bars) + legend(used.items()) if bars else ""))
+
+
+def _sweeps(sweeps: dict[str, Any]) -> str:
+    if not sweeps:
+        return ""
+    out = ['<h2 id="sweeps">Sweeps</h2>']
+    for name, sw in sweeps.items():
+        fit = sw.get("ttft") or {}
+        out.append(f"<h3>{esc(name)}</h3><p>TTFT ≈ {fmt(fit.get('a'), '')} + {fmt(fit.get('b'), '')}·n + "
+                   f"{fmt(fit.get('c'), '')}·n² ms (R² {fmt(fit.get('r2'), '')})</p>")
+        preds = sw.get("predictions") or []
+        if preds:
+            out.append(table(("prompt tokens", "predicted TTFT", "95 % interval"),
+                             ([esc(p.get("n_prompt_tokens")), fmt(p.get("ttft_ms")),
+                               f"{fmt(p.get('low_ms'))} – {fmt(p.get('high_ms'))}"] for p in preds)))
+    return "".join(out)
+
+
+def _alerts(rep: dict[str, Any], summary: dict[str, Any]) -> str:
+    out = ['<h2 id="alerts">Alerts and goodput</h2>']
+    status = rep.get("alert_status") or []
+    if status:
+        out.append(table(("rule", "scenario", "severity", "state at the end", "times fired"),
+                         ([esc(a.get("rule")), esc(a.get("scenario")), esc(a.get("severity")),
+                           f'<span class="{"bad" if a.get("state") == "firing" else "good"}">{esc(a.get("state"))}</span>',
+                           esc(a.get("times_fired"))] for a in status)))
+    else:
+        out.append('<p class="dim">no alert rule fired (or none was set)</p>')
+    gp = [(n, s.get("goodput_pct")) for n, s in summary.items() if s.get("goodput_pct") is not None]
+    if gp:
+        out.append(table(("scenario", "goodput (runs meeting every per-run rule)"),
+                         ([esc(n), fmt(v, "pct")] for n, v in gp)))
+    notices = rep.get("notices") or []
+    if notices:
+        out.append(table(("level", "notice"), ([esc(n.get("level")), esc(n.get("message"))] for n in notices)))
+    return "".join(out)
+
+
+def _failures(rep: dict[str, Any]) -> str:
+    failed = rep.get("failed_runs") or []
+    if not failed:
+        return ""
+    return '<h2 id="failures">Failed runs</h2>' + table(
+        ("run", "scenario", "error"), ([esc(f.get("run_id")), esc(f.get("scenario")), esc(f.get("error"))]
+                                       for f in failed))
+
+
+def _config(rep: dict[str, Any]) -> str:
+    cfg = json.dumps(rep.get("config") or {}, indent=2, ensure_ascii=False, allow_nan=False)
+    return f'<h2 id="config">Configuration</h2><details><summary>config used</summary><pre>{esc(cfg)}</pre></details>'
+
+
+# ---------------------------------------------------------------------- compare
+def compare_html(result: dict[str, Any], base: str, cand: str) -> str:
+    """``ttftui compare``'s result: per scenario and metric, baseline and candidate, their ratio on
+    a log scale (a bar each), the Holm-adjusted p-value and the verdict."""
+    rows = result.get("rows") or []
+    notes = result.get("notes") or []
+    body = [f"<h1>ttftui compare</h1><p>baseline <b>{esc(base)}</b> vs candidate <b>{esc(cand)}</b> · "
+            f"α = {esc(result.get('alpha'))}</p>"]
+    if notes:
+        body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body.append('<h2 id="ratios">Ratios (candidate / baseline)</h2>')
+    body.append(_ratio_plot(rows))
+    trs = []
+    for r in rows:
+        v = r.get("verdict") or ""
+        cls = "bad" if v == "worse" else "good" if v == "better" else "dim"
+        trs.append([esc(r.get("scenario")), esc(r.get("metric")), fmt(r.get("baseline_p50"), ""),
+                    fmt(r.get("candidate_p50"), ""), fmt(r.get("ratio"), ""), fmt(r.get("p_adjusted"), ""),
+                    f'<span class="{cls}">{esc(v)}{" *" if r.get("significant") else ""}</span>'])
+    body.append('<h2 id="table">Per metric</h2>' + table(
+        ("scenario", "metric", "baseline p50", "candidate p50", "ratio", "p (Holm)", "verdict"), trs))
+    gates = result.get("gates") or []
+    if gates:
+        body.append('<h2 id="gates">Gates</h2>' + table(
+            ("gate", "result"), ([esc(g.get("message")), esc("PASS" if g.get("passed") else "FAIL")] for g in gates)))
+    return _page("ttftui compare", "".join(body))
+
+
+def _ratio_plot(rows: list[dict[str, Any]]) -> str:
+    rs = [r for r in rows if isinstance(r.get("ratio"), (int, float)) and r["ratio"] > 0]
+    if not rs:
+        return '<p class="dim">no ratios</p>'
+    h, label_w = 14, 230
+    span = max(max(abs(math.log(r["ratio"])) for r in rs), math.log(1.1))
+    mid = label_w + (W - label_w - 60) / 2
+    half = (W - label_w - 60) / 2
+    body = []
+    for i, r in enumerate(rs):
+        y = i * (h + 4) + 4
+        lr = math.log(r["ratio"])
+        better = (r.get("verdict") == "better")
+        colour = "#cc0000" if r.get("verdict") == "worse" else "#38761d" if better else "#9aa5b1"
+        x = mid + min(lr, 0) / span * half
+        body.append(_text(0, y + 11, f"{r.get('scenario')} {r.get('metric')}"[:36]))
+        body.append(_rect(x, y, abs(lr) / span * half, h, colour,
+                          f"{r.get('metric')}: ×{r['ratio']:.3f}, p (Holm) {r.get('p_adjusted')}"))
+        body.append(_text(W - 55, y + 11, f"×{r['ratio']:.3g}{' *' if r.get('significant') else ''}"))
+    height = len(rs) * (h + 4) + 10
+    body.append(f'<line x1="{mid}" y1="0" x2="{mid}" y2="{height}" stroke="#1d2733"/>')
+    return _svg(W, height, "".join(body), "ratios")
+
+
+def median(xs: Sequence[float]) -> float | None:
+    return statistics.median(xs) if xs else None
