@@ -364,12 +364,12 @@ def _mid_decode(events):
 
 def test_frames_are_budgeted_only_while_llama_cpp_has_every_cpu():
     from ttftui.run.pump import Pump
-    from ttftui.tui.app import usable_cpus
+    from ttftui.tui.frames import usable_cpus
 
     def contended(events, busy=1.0):
         app = TtftApp(StaticSource([]), busy_cpu_pct=busy, pump=Pump())
         app.pump.feed(events)
-        return app._throttled()
+        return app.rationed()
 
     session = _mid_decode(synthetic_session())
     assert contended(_as_llama(session, kind="cpu", n_threads=usable_cpus()))
@@ -438,14 +438,14 @@ async def test_while_frames_are_rationed_a_frame_redraws_only_the_run_in_progres
     other panel that changes makes Textual re-composite everything between them); a full frame
     comes at least every FULL_FRAME_INTERVAL_S, and at once when forced (a run's end, a key)."""
     from ttftui.run.pump import Pump
-    from ttftui.tui.app import usable_cpus
+    from ttftui.tui.frames import usable_cpus
 
     events = _as_llama(_mid_decode(synthetic_session()), kind="cpu", n_threads=usable_cpus())
     src = StaticSource(events)
     app = TtftApp(src, busy_cpu_pct=1.0, refresh_hz=4, pump=Pump(), clock=fixed_clock(events))
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
-        assert app._throttled()
+        assert app.rationed()
         status, stream = app.query_one(StatusBar), app.query_one(TokenStream)
         calls: list[str] = []
         for w, name in ((status, "status"), (stream, "stream"), (app.query_one(TTFTBar), "ttft"),

@@ -45,7 +45,7 @@ class Fit:
         dof = self.n - len(self.coef)
         if dof <= 0 or self.residual_sd is None:
             return y, None, None
-        from scipy.stats import t as student_t
+        from scipy.stats import t as student_t  # SciPy: heavy to import, needed by sweeps alone
 
         q = 0.5 + level / 2
         noise = float(student_t.ppf(q, dof)) ** 2 * self.residual_sd ** 2 * (1.0 + float(v @ np.array(self._xtx_inv) @ v))

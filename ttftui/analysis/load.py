@@ -20,15 +20,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 
 from ttftui.analysis.alerts import meets_every, per_run_rules
+from ttftui.analysis.reducer import SessionState
 from ttftui.core.config import Config, RunConfig, ScenarioConfig
 
-if TYPE_CHECKING:
-    from ttftui.analysis.reducer import SessionState
 
 NS_PER_S = 1_000_000_000
 
@@ -186,7 +185,7 @@ def _median(xs: list[int]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def session_load(state: "SessionState") -> dict[str, LoadFigures]:
+def session_load(state: SessionState) -> dict[str, LoadFigures]:
     """Load figures of every load scenario of a session that has ended counted requests."""
 
     cfg = state.config

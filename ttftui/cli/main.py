@@ -216,7 +216,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     baseline = _baseline(args.baseline) if args.baseline else None
     recorder = _recorder(config, args)
     if not args.headless:
-        from ttftui.tui.launch import run_dashboard
+        from ttftui.tui.launch import run_dashboard  # Textual: the dashboard only; headless never loads it
 
         return run_dashboard(config, names, synthetic=args.synthetic, recorder=recorder,
                              evaluator=AlertEvaluator(config.alerts), n_rules=len(config.alerts), baseline=baseline)
@@ -288,7 +288,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
     if args.fail_on:
         raise ConfigError("--fail-on needs --headless")
     baseline = _baseline(args.baseline) if args.baseline else None
-    from ttftui.tui.launch import run_replay_dashboard
+    from ttftui.tui.launch import run_replay_dashboard  # Textual: the dashboard only
 
     theme = args.theme
     if theme is None:

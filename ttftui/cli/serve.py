@@ -40,8 +40,8 @@ def serve_command(args: Sequence[str]) -> str:
 
 def make_server(command: str, *, host: str, port: int, title: str, one_viewer: bool) -> Any:
     try:
-        from aiohttp import web
-        from textual_serve.server import Server
+        from aiohttp import web  # the serve extra: only for `ttftui serve`
+        from textual_serve.server import Server  # the serve extra
     except ImportError:
         raise ConfigError("ttftui serve needs textual-serve: pip install 'ttftui[serve]'") from None
 

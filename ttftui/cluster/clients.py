@@ -131,7 +131,7 @@ class RayClients:
         cfg = config.model_dump(mode="json")
         # round robin over the cluster's alive nodes: Ray's SPREAD, and node affinity with soft=True,
         # are best effort, and put both workers of a two-node cluster on one node (measured)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray
 
         nodes = alive_nodes(ray)
         self.actors = [cls.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(

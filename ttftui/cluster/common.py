@@ -17,7 +17,7 @@ from ttftui.core.events import event_to_json
 
 def ray_module() -> Any:
     try:
-        import ray
+        import ray  # the ray extra: only when a cluster executor starts
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'ttftui[ray]'") from None
     return ray
@@ -43,7 +43,7 @@ class WorkerBody:
 
         node = ""
         try:
-            import ray
+            import ray  # the ray extra (an actor body runs outside Ray in tests)
 
             if ray.is_initialized():  # (get_runtime_context would start a Ray of its own otherwise)
                 node = ray.get_runtime_context().get_node_id()[:8]

@@ -179,7 +179,7 @@ class RayEngineHosts:
         self.ray, self.config, self.clock, self.publish, self.after = ray, config, clock, publish, runner.run_ended
         self.new_run_id = runner.plan.new_run_id
         self._started_ray = join_cluster(ray, config.cluster)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray
 
         nodes = alive_nodes(ray)
         if not nodes:

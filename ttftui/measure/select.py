@@ -31,7 +31,7 @@ def resolve_model_path(config: Config) -> Path | None:
 def llama_import_error() -> str | None:
     """None when llama_cpp imports; otherwise why not (one line)."""
     try:
-        from ttftui.measure.engine import llama
+        from ttftui.measure.engine import llama  # llama_cpp: only for engine.host = thread
     except Exception as e:  # pragma: no cover - depends on the installed build
         return f"{type(e).__name__}: {e}"
     return llama.IMPORT_ERROR
@@ -98,7 +98,7 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
         reason = f"llama-cpp-python is not usable ({err})"
         return lambda: SyntheticEngine(config, reason, pace=pace)
     if host == "thread":
-        from ttftui.measure.engine.llama import LlamaEngine
+        from ttftui.measure.engine.llama import LlamaEngine  # llama_cpp: only for engine.host = thread
 
         return lambda: LlamaEngine(config, path)
 

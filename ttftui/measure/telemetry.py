@@ -53,7 +53,7 @@ class NvmlBackend:
 
     def __init__(self, index: int = 0):
         try:
-            import pynvml
+            import pynvml  # optional: probed once, N/A (reason) when missing
         except ImportError as e:
             raise BackendUnavailable(f"nvidia-ml-py is not installed ({e})") from None
         self.N = N = pynvml
@@ -191,7 +191,7 @@ class RocmBackend:
 
     def __init__(self, index: int = 0):
         try:
-            from pyrsmi import rocml
+            from pyrsmi import rocml  # optional: probed once, N/A (reason) when missing
         except ImportError as e:
             raise BackendUnavailable(f"pyrsmi is not installed ({e})") from None
         self.R = rocml

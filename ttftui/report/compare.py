@@ -237,7 +237,7 @@ def _p_value(a: list[float], b: list[float]) -> float | None:
         return None
     if len(set(a)) == 1 and set(a) == set(b):
         return 1.0
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import mannwhitneyu  # SciPy: heavy to import, needed by compare alone
 
     p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
     return p if math.isfinite(p) else None

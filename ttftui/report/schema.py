@@ -479,7 +479,8 @@ def run_value(run: Any, name: str) -> Any:
     """A registry metric's value in one run of a report (a :class:`RunRecord`, or the same as a
     dict): at the run's top level, or where the report keeps it (the server's account under
     ``remote``, the per-token parts under ``decode_breakdown``, telemetry figures under
-    ``telemetry``, any other registry metric under ``figures``). The CSV's columns and ``compare``'s per-run samples both read it here."""
+    ``telemetry``, any other registry metric under ``figures``). The CSV's columns and ``compare``'s
+    per-run samples both read it here."""
     if name == "llama_prefill_diff_pct":
         return _get(_get(run, "llama") or {}, "prefill_diff_pct")
     if name in RunRecord.model_fields:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ttftui.analysis.reducer import SessionState, apply, initial_state
 from ttftui.core.events import Event, RunFailed, RunFinished
+from ttftui.run.live import LiveSession
 from ttftui.run.session import Controls
 
-if TYPE_CHECKING:
-    from ttftui.run.live import LiveSession
 
 Sink = Callable[[Event], None]
 Evaluator = Callable[[SessionState, Event], Iterable[Event]]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import math
 import os
 import time
@@ -33,7 +32,7 @@ from ttftui.core.textsafe import visible
 from ttftui.run.pump import Pump
 from ttftui.run.replay import fmt_clock, fmt_speed
 from ttftui.run.source import Source
-from ttftui.tui.frames import FrameScheduler
+from ttftui.tui.frames import FrameLog, FrameScheduler
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 from ttftui.tui.widgets.hosts import HostsPanel, host_names
@@ -107,15 +106,16 @@ class TtftApp(App[int]):
         Binding("n", "next_scenario", "Next scen."),
         Binding("minus", "slower", "Slower", key_display="-"),
         Binding("plus,equals_sign", "faster", "Faster", key_display="+"),
-        Binding("left_square_bracket", "prev_run", "Prev run", key_display="["),
-        Binding("right_square_bracket", "next_run", "Next run", key_display="]"),
-        Binding("home", "seek_start", "Start", show=False),
-        Binding("end", "seek_end", "End", show=False),
+        Binding("left_square_bracket", "step_run(-1)", "Prev run", key_display="["),
+        Binding("right_square_bracket", "step_run(1)", "Next run", key_display="]"),
+        Binding("home", "seek_edge('start')", "Start", show=False),
+        Binding("end", "seek_edge('end')", "End", show=False),
         Binding("g", "seek", "Seek"),
         Binding("t", "cycle_theme", "Theme"),
         Binding("w", "next_host", "Host", show=False),
         Binding("m", "maximize", "Max/restore"),
-        Binding("1,2,3,4", "toggle_panel", "Panels 1-4", key_display="1-4"),
+        Binding("1", "toggle_panel('1')", "Panels 1-4", key_display="1-4"),
+        *(Binding(k, f"toggle_panel('{k}')", f"Panel {k}", show=False) for k in "234"),
         Binding("s", "screenshot", "SVG"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -145,13 +145,9 @@ class TtftApp(App[int]):
         self._solo: str | None = None
         self.views = Views()  # the one analysis of the state, kept while no run has ended
         self._tick_timer: Any = None
-        self._contended: tuple[Any, bool] = (None, False)
         self._extra: tuple[int, str] | None = None
         self._newest_ns: int | None = None  # engine time of the newest event folded
-        # TTFTUI_FRAME_LOG=PATH: one JSON line per drawn frame, to profile the dashboard (what each frame
-        # cost the UI thread, how often frames came and how stale what they showed was)
-        log = os.environ.get("TTFTUI_FRAME_LOG")
-        self._frame_log = open(log, "a", buffering=1) if log else None
+        self.frame_log = FrameLog.from_env()
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -213,9 +209,9 @@ class TtftApp(App[int]):
         self._tick_and_schedule()
 
     def _tick_and_schedule(self, force: bool = False) -> None:
-        """The drain loop: a one-shot timer re-armed after every tick, at 10 Hz, or only when the
-        next frame is due while a run computes on every CPU (an idle tick still costs Textual a
-        third of a millisecond). The source wakes it when a run ends."""
+        """The drain loop: a one-shot timer re-armed after every tick, at 10 Hz, or while frames are
+        rationed only when the next frame is due (an idle tick costs Textual too). The source wakes
+        it when a run ends."""
         self._tick_timer = None
         try:
             self.tick(force)
@@ -226,8 +222,8 @@ class TtftApp(App[int]):
         if self._tick_timer is not None:
             self._tick_timer.stop()
         delay = 1 / max(self.DRAIN_HZ, self.frames.refresh_hz)
-        if self._throttled():
-            delay = max(delay, self.next_frame_at() - time.monotonic())
+        if self.rationed():
+            delay = max(delay, self.frames.next_frame_for(self.pump.state) - time.monotonic())
         self._tick_timer = self.set_timer(delay, self._on_tick_timer)
 
     def _fit_layout(self) -> None:
@@ -242,11 +238,7 @@ class TtftApp(App[int]):
         self.theme = th.textual_theme().name
         for w in (self.w_status, self.w_ttft, self.w_stream, self.w_alerts, self.w_telemetry, self.w_lanes,
                   self.w_hosts):
-            w.theme_file = th
-            if hasattr(w, "_key"):
-                w._key = None
-            if isinstance(w, StatusBar):
-                w._last = None
+            w.set_theme(th)
 
     # ------------------------------------------------------------------ the drain loop
     def now_ns(self) -> int:
@@ -274,35 +266,12 @@ class TtftApp(App[int]):
             self.notify(err, title="session failed", severity="error", timeout=30)
         self.redraw(force)
 
-    def tick_draw_due(self) -> bool:
-        cur = self.pump.state.current
-        return self.frames.due(cur.run_id if cur else None, bool(cur and cur.tokens), self._throttled())
-
-    def next_frame_at(self) -> float:
-        """When the next frame is due (``time.monotonic()``): ttftui.tui.frames decides."""
-        cur = self.pump.state.current
-        return self.frames.next_frame_at(cur.run_id if cur else None, bool(cur and cur.tokens), self._throttled())
-
-    def _throttled(self) -> bool:
-        return self.frames.busy_cpu_pct > 0 and self.pump.state.current is not None and self.engine_has_every_cpu()
-
-    def engine_has_every_cpu(self) -> bool:
-        """Does the engine compute with as many threads as this process has CPUs (so that the UI
-        can only run in their place)? False for the synthetic engine and for a model fully
-        offloaded to a GPU (its CPU threads wait on the GPU)."""
-        eng = self.pump.state.engine
-        if self._contended[0] is eng:
-            return self._contended[1]
-        busy = False
-        if eng is not None and not eng.synthetic and eng.device.kind in ("cpu", "gpu") and eng.device.n_threads:
-            d = eng.device
-            all_on_gpu = d.kind == "gpu" and d.n_gpu_layers_offloaded > (eng.model.n_layers or 0)
-            busy = not all_on_gpu and d.n_threads >= usable_cpus()
-        self._contended = (eng, busy)
-        return busy
+    def rationed(self) -> bool:
+        """Frames are rationed now (:mod:`ttftui.tui.frames` says when and why)."""
+        return self.frames.rationed(self.pump.state)
 
     def redraw(self, force: bool = False) -> None:
-        if not (force or self.tick_draw_due()):
+        if not (force or self.frames.due_for(self.pump.state)):
             return
         cpu0 = time.thread_time()
         self._fit_layout()
@@ -318,13 +287,10 @@ class TtftApp(App[int]):
                 state = replace(state, telemetry=state.telemetry_of(newest.started.worker),
                                 telemetry_status=state.worker_telemetry_status.get(newest.started.worker))
         now = self.now_ns()
-        # While a run computes on every CPU, a frame between full ones redraws only the panel that
-        # shows the run's progress (the stream, or the TTFT bar while the prefill runs): any other
-        # change on screen (the status clock at the top, the telemetry beside the stream) makes
-        # Textual re-composite everything between them, and a stream-only frame costs the UI thread
-        # 2 ms instead of 14 (TTFTUI_FRAME_LOG, 160x48). Everything is drawn at the run's end, on a
-        # key or a resize, and at least every FULL_FRAME_INTERVAL_S.
-        rationed = self._throttled()
+        # Rationed, a frame between full ones redraws only the panel that shows the run's progress
+        # (the stream, or the TTFT bar while the prefill runs): any other change on screen makes
+        # Textual re-composite everything between them (ttftui.tui.frames).
+        rationed = self.rationed()
         start, full = self.frames.begin(throttled=rationed, force=force)
         with self.batch_update():
             if full:
@@ -361,31 +327,17 @@ class TtftApp(App[int]):
                 self.w_ttft.show(state, view, now)
         # what the frame cost the UI thread is known once Textual has composited it and handed it over
         self.frames.spent(start, time.thread_time() - cpu0)
-        line = None
-        if self._frame_log is not None:
-            cur = state.current
-            lag = (now - self._newest_ns) / 1e6 if self._newest_ns is not None else None
-            line = {"t": round(start, 4), "t_ns": now, "run": cur.run_id if cur is not None else None,
-                    "tokens": len(cur.tokens) if cur is not None else 0, "full": full,
-                    "lag_ms": round(lag, 2) if lag is not None else None,
-                    "draw_ms": round(self.frames.budget_from[1] * 1000, 3)}
+        line = self.frame_log.begin(start, now, state, full, self._newest_ns, self.frames.budget_from[1])
         self.call_after_refresh(self._frame_done, start, cpu0, line)
 
     def _frame_done(self, start: float, cpu0: float, line: dict | None) -> None:
         """After the screen update: the frame's whole cost (our redraw and Textual's compositing) is
-        what the frame budget counts. With TTFTUI_FRAME_LOG, one JSON line says when the frame began
-        (monotonic ``t``; ``t_ns`` on the engine's clock, to place it among a recording's tokens), the
-        run computing and its tokens, whether every panel was redrawn, how old the newest event it
-        showed was, the UI thread's CPU in our redraw (``draw_ms``) and through the screen update
-        (``frame_ms``), the wall time that took (``wall_ms``) and the thread's CPU so far."""
+        what the frame budget counts."""
         cpu = time.thread_time()
         if self.frames.spent(start, cpu - cpu0):  # no newer frame began since
-            if self._tick_timer is not None and self._throttled():
+            if self._tick_timer is not None and self.rationed():
                 self._arm_tick()  # the next frame is due later than the tick was set for: no tick before it
-        if line is not None and self._frame_log is not None:
-            line.update(frame_ms=round((cpu - cpu0) * 1000, 3), wall_ms=round((time.monotonic() - start) * 1000, 3),
-                        cpu=round(cpu, 4))
-            self._frame_log.write(json.dumps(line) + "\n")
+        self.frame_log.done(line, start, cpu0, cpu)
 
     def status_extra(self) -> str:
         """The source's extra status (the recording's event count and size), refreshed when the status
@@ -398,7 +350,7 @@ class TtftApp(App[int]):
 
     # ------------------------------------------------------------------ actions
     LIVE_ONLY = {"rerun", "next_scenario"}
-    REPLAY_ONLY = {"slower", "faster", "prev_run", "next_run", "seek_start", "seek_end", "seek"}
+    REPLAY_ONLY = {"slower", "faster", "step_run", "seek_edge", "seek"}
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         mode = self.source.mode
@@ -419,24 +371,17 @@ class TtftApp(App[int]):
         if (src := self._replay()) is not None:
             self.notify(f"speed {fmt_speed(src.faster())}", timeout=2)
 
-    def action_next_run(self) -> None:
-        if (src := self._replay()) is not None:
-            src.seek_run(+1)
-            self.tick(force=True)
+    def action_step_run(self, step: int) -> None:
+        """``]`` / ``[``: the next or previous run's start."""
+        self._replay_move(lambda src: src.seek_run(step))
 
-    def action_prev_run(self) -> None:
-        if (src := self._replay()) is not None:
-            src.seek_run(-1)
-            self.tick(force=True)
+    def action_seek_edge(self, edge: str) -> None:
+        """Home / End: the session's start or end."""
+        self._replay_move(lambda src: src.seek_start() if edge == "start" else src.seek_end())
 
-    def action_seek_start(self) -> None:
+    def _replay_move(self, move: Any) -> None:
         if (src := self._replay()) is not None:
-            src.seek_start()
-            self.tick(force=True)
-
-    def action_seek_end(self) -> None:
-        if (src := self._replay()) is not None:
-            src.seek_end()
+            move(src)
             self.tick(force=True)
 
     def action_seek(self) -> None:
@@ -450,8 +395,7 @@ class TtftApp(App[int]):
             if t is None:
                 self.notify(f"not a time: {value!r} (use mm:ss, seconds, or +/-seconds)", severity="error")
                 return
-            src.seek(t)
-            self.tick(force=True)
+            self._replay_move(lambda s: s.seek(t))
 
         self.push_screen(SeekScreen(fmt_clock(src.now_ns()), fmt_clock(src.end_ns)), done)
 
@@ -534,17 +478,13 @@ class TtftApp(App[int]):
         if self._solo is not None:
             self._show_only(None)
 
-    def action_toggle_panel(self) -> None:
-        pass  # the key itself says which panel: handled in on_key
-
-    def on_key(self, event: Any) -> None:
-        if event.key in PANELS:
-            self._solo = None
-            w = self.query_one(PANELS[event.key])
-            w.display = not w.display
-            middle = self.query_one("#middle")
-            middle.display = self.query_one("#stream").display or self.query_one("#side").display
-            event.stop()
+    def action_toggle_panel(self, key: str) -> None:
+        """1-4: hide or show one panel."""
+        self._solo = None
+        w = self.query_one(PANELS[key])
+        w.display = not w.display
+        middle = self.query_one("#middle")
+        middle.display = self.query_one("#stream").display or self.query_one("#side").display
 
     def action_screenshot(self) -> None:
         try:
@@ -581,10 +521,3 @@ class TtftApp(App[int]):
             await asyncio.sleep(0.03)
         self.pump.feed(self.source.drain())
         self.exit(self.source.exit_code())
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1

@@ -16,8 +16,31 @@ resize still draw at once (``force``).
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from typing import Callable
+from typing import Any, Callable, TextIO
+
+from ttftui.analysis.reducer import SessionState
+from ttftui.core.events import EngineReady
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def engine_has_every_cpu(eng: EngineReady | None) -> bool:
+    """Does the engine compute with as many threads as this process has CPUs (so that the UI can
+    only run in their place)? False for the synthetic engine and for a model fully offloaded to a
+    GPU (its CPU threads wait on the GPU)."""
+    if eng is None or eng.synthetic or eng.device.kind not in ("cpu", "gpu") or not eng.device.n_threads:
+        return False
+    d = eng.device
+    all_on_gpu = d.kind == "gpu" and d.n_gpu_layers_offloaded > (eng.model.n_layers or 0)
+    return not all_on_gpu and d.n_threads >= usable_cpus()
 
 
 class FrameScheduler:
@@ -37,7 +60,26 @@ class FrameScheduler:
         self.budget_from = (0.0, 0.0)  # (when the last frame began, what it cost the UI thread's CPU)
         self.budget_run: int | None = None
         self.seen_run: tuple[int | None, float] = (None, 0.0)  # the run in progress, and when it was first seen
+        self._contended: tuple[Any, bool] = (None, False)  # (engine, whether it has every CPU)
 
+    # ------------------------------------------------------------------ for a session state
+    def rationed(self, state: SessionState) -> bool:
+        """Are frames rationed now: a budget is set and a run computes on every CPU?"""
+        if self.busy_cpu_pct <= 0 or state.current is None:
+            return False
+        if self._contended[0] is not state.engine:  # once per engine, not per frame
+            self._contended = (state.engine, engine_has_every_cpu(state.engine))
+        return self._contended[1]
+
+    def next_frame_for(self, state: SessionState) -> float:
+        cur = state.current
+        return self.next_frame_at(cur.run_id if cur else None, bool(cur and cur.tokens), self.rationed(state))
+
+    def due_for(self, state: SessionState) -> bool:
+        cur = state.current
+        return self.due(cur.run_id if cur else None, bool(cur and cur.tokens), self.rationed(state))
+
+    # ------------------------------------------------------------------ the policy itself
     def next_frame_at(self, run_id: int | None, streaming: bool, throttled: bool) -> float:
         """When the next frame is due (on ``wall``'s clock), for the run in progress (None between
         runs), whether its tokens stream yet, and whether frames are rationed now."""
@@ -73,3 +115,37 @@ class FrameScheduler:
             self.budget_from = (start, cpu_s)
             return True
         return False
+
+
+class FrameLog:
+    """``TTFTUI_FRAME_LOG=PATH``: one JSON line per drawn frame, to profile the dashboard. Each line
+    says when the frame began (monotonic ``t``; ``t_ns`` on the engine's clock, to place it among a
+    recording's tokens), the run computing and its tokens, whether every panel was redrawn, how old
+    the newest event it showed was (``lag_ms``), the UI thread's CPU in our redraw (``draw_ms``) and
+    through the screen update (``frame_ms``), the wall time that took (``wall_ms``) and the thread's
+    CPU so far."""
+
+    def __init__(self, path: str | None):
+        self._out: TextIO | None = open(path, "a", buffering=1) if path else None  # noqa: SIM115 - app-long
+
+    @classmethod
+    def from_env(cls) -> "FrameLog":
+        return cls(os.environ.get("TTFTUI_FRAME_LOG"))
+
+    def begin(self, start: float, now_ns: int, state: SessionState, full: bool, newest_ns: int | None,
+              draw_s: float) -> dict[str, Any] | None:
+        """The frame's line so far, or None when not logging."""
+        if self._out is None:
+            return None
+        cur = state.current
+        lag = (now_ns - newest_ns) / 1e6 if newest_ns is not None else None
+        return {"t": round(start, 4), "t_ns": now_ns, "run": cur.run_id if cur is not None else None,
+                "tokens": len(cur.tokens) if cur is not None else 0, "full": full,
+                "lag_ms": round(lag, 2) if lag is not None else None, "draw_ms": round(draw_s * 1000, 3)}
+
+    def done(self, line: dict[str, Any] | None, start: float, cpu0: float, cpu: float) -> None:
+        if line is None or self._out is None:
+            return
+        line.update(frame_ms=round((cpu - cpu0) * 1000, 3), wall_ms=round((time.monotonic() - start) * 1000, 3),
+                    cpu=round(cpu, 4))
+        self._out.write(json.dumps(line) + "\n")

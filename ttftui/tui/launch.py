@@ -16,6 +16,7 @@ from ttftui.measure.select import select_engine
 from ttftui.run.live import LiveSource
 from ttftui.run.pump import Pump
 from ttftui.run.replay import ReplaySource
+from ttftui.tui.app import TtftApp
 
 
 def _internal_error(app: Any) -> int | None:
@@ -37,8 +38,6 @@ def _need_terminal() -> None:
 
 def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, recorder: Any = None,
                   evaluator: Any = None, n_rules: int = 0, baseline: Any = None) -> int:
-    from ttftui.tui.app import TtftApp
-
     _need_terminal()
     factory = select_engine(config, force_synthetic=synthetic, pace=config.engine.synthetic_pace)
     source = LiveSource(config, names, factory, recorder=recorder, yield_ui=True, executors=executors_for(config))
@@ -69,8 +68,6 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
 
 def run_replay_dashboard(recording: Any, *, theme: str, speed: float, refresh_hz: float = 4.0,
                          baseline: Any = None) -> int:
-    from ttftui.tui.app import TtftApp
-
     _need_terminal()
     source = ReplaySource(recording.events, source_name=recording.path, speed=speed)
     n_rules = _rules_in(recording.events)

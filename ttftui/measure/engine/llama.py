@@ -34,7 +34,7 @@ from ttftui.measure.gguf import GGUFHeader, read_header
 from ttftui.measure.prompts import build_prompt
 
 try:  # imported lazily by select_engine(); a missing or broken build falls back to synthetic
-    import llama_cpp as L
+    import llama_cpp as L  # the engine: loaded where a llama engine runs, never in its parent
 except Exception as _e:  # pragma: no cover - exercised by the fallback test through a subprocess
     L = None
     IMPORT_ERROR: str | None = f"{type(_e).__name__}: {_e}"
@@ -81,7 +81,7 @@ def system_info() -> str:
 
 def physical_cores() -> int:
     try:
-        import psutil
+        import psutil  # in the engine process, loaded after llama.cpp (engine_process/__main__ says why)
 
         n = psutil.cpu_count(logical=False)
     except Exception:

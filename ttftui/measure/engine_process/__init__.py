@@ -1,13 +1,13 @@
 """The engine host: llama.cpp in a process of its own.
 
 A profiler must outlive what it profiles. llama.cpp is native code that can crash (its AMX path on
-Sapphire Rapids Xeons segfaults at the first prefill; a CUDA build loaded after numpy segfaults at
-model load), and in-process it shares the GIL with the dashboard. So the engine runs in a child
-process (:mod:`ttftui.measure.engine_process.__main__` → :mod:`ttftui.measure.engine_process.child`) that imports ``llama_cpp`` before
-any other native library and stamps every time itself on the machine's monotonic clock, which the
-parent shares; the parent (:mod:`ttftui.measure.engine_process.proxy`) sees the same typed events as before, through
-a pipe, and turns the child's death into an ``EngineCrashed`` event instead of its own.
+some Xeons segfaults at the first prefill; a CUDA build loaded after numpy segfaults at model load),
+and in-process it shares the GIL with the dashboard. So the engine runs in a child process
+(:mod:`.__main__` → :mod:`.child`) that imports ``llama_cpp`` before any other native library and
+stamps every time itself on the machine's monotonic clock, which the parent shares; the parent
+(:mod:`.proxy`) sees the same typed events as an in-process engine would, through a pipe, and turns
+the child's death into an ``EngineCrashed`` event instead of its own.
 
-This package's ``__init__`` imports nothing, on purpose: ``python -m ttftui.measure.engine_process`` runs it before
-``__main__``, which must be first to load native code.
+This package's ``__init__`` imports nothing, on purpose: ``python -m ttftui.measure.engine_process``
+runs it before ``__main__``, which must be first to load native code.
 """

@@ -19,7 +19,7 @@ def _main() -> None:
             import llama_cpp  # noqa: F401 - the first native library of this process, on purpose
         except Exception as e:  # noqa: BLE001 - reported to the parent, which decides what to do
             import_error = f"{type(e).__name__}: {e}"
-    from ttftui.measure.engine_process.child import serve
+    from ttftui.measure.engine_process.child import serve  # after llama_cpp, on purpose
 
     sys.exit(serve(kind, import_error, loaded_before=before))
 

@@ -85,7 +85,7 @@ class Fault:
     def strike(self) -> None:
         sys.stderr.flush()
         if self.signal == "SIGSEGV":
-            import ctypes
+            import ctypes  # only to crash on purpose (TTFTUI_ENGINE_FAULT)
 
             ctypes.string_at(0)  # a real segmentation fault, in native code
         elif self.signal == "SIGKILL":
@@ -124,11 +124,11 @@ def _isolate_stdout() -> int:
 def _build_engine(kind: str, msg: dict[str, Any]) -> Engine:
     config = Config.model_validate(msg["config"])
     if kind == "llama":
-        from ttftui.measure.engine.llama import LlamaEngine
+        from ttftui.measure.engine.llama import LlamaEngine  # llama_cpp: loaded only by a llama engine process
 
         engine: Engine = LlamaEngine(config, msg["model_path"])
     else:
-        from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+        from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine  # numpy: after llama.cpp
 
         facts = ModelFacts(**msg["model_facts"]) if msg.get("model_facts") else None
         cost = CostModel.with_decode_rate(msg["decode_tps"]) if msg.get("decode_tps") else None
@@ -142,7 +142,7 @@ def _build_facts(kind: str) -> dict[str, Any]:
     a model: its system info (backend, CPU features such as AMX), GPU offload support, version."""
     if kind != "llama":
         return {}
-    from ttftui.measure.engine.llama import L, system_info
+    from ttftui.measure.engine.llama import L, system_info  # llama_cpp: a llama engine process only
 
     return {"system_info": system_info(), "gpu_offload": bool(L.llama_supports_gpu_offload()),
             "version": getattr(L, "__version__", None)}
@@ -153,7 +153,7 @@ def serve(kind: str, import_error: str | None, loaded_before: list[str] | None =
     wire = Wire(_isolate_stdout())
     faulthandler.enable(file=sys.stderr, all_threads=True)
     if kind == "llama" and import_error is None:
-        import ttftui.measure.engine.llama as llama_mod
+        import ttftui.measure.engine.llama as llama_mod  # llama_cpp: a llama engine process only
 
         llama_mod.FORWARD_LOG_FD = 2
     fault = Fault(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
@@ -192,9 +192,9 @@ def serve(kind: str, import_error: str | None, loaded_before: list[str] | None =
                 assert engine is not None
                 if fault is not None and fault.at == "load":
                     fault.strike()
-                from pydantic import TypeAdapter
+                from pydantic import TypeAdapter  # pydantic-core: native, loaded after llama.cpp
 
-                from ttftui.measure.engine.base import LoadResult
+                from ttftui.measure.engine.base import LoadResult  # with pydantic: after llama.cpp
 
                 result = engine.load()
                 wire.reply({"ok": True, "load": TypeAdapter(LoadResult).dump_python(result, mode="json")})

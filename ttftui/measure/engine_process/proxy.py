@@ -55,7 +55,7 @@ class _Died:
 
 def _widen_pipe(fd: int) -> None:
     try:
-        import fcntl
+        import fcntl  # POSIX only: elsewhere the pipe keeps its default size
 
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
     except (ImportError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size: the default stays

@@ -33,6 +33,11 @@ class Panel(Static):
         self._args: tuple[Any, ...] | None = None
         self._lines = -1
 
+    def set_theme(self, theme: ThemeFile) -> None:
+        """A new theme: the next ``show`` redraws whatever it is given."""
+        self.theme_file = theme
+        self._key = None
+
     def view_key(self, *args: Any) -> Any:
         """What the panel shows, as a comparable value: equal keys mean nothing to redraw."""
         raise NotImplementedError

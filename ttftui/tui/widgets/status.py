@@ -21,6 +21,11 @@ class StatusBar(Static):
         self.theme_file: ThemeFile | None = None
         self._last: Any = None
 
+    def set_theme(self, theme: ThemeFile) -> None:
+        """A new theme: the next ``show`` redraws."""
+        self.theme_file = theme
+        self._last = None
+
     def show(self, state: SessionState, *, mode: str, activity: str, now_ns: int, extra: str = "",
              total_runs: int | None = None) -> None:
         th = self.theme_file
