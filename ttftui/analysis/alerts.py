@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ttftui.analysis.metrics import RunMetrics
-from ttftui.core.events import AlertChanged, RunFailed, RunFinished
+from ttftui.core.events import AlertChanged, RunFinished
 from ttftui.core.rules import AlertRule
 
 
@@ -126,4 +126,20 @@ def fired(alerts: Iterable[AlertChanged], at_least: str) -> list[AlertChanged]:
     return [a for a in alerts if a.state == "firing" and SEVERITY_RANK[a.severity] >= need]
 
 
-__all__ = ["AlertRule", "AlertEvaluator", "RunFailed", "goodput", "fired"]
+
+
+def latest_alerts(alerts: Iterable[AlertChanged]) -> dict[tuple[str, str | None], tuple[AlertChanged, int]]:
+    """Per (rule, scenario): its latest transition and how many times it fired, in the order the
+    rules first changed (the report's alert_status, the status bar, the alerts panel)."""
+    out: dict[tuple[str, str | None], tuple[AlertChanged, int]] = {}
+    for ev in alerts:
+        key = (ev.rule, ev.scenario)
+        fired = out[key][1] if key in out else 0
+        out[key] = (ev, fired + (ev.state == "firing"))
+    return out
+
+
+def firing(alerts: Iterable[AlertChanged], severity: str | None = None) -> list[AlertChanged]:
+    """The rules whose latest transition is "firing" (optionally of one severity)."""
+    return [a for a, _ in latest_alerts(alerts).values()
+            if a.state == "firing" and (severity is None or a.severity == severity)]

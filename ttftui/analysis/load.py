@@ -28,7 +28,6 @@ from ttftui.analysis.alerts import meets_every, per_run_rules
 from ttftui.analysis.reducer import SessionState
 from ttftui.core.config import Config, RunConfig, ScenarioConfig
 
-
 NS_PER_S = 1_000_000_000
 
 

@@ -32,41 +32,32 @@ NS_PER_MS = 1e6
 
 
 
-def _mean(vals: list[float]) -> float | None:
-    return sum(vals) / len(vals) if vals else None
+def statistic(stat: str, vals: Sequence[float]) -> float | None:
+    """A telemetry statistic of ``registry.SAMPLE_FIELDS`` (max, mean, or delta = last - first)."""
+    if stat == "delta":
+        return (vals[-1] - vals[0]) if len(vals) >= 2 else None
+    if not vals:
+        return None
+    return max(vals) if stat == "max" else sum(vals) / len(vals)
 
 
 def telemetry_figures(samples: Sequence[Any], first_token_t_ns: int | None) -> dict[str, float | None]:
-    """Per-run (and per-phase) telemetry from the samples inside the run's time window."""
+    """Per-run (and per-phase) telemetry from the samples inside the run's time window: each sample
+    field's run figures of ``registry.SAMPLE_FIELDS``; prefill = start to first token."""
     if not samples:
         return {}
-
-    def vals(field: str, part: Sequence[Any]) -> list[float]:
-        return [v for s in part if (v := getattr(s, field)) is not None]
-
     split = first_token_t_ns if first_token_t_ns is not None else samples[-1].t_ns + 1
-    pre = [s for s in samples if s.t_ns < split]
-    dec = [s for s in samples if s.t_ns >= split]
-    mem = vals("gpu_mem_used_bytes", samples)
-    pre_mem, dec_mem = vals("gpu_mem_used_bytes", pre), vals("gpu_mem_used_bytes", dec)
-    rss = vals("rss_bytes", samples)
-    return {
-        "gpu_mem_peak_bytes": max(mem) if mem else None,
-        "gpu_mem_mean_bytes": _mean(mem),
-        "gpu_mem_delta_bytes": (mem[-1] - mem[0]) if len(mem) >= 2 else None,
-        "gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", samples)),
-        "prefill_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", pre)),
-        "decode_gpu_busy_mean_pct": _mean(vals("gpu_busy_pct", dec)),
-        "prefill_gpu_mem_peak_bytes": max(pre_mem) if pre_mem else None,
-        "decode_gpu_mem_peak_bytes": max(dec_mem) if dec_mem else None,
-        "rss_peak_bytes": max(rss) if rss else None,
-        "proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", samples)),
-        "prefill_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", pre)),
-        "decode_proc_cpu_mean_pct": _mean(vals("proc_cpu_pct", dec)),
-        "sys_cpu_mean_pct": _mean(vals("sys_cpu_pct", samples)),
-        "prefill_samples": len(pre),
-        "decode_samples": len(dec),
-    }
+    parts = {"": samples, "prefill_": [s for s in samples if s.t_ns < split],
+             "decode_": [s for s in samples if s.t_ns >= split]}
+    out: dict[str, float | None] = {}
+    for f in registry.SAMPLE_FIELDS:
+        vals = {p: [v for s in part if (v := getattr(s, f.name)) is not None] for p, part in parts.items()}
+        for r in f.runs:
+            for p in ("", "prefill_", "decode_") if r.phases else ("",):
+                out[p + r.name] = statistic(r.statistic, vals[p])
+    out["prefill_samples"] = len(parts["prefill_"])
+    out["decode_samples"] = len(parts["decode_"])
+    return out
 
 
 def telemetry_gaps(m: "RunMetrics", interval_ms: float | None, driver: dict[str, Any] | None = None,

@@ -14,22 +14,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ttftui.core.errors import ConfigError
 from ttftui.core.inputs import MAX_CONFIG_BYTES, InputRefused, read_regular
-from ttftui.core.rules import AlertRule
+from ttftui.core.rules import AlertRule, Strict
 
 DEFAULT_CONFIG_NAME = "config.toml"
 
 
-class _Strict(BaseModel):
-    # strict: a TOML boolean is not a count (`iterations = true`), a string not a number; finite: inf is not
-    # a sampling interval
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     path: str = Field("", description="GGUF file; empty means the bundled SmolLM2-135M demo model")
     n_ctx: int = Field(4096, ge=16, le=16_777_216, description="context size in tokens (at most 16M)")
     n_batch: int = Field(512, ge=1, le=1_048_576, description="prompt tokens per prefill chunk (llama_decode call)")
@@ -42,7 +36,7 @@ class ModelConfig(_Strict):
                             "auto = off on CPUs with AMX, where llama.cpp's AMX path crashes, on elsewhere")
 
 
-class EngineConfig(_Strict):
+class EngineConfig(Strict):
     kind: Literal["auto", "llama", "synthetic"] = Field(
         "auto", description="auto = llama.cpp when it and the model load, else synthetic"
     )
@@ -55,7 +49,7 @@ class EngineConfig(_Strict):
                             "process for llama.cpp, thread for the synthetic engine")
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     iterations: int = Field(5, ge=1, description="measured runs per scenario")
     warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
     seed: int = Field(42, ge=0)
@@ -72,17 +66,17 @@ class RunConfig(_Strict):
                                         "least 300 ms, to draw each result while the engine is idle)")
 
 
-class GreedySampler(_Strict):
+class GreedySampler(Strict):
     kind: Literal["greedy"] = "greedy"
 
 
-class TopKSampler(_Strict):
+class TopKSampler(Strict):
     kind: Literal["top_k"]
     k: int = Field(40, ge=1)
     temperature: float = Field(0.8, gt=0)
 
 
-class TopPSampler(_Strict):
+class TopPSampler(Strict):
     kind: Literal["top_p"]
     p: float = Field(0.95, gt=0, le=1)
     temperature: float = Field(0.8, gt=0)
@@ -91,7 +85,7 @@ class TopPSampler(_Strict):
 Sampler = Annotated[Union[GreedySampler, TopKSampler, TopPSampler], Field(discriminator="kind")]
 
 
-class ScenarioConfig(_Strict):
+class ScenarioConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-@]+$")
     sweep: str | None = Field(None, description="set by a sweep: the scenario this one was expanded from "
                                                 "(prompt_tokens = [..] becomes one scenario per length, NAME@N)")
@@ -163,7 +157,7 @@ def _default_scenarios() -> list[ScenarioConfig]:
     ]
 
 
-class ReportConfig(_Strict):
+class ReportConfig(Strict):
     percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1)
 
     @field_validator("percentiles")
@@ -175,7 +169,7 @@ class ReportConfig(_Strict):
         return sorted(set(float(p) for p in v))
 
 
-class UIConfig(_Strict):
+class UIConfig(Strict):
     theme: str = Field("dark", description="a theme name from themes/ or a path to a theme file")
     refresh_hz: float = Field(4.0, ge=1, le=30, description="dashboard redraws per second (events are drained at 10 Hz)")
     busy_cpu_pct: float = Field(
@@ -185,19 +179,19 @@ class UIConfig(_Strict):
                     "(0 = no limit)")
 
 
-class TelemetryConfig(_Strict):
+class TelemetryConfig(Strict):
     backend: Literal["auto", "rocm", "nvml", "none"] = "auto"
     interval_ms: float = Field(100.0, ge=10, description="sampling period; floor 10 ms")
     gpu_index: int = Field(0, ge=0)
 
 
-class RecordingConfig(_Strict):
+class RecordingConfig(Strict):
     enabled: bool = False
     path: str = Field("", description="file to record to; empty = ttftui-<time>.ttftrec[.gz]")
     gzip: bool = False
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     url: str = Field("", description="an OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8080/v1; "
                                      "empty = the local engine (same as --url)")
     api: Literal["completions", "chat"] = Field("completions", description="/completions (the prompt as sent, "
@@ -219,7 +213,7 @@ class ServerConfig(_Strict):
                                             "beside it)")
 
 
-class ClusterConfig(_Strict):
+class ClusterConfig(Strict):
     ray: str = Field("", description="run load scenarios' requests from client workers on a Ray cluster: an address "
                                      "(host:port of a running cluster), auto (the cluster this machine belongs to) or "
                                      "local (start a one-machine Ray here); empty = no Ray (same as --ray)")
@@ -327,7 +321,7 @@ def _expand_load(sc: Any) -> list[Any]:
     return [sc]
 
 
-class Config(_Strict):
+class Config(Strict):
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
     run: RunConfig = RunConfig()

@@ -58,6 +58,85 @@ def _remote(name: str, label: str, unit: Unit, definition: str, **kw: object) ->
     return Metric(name, label, unit, definition, source="remote", in_help=False, **kw)  # type: ignore[arg-type]
 
 
+SampleUnit = Literal["bytes", "pct", "w", "c", "mhz"]
+Statistic = Literal["max", "mean", "delta"]
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    """A per-run telemetry metric taken from one sample field: ``statistic`` over the run's samples
+    (``delta``: last minus first), and with ``phases`` also over its prefill and its decode samples
+    (``prefill_<name>``, ``decode_<name>``)."""
+
+    name: str
+    label: str
+    statistic: Statistic
+    phases: bool = False
+
+
+@dataclass(frozen=True)
+class SampleField:
+    """A field of every telemetry sample (``TelemetrySample``), in one table: where it is read
+    (``gpu``: pynvml / pyrsmi; ``host``: psutil), the dashboard's sparklines (``panel``), the
+    report's thinned time series (``series``), its session figures (``session``: report key and
+    statistic) and its per-run figures (``runs``). A field is added here and in the sample event."""
+
+    name: str
+    label: str
+    unit: SampleUnit
+    side: Literal["gpu", "host"]
+    panel: bool = False
+    series: bool = False
+    session: tuple[tuple[str, Statistic], ...] = ()
+    runs: tuple[RunFigure, ...] = ()
+
+
+SAMPLE_FIELDS: tuple[SampleField, ...] = (
+    SampleField("gpu_busy_pct", "GPU busy", "pct", "gpu", panel=True, series=True,
+                session=(("gpu_busy_mean_pct", "mean"), ("gpu_busy_max_pct", "max")),
+                runs=(RunFigure("gpu_busy_mean_pct", "GPU busy", "mean", phases=True),)),
+    SampleField("gpu_mem_used_bytes", "GPU mem", "bytes", "gpu", panel=True, series=True,
+                session=(("gpu_mem_peak_bytes", "max"),),
+                runs=(RunFigure("gpu_mem_peak_bytes", "GPU mem peak", "max", phases=True),
+                      RunFigure("gpu_mem_mean_bytes", "GPU mem mean", "mean"),
+                      RunFigure("gpu_mem_delta_bytes", "GPU mem delta", "delta"))),
+    SampleField("gpu_mem_total_bytes", "GPU mem total", "bytes", "gpu", session=(("gpu_mem_total_bytes", "max"),)),
+    SampleField("gpu_power_w", "GPU power", "w", "gpu", session=(("gpu_power_mean_w", "mean"),)),
+    SampleField("gpu_temp_c", "GPU temp", "c", "gpu", session=(("gpu_temp_max_c", "max"),)),
+    SampleField("gpu_sm_clock_mhz", "SM clock", "mhz", "gpu"),
+    SampleField("proc_cpu_pct", "CPU proc", "pct", "host", panel=True, series=True,
+                session=(("proc_cpu_mean_pct", "mean"),),
+                runs=(RunFigure("proc_cpu_mean_pct", "CPU (engine)", "mean", phases=True),)),
+    SampleField("rss_bytes", "RSS", "bytes", "host", panel=True, series=True, session=(("rss_peak_bytes", "max"),),
+                runs=(RunFigure("rss_peak_bytes", "RSS peak", "max"),)),
+    SampleField("sys_cpu_pct", "CPU sys", "pct", "host", series=True, session=(("sys_cpu_mean_pct", "mean"),),
+                runs=(RunFigure("sys_cpu_mean_pct", "CPU (system)", "mean"),)),
+)
+PHASES = ("prefill", "decode")  # a run's telemetry phases: start to first token, and the rest
+
+
+def sample_fields(**flags: object) -> tuple[str, ...]:
+    """Names of the sample fields whose attributes match, in table order: ``sample_fields(side="gpu")``."""
+    return tuple(f.name for f in SAMPLE_FIELDS if all(getattr(f, k) == v for k, v in flags.items()))
+
+
+def phase_label(label: str, phase: str) -> str:
+    """"CPU (engine)" -> "CPU (engine, prefill)"; "GPU busy" -> "GPU busy (prefill)"."""
+    return f"{label[:-1]}, {phase})" if label.endswith(")") else f"{label} ({phase})"
+
+
+def _run_figures() -> list[tuple[str, str, Unit]]:
+    """(metric, label, unit) of every per-run telemetry figure, the phases' after the run's."""
+    out: list[tuple[str, str, Unit]] = []
+    for f in SAMPLE_FIELDS:
+        unit: Unit = "bytes" if f.unit == "bytes" else "pct"
+        for r in f.runs:
+            out.append((r.name, r.label, unit))
+            if r.phases:
+                out += [(f"{ph}_{r.name}", phase_label(r.label, ph), unit) for ph in PHASES]
+    return out
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("ttft_ms", "TTFT", "ms", "t0 -> first token text available to the consumer"),
     Metric("tokenize_ms", "tokenize", "ms", "chat-template render (if any) + tokenize of the prompt",
@@ -119,19 +198,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",
            "(ttftui's prefill_ms - llama.cpp's t_p_eval_ms) / t_p_eval_ms x 100, 1-token chunks left out on "
            "both sides", table=False, compare=False, rule=False, in_help=False),
-    _telemetry("gpu_mem_peak_bytes", "GPU mem peak", "bytes"),
-    _telemetry("gpu_mem_mean_bytes", "GPU mem mean", "bytes"),
-    _telemetry("gpu_mem_delta_bytes", "GPU mem delta", "bytes"),
-    _telemetry("gpu_busy_mean_pct", "GPU busy", "pct"),
-    _telemetry("prefill_gpu_busy_mean_pct", "GPU busy (prefill)", "pct"),
-    _telemetry("decode_gpu_busy_mean_pct", "GPU busy (decode)", "pct"),
-    _telemetry("prefill_gpu_mem_peak_bytes", "GPU mem peak (prefill)", "bytes"),
-    _telemetry("decode_gpu_mem_peak_bytes", "GPU mem peak (decode)", "bytes"),
-    _telemetry("rss_peak_bytes", "RSS peak", "bytes"),
-    _telemetry("proc_cpu_mean_pct", "CPU (engine)", "pct"),
-    _telemetry("prefill_proc_cpu_mean_pct", "CPU (engine, prefill)", "pct"),
-    _telemetry("decode_proc_cpu_mean_pct", "CPU (engine, decode)", "pct"),
-    _telemetry("sys_cpu_mean_pct", "CPU (system)", "pct"),
+    *(_telemetry(name, label, unit) for name, label, unit in _run_figures()),
 )
 
 # Words the definitions need that are not per-run metrics.

@@ -17,8 +17,15 @@ OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)$")
 
 
-class AlertRule(BaseModel):
+class Strict(BaseModel):
+    """What every file a user writes (config.toml, its alert rules, a theme) is read as: unknown keys
+    are errors, values are frozen, a TOML boolean is not a count (``iterations = true``), a string not
+    a number, and inf or nan not a number at all."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class AlertRule(Strict):
 
     name: str = Field("", description="label in the dashboard and reports; derived from the rule when empty")
     metric: str

@@ -22,11 +22,11 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
+from ttftui.core import registry
 from ttftui.core.events import DRIVER_FIELDS, GpuDriverSamples, TelemetrySample, TelemetryStatus
 
-GPU_FIELDS = ("gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpu_busy_pct", "gpu_power_w", "gpu_temp_c",
-              "gpu_sm_clock_mhz")
-HOST_FIELDS = ("rss_bytes", "proc_cpu_pct", "sys_cpu_pct")
+GPU_FIELDS = registry.sample_fields(side="gpu")
+HOST_FIELDS = registry.sample_fields(side="host")
 
 
 class BackendUnavailable(Exception):

@@ -13,7 +13,8 @@ from typing import Any
 
 from ttftui import __version__
 from ttftui.analysis import gpu_driver
-from ttftui.analysis.metrics import RunMetrics, ScenarioStats, telemetry_gaps
+from ttftui.analysis.alerts import latest_alerts
+from ttftui.analysis.metrics import RunMetrics, ScenarioStats, statistic, telemetry_gaps
 from ttftui.analysis.reducer import SessionState
 from ttftui.analysis.stats import Summary
 from ttftui.analysis.view import SessionView
@@ -131,9 +132,6 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
     samples = [s for s in log if s.mark is None]
     marked = {s.mark: s for s in log if s.mark is not None}
 
-    def vals(field: str) -> list[float]:
-        return [v for s in samples if (v := getattr(s, field)) is not None]
-
     def delta(field: str) -> int | None:
         a, b = marked.get("before_load"), marked.get("after_load")
         if a is None or b is None or getattr(a, field) is None or getattr(b, field) is None:
@@ -142,7 +140,6 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
 
     gaps = [(b.t_ns - a.t_ns) / 1e6 for a, b in zip(samples, samples[1:])]
     dur_s = (state.last_t_ns - (state.session.t_ns if state.session else 0)) / 1e9
-    mean = lambda xs: (sum(xs) / len(xs)) if xs else None  # noqa: E731
     if worker is None:
         model = state.engine.model if state.engine else None
     w = model.weights_bytes if model else None
@@ -151,21 +148,12 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
         backend=st.backend, gpu_name=st.gpu_name, interval_ms=st.interval_ms,
         n_samples=len(samples), missed_ticks=st.missed_ticks, sampler_cpu_s=st.sampler_cpu_s,
         sampler_cpu_pct_of_core=(st.sampler_cpu_s / dur_s * 100) if st.sampler_cpu_s is not None and dur_s > 0 else None,
-        achieved_interval_ms_mean=mean(gaps), achieved_interval_ms_max=max(gaps) if gaps else None,
+        achieved_interval_ms_mean=statistic("mean", gaps), achieved_interval_ms_max=statistic("max", gaps),
         unavailable=dict(st.unavailable),
         driver=gpu_driver.periods(driver or {}),
         driver_unavailable=dict(st.driver_unavailable),
-        session={
-            "gpu_mem_peak_bytes": max(vals("gpu_mem_used_bytes"), default=None),
-            "gpu_mem_total_bytes": max(vals("gpu_mem_total_bytes"), default=None),
-            "gpu_busy_mean_pct": mean(vals("gpu_busy_pct")),
-            "gpu_busy_max_pct": max(vals("gpu_busy_pct"), default=None),
-            "gpu_power_mean_w": mean(vals("gpu_power_w")),
-            "gpu_temp_max_c": max(vals("gpu_temp_c"), default=None),
-            "rss_peak_bytes": max(vals("rss_bytes"), default=None),
-            "proc_cpu_mean_pct": mean(vals("proc_cpu_pct")),
-            "sys_cpu_mean_pct": mean(vals("sys_cpu_pct")),
-        },
+        session={key: statistic(stat, [v for s in samples if (v := getattr(s, f.name)) is not None])
+                 for f in registry.SAMPLE_FIELDS for key, stat in f.session},
         series=_series(samples),
         model_memory=ModelMemory(
             weights_estimate_bytes=w, kv_cache_estimate_bytes=kv,
@@ -175,7 +163,6 @@ def _telemetry(state: SessionState, worker: str | None = None, model: ModelFacts
     )
 
 
-SERIES_FIELDS = ("gpu_busy_pct", "gpu_mem_used_bytes", "proc_cpu_pct", "sys_cpu_pct", "rss_bytes")
 MAX_SERIES = 2000
 
 
@@ -185,7 +172,7 @@ def _series(samples: list[Any]) -> dict[str, list[float | None]]:
     step = -(-len(samples) // MAX_SERIES)
     picked = samples[::step]
     out: dict[str, list[float | None]] = {"t_ms": [s.t_ns / 1e6 for s in picked]}
-    for f in SERIES_FIELDS:
+    for f in registry.sample_fields(series=True):
         vals = [getattr(s, f) for s in picked]
         if any(v is not None for v in vals):
             out[f] = [None if v is None else float(v) for v in vals]
@@ -193,13 +180,8 @@ def _series(samples: list[Any]) -> dict[str, list[float | None]]:
 
 
 def _alert_status(state: SessionState) -> list[AlertStatus]:
-    out: dict[tuple[str, str | None], AlertStatus] = {}
-    for a in state.alerts:
-        key = (a.rule, a.scenario)
-        prev = out.get(key)
-        fired_n = (prev.times_fired if prev else 0) + (a.state == "firing")
-        out[key] = AlertStatus(rule=a.rule, scenario=a.scenario, severity=a.severity, state=a.state, times_fired=fired_n)
-    return list(out.values())
+    return [AlertStatus(rule=a.rule, scenario=a.scenario, severity=a.severity, state=a.state, times_fired=n)
+            for a, n in latest_alerts(state.alerts).values()]
 
 
 def _sweeps(view: SessionView) -> dict[str, SweepRecord]:

@@ -22,7 +22,6 @@ from ttftui.core.events import Event, RunFailed, RunFinished
 from ttftui.run.live import LiveSession
 from ttftui.run.session import Controls
 
-
 Sink = Callable[[Event], None]
 Evaluator = Callable[[SessionState, Event], Iterable[Event]]
 

@@ -6,19 +6,16 @@ from __future__ import annotations
 from rich.text import Text
 
 from ttftui.analysis import gpu_driver
-from ttftui.analysis.metrics import RunMetrics
+from ttftui.analysis.metrics import RunMetrics, telemetry_gaps
 from ttftui.analysis.reducer import SessionState
 from ttftui.analysis.view import SessionView
+from ttftui.core import registry
 from ttftui.tui import render as R
 from ttftui.tui.themes import ThemeFile
 
-FIELDS = (
-    ("gpu_busy_pct", "GPU busy", "pct"),
-    ("gpu_mem_used_bytes", "GPU mem", "bytes"),
-    ("proc_cpu_pct", "CPU proc", "pct"),
-    ("rss_bytes", "RSS", "bytes"),
-)
-from ttftui.analysis.metrics import telemetry_gaps
+# the panel's sparklines, GPU rows first: (field, label, unit)
+FIELDS = tuple((f.name, f.label, f.unit) for f in registry.SAMPLE_FIELDS if f.panel)
+GPU_ROWS = registry.sample_fields(panel=True, side="gpu")
 
 
 def _phase_marks(state: SessionState, times: list[int]) -> str:
@@ -60,11 +57,11 @@ def telemetry_text(state: SessionState, view: SessionView, theme: ThemeFile, wid
     out.append("  (p prefill, d decode)\n", style="dim")
     samples = [s for s in state.telemetry[-max(width, 8):] if s.mark is None] if len(state.telemetry) else []
     spark_w = max(width - 21, 8)
-    gpu_reasons = {na.get(f) for f, _, _ in FIELDS[:2]}
+    gpu_reasons = {na.get(f) for f, _, _ in FIELDS if f in GPU_ROWS}
     rows = list(FIELDS)
     if len(gpu_reasons) == 1 and None not in gpu_reasons:  # the whole GPU side is out, for one reason
         out.append(f"GPU N/A — {gpu_reasons.pop()}\n", style="dim")
-        rows = rows[2:]
+        rows = [r for r in rows if r[0] not in GPU_ROWS]
     for key, label, unit in rows:
         out.append(f"{label:<9}")
         if key in na:

@@ -13,12 +13,13 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from ttftui.core.config import format_validation_error
 from ttftui.core.inputs import MAX_THEME_BYTES, InputRefused, read_regular
+from ttftui.core.rules import Strict
 
 DEFAULT_THEME = "dark"
 
@@ -31,9 +32,7 @@ def _color(v: str) -> str:
     return v
 
 
-class _Colors(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Colors(Strict):
     @field_validator("*")
     @classmethod
     def _valid(cls, v: str) -> str:
@@ -77,8 +76,7 @@ class BadgeColors(_Colors):
     replay: str
 
 
-class ThemeFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ThemeFile(Strict):
     name: str
     dark: bool
     textual: TextualColors

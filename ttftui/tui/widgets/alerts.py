@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.text import Text
 
+from ttftui.analysis.alerts import latest_alerts
 from ttftui.analysis.reducer import SessionState
 from ttftui.tui import render as R
 from ttftui.tui.widgets.panel import Panel
@@ -36,12 +37,10 @@ class AlertsPanel(Panel):
                    else f"all clear: {n_rules} rule{'s' if n_rules != 1 else ''} checked after every run")
             self.update_sized(Text(msg, style="dim"))
             return
-        latest: dict[tuple[str, str | None], Any] = {}
-        for a in state.alerts:
-            latest[(a.rule, a.scenario)] = a
+        latest = [a for a, _ in latest_alerts(state.alerts).values()]
         out = crash
-        firing = [a for a in latest.values() if a.state == "firing"]
-        cleared = [a for a in latest.values() if a.state == "cleared"]
+        firing = [a for a in latest if a.state == "firing"]
+        cleared = [a for a in latest if a.state == "cleared"]
         for a in sorted(firing, key=lambda a: a.severity != "critical"):
             color = th.textual.error if a.severity == "critical" else th.textual.warning
             out.append(f" {a.severity.upper()} ", style=f"bold {R.text_on(color)} on {color}")

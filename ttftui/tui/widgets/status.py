@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from ttftui.analysis.alerts import firing
 from ttftui.analysis.load import plan_for
 from ttftui.analysis.reducer import RunState, SessionState
 from ttftui.tui import render as R
@@ -30,7 +31,7 @@ class StatusBar(Static):
              total_runs: int | None = None) -> None:
         th = self.theme_file
         eng = state.engine
-        critical = firing_alerts(state, "critical")
+        critical = firing(state.alerts, "critical")
         key = (id(eng), mode, activity, now_ns // 1_000_000_000, extra, state.current and state.current.run_id,
                len(state.runs), th and th.name, total_runs, len(critical), len(state.engines), len(state.in_flight))
         if key == self._last:
@@ -84,14 +85,6 @@ class StatusBar(Static):
         if extra:
             t.append(f"  •  {extra}")
         self.update(t, layout=False)  # fixed height: no re-layout of the whole screen
-
-
-def firing_alerts(state: SessionState, severity: str | None = None) -> list[Any]:
-    """Alerts whose latest transition is "firing" (optionally of one severity)."""
-    latest: dict[tuple[str, str | None], Any] = {}
-    for a in state.alerts:
-        latest[(a.rule, a.scenario)] = a
-    return [a for a in latest.values() if a.state == "firing" and (severity is None or a.severity == severity)]
 
 
 def _run_position(state: SessionState, cur: RunState) -> str:
