@@ -138,7 +138,7 @@ def test_headless_path_does_not_import_textual():
         (["--set", "scenarios=[{name='x',prompt_tokens=5,max_tokens=-2}]"], 2, r"max_tokens: input should be greater"),
         (["--set", "model.n_bacth=1"], 2, r"model.n_bacth: unknown key"),
         (["-o", "/nonexistent-dir/r.json"], 9, r"cannot write report /nonexistent-dir/r.json: folder /nonexistent-dir does not exist"),
-        (["--config", "/nonexistent.toml"], 2, r"/nonexistent.toml: config file not found"),
+        (["--config", "/nonexistent.toml"], 2, r"config file not found: /nonexistent.toml"),
         (["--bogus-flag"], 2, r"unrecognized arguments: --bogus-flag"),
     ],
 )

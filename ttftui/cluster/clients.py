@@ -28,25 +28,16 @@ from typing import Any
 
 from ttftui.analysis.load import LoadPlan, arrival_offsets_ns
 from ttftui.cluster.common import (
+    Fleet,
+    Inbox,
     WorkerBody,
-    alive_nodes,
-    join_cluster,
-    nice_warning,
-    one_line,
     ray_module,
     run_with_controls,
     split,
 )
 from ttftui.core.config import Config, ScenarioConfig
-from ttftui.core.errors import ConfigError
 from ttftui.core.events import (
     Notice,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    WorkerLost,
-    event_from_json,
-    shift_time,
 )
 from ttftui.measure.engine.base import PreparedScenario
 from ttftui.measure.remote.engine import RemoteEngine
@@ -117,50 +108,28 @@ def _actor_class() -> Any:
     return ray.remote(max_concurrency=4)(ClientWorker)
 
 
-class RayClients:
+class RayClients(Fleet):
     """The driver's side: the actors, their clocks, and one load phase at a time."""
 
-    def __init__(self, runner: Any, engine: Any):
-        ray = ray_module()
-        config = runner.config
-        self.ray, self.config, self.engine, self.runner = ray, config, engine, runner
-        self.publish, self.after = runner.publish, runner.run_ended
-        cc = config.cluster
-        self._started_ray = join_cluster(ray, cc)
-        cls = _actor_class()
-        cfg = config.model_dump(mode="json")
-        # round robin over the cluster's alive nodes: Ray's SPREAD, and node affinity with soft=True,
-        # are best effort, and put both workers of a two-node cluster on one node (measured)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray
+    what = "client workers"
 
-        nodes = alive_nodes(ray)
-        self.actors = [cls.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node_id=nodes[i % len(nodes)], soft=False) if nodes else "SPREAD").remote(cfg, i)
-            for i in range(cc.workers)]
-        try:
-            hellos = ray.get([a.hello.remote(engine.kind, engine.model_name, engine.tokenizer is not None)
-                              for a in self.actors], timeout=120)
-        except Exception as e:  # noqa: BLE001 - Ray's errors vary; one line says which
-            raise ConfigError(f"--ray: the client workers did not start: {one_line(e)}") from None
-        zero_wall = time.time_ns() - engine.clock.now_ns()
-        self.names = [h["worker"] for h in hellos]
-        self.shift = [h["zero_wall_ns"] - zero_wall for h in hellos]  # worker t_ns + shift = session t_ns
-        self.alive = [True] * len(self.actors)
-        hosts = sorted({h["host"] for h in hellos})
-        nodes = len({n.split(":")[0] for n in self.names})
-        self.publish(Notice(t_ns=engine.clock.now_ns(), level="info",
-                       message=f"Ray: {len(self.actors)} client workers on {nodes} node(s) ({', '.join(hosts)}): "
-                               f"{', '.join(self.names)}"))
-        if why := nice_warning(self.names, [int(h.get("nice", 0)) for h in hellos], "Ray client workers"):
-            self.publish(Notice(t_ns=engine.clock.now_ns(), level="warning", message=why))
+    def __init__(self, runner: Any, engine: Any):
+        super().__init__(runner.config, engine.clock.now_ns, runner.publish)
+        self.engine, self.runner, self.after = engine, runner, runner.run_ended
+        cls = _actor_class()
+        cfg = self.config.model_dump(mode="json")
+        nodes = self.nodes  # round robin over the cluster's alive nodes
+        actors = [cls.options(num_cpus=0, scheduling_strategy=self.on_node(nodes[i % len(nodes)]) if nodes
+                              else "SPREAD").remote(cfg, i) for i in range(self.config.cluster.workers)]
+        self.greet(actors, lambda a: a.hello.remote(engine.kind, engine.model_name, engine.tokenizer is not None), 120,
+                   lambda hosts: f"Ray: {len(actors)} client workers on {len({n.split(':')[0] for n in self.names})} "
+                                 f"node(s) ({', '.join(hosts)}): {', '.join(self.names)}")
 
     def run_phase(self, prep: Any, plan: LoadPlan, n: int, warm: bool) -> int:
         """One phase (warm-up or counted) of a load scenario, split among the live workers.
         Returns how many requests were not sent (stopped, skipped, or a lost worker's)."""
         ray = self.ray
-        live = [i for i, ok in enumerate(self.alive) if ok]
-        if not live:
-            raise ConfigError("every Ray client worker has been lost")
+        live = self.live()
         s: ScenarioConfig = prep.scenario
         controls = self.runner.controls
         seed = self.config.run.seed + (1 if warm else 0)
@@ -188,45 +157,27 @@ class RayClients:
         lock = threading.Lock()
 
         def consume(i: int, n_share: int, gen: Any) -> None:
-            started: set[int] = set()
-            ended: set[int] = set()
+            inbox = Inbox("Ray worker", self.names[i], self.shift[i], self.publish, self.after, self.engine.clock.now_ns)
+
+            def result(item: dict[str, Any]) -> bool:
+                if "error" in item:
+                    raise RuntimeError(item["error"])
+                with lock:
+                    unsent[0] += int(item.get("unsent", 0))
+                cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
+                self.publish(Notice(t_ns=self.engine.clock.now_ns(), level="info",
+                                    message=f"Ray worker {self.names[i]}: {s.name} {'warm-up' if warm else 'counted'}"
+                                            f" phase, {item.get('n', 0)} requests, its process's CPU {cpu:.3f} s "
+                                            f"over {wall:.2f} s ({cpu / wall * 100:.1f} % of a core)"))
+                return False
+
             try:
-                for ref in gen:
-                    item = ray.get(ref)
-                    if isinstance(item, dict):
-                        if "error" in item:
-                            raise RuntimeError(item["error"])
-                        with lock:
-                            unsent[0] += int(item.get("unsent", 0))
-                        cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
-                        self.publish(Notice(t_ns=self.engine.clock.now_ns(), level="info",
-                                            message=f"Ray worker {self.names[i]}: {s.name} {'warm-up' if warm else 'counted'}"
-                                                    f" phase, {item.get('n', 0)} requests, its process's CPU {cpu:.3f} s "
-                                                    f"over {wall:.2f} s ({cpu / wall * 100:.1f} % of a core)"))
-                        continue
-                    for line in item:
-                        ev = event_from_json(line)
-                        ev = shift_time(ev, self.shift[i])
-                        if isinstance(ev, RunStarted):
-                            started.add(ev.run_id)
-                        elif isinstance(ev, (RunFinished, RunFailed)):
-                            ended.add(ev.run_id)
-                        self.publish(ev)
-                        if isinstance(ev, (RunFinished, RunFailed)):
-                            self.after(ev)
+                inbox.take(ray, gen, result)
             except Exception as e:  # noqa: BLE001 - the worker (or its node) is gone
                 self.alive[i] = False
-                lost = sorted(started - ended)
-                t = self.engine.clock.now_ns()
-                why = one_line(e)
-                for rid in lost:
-                    end = RunFailed(t_ns=t, run_id=rid, scenario=s.name, error=f"Ray worker {self.names[i]} lost: {why}")
-                    self.publish(end)
-                    self.after(end)
                 with lock:
-                    unsent[0] += n_share - len(started)
-                self.publish(WorkerLost(t_ns=t, worker=self.names[i], reason=why, lost_runs=tuple(lost),
-                                        unsent=n_share - len(started)))
+                    unsent[0] += n_share - inbox.started
+                inbox.lost(e, n_share - inbox.started)
 
         def forward_controls(done: threading.Event) -> None:  # stop, skip and pause reach the workers
             paused = False
@@ -246,13 +197,5 @@ class RayClients:
                            for g in gens], forward_controls, "ttftui-ray-controls")
         return unsent[0]
 
-    def close(self) -> None:
-        for a in self.actors:
-            try:
-                self.ray.kill(a)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        if self._started_ray:
-            self.ray.shutdown()
 
 

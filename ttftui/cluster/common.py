@@ -12,7 +12,16 @@ import time
 from typing import Any, Callable
 
 from ttftui.core.errors import ConfigError
-from ttftui.core.events import event_to_json
+from ttftui.core.events import (
+    Notice,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    WorkerLost,
+    event_from_json,
+    event_to_json,
+    shift_time,
+)
 
 
 def ray_module() -> Any:
@@ -144,3 +153,113 @@ def alive_nodes(ray: Any) -> list[str]:
 def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return (text[:300] + "…") if len(text) > 300 else (text or type(e).__name__)
+
+
+class Inbox:
+    """The driver's side of one worker's stream of event batches: each event validated, placed on the
+    session's time line (``shift_ns``), adapted (``adapt``: tag or renumber it; None drops it) and
+    published, with the runs it started and has not ended kept, so that when the worker is lost
+    (``lost``) those end failed and the loss is an event."""
+
+    def __init__(self, what: str, worker: str, shift_ns: int, publish: Callable[[Any], None],
+                 after: Callable[[Any], None], now_ns: Callable[[], int],
+                 adapt: Callable[[Any], Any] = lambda ev: ev):
+        self.what, self.worker, self.shift_ns = what, worker, shift_ns
+        self.publish, self.after, self.now_ns, self.adapt = publish, after, now_ns, adapt
+        self.open: dict[int, str] = {}  # run id -> scenario, started and not ended
+        self.started = 0
+
+    def take(self, ray: Any, gen: Any, on_result: Callable[[dict[str, Any]], bool]) -> None:
+        """Every batch of ``gen`` (a Ray streaming generator) into the session; a dict item is the
+        worker's own result, handed to ``on_result`` (True: the stream is over). Raises what the
+        worker's loss raises."""
+        for ref in gen:
+            item = ray.get(ref)
+            if isinstance(item, dict):
+                if on_result(item):
+                    return
+                continue
+            for line in item:
+                ev = self.adapt(shift_time(event_from_json(line), self.shift_ns))
+                if ev is None:
+                    continue
+                if isinstance(ev, RunStarted):
+                    self.open[ev.run_id] = ev.scenario
+                    self.started += 1
+                self.publish(ev)
+                if isinstance(ev, (RunFinished, RunFailed)):
+                    self.open.pop(ev.run_id, None)
+                    self.after(ev)
+
+    def lost(self, e: BaseException, unsent: int) -> None:
+        """The worker (or its node) is gone: its runs in flight fail, and ``WorkerLost`` says what
+        was lost."""
+        t = self.now_ns()
+        why = one_line(e)
+        for rid, scenario in sorted(self.open.items()):
+            end = RunFailed(t_ns=t, run_id=rid, scenario=scenario, error=f"{self.what} {self.worker} lost: {why}")
+            self.publish(end)
+            self.after(end)
+        self.publish(WorkerLost(t_ns=t, worker=self.worker, reason=why, lost_runs=tuple(sorted(self.open)),
+                                unsent=unsent))
+
+
+class Fleet:
+    """The driver's side of a set of Ray actors: Ray joined (or started here), the actors placed
+    node by node, their hellos (names, where each clock's zero lies on the wall clock, niceness)
+    said as notices, and closing them."""
+
+    what = "workers"  # in messages: "Ray client workers", "Ray engine hosts"
+
+    def __init__(self, config: Any, now_ns: Callable[[], int], publish: Callable[[Any], None]):
+        self.ray = ray_module()
+        self.config, self.now_ns, self.publish = config, now_ns, publish
+        self._started_ray = join_cluster(self.ray, config.cluster)
+        self.nodes = alive_nodes(self.ray)
+        self.actors: list[Any] = []
+        self.names: list[str] = []
+        self.shift: list[int] = []  # a worker's t_ns + its shift = the session's t_ns
+        self.alive: list[bool] = []
+
+    def on_node(self, node: str) -> Any:
+        """Pinned to ``node``: Ray's SPREAD, and node affinity with soft=True, are best effort, and
+        put both workers of a two-node cluster on one node."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray
+
+        return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+
+    def greet(self, actors: list[Any], hello: Callable[[Any], Any], timeout_s: float,
+              describe: Callable[[list[str]], str]) -> None:
+        """Wait for every actor's hello; ``describe(hosts)`` is the notice that says who they are."""
+        self.actors = actors
+        try:
+            hellos = self.ray.get([hello(a) for a in actors], timeout=timeout_s)
+        except Exception as e:  # noqa: BLE001 - Ray's errors vary; one line says which
+            raise ConfigError(f"--ray: the {self.what} did not start: {one_line(e)}") from None
+        zero_wall = time.time_ns() - self.now_ns()
+        self.names = [h["worker"] for h in hellos]
+        self.shift = [h["zero_wall_ns"] - zero_wall for h in hellos]
+        self.alive = [True] * len(actors)
+        self.publish(Notice(t_ns=self.now_ns(), level="info", message=describe(sorted({h["host"] for h in hellos}))))
+        if why := nice_warning(self.names, [int(h.get("nice", 0)) for h in hellos], f"Ray {self.what}"):
+            self.publish(Notice(t_ns=self.now_ns(), level="warning", message=why))
+
+    def live(self) -> list[int]:
+        live = [i for i, ok in enumerate(self.alive) if ok]
+        if not live:
+            raise ConfigError(f"every Ray {self.what[:-1]} has been lost")
+        return live
+
+    def farewell(self, i: int) -> None:
+        """What a live actor is told before it is killed (nothing, unless a subclass says)."""
+
+    def close(self) -> None:
+        for i, a in enumerate(self.actors):
+            if self.alive[i]:
+                self.farewell(i)
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self._started_ray:
+            self.ray.shutdown()

@@ -33,10 +33,9 @@ from typing import Any, Callable
 
 from ttftui.analysis.load import planned_runs
 from ttftui.cluster.common import (
+    Fleet,
+    Inbox,
     WorkerBody,
-    alive_nodes,
-    join_cluster,
-    nice_warning,
     one_line,
     ray_module,
     run_with_controls,
@@ -48,13 +47,9 @@ from ttftui.core.events import (
     EngineReady,
     GpuDriverSamples,
     Notice,
-    RunFailed,
-    RunFinished,
     RunStarted,
     TelemetrySample,
     TelemetryStatus,
-    WorkerLost,
-    event_from_json,
     shift_time,
 )
 from ttftui.measure.engine.base import Clock
@@ -170,42 +165,26 @@ def _actor_class() -> Any:
     return ray.remote(max_concurrency=4)(EngineHost)
 
 
-class RayEngineHosts:
+class RayEngineHosts(Fleet):
     """The driver's side: one engine host per alive node, and units of work handed to them."""
 
-    def __init__(self, runner: SessionRunner):
-        ray = ray_module()
-        config, clock, publish = runner.config, runner.clock, runner.publish
-        self.ray, self.config, self.clock, self.publish, self.after = ray, config, clock, publish, runner.run_ended
-        self.new_run_id = runner.plan.new_run_id
-        self._started_ray = join_cluster(ray, config.cluster)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray
+    what = "engine hosts"
 
-        nodes = alive_nodes(ray)
-        if not nodes:
-            raise ConfigError(f"--ray {config.cluster.ray}: the cluster has no alive node")
+    def __init__(self, runner: SessionRunner):
+        super().__init__(runner.config, runner.clock.now_ns, runner.publish)
+        self.clock, self.after, self.new_run_id = runner.clock, runner.run_ended, runner.plan.new_run_id
+        if not self.nodes:
+            raise ConfigError(f"--ray {self.config.cluster.ray}: the cluster has no alive node")
         cls = _actor_class()
         # no Ray resources taken (the host measures, it does not compete for Ray's CPUs), and the
         # node's GPUs stay visible to it: Ray only hides them when told to on zero GPUs
         env = {"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}}
-        self.actors = [cls.options(num_cpus=0, runtime_env=env, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node_id=node, soft=False)).remote(i) for i, node in enumerate(nodes)]
-        try:
-            hellos = ray.get([a.hello.remote() for a in self.actors], timeout=180)
-        except Exception as e:  # noqa: BLE001 - Ray's errors vary; one line says which
-            raise ConfigError(f"--ray: the engine hosts did not start: {one_line(e)}") from None
-        zero_wall = time.time_ns() - clock.now_ns()
-        self.names = [h["worker"] for h in hellos]
-        self.shift = [h["zero_wall_ns"] - zero_wall for h in hellos]  # host t_ns + shift = session t_ns
-        self.alive = [True] * len(self.actors)
-        self.lost_notified: set[int] = set()
-        hosts = sorted({h["host"] for h in hellos})
-        what = ("the matrix's cells" if config.cluster.matrix else "every scenario")
-        publish(Notice(t_ns=clock.now_ns(), level="info",
-                       message=f"Ray: {len(self.actors)} engine host(s), one per node ({', '.join(hosts)}): "
-                               f"{', '.join(self.names)}; they run {what}"))
-        if why := nice_warning(self.names, [int(h.get("nice", 0)) for h in hellos], "Ray engine hosts"):
-            publish(Notice(t_ns=clock.now_ns(), level="warning", message=why))
+        actors = [cls.options(num_cpus=0, runtime_env=env, scheduling_strategy=self.on_node(node)).remote(i)
+                  for i, node in enumerate(self.nodes)]
+        what = "the matrix's cells" if self.config.cluster.matrix else "every scenario"
+        self.greet(actors, lambda a: a.hello.remote(), 180,
+                   lambda hosts: f"Ray: {len(actors)} engine host(s), one per node ({', '.join(hosts)}): "
+                                 f"{', '.join(self.names)}; they run {what}")
 
     # ------------------------------------------------------------------ the plan
     def units_for(self, names: list[str]) -> list[Unit]:
@@ -238,9 +217,7 @@ class RayEngineHosts:
                 pinned.setdefault(u.pinned, []).append(u)
         left = [0]
         lock = threading.Lock()
-        live = [i for i, ok in enumerate(self.alive) if ok]
-        if not live:
-            raise ConfigError("every Ray engine host has been lost")
+        live = self.live()
         for i, us in pinned.items():  # a lost host's pinned units cannot run anywhere else
             if not self.alive[i]:
                 left[0] += sum(self.planned(u) for u in us)
@@ -294,62 +271,42 @@ class RayEngineHosts:
         gen = self.actors[i].run.options(num_returns="streaming").remote(cfg, list(unit.names),
                                                                         self.config.cluster.batch_ms)
         ids: dict[int, int] = {}  # the host's run id -> the session's
-        open_runs: dict[int, str] = {}  # session run id -> scenario, started and not ended
-        name, shift = self.names[i], self.shift[i]
+        name = self.names[i]
+
+        def adapt(ev: Any) -> Any:  # tagged with the host, renumbered into the session's run ids
+            if isinstance(ev, _TAGGED):
+                ev = dataclasses.replace(ev, worker=name)
+            rid = getattr(ev, "run_id", None)
+            if rid is None:
+                return ev
+            if isinstance(ev, RunStarted):
+                ids[rid] = self.new_run_id()
+            elif rid not in ids:
+                return None  # a run this host never started: nothing to attach it to
+            return dataclasses.replace(ev, run_id=ids[rid])
+
+        def result(item: dict[str, Any]) -> bool:
+            cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
+            what = f"cell {unit.label}" if unit.label else "its scenarios"
+            if item.get("failed"):
+                self.publish(Notice(t_ns=self.clock.now_ns(), level="warning",
+                                    message=f"Ray engine host {name}: {what} failed: "
+                                            f"{one_line(RuntimeError(item['failed']))}"))
+            self.publish(Notice(t_ns=self.clock.now_ns(), level="info",
+                                message=f"Ray engine host {name}: {what} done, the host process's CPU "
+                                        f"{cpu:.2f} s over {wall:.1f} s (its engine's own process not included)"))
+            return True
+
+        inbox = Inbox("Ray engine host", name, self.shift[i], self.publish, self.after, self.clock.now_ns, adapt)
         try:
-            for ref in gen:
-                item = ray.get(ref)
-                if isinstance(item, dict):
-                    cpu, wall = float(item.get("cpu_s", 0.0)), max(float(item.get("wall_s", 0.0)), 1e-9)
-                    what = f"cell {unit.label}" if unit.label else "its scenarios"
-                    if item.get("failed"):
-                        self.publish(Notice(t_ns=self.clock.now_ns(), level="warning",
-                                            message=f"Ray engine host {name}: {what} failed: "
-                                                    f"{one_line(RuntimeError(item['failed']))}"))
-                    self.publish(Notice(t_ns=self.clock.now_ns(), level="info",
-                                        message=f"Ray engine host {name}: {what} done, the host process's CPU "
-                                                f"{cpu:.2f} s over {wall:.1f} s (its engine's own process not "
-                                                "included)"))
-                    break
-                for line in item:
-                    ev = event_from_json(line)
-                    ev = shift_time(ev, shift)
-                    if isinstance(ev, _TAGGED):
-                        ev = dataclasses.replace(ev, worker=name)
-                    rid = getattr(ev, "run_id", None)
-                    if rid is not None:
-                        if isinstance(ev, RunStarted):
-                            ids[rid] = self.new_run_id()
-                            open_runs[ids[rid]] = ev.scenario
-                        elif rid not in ids:
-                            continue  # a run this host never started: nothing to attach it to
-                        ev = dataclasses.replace(ev, run_id=ids[rid])
-                    self.publish(ev)
-                    if isinstance(ev, (RunFinished, RunFailed)):
-                        open_runs.pop(ev.run_id, None)
-                        self.after(ev)
+            inbox.take(ray, gen, result)
         except Exception as e:  # noqa: BLE001 - the host (or its node) is gone
             self.alive[i] = False
-            t = self.clock.now_ns()
-            why = one_line(e)
-            for rid, scenario in sorted(open_runs.items()):
-                end = RunFailed(t_ns=t, run_id=rid, scenario=scenario, error=f"Ray engine host {name} lost: {why}")
-                self.publish(end)
-                self.after(end)
-            self.publish(WorkerLost(t_ns=t, worker=name, reason=why, lost_runs=tuple(sorted(open_runs)),
-                                    unsent=max(0, self.planned(unit) - len(ids))))
+            inbox.lost(e, max(0, self.planned(unit) - len(ids)))
         return len(ids)
 
-    def close(self) -> None:
-        for i, a in enumerate(self.actors):
-            if self.alive[i]:
-                try:
-                    self.ray.get(a.shutdown.remote(), timeout=30)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-            try:
-                self.ray.kill(a)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        if self._started_ray:
-            self.ray.shutdown()
+    def farewell(self, i: int) -> None:
+        try:  # the engine it keeps loaded is closed before the actor goes
+            self.ray.get(self.actors[i].shutdown.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - already gone
+            pass

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ttftui.core.errors import ConfigError
-from ttftui.core.inputs import MAX_CONFIG_BYTES, InputRefused, read_regular
+from ttftui.core.inputs import MAX_CONFIG_BYTES, read_input
 from ttftui.core.rules import AlertRule, Strict
 
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -547,14 +547,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[Over
     p = Path(path) if path is not None else find_default_config()
     if p is not None:
         source = str(p)
-        try:
-            raw = read_regular(p, MAX_CONFIG_BYTES)
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except InputRefused as e:
-            raise ConfigError(f"cannot read config file: {e}") from None
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
+        raw = read_input(p, MAX_CONFIG_BYTES, "config file", ConfigError)
         try:
             data = tomllib.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:

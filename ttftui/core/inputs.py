@@ -14,6 +14,7 @@ import os
 import stat
 import zlib
 from pathlib import Path
+from typing import Callable
 
 MiB = 1 << 20
 
@@ -70,6 +71,20 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise InputRefused(f"{path} grew past the {max_bytes / MiB:.0f} MiB ttftui reads for such a file")
     return data
+
+
+def read_input(path: str | os.PathLike[str], max_bytes: int, what: str, error: Callable[[str], Exception]) -> bytes:
+    """:func:`read_regular`, each way it can fail as one line naming ``what`` (e.g. "config file"),
+    raised as ``error``: missing ("{what} not found: PATH"), refused (not a regular file, too big) or
+    unreadable."""
+    try:
+        return read_regular(path, max_bytes)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except InputRefused as e:
+        raise error(f"cannot read {what}: {e}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
 def inflate_gzip(data: bytes, where: str | Path) -> tuple[bytes, list[str]]:

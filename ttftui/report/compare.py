@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from ttftui.core import registry
 from ttftui.core.config import Config
 from ttftui.core.errors import ConfigError, ReportError
-from ttftui.core.inputs import InputRefused, read_regular
+from ttftui.core.inputs import read_input
 from ttftui.core.textsafe import visible
 from ttftui.report.schema import REPORT_KIND, SCHEMA_VERSION, Report, lenient, run_value
 
@@ -94,12 +94,8 @@ def _read_bytes(p: Path) -> bytes:
     """The file's bytes, refusing before reading what is not a regular file of sane size: a FIFO would
     block, ``/dev/zero`` never ends (``ttftui.core.inputs.read_regular``, as for every input file)."""
     try:
-        return read_regular(p, MAX_REPORT_BYTES)
-    except FileNotFoundError:
-        raise ReportError(f"report not found: {p}") from None
-    except InputRefused as e:
-        raise ReportError(f"cannot read report: {e}") from None
-    except (OSError, ValueError) as e:
+        return read_input(p, MAX_REPORT_BYTES, "report", ReportError)
+    except ValueError as e:  # a path os.open refuses (an embedded NUL)
         raise ReportError(f"cannot read report {p}: {e}") from None
 
 

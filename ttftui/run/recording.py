@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from ttftui import __version__
 from ttftui.core.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
 from ttftui.core.events import SessionFinished, event_from_json, event_to_json
-from ttftui.core.inputs import MAX_RECORDING_BYTES, InputRefused, inflate_gzip, read_regular
+from ttftui.core.inputs import MAX_RECORDING_BYTES, InputRefused, inflate_gzip, read_input
 from ttftui.core.textsafe import clean_event
 
 RECORDING_KIND = "ttftui.recording"
@@ -130,14 +130,7 @@ class Recording:
 def _read_bytes(p: Path) -> tuple[bytes, list[str]]:
     """The recording's text and any warning about it: a regular file, bounded; a gzip stream
     inflated within limits, up to where it is damaged."""
-    try:
-        data = read_regular(p, MAX_RECORDING_BYTES)
-    except FileNotFoundError:
-        raise RecordingNotFound(f"recording not found: {p}") from None
-    except InputRefused as e:
-        raise RecordingNotFound(f"cannot read recording: {e}") from None
-    except OSError as e:
-        raise RecordingNotFound(f"cannot read recording {p}: {e.strerror or e}") from None
+    data = read_input(p, MAX_RECORDING_BYTES, "recording", RecordingNotFound)
     if data[:2] == b"\x1f\x8b":  # gzip, possibly without its trailer (killed writer): take what inflates
         try:
             return inflate_gzip(data, p)
