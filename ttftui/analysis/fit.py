@@ -51,8 +51,8 @@ class Fit:
         noise = float(student_t.ppf(q, dof)) ** 2 * self.residual_sd ** 2 * (1.0 + float(v @ np.array(self._xtx_inv) @ v))
         # the model's own error is estimated from only as many points as there are distinct lengths
         # (left out one at a time), so its quantile has that few degrees of freedom: with 6 lengths
-        # and 3 coefficients, t = 3.18, not the 2.13 of 18 runs (measured: the narrower interval
-        # missed a held-out length by 3 % on the real model, where kernel shapes make TTFT step)
+        # and 3 coefficients, t = 3.18, not the 2.13 of 18 runs (the narrower interval misses
+        # held-out lengths on a real model, where kernel shapes make TTFT step)
         dof_x = max(self.n_x - len(self.coef), 1) if self.n_x else dof
         model = float(student_t.ppf(q, dof_x)) ** 2 * (self.cv_rmse or 0.0) ** 2
         half = float(np.sqrt(noise + model))

@@ -9,8 +9,8 @@ from it afterwards:
 * each driver sample covers the driver's period that *ends* at its timestamp;
 * a phase's figure is the mean of the samples it overlaps, each weighted by how much of its period
   lies inside the phase;
-* its *span* is the time those samples cover. Where the span is much longer than the phase (a 10 ms
-  prefill inside one 167 ms sample), the figure describes the span, not the phase alone, and
+* its *span* is the time those samples cover. Where the span is much longer than the phase (a short
+  prefill inside one long sample period), the figure describes the span, not the phase alone, and
   :func:`driver_note` says so.
 
 Polling the ordinary "current utilization" faster does not help: it returns the driver's latest

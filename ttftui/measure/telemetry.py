@@ -87,7 +87,7 @@ class NvmlBackend:
         """The driver's samples taken since the last call, per field: (CPU timestamp in µs, value).
 
         Each field's buffer is read only when due (``force``: every one now): reading it costs
-        driver time (an H100: 1.4 ms for utilization, 0.2 ms for power), and the buffer keeps a
+        driver time (more for utilization than for power; benchmarks/README.md), and the buffer keeps a
         few seconds, so a field is read again after ten of its periods, at least
         ``DRIVER_DRAIN_MIN_S`` and at most ``DRIVER_DRAIN_MAX_S`` later. A field whose buffer cannot
         be read, or that the driver keeps no samples of (none for ``DRIVER_SILENT_S``), is left out
@@ -152,10 +152,10 @@ class NvmlBackend:
             pass
 
 
-# The driver's sample buffer, as measured on an H100 (benchmarks/bench_gpu_telemetry.py): power every
-# 20 ms, utilization every 200 ms; it keeps ~120 power samples (2.4 s) and 40+ of utilization; reading
-# it costs 1.4 ms of CPU per utilization field and 0.2 ms for power. A field is read again after ten
-# of its periods, within these bounds, and dropped when it gives nothing for DRIVER_SILENT_S.
+# The driver keeps each field's samples at a period of its own, for a few seconds, and reading them
+# costs CPU (benchmarks/bench_gpu_telemetry.py measures both; benchmarks/README.md has the figures).
+# A field is read again after ten of its periods, within these bounds, and dropped when it gives
+# nothing for DRIVER_SILENT_S.
 DRIVER_DRAIN_MIN_S = 0.5
 DRIVER_DRAIN_MAX_S = 2.0
 DRIVER_SILENT_S = 3.0

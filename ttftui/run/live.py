@@ -22,10 +22,10 @@ BETWEEN_RUNS_S = 0.3
 
 def yield_to_engine() -> None:
     """Make the dashboard give way to the engine it measures: while the UI thread holds the GIL,
-    the engine thread returning from llama_decode waits up to the switch interval for it, so the GIL
-    is handed over after 0.5 ms instead of 5 ms. (The UI thread keeps its normal priority: at a
-    higher nice value a frame took 160 ms instead of 30, most of it holding the GIL in slices, and
-    cost llama.cpp more, not less.)"""
+    the engine thread returning from llama_decode waits up to the switch interval for it, so a short
+    interval hands the GIL over sooner. (The UI thread keeps its normal priority: at a higher nice
+    value a frame holds the GIL in slices for far longer, and costs llama.cpp more, not less;
+    benchmarks/bench_dashboard.py measures it.)"""
 
     sys.setswitchinterval(GIL_SWITCH_S)
 

@@ -2,7 +2,7 @@
 
 The first thing this process does, before any module that loads native code (numpy and its
 OpenBLAS, pydantic-core, psutil), is import ``llama_cpp`` when KIND is llama: a CUDA build of
-llama.cpp loaded after numpy segfaults inside ``llama_model_load_from_file`` (seen on an H100 with
+llama.cpp loaded after numpy segfaults inside ``llama_model_load_from_file`` (seen with
 llama-cpp-python 0.3.36 and numpy 2.5). ``tests/test_host.py`` pins the order.
 """
 
