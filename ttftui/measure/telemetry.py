@@ -14,6 +14,7 @@ a deadline that has already passed is skipped and counted, never caught up in a 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
 import threading
@@ -46,17 +47,22 @@ class _LastLogMessage(logging.Handler):
             self.last = record.getMessage()
 
 
+def _optional(module: str, package: str) -> Any:
+    """A GPU library, imported when its backend is probed (once per session): a missing one is
+    BackendUnavailable naming the package to install, and that GPU's fields are N/A with it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise BackendUnavailable(f"{package} is not installed ({e})") from None
+
+
 class NvmlBackend:
     """NVIDIA through nvidia-ml-py's ``pynvml``."""
 
     name = "nvml"
 
     def __init__(self, index: int = 0):
-        try:
-            import pynvml  # optional: probed once, N/A (reason) when missing
-        except ImportError as e:
-            raise BackendUnavailable(f"nvidia-ml-py is not installed ({e})") from None
-        self.N = N = pynvml
+        self.N = N = _optional("pynvml", "nvidia-ml-py")
         try:
             N.nvmlInit()
         except N.NVMLError as e:
@@ -190,11 +196,7 @@ class RocmBackend:
     name = "rocm"
 
     def __init__(self, index: int = 0):
-        try:
-            from pyrsmi import rocml  # optional: probed once, N/A (reason) when missing
-        except ImportError as e:
-            raise BackendUnavailable(f"pyrsmi is not installed ({e})") from None
-        self.R = rocml
+        self.R = rocml = _optional("pyrsmi.rocml", "pyrsmi")
         self.index = index
         self._log = _LastLogMessage()
         root = logging.getLogger()

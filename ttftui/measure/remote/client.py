@@ -51,17 +51,17 @@ class Chunk:
     abs_ns: int = 0  # on perf_counter_ns's own clock
 
 
+# The client's timing points, ns after t0, named as ttftui.core.events.RemoteTiming names them: those
+# every request has (connect_ns: a new TCP connection's duration, 0 when a kept-alive one was reused),
+# and those a stream may never reach (None).
+ALWAYS = ("connect_ns", "sent_ns", "headers_ns", "end_ns")
+MAYBE = ("first_event_ns", "first_choice_ns", "first_reasoning_ns", "first_content_ns")
+
+
 @dataclass
 class StreamResult:
     t0_ns: int  # absolute perf_counter_ns
-    connect_ns: int = 0  # duration of a new TCP connect (0: reused)
-    sent_ns: int = 0  # relative to t0
-    headers_ns: int = 0
-    first_event_ns: int | None = None
-    first_choice_ns: int | None = None
-    first_reasoning_ns: int | None = None
-    first_content_ns: int | None = None
-    end_ns: int = 0
+    at: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(ALWAYS, 0) | dict.fromkeys(MAYBE))
     status: int = 0
     chunks: list[Chunk] = field(default_factory=list)
     n_events: int = 0
@@ -182,23 +182,23 @@ class Endpoint:
                 conn = self._conn = self._new_conn()
                 c0 = perf()
                 conn.connect()
-                res.connect_ns = perf() - c0
+                res.at["connect_ns"] = perf() - c0
             conn.sock.settimeout(self.read_timeout_s)  # type: ignore[union-attr]
             try:
                 conn.request("POST", path, body=data, headers=headers)
-                res.sent_ns = perf() - t0
+                res.at["sent_ns"] = perf() - t0
                 resp = conn.getresponse()
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
                 self.close()
                 raise _StaleConnection() from None
-            res.headers_ns = perf() - t0
+            res.at["headers_ns"] = perf() - t0
             res.status = resp.status
             res.server_header = resp.getheader("server")
             if resp.status != 200:
                 detail = resp.read(MAX_ERROR_BODY).decode("utf-8", "replace")
                 self.close()
                 raise RequestFailed(f"HTTP {resp.status} {resp.reason}: {_error_text(detail)}")
-            self._read_events(resp, res, t0, on_chunk, stop)  # res.end_ns is taken at [DONE]
+            self._read_events(resp, res, t0, on_chunk, stop)  # res.at["end_ns"] is taken at [DONE]
             if res.stopped or resp.will_close:
                 self.close()
             else:
@@ -208,7 +208,8 @@ class Endpoint:
             raise
         except socket.timeout:
             self.close()
-            where = "before the response headers" if not res.headers_ns else "while streaming (the server stalled)"
+            where = ("before the response headers" if not res.at["headers_ns"]
+                     else "while streaming (the server stalled)")
             raise RequestFailed(f"timed out after {self.read_timeout_s:g} s {where}") from None
         except (OSError, http.client.HTTPException) as e:
             self.close()
@@ -244,8 +245,8 @@ class Endpoint:
             payload = b"\n".join(data_lines)
             data_lines, size = [], 0
             res.n_events += 1
-            if res.first_event_ns is None:
-                res.first_event_ns = now
+            if res.at["first_event_ns"] is None:
+                res.at["first_event_ns"] = now
             if payload.strip() == b"[DONE]":
                 done = True
                 break
@@ -261,7 +262,7 @@ class Endpoint:
             if stop is not None and stop():
                 res.stopped = True
                 break
-        res.end_ns = perf() - t0
+        res.at["end_ns"] = perf() - t0
         if not done and not res.stopped and res.finish_reason is None:
             raise RequestFailed(f"the stream ended early (after {len(res.chunks)} text chunks, no [DONE])")
 
@@ -276,8 +277,8 @@ def _take_event(doc: dict[str, Any], res: StreamResult, now: int, on_chunk: Call
     choices = doc.get("choices")
     if not isinstance(choices, list) or not choices:
         return
-    if res.first_choice_ns is None:
-        res.first_choice_ns = now
+    if res.at["first_choice_ns"] is None:
+        res.at["first_choice_ns"] = now
     ch = choices[0] if isinstance(choices[0], dict) else {}
     if ch.get("finish_reason"):
         res.finish_reason = str(ch["finish_reason"])
@@ -286,10 +287,10 @@ def _take_event(doc: dict[str, Any], res: StreamResult, now: int, on_chunk: Call
     content = delta.get("content") if "delta" in ch else ch.get("text")
     for text, kind in ((reasoning, "reasoning"), (content, "content")):
         if isinstance(text, str) and text:
-            if kind == "reasoning" and res.first_reasoning_ns is None:
-                res.first_reasoning_ns = now
-            if kind == "content" and res.first_content_ns is None:
-                res.first_content_ns = now
+            if kind == "reasoning" and res.at["first_reasoning_ns"] is None:
+                res.at["first_reasoning_ns"] = now
+            if kind == "content" and res.at["first_content_ns"] is None:
+                res.at["first_content_ns"] = now
             chunk = Chunk(now, text, kind, res.t0_ns + now)
             res.chunks.append(chunk)
             if on_chunk is not None:

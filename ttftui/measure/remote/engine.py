@@ -302,12 +302,12 @@ class RemoteEngine(Engine):
     def _ttft_ns(self, res: StreamResult) -> int | None:
         at = self.config.server.ttft_at
         if at == "first_event":
-            return res.first_event_ns
+            return res.at["first_event_ns"]
         if at == "first_choice":
-            return res.first_choice_ns
+            return res.at["first_choice_ns"]
         if at == "content":
-            return res.first_content_ns
-        points = [p for p in (res.first_content_ns, res.first_reasoning_ns) if p is not None]
+            return res.at["first_content_ns"]
+        points = [p for p in (res.at["first_content_ns"], res.at["first_reasoning_ns"]) if p is not None]
         return min(points) if points else None
 
     def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult,
@@ -320,10 +320,8 @@ class RemoteEngine(Engine):
         tm = res.timings or {}
         usage = res.usage or {}
         remote = RemoteTiming(
-            connect_ns=res.connect_ns, sent_ns=res.sent_ns, headers_ns=res.headers_ns,
-            first_event_ns=res.first_event_ns, first_choice_ns=res.first_choice_ns,
-            first_reasoning_ns=res.first_reasoning_ns, first_content_ns=res.first_content_ns, end_ns=res.end_ns,
-            n_events=res.n_events, n_chunks=len(res.chunks), status=res.status, finish_reason=res.finish_reason,
+            **res.at, n_events=res.n_events, n_chunks=len(res.chunks), status=res.status,
+            finish_reason=res.finish_reason,
             server_kind=self.kind, prompt_counted_by=self.counted_by(s),
             usage_prompt_tokens=_int(usage.get("prompt_tokens")), usage_completion_tokens=_int(usage.get("completion_tokens")),
             server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
@@ -331,7 +329,7 @@ class RemoteEngine(Engine):
             server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
             client_lag_ns=client_lag_ns, **_progress_chunks(res.progress),
         )
-        last = res.chunks[-1].t_ns if res.chunks else res.end_ns
+        last = res.chunks[-1].t_ns if res.chunks else res.at["end_ns"]
         n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
         stop_reason = "stopped" if res.stopped else ("eos" if res.finish_reason == "stop" else "max_tokens")
         return RunFinished(
