@@ -345,13 +345,7 @@ class LlamaEngine(Engine):
                 raise RunStopped()
             m = min(n_batch, n_prompt - i)
             ptr = ctypes.cast(base + i * tok_size, ctypes.POINTER(L.llama_token))
-            batch = L.llama_batch_get_one(ptr, m)
-            c0 = perf_ns()
-            rc = L.llama_decode(ctx, batch)
-            L.llama_synchronize(ctx)
-            c1 = perf_ns()
-            if rc != 0:
-                raise EngineFailed(f"llama_decode failed during prefill (code {rc}) in scenario {s.name}")
+            c0, c1 = _decode(ctx, L.llama_batch_get_one(ptr, m), s.name)
             chunks.append(c1 - c0)
             chunk_tokens.append(m)
             publish(PhaseTimed(t_ns=clock.rel(c1), run_id=run_id, phase="prefill_chunk",
@@ -378,12 +372,7 @@ class LlamaEngine(Engine):
         for i in range(max_tokens):
             if i > 0:
                 one[0] = token
-                a = perf_ns()
-                rc = L.llama_decode(ctx, batch1)
-                L.llama_synchronize(ctx)
-                b = perf_ns()
-                if rc != 0:
-                    raise EngineFailed(f"llama_decode failed at output token {i} (code {rc}) in scenario {s.name}")
+                a, b = _decode(ctx, batch1, s.name, i)
                 token = L.llama_sampler_sample(h.sampler, ctx, -1)
                 c = perf_ns()
             n = L.llama_token_to_piece(vocab, token, piece, 256, 0, False)
@@ -430,6 +419,20 @@ class LlamaEngine(Engine):
         if self.model:
             L.llama_model_free(self.model)
             self.model = None
+
+
+def _decode(ctx: Any, batch: Any, scenario: str, token: int | None = None) -> tuple[int, int]:
+    """One ``llama_decode`` + ``llama_synchronize`` (so a GPU's work is inside the timed span), timed
+    on ``perf_counter_ns``: (start, end). A failure is EngineFailed saying where: the prefill, or
+    output token ``token``."""
+    start = time.perf_counter_ns()
+    rc = L.llama_decode(ctx, batch)
+    L.llama_synchronize(ctx)
+    end = time.perf_counter_ns()
+    if rc != 0:
+        where = "during prefill" if token is None else f"at output token {token}"
+        raise EngineFailed(f"llama_decode failed {where} (code {rc}) in scenario {scenario}")
+    return start, end
 
 
 def _cpu_name() -> str:
