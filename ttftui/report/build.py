@@ -267,10 +267,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         summary={k: _scenario_summary(v, view.goodput(k), view.n_cold(k)) for k, v in view.stats.items()},
         notices=[NoticeRecord(t_ms=n.t_ns / 1e6, level=n.level, message=n.message) for n in state.notices],
         alerts=[
-            AlertRecord(t_ms=a.t_ns / 1e6, rule=a.rule, state=a.state, severity=a.severity, scenario=a.scenario,
-                        metric=a.metric, statistic=a.statistic, op=a.op, threshold=a.threshold, value=a.value,
-                        run_id=a.run_id, message=a.message)
-            for a in state.alerts
+            AlertRecord(t_ms=a.t_ns / 1e6, **_by_name(AlertRecord, dataclasses.asdict(a))) for a in state.alerts
         ],
         alert_status=_alert_status(state),
         telemetry=_telemetry(state, driver=view.driver_series()),

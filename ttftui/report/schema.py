@@ -14,10 +14,10 @@ import operator
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ttftui.core import registry
-from ttftui.core.events import DeviceFacts, ModelFacts
+from ttftui.core.events import AlertChanged, DeviceFacts, ModelFacts
 
 SCHEMA_VERSION = 4  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host)
@@ -186,19 +186,20 @@ class NoticeRecord(_M):
     message: str
 
 
-class AlertRecord(_M):
-    t_ms: float
-    rule: str
-    state: str
-    severity: str
-    scenario: str | None
-    metric: str
-    statistic: str
-    op: str
-    threshold: float
-    value: float | None
-    run_id: int | None
-    message: str
+def _event_record(event: type, name: str) -> type[BaseModel]:
+    """A report record holding an event's fields, its time in ms after the session's start instead of
+    its ns: a field added to the event is in the report (and its schema) with nothing else to edit."""
+    hints = get_type_hints(event, include_extras=True)
+    fields: dict[str, Any] = {"t_ms": (float, Field(description="ms after the session started"))}
+    for f in dataclasses.fields(event):
+        if f.name in ("type", "t_ns"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (hints[f.name], default)
+    return create_model(name, __base__=_M, **fields)
+
+
+AlertRecord = _event_record(AlertChanged, "AlertRecord")  # every firing/cleared transition of an alert rule
 
 
 class ModelMemory(_M):
