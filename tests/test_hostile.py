@@ -5,24 +5,28 @@ One test (at least) per class of the hostile-input review: (1) text from files i
 control characters visible and never as markup; (2) user errors are user errors, not internal
 errors; (4) what is read is bounded and must be a regular file; (5) output failures late in a
 session keep what can be kept and exit 9; (6) damaged gzip, paths as data, strict types. Class 3
-(compare's gates) lives in test_compare.py. A bounded fuzz test mutates a real recording.
+(compare's gates) lives in test_compare.py. Bounded fuzz tests (hypothesis) damage a real
+recording and a real report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from ttftui.core.errors import TtftuiError
 from ttftui.core.events import EngineReady, RunStarted, SessionStarted
 from ttftui.core.textsafe import clean_event, visible
 
@@ -308,17 +312,40 @@ def test_a_model_path_is_data_not_toml(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ fuzz
+# Hypothesis makes the damaged inputs: derandomized (the same examples on every run and machine),
+# no example database, no deadline (a shared CI machine), a bounded number of examples.
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None, print_blob=False,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
 EXTREMES = (0, -1, 1, 2**62, -(2**62), 2**63 - 1, 0.0, -0.5, 1e300, -1e300, "", "x", None, True, [], {})
+# a value pushed to an extreme or of the wrong type; floats() includes NaN and ±inf (JSON's NaN/Infinity)
+json_values = st.one_of(st.sampled_from(EXTREMES), st.integers(), st.floats(), st.text(max_size=8),
+                        st.lists(st.integers(), max_size=3))
+# where an edit lands: taken modulo the size of what it indexes, so it shrinks towards the start
+index = st.integers(min_value=0, max_value=2**32)
+extreme = st.tuples(st.just("extreme"), index, index, json_values)  # (line, value slot, value)
+line_edit = st.one_of(
+    st.tuples(st.just("flip"), st.lists(st.tuples(index, st.integers(0, 255)), min_size=1, max_size=8)),
+    st.tuples(st.just("cut"), index),
+    st.tuples(st.just("duplicate"), index, index),
+    st.tuples(st.just("delete"), index),
+    st.tuples(st.just("digits"), index, st.sampled_from((20, 400))),  # a 20- or 400-digit number
+    st.tuples(st.just("nan"), index),
+    st.tuples(st.just("escape"), index),  # OSC 52 in a string
+    st.tuples(st.just("reverse"), index),
+    extreme,
+)
 
 
-def _extreme_value(doc: object, rng: random.Random) -> bool:
-    """Replace one value somewhere in ``doc`` (a JSON object) by an extreme or a wrong type."""
-    slots = []
+def _set_extreme(doc: object, slot: int, value: object) -> None:
+    """Replace one value somewhere in ``doc`` (a JSON object; not an event's type) by ``value``."""
+    slots: list[tuple[Any, Any]] = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                slots.append((node, k))
+                if k != "type":
+                    slots.append((node, k))
                 walk(v)
         elif isinstance(node, list):
             for i, v in enumerate(node):
@@ -326,105 +353,127 @@ def _extreme_value(doc: object, rng: random.Random) -> bool:
                 walk(v)
 
     walk(doc)
-    slots = [(n, k) for n, k in slots if k != "type"]
-    if not slots:
-        return False
-    node, key = rng.choice(slots)
-    node[key] = rng.choice(EXTREMES)  # type: ignore[index]
-    return True
+    if slots:
+        node, key = slots[slot % len(slots)]
+        node[key] = value
 
 
-def _mutations(data: bytes, rng: random.Random) -> bytes:
+def _edit(data: bytes, edit: tuple[Any, ...]) -> bytes:
+    """One edit of a recording's bytes (a JSON line each)."""
+    op, *args = edit
+    if op == "flip":
+        b = bytearray(data)
+        for at, byte in args[0]:
+            if b:
+                b[at % len(b)] = byte
+        return bytes(b)
+    if op == "cut":
+        return data[: args[0] % max(1, len(data))]
     lines = data.split(b"\n")
-    op = rng.randrange(10)
-    if op >= 8:  # a valid JSON line with one value pushed to an extreme (or the wrong type)
-        i = rng.randrange(1, max(2, len(lines) - 1))
+    i = args[0] % len(lines)
+    if op == "extreme":  # a valid JSON line (not the header) with one value pushed to an extreme
+        i = 1 + args[0] % max(1, len(lines) - 2)
         try:
             doc = json.loads(lines[i])
-        except ValueError:
+        except (ValueError, IndexError):
             return data
-        _extreme_value(doc, rng)
+        _set_extreme(doc, args[1], args[2])
         lines[i] = json.dumps(doc).encode()
-        return b"\n".join(lines)
-    i = rng.randrange(len(lines))
-    if op == 0:  # flip bytes
-        b = bytearray(data)
-        for _ in range(rng.randint(1, 8)):
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        return bytes(b)
-    if op == 1:
-        return data[: rng.randrange(len(data))]
-    if op == 2:
-        lines.insert(i, lines[rng.randrange(len(lines))])
-    elif op == 3:
+    elif op == "duplicate":
+        lines.insert(i, lines[args[1] % len(lines)])
+    elif op == "delete":
         del lines[i]
-    elif op == 4:
-        lines[i] = lines[i].replace(b"1", b"9" * rng.choice((20, 400)), 1)
-    elif op == 5:
-        lines[i] = lines[i].replace(b":", b":NaN,\"x\":", 1)
-    elif op == 6:
+    elif op == "digits":
+        lines[i] = lines[i].replace(b"1", b"9" * args[1], 1)
+    elif op == "nan":
+        lines[i] = lines[i].replace(b":", b':NaN,"x":', 1)
+    elif op == "escape":
         lines[i] = lines[i].replace(b'"', b'"\x1b]52;c;', 1)
     else:
         lines[i] = lines[i][::-1]
     return b"\n".join(lines)
 
 
-def test_fuzzed_recordings_never_cause_an_internal_error(recording, tmp_path):
-    """Random mutations of a real recording (seeded, bounded in count and time): the reader, the
-    reducer and the report either work or raise a ttftui error, never anything else, never hang."""
-    from ttftui.run.recording import read_recording
-    from ttftui.analysis.reducer import fold
-    from ttftui.report.build import build_report, report_json
+def _run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """ttftui's command line, in this process (as fast as the library calls, and the same top-level
+    handler that turns an error into one line and an exit code): (exit code, stdout, stderr)."""
+    from ttftui.cli.main import main
 
-    rng = random.Random(1234)
-    base = recording.read_bytes()
-    target = tmp_path / "f.ttftrec"
-    deadline = time.monotonic() + 40
-    n = 0
-    while n < 400 and time.monotonic() < deadline:
-        data = _mutations(base, rng)
-        if rng.random() < 0.3:
-            data = gzip.compress(data)
-            if rng.random() < 0.5:
-                data = data[: rng.randrange(1, len(data))]
-        target.write_bytes(data)
-        try:
-            rec = read_recording(target)
-            report_json(build_report(fold(rec.events), source={"kind": "replay"}))
-        except TtftuiError:
-            pass
-        n += 1
-    assert n >= 100
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
 
 
-def test_fuzzed_reports_never_cause_an_internal_error(tmp_path):
-    """Random mutations of a real report (seeded, bounded): compare either compares or refuses with
-    a ttftui error (14 for the report, 2 for a gate), never an internal error."""
-    from ttftui.report.compare import compare_reports, load_report, parse_gate, render_table
+def _assert_one_line_error(code: int, err: str, allowed: set[int]) -> None:
+    """The property: a result (0), or a ttftui error: one ``ttftui:`` line and an exit code of its own
+    (never 70, the internal error, never a traceback, never a raw escape)."""
+    event(f"exit {code}")  # pytest --hypothesis-show-statistics: how the examples ended
+    assert code in allowed, f"exit {code}: {err!r}"
+    assert "Traceback" not in err and "\x1b" not in err, err
+    if code:
+        assert err.count("\n") == 1 and err.startswith("ttftui: "), err
+    else:
+        assert err == "", err
 
-    base = tmp_path / "base.json"
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@FUZZ
+@given(edits=st.lists(line_edit, min_size=1, max_size=2),
+       packing=st.sampled_from(("plain", "plain", "gzip", "gzip-cut")), cut=index,
+       fmt=st.sampled_from(("json", "csv")), strict=st.booleans())
+def test_fuzzed_recordings_never_cause_an_internal_error(recording, fuzz_dir, edits, packing, cut, fmt, strict):
+    """Damaged copies of a real recording (plain or gzip, whole or cut off): ``replay --headless``
+    (the reader, the reducer, the report) either writes a report or stops with a one-line ttftui
+    error and its exit code (10 to 13), never anything else."""
+    data = recording.read_bytes()
+    for edit in edits:
+        data = _edit(data, edit)
+    if packing != "plain":
+        data = gzip.compress(data)
+        if packing == "gzip-cut":
+            data = data[: 1 + cut % (len(data) - 1)]
+    target = fuzz_dir / ("f.ttftrec.gz" if packing != "plain" else "f.ttftrec")
+    target.write_bytes(data)
+    code, out, err = _run_cli(["replay", str(target), "--headless", "-q", "--format", fmt]
+                              + (["--strict"] if strict else []))
+    _assert_one_line_error(code, err, {0, 10, 11, 12, 13})
+    if code == 0 and fmt == "json":
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"the report has {c}"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_report(fuzz_dir) -> tuple[Path, dict[str, Any]]:
+    base = fuzz_dir / "base.json"
     r = cli("--headless", "-q", "--synthetic", "--iterations", "3", "-o", str(base))
     assert r.returncode == 0, r.stderr
-    doc = json.loads(base.read_text())
-    rng = random.Random(99)
-    target = tmp_path / "cand.json"
-    gates = [parse_gate("ttft_ms.p95=10%"), parse_gate("short:decode_tps.p50=5%")]
-    deadline = time.monotonic() + 40
-    n = 0
-    while n < 300 and time.monotonic() < deadline:
-        mutated = json.loads(json.dumps(doc))
-        for _ in range(rng.randint(1, 3)):
-            _extreme_value(mutated, rng)
-        text = json.dumps(mutated)
-        if rng.random() < 0.2:  # damage the text itself too
-            k = rng.randrange(len(text))
-            text = text[:k] + rng.choice(["", "NaN", "1e999", "\x1b]52;c;", "}", "9" * 400]) + text[k + 1:]
-        target.write_text(text)
-        try:
-            result = compare_reports(load_report(str(base)), load_report(str(target)), gates=gates)
-            render_table(result)
-            json.dumps(result, allow_nan=False)
-        except TtftuiError:
-            pass
-        n += 1
-    assert n >= 100
+    return base, json.loads(base.read_text())
+
+
+@FUZZ
+@given(values=st.lists(st.tuples(index, json_values), min_size=1, max_size=3),
+       damage=st.none() | st.tuples(index, st.sampled_from(["", "NaN", "1e999", "\x1b]52;c;", "}", "9" * 400])),
+       as_json=st.booleans())
+def test_fuzzed_reports_never_cause_an_internal_error(fuzz_report, fuzz_dir, values, damage, as_json):
+    """Damaged copies of a real report: ``compare`` (with two gates) either compares (0, or 1 when a
+    gate fails) or refuses with a one-line ttftui error (14 for the report), never an internal error."""
+    base, doc = fuzz_report
+    mutated = json.loads(json.dumps(doc))
+    for slot, value in values:
+        _set_extreme(mutated, slot, value)
+    text = json.dumps(mutated)
+    if damage is not None:  # damage the text itself too
+        at, what = damage
+        k = at % len(text)
+        text = text[:k] + what + text[k + 1:]
+    target = fuzz_dir / "cand.json"
+    target.write_text(text)
+    code, out, err = _run_cli(["compare", str(base), str(target), "--max-regression", "ttft_ms.p95=10%",
+                               "--max-regression", "short:decode_tps.p50=5%"] + (["--json"] if as_json else []))
+    _assert_one_line_error(code, err, {0, 1, 14})
+    if code in (0, 1) and as_json:
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"the comparison has {c}"))

@@ -1,22 +1,41 @@
 """The HTML report (ttftui report FILE --html, compare --html) and the dashboard in a browser
-(ttftui serve), checked in headless Chromium: the plots are there and drawn, no console errors, a
-key pressed in the page reaches the app. Screenshots land in tests/artifacts/."""
+(ttftui serve), checked in headless Chromium driven by Playwright (pytest-playwright's ``page``
+fixture): the plots are there and drawn, no console errors, a key pressed in the page reaches the
+app. Screenshots land in tests/artifacts/.
+
+The browser is Debian's ``chromium`` (Playwright's own browser downloads need a network that CI and
+the development machines do not have). ``chromium_path()`` finds it, installing the package with
+apt-get when it is missing and the tests run as root (CI's clean Debian machine: part of the test
+set-up, so that CI's one test command needs nothing else); only where it cannot be had do the
+browser tests skip, and they say why.
+
+Playwright's sync API marks its event loop as the thread's running loop between calls, so while it
+runs, no ``asyncio.run`` (nor pytest-asyncio's async tests) can. pytest-playwright keeps it for the
+whole session; here ``playwright``, ``browser`` and the fixtures between are module-scoped instead,
+so Playwright stops at the end of this module and the async tests of later modules run as before.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from .browser import ARTIFACTS, Browser, chromium_path, png_colours
 from .conftest import cli
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
 
 SESSION_TOML = """
 [model]
@@ -43,14 +62,121 @@ value = 100000
 SECTIONS = ("breakdown", "distributions", "timeline", "telemetry", "percentiles", "alerts", "config")
 
 
+# ------------------------------------------------------------------------------- the browser
+_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Headless, no sandbox (CI runs as root), and no connection of Chromium's own: without the
+# background-networking flags it calls Google's servers, and a closed network refuses them.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--hide-scrollbars"]
+_install_tried: list[str] = []
+
+
+def chromium_path() -> tuple[str | None, str]:
+    """(executable, why not): the system's Chromium, installed now if it can be."""
+    for n in _NAMES:
+        if p := shutil.which(n):
+            return p, ""
+    if os.environ.get("TTFTUI_NO_BROWSER_INSTALL"):
+        return None, "no Chromium and TTFTUI_NO_BROWSER_INSTALL is set"
+    if not _install_tried:
+        _install_tried.append(_install())
+    for n in _NAMES:
+        if p := shutil.which(n):
+            return p, ""
+    return None, f"Chromium is not installed and could not be ({_install_tried[0]}): apt-get install chromium"
+
+
+def _install() -> str:
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return "no apt-get on this system"
+    if os.geteuid() != 0:
+        return "not root, so apt-get cannot install it"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in ([apt, "install", "-y", "-q", "--no-install-recommends", "chromium"],
+                [apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{' '.join(cmd[1:3])} failed: {e}"
+        if r.returncode == 0 and cmd[1] == "install":
+            return "installed"
+    return "apt-get install chromium failed"
+
+
 @pytest.fixture(scope="module")
-def browser_exe():
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Any) -> Any:
+    return playwright.chromium  # the system's Chromium, whatever --browser says
+
+
+@pytest.fixture(scope="module")
+def launch_browser(browser_type_launch_args: dict, browser_type: Any) -> Callable[..., Any]:
     exe, why = chromium_path()
     if exe is None:
         pytest.skip(why)
-    return exe
+
+    def launch(**kwargs: Any) -> Any:
+        # --headed, --slowmo (pytest-playwright's options) still apply
+        options = {"executable_path": exe, "args": CHROMIUM_ARGS, **browser_type_launch_args, **kwargs}
+        if options.get("headless") is False:
+            options["args"] = [a for a in CHROMIUM_ARGS if a != "--headless"]
+        return browser_type.launch(**options)
+
+    return launch
 
 
+@pytest.fixture(scope="module")
+def browser(launch_browser: Callable[..., Any]) -> Iterator[Any]:
+    b = launch_browser()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict:
+    return {}  # a test's own size: @pytest.mark.browser_context_args(viewport=...)
+
+
+def console_errors(page: Any) -> list[str]:
+    """The page's console errors and uncaught exceptions from now on (a list that fills)."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def screenshot(page: Any, name: str, full_page: bool = False) -> bytes:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return page.screenshot(path=ARTIFACTS / name, full_page=full_page)
+
+
+def png_colours(page: Any, data: bytes, max_colours: int = 64) -> int:
+    """How many distinct colours a PNG has (sampled, up to ``max_colours``): 1 means blank. The
+    browser decodes it (an image drawn on a canvas, in a blank page of its own), so no image
+    library is needed here."""
+    blank = page.context.new_page()
+    try:
+        return blank.evaluate("""async ([b64, max]) => {
+            const img = new Image(); img.src = "data:image/png;base64," + b64; await img.decode();
+            const c = document.createElement("canvas"); c.width = img.width; c.height = img.height;
+            const g = c.getContext("2d"); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data, seen = new Set();
+            for (let i = 0; i < d.length && seen.size < max; i += 4 * 97) seen.add((d[i] << 16) | (d[i+1] << 8) | d[i+2]);
+            return seen.size; }""", [base64.b64encode(data).decode(), max_colours])
+    finally:
+        blank.close()
+
+
+# ------------------------------------------------------------------------------- the report
 @pytest.fixture(scope="module")
 def session(tmp_path_factory, model_path):
     """A real demo-model session: its JSON report and its recording."""
@@ -98,17 +224,16 @@ def test_a_recording_and_its_report_give_the_same_page_but_for_the_source(pages)
 
 
 @pytest.mark.model
-async def test_the_report_renders_in_chromium_without_errors(pages, browser_exe):
+@pytest.mark.browser_context_args(viewport={"width": 840, "height": 1000})
+def test_the_report_renders_in_chromium_without_errors(pages, page):
     a, _ = pages
-    async with Browser(browser_exe, width=840, height=1000) as br:
-        await br.goto(a.as_uri())
-        n_plots = await br.eval("document.querySelectorAll('svg.plot').length")
-        bars = await br.eval("document.querySelectorAll('#breakdown ~ svg rect').length")
-        sizes = await br.eval("[...document.querySelectorAll('svg.plot')].map(s => s.getBoundingClientRect().height)")
-        sections = await br.eval("[...document.querySelectorAll('h2[id]')].map(h => h.id)")
-        shot = await br.screenshot("report.png", full_page=True)
-        colours = await png_colours(br, shot.read_bytes())
-        errors = list(br.console_errors)
+    errors = console_errors(page)
+    page.goto(a.as_uri())
+    n_plots = page.locator("svg.plot").count()
+    bars = page.locator("#breakdown ~ svg rect").count()
+    sizes = page.eval_on_selector_all("svg.plot", "ss => ss.map(s => s.getBoundingClientRect().height)")
+    sections = page.eval_on_selector_all("h2[id]", "hs => hs.map(h => h.id)")
+    colours = png_colours(page, screenshot(page, "report.png", full_page=True))
     assert n_plots >= 6 and bars > 10 and all(h > 20 for h in sizes)
     assert set(SECTIONS) <= set(sections)
     assert errors == []
@@ -116,19 +241,19 @@ async def test_the_report_renders_in_chromium_without_errors(pages, browser_exe)
 
 
 @pytest.mark.model
-async def test_compare_html_shows_ratios_with_significance(session, browser_exe, tmp_path):
+@pytest.mark.browser_context_args(viewport={"width": 840, "height": 900})
+def test_compare_html_shows_ratios_with_significance(session, page, tmp_path):
     _, out, _ = session
-    page = tmp_path / "cmp.html"
-    r = cli("compare", str(out), str(out), "--html", str(page))
+    html = tmp_path / "cmp.html"
+    r = cli("compare", str(out), str(out), "--html", str(html))
     assert r.returncode == 0, r.stderr
-    text = page.read_text()
+    text = html.read_text()
     assert 'id="ratios"' in text and "p (Holm)" in text and "ttft_ms" in text and "baseline p50" in text
-    async with Browser(browser_exe, width=840, height=900) as br:
-        await br.goto(page.as_uri())
-        rows = await br.eval("document.querySelectorAll('#table ~ table tbody tr').length")
-        shot = await br.screenshot("compare.png")
-        colours = await png_colours(br, shot.read_bytes())
-        assert br.console_errors == []
+    errors = console_errors(page)
+    page.goto(html.as_uri())
+    rows = page.locator("#table ~ table tbody tr").count()
+    colours = png_colours(page, screenshot(page, "compare.png"))
+    assert errors == []
     assert rows >= 2 * 5 and colours > 4
 
 
@@ -162,8 +287,17 @@ def _svg_text(p: Path) -> str:
     return p.read_text().replace("&#160;", " ")
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 @pytest.mark.model
-async def test_the_served_dashboard_runs_in_chromium_and_takes_keys(browser_exe, tmp_path, model_path):
+@pytest.mark.browser_context_args(viewport={"width": 1400, "height": 900})
+def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, model_path):
     (tmp_path / "c.toml").write_text(SESSION_TOML.replace("iterations = 3", "iterations = 2"))
     port = _free_port()
     srv = subprocess.Popen([sys.executable, "-m", "ttftui", "serve", "--port", str(port), "--config",
@@ -173,30 +307,26 @@ async def test_the_served_dashboard_runs_in_chromium_and_takes_keys(browser_exe,
         line = srv.stderr.readline()  # type: ignore[union-attr]
         assert f"serving the dashboard at http://127.0.0.1:{port}" in line and "one viewer at a time" in line
         url = f"http://127.0.0.1:{port}/"
-        async with Browser(browser_exe, width=1400, height=900) as br:
-            await br.goto(url)
-            await br.wait_for("document.body.classList.contains('-first-byte')", timeout=60)
-            await asyncio.sleep(8)  # the session loads the model and runs
-            await br.eval("document.querySelector('.xterm-helper-textarea')?.focus(), true")
-            await br.type_text("s")  # the dashboard's screenshot key, typed into the page
-            deadline = time.monotonic() + 30
-            while not list(tmp_path.glob("*.svg")) and time.monotonic() < deadline:
-                await asyncio.sleep(0.3)
-            svgs = list(tmp_path.glob("*.svg"))
-            assert svgs, "the key typed in the browser did not reach the app"
-            shot = await br.screenshot("serve.png")
-            colours = await png_colours(br, shot.read_bytes())
-            # a second viewer starts nothing: it is told the session is open elsewhere
-            import aiohttp
-
-            async with aiohttp.ClientSession() as http, http.get(url) as r:
-                second = (r.status, await r.text())
+        page.goto(url)
+        page.wait_for_function("document.body.classList.contains('-first-byte')", timeout=60_000)
+        page.wait_for_timeout(8000)  # the session loads the model and runs
+        page.locator(".xterm-helper-textarea").focus()
+        page.keyboard.type("s")  # the dashboard's screenshot key, typed into the page
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("*.svg")) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        svgs = list(tmp_path.glob("*.svg"))
+        assert svgs, "the key typed in the browser did not reach the app"
+        colours = png_colours(page, screenshot(page, "serve.png"))
+        # a second viewer starts nothing: it is told the session is open elsewhere
+        second = _get(url)
         screen = _svg_text(svgs[0])
         assert "TTFT breakdown" in screen and "Percentiles" in screen and "REAL" in screen
         assert colours > 8
         assert second[0] == 409 and "already open in another browser tab" in second[1]
         (ARTIFACTS / "serve-dashboard.svg").write_bytes(svgs[0].read_bytes())
     finally:
+        page.close()  # the viewer leaves first: the server ends its session, then stops
         srv.terminate()
         srv.wait(20)
 
@@ -216,6 +346,3 @@ def test_another_address_than_loopback_warns():
     assert check_host("127.0.0.1") is None and check_host("localhost") is None
     assert "anyone who can reach this port can drive the session" in check_host("0.0.0.0")
     assert serve_command(["--config", "a b.toml"]).endswith("-m ttftui --config 'a b.toml'")
-
-
-

@@ -6,6 +6,26 @@ failure, and the model's facts (architecture, quantization, parameters, KV-cache
 reported by the synthetic engine too. Only the header is read (metadata and tensor table); tensor
 data is never touched, so this costs milliseconds even for large models.
 
+Why not ``gguf.GGUFReader`` (the reader maintained with llama.cpp): it fails the limits this reader
+keeps. It parses everything eagerly into numpy views (one or two per vocabulary entry, one per
+tensor), which costs seconds and a hundred-odd MiB to open even the 98 MB demo model, on every
+start; its reads slice a memory map unchecked, so a count past the end of the file gives an empty
+array instead of an error, and a tiny file declaring a huge array loops without end while its memory
+grows; a damaged file raises numpy's IndexError/ValueError, never a message that says the download
+is truncated. tests/test_gguf.py reads the demo model with both and holds this reader to a time and
+memory bound; the figures measured when the choice was made are in benchmarks/README.md.
+
+Nor are gguf's constants imported: gguf is not a dependency of ttftui (it would bring pyyaml,
+requests and tqdm, and ``import gguf`` loads the whole package at every start), and its block sizes
+are not all ggml's (its Q8_1 block is 40 bytes, ggml's ``block_q8_1`` is 36). The tables below are
+checked against gguf's by tests/test_gguf.py instead, so a type that llama.cpp adds shows up there.
+
+Limits: a count or length is checked against what is left of the file before anything is read or
+allocated; the file is read through a window of 1 MiB; arrays over 64 items (the vocabulary) are
+skipped, only their length kept, strings over 1 MiB (an embedded tokenizer.json) are skipped too;
+at most 65,536 metadata keys, 1,048,576 tensors and 64 MiB of kept metadata; nested arrays, which
+llama.cpp does not load, are refused. Every refusal is a one-line ModelNotGGUF or ModelCorrupt.
+
 Format reference: ggml's ``docs/gguf.md`` (little-endian; versions 2 and 3 use 64-bit counts).
 """
 
@@ -22,11 +42,14 @@ from ttftui.core.inputs import InputRefused, check_regular
 
 GGUF_MAGIC = b"GGUF"
 
-# GGUF metadata value types.
+# GGUF metadata value types (gguf.GGUFValueType): the scalars, and the string and array codes.
 _SCALARS = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+    code: struct.Struct(fmt) for code, fmt in {
+        0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+    }.items()
 }
 _STRING, _ARRAY = 8, 9
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 # ggml tensor types: (name, elements per block, bytes per block). Used to size tensors, so that a
 # truncated file is detected from the header alone.
@@ -39,6 +62,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
     26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
     30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
 }
 
 # llama.cpp's ``enum llama_ftype`` (general.file_type): the quantization the file was made with.
@@ -47,11 +71,20 @@ FILE_TYPES: dict[int, str] = {
     11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
     17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
     23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M",
-    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
+    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4",
+    40: "Q1_0",
 }
 
 # Arrays longer than this are not kept in memory (the vocabulary); only their length is.
 _KEEP_ARRAY_MAX = 64
+_KEEP_STRING_MAX = 1 << 20  # a longer string value is skipped (None): an embedded tokenizer.json
+_KEPT_MAX = 64 << 20  # metadata kept in memory, in all
+_MAX_KV = 1 << 16  # metadata keys (a model has some 20 to 60)
+_MAX_TENSORS = 1 << 20
+_MAX_KEY = (1 << 16) - 1  # the format's limit on a key's length
+_MAX_TENSOR_NAME = 1 << 10  # ggml's GGML_MAX_NAME is 64 (larger in some builds)
+_MAX_DIMS = 8  # ggml's GGML_MAX_DIMS is 4
+_WINDOW = 1 << 20  # the file is read this much at a time
 
 
 @dataclass(frozen=True)
@@ -141,44 +174,122 @@ def _scalar_max(v: Any) -> Any:
 
 
 class _Reader:
+    """The header, read through a window of the file: ``buf`` holds the bytes from file offset
+    ``base``, ``pos`` is the next one. A count or a length is checked against the file before it
+    is used, so nothing is read or kept beyond the window and the values kept."""
+
     def __init__(self, f: BinaryIO, path: str, size: int):
         self.f, self.path, self.size = f, path, size
+        self.buf, self.base, self.pos = b"", f.tell(), 0
+        self.kept = 0  # bytes of metadata kept
+
+    def tell(self) -> int:
+        return self.base + self.pos
+
+    def truncated(self) -> ModelCorrupt:
+        return ModelCorrupt(
+            f"{self.path}: GGUF header is truncated (file ends at byte {self.size}); "
+            "the download is probably incomplete"
+        )
+
+    def corrupt(self, what: str) -> ModelCorrupt:
+        return ModelCorrupt(f"{self.path}: corrupt GGUF header ({what})")
+
+    def _need(self, n: int) -> None:
+        if len(self.buf) - self.pos >= n:
+            return
+        if n > self.size - self.tell():
+            raise self.truncated()
+        unread = self.size - self.base - len(self.buf)
+        more = self.f.read(min(max(n - (len(self.buf) - self.pos), _WINDOW), unread))
+        self.buf, self.base, self.pos = self.buf[self.pos:] + more, self.tell(), 0
+        if len(self.buf) < n:  # the file shrank since it was measured
+            raise self.truncated()
 
     def read(self, n: int) -> bytes:
-        b = self.f.read(n)
-        if len(b) != n:
-            raise ModelCorrupt(
-                f"{self.path}: GGUF header is truncated (file ends at byte {self.size}); "
-                "the download is probably incomplete"
-            )
+        self._need(n)
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
         return b
 
-    def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+    def unpack(self, st: struct.Struct) -> Any:
+        self._need(st.size)
+        v = st.unpack_from(self.buf, self.pos)[0]
+        self.pos += st.size
+        return v
 
-    def string(self) -> str:
-        n = self.unpack("<Q")
+    def skip(self, n: int) -> None:
+        if n <= len(self.buf) - self.pos:
+            self.pos += n
+            return
+        end = self.tell() + n
+        if end > self.size:
+            raise self.truncated()
+        self.f.seek(end)
+        self.buf, self.base, self.pos = b"", end, 0
+
+    def length(self, what: str, limit: int) -> int:
+        n = self.unpack(_U64)
         if n > self.size:
-            raise ModelCorrupt(f"{self.path}: corrupt GGUF header (string length {n} exceeds the file)")
+            raise self.corrupt(f"{what} length {n} exceeds the file")
+        if n > limit:
+            raise self.corrupt(f"{what} length {n} is over {limit}")
+        return n
+
+    def string(self, what: str, limit: int) -> str:
+        return self._keep(self.length(what, limit))
+
+    def string_value(self) -> str | None:
+        n = self.length("string", self.size)
+        if n > _KEEP_STRING_MAX:
+            self.skip(n)
+            return None
+        return self._keep(n)
+
+    def _keep(self, n: int) -> str:
+        self.kept += n
+        if self.kept > _KEPT_MAX:
+            raise self.corrupt(f"over {_KEPT_MAX >> 20} MiB of names and values")
         return self.read(n).decode("utf-8", errors="replace")
+
+    def skip_strings(self, count: int) -> None:
+        """Skip ``count`` strings (a vocabulary): the hot loop of a header, kept tight."""
+        buf, pos, end, q = self.buf, self.pos, len(self.buf), _U64.unpack_from
+        for _ in range(count):
+            if end - pos >= 8:
+                n = q(buf, pos)[0]
+                if n <= end - pos - 8:
+                    pos += 8 + n
+                    continue
+            self.pos = pos  # the window's end: the careful way
+            self.skip(self.length("string", self.size))
+            buf, pos, end = self.buf, self.pos, len(self.buf)
+        self.pos = pos
 
     def value(self, vtype: int, key: str, lengths: dict[str, int]) -> Any:
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == _STRING:
-            return self.string()
-        if vtype == _ARRAY:
-            etype = self.unpack("<I")
-            count = self.unpack("<Q")
-            if count > self.size:
-                raise ModelCorrupt(f"{self.path}: corrupt GGUF header (array {key} claims {count} items)")
-            lengths[key] = count
-            if etype in _SCALARS and count > _KEEP_ARRAY_MAX:
-                self.read(struct.calcsize(_SCALARS[etype]) * count)  # skip, e.g. token scores
-                return None
-            items = [self.value(etype, key, {}) for _ in range(count)]
-            return items if count <= _KEEP_ARRAY_MAX else None
-        raise ModelCorrupt(f"{self.path}: corrupt GGUF header (unknown value type {vtype} for {key})")
+            return self.string_value()
+        if vtype != _ARRAY:
+            raise self.corrupt(f"unknown value type {vtype} for {key}")
+        etype = self.unpack(_U32)
+        count = self.unpack(_U64)
+        item = _SCALARS[etype].size if etype in _SCALARS else 8 if etype == _STRING else 0
+        if etype == _ARRAY:
+            raise self.corrupt(f"{key} is an array of arrays, which llama.cpp does not load")
+        if not item:
+            raise self.corrupt(f"unknown value type {etype} in array {key}")
+        if count * item > self.size:
+            raise self.corrupt(f"array {key} claims {count} items")
+        lengths[key] = count
+        if count > _KEEP_ARRAY_MAX:  # e.g. the vocabulary, token scores: only the length is kept
+            if etype == _STRING:
+                self.skip_strings(count)
+            else:
+                self.skip(count * item)
+            return None
+        return [self.value(etype, key, lengths) for _ in range(count)]  # scalars or strings
 
 
 def check_model_path(path: str | os.PathLike[str]) -> Path:
@@ -207,33 +318,33 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
                 raise ModelNotGGUF(f"{p} is not a GGUF file (only {size} bytes)")
             raise ModelNotGGUF(f"{p} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")
         r = _Reader(f, str(p), size)
-        version = r.unpack("<I")
+        version = r.unpack(_U32)
         if version not in (2, 3):
             raise ModelNotGGUF(f"{p}: unsupported GGUF version {version} (this reader knows 2 and 3)")
-        n_tensors = r.unpack("<Q")
-        n_kv = r.unpack("<Q")
-        if n_tensors > size or n_kv > size:
-            raise ModelCorrupt(f"{p}: corrupt GGUF header (implausible counts)")
+        n_tensors = r.unpack(_U64)
+        n_kv = r.unpack(_U64)
+        if n_tensors > min(size, _MAX_TENSORS) or n_kv > min(size, _MAX_KV):
+            raise r.corrupt(f"implausible counts: {n_tensors} tensors, {n_kv} metadata keys")
         metadata: dict[str, Any] = {}
         lengths: dict[str, int] = {}
         for _ in range(n_kv):
-            key = r.string()
-            vtype = r.unpack("<I")
+            key = r.string("key", _MAX_KEY)
+            vtype = r.unpack(_U32)
             metadata[key] = r.value(vtype, key, lengths)
         tensors = []
         for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.unpack("<I")
-            if n_dims > 8:
+            name = r.string("tensor name", _MAX_TENSOR_NAME)
+            n_dims = r.unpack(_U32)
+            if n_dims > _MAX_DIMS:
                 raise ModelCorrupt(f"{p}: corrupt GGUF tensor table ({name} has {n_dims} dimensions)")
-            shape = tuple(r.unpack("<Q") for _ in range(n_dims))
-            ggml_type = r.unpack("<I")
-            offset = r.unpack("<Q")
+            shape = tuple(r.unpack(_U64) for _ in range(n_dims))
+            ggml_type = r.unpack(_U32)
+            offset = r.unpack(_U64)
             tensors.append(TensorInfo(name, shape, ggml_type, offset))
         align = metadata.get("general.alignment", 32)
         if not isinstance(align, int) or align <= 0:
             align = 32
-        pos = f.tell()
+        pos = r.tell()
         data_offset = pos + (-pos % align)
     header = GGUFHeader(str(p), version, size, metadata, lengths, tuple(tensors), data_offset)
     _check_complete(header)
