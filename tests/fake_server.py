@@ -17,19 +17,31 @@ def _chunk(text: str) -> bytes:
 
 
 class FakeServer:
-    """``mode``: ok | http500 | malformed | close_mid | stall_after_headers | slow_headers."""
+    """``mode``: ok | http500 | malformed | close_mid | stall_after_headers | slow_headers.
+    ``active`` / ``max_active``: completion requests open at the server (now, at most at once)."""
 
     def __init__(self, mode: str = "ok", stall_s: float = 3.0, delay_s: float = 0.0, chunk_s: float = 0.0,
-                 n_words: int = 2):
+                 n_words: int = 2, batch: int = 0, batch_timeout_s: float = 60.0):
         self.mode = mode
         self.stall_s = stall_s
         self.delay_s = delay_s  # "ok": wait this long before the first chunk (a prefill)
         self.chunk_s = chunk_s  # "ok": and this long before each later chunk
         self.n_words = n_words  # "ok": chunks after the first
+        # A barrier: each completion request is held, unanswered, until ``batch`` of them have arrived
+        # since the last release, and then they are all answered. Whether a client keeps N requests
+        # in flight is then a fact of the order of events, not of timing: with fewer, it never fills
+        # the batch, and after ``batch_timeout_s`` the server answers anyway and counts it here.
+        self.batch = batch
+        self.batch_timeout_s = batch_timeout_s
+        self.batch_timeouts = 0
+        self._arrived = 0  # since the last release
+        self._released = 0  # releases so far
         self.lock = threading.Lock()
+        self._batch_cv = threading.Condition(self.lock)
         self.active = 0  # completion requests being answered now
         self.max_active = 0
         self.arrivals: list[float] = []  # time.monotonic() of each completion request
+        self.bodies: list[dict[str, Any]] = []  # each completion request's JSON body, in arrival order
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,15 +66,20 @@ class FakeServer:
 
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
-                self.rfile.read(n)
+                body = self.rfile.read(n)
                 if not self.path.endswith("/completions"):
                     self._json(404, {"error": {"message": "not found"}})
                     return
                 with outer.lock:
                     outer.arrivals.append(time.monotonic())
+                    try:
+                        outer.bodies.append(json.loads(body))
+                    except ValueError:
+                        outer.bodies.append({"unparsed": body.decode("utf-8", "replace")})
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
                 try:
+                    outer.hold_for_batch()
                     self._answer()
                 finally:
                     with outer.lock:
@@ -107,6 +124,24 @@ class FakeServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def hold_for_batch(self) -> None:
+        """The barrier (``batch``): wait until the batch this request belongs to is full."""
+        if self.batch <= 1:
+            return
+        with self._batch_cv:
+            mine = self._released
+            self._arrived += 1
+            if self._arrived >= self.batch:
+                self._arrived = 0
+                self._released += 1
+                self._batch_cv.notify_all()
+                return
+            if not self._batch_cv.wait_for(lambda: self._released != mine, timeout=self.batch_timeout_s):
+                self.batch_timeouts += 1  # the client never filled the batch: answered anyway
+                self._arrived = 0
+                self._released += 1
+                self._batch_cv.notify_all()
+
     def __enter__(self) -> "FakeServer":
         self._thread.start()
         return self
@@ -133,4 +168,4 @@ if __name__ == "__main__":
     srv = FakeServer("ok", delay_s=float(sys.argv[1]), chunk_s=float(sys.argv[2]), n_words=int(sys.argv[3]))
     srv.__enter__()
     print(srv.url, flush=True)
-    time.sleep(86400)
+    threading.Event().wait()  # serve until the benchmark that started this process ends it

@@ -13,8 +13,7 @@ from ttftui.core.errors import ConfigError
 from ttftui.core.events import AlertChanged
 from ttftui.run.pump import Pump
 
-from .conftest import cli
-from .test_reducer import run, session_events
+from .conftest import cli, scripted_run, session_events
 
 
 def rule(**kw) -> AlertRule:
@@ -28,7 +27,7 @@ def fold_with(rules, ttfts, **run_kw):
     pump = Pump(evaluator=AlertEvaluator(rules))
     pump.feed(session_events())
     for i, t in enumerate(ttfts, start=1):
-        pump.feed(run(i, ttft=t, comps=(1, 0, t - 2, 1, 0), **run_kw))
+        pump.feed(scripted_run(i, ttft=t, comps=(1, 0, t - 2, 1, 0), **run_kw))
     return pump.state, [a for a in pump.state.alerts]
 
 
@@ -102,8 +101,8 @@ def test_warmup_runs_never_fire():
 def test_scenario_filter_and_per_scenario_instances():
     pump = Pump(evaluator=AlertEvaluator([rule(statistic="per_run", value=50), rule(statistic="max", value=15, scenario="b")]))
     pump.feed(session_events())
-    pump.feed(run(1, ttft=60, comps=(1, 0, 58, 1, 0), scenario="a"))
-    pump.feed(run(2, ttft=20, comps=(1, 0, 18, 1, 0), scenario="b"))
+    pump.feed(scripted_run(1, ttft=60, comps=(1, 0, 58, 1, 0), scenario="a"))
+    pump.feed(scripted_run(2, ttft=20, comps=(1, 0, 18, 1, 0), scenario="b"))
     got = [(a.rule, a.scenario, a.state) for a in pump.state.alerts]
     assert got == [("per_run ttft_ms <= 50", "a", "firing"), ("max ttft_ms <= 15 [b]", "b", "firing")]
 

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from ttftui.core.config import Config
-from ttftui.core.events import DeviceFacts, EngineReady, ModelFacts, RunFinished, RunStarted, SessionStarted
+from ttftui.core.events import EngineReady, RunFinished, RunStarted
 from ttftui.analysis.reducer import fold
 from ttftui.report.build import build_report
 
-from .conftest import ROOT, cli
+from .conftest import (ROOT, cli, engine_ready, phaseless_run_finished, run_started, session_started, spawn,
+                       two_host_session)
 from .fake_server import FakeServer
 
 
@@ -43,21 +44,14 @@ def test_merged_percentiles_pool_every_workers_raw_samples():
                                  "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 2, "concurrency": 2,
                                                 "requests": 10}]})
     ttft = {"a:1": [10, 11, 12, 13, 100], "b:2": [50, 51, 52, 53, 54]}
-    evs: list = [SessionStarted(t_ns=0, session_id="x", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
-                                config=cfg.model_dump(mode="json")),
-                 EngineReady(t_ns=1, engine="remote", synthetic=False, synthetic_reason=None, load_ms=None,
-                             model=ModelFacts(path="u", name="m", file_size_bytes=0), device=DeviceFacts(kind="remote", name="s"))]
+    evs: list = [session_started(cfg, session_id="x"), engine_ready("remote")]
     rid = 0
     for w, values in ttft.items():
         for v in values:
             rid += 1
             t0 = rid * 1_000_000
-            evs.append(RunStarted(t_ns=t0, run_id=rid, scenario="s", iteration=rid - 1, warmup=False, prompt_tokens=8,
-                                  max_tokens=2, worker=w))
-            evs.append(RunFinished(t_ns=t0 + v * 1_000_000, run_id=rid, scenario="s", warmup=False, n_prompt_tokens=8,
-                                   n_output_tokens=1, ttft_ns=v * 1_000_000, e2e_ns=v * 1_000_000, tokenize_ns=None,
-                                   cache_prep_ns=None, prefill_ns=None, prefill_chunks_ns=(), prefill_chunk_tokens=(),
-                                   first_sample_ns=None, first_detok_ns=None, stop_reason="max_tokens"))
+            evs.append(run_started(rid, t0, worker=w))
+            evs.append(phaseless_run_finished(rid, t0 + v * 1_000_000, ttft_ns=v * 1_000_000))
     report = build_report(fold(evs)).model_dump(mode="json")
     pooled = [v for vs in ttft.values() for v in vs]
     m = report["summary"]["s"]["metrics"]["ttft_ms"]
@@ -111,9 +105,8 @@ def test_two_workers_on_two_nodes_profile_a_real_server(cluster, lcp_server, tmp
 def test_a_worker_killed_mid_phase_is_an_event_and_the_session_goes_on(cluster, tmp_path):
     with FakeServer("ok", delay_s=0.3, chunk_s=0.05, n_words=10) as srv:
         out = tmp_path / "r.json"
-        proc = subprocess.Popen([sys.executable, "-m", "ttftui", "--headless", "--url", srv.url, "--scenario", "short",
-                                 "--set", "run.warmup=0", "--concurrency", "2", "--requests", "16", "--ray", cluster,
-                                 "--workers", "2", "-o", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        proc = spawn("--headless", "--url", srv.url, "--scenario", "short", "--set", "run.warmup=0", "--concurrency",
+                     "2", "--requests", "16", "--ray", cluster, "--workers", "2", "-o", str(out), stdout=None)
         lines: list[str] = []
         pids: list[int] = []
         killed = threading.Event()
@@ -212,10 +205,9 @@ def test_a_matrix_spreads_its_cells_over_the_nodes_with_their_settings(cluster, 
 
 def test_an_engine_host_killed_mid_session_is_an_event_and_the_other_goes_on(cluster, tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "ttftui", "--headless", "--ray", cluster, "--per-node",
-                             "--set", "engine.kind=synthetic", "--set", "run.warmup=0", "--set", "run.iterations=12",
-                             "--set", "scenarios=[{name='s', prompt_tokens=256, max_tokens=40}]", "-o", str(out)],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = spawn("--headless", "--ray", cluster, "--per-node", "--set", "engine.kind=synthetic", "--set",
+                 "run.warmup=0", "--set", "run.iterations=12", "--set",
+                 "scenarios=[{name='s', prompt_tokens=256, max_tokens=40}]", "-o", str(out), stdout=None)
     lines: list[str] = []
     killed: list[int] = []
 
@@ -332,23 +324,12 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
 
     cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"warmup": 0},
                                  "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 1}]})
-    eng = lambda w: EngineReady(t_ns=1, engine="llama.cpp", synthetic=False, synthetic_reason=None,
-                                load_ms=5.0, model=ModelFacts(path="m", name="m", file_size_bytes=0),
-                                device=DeviceFacts(kind="cpu", name="c"), worker=w)
-
-    def fin(rid: int, t: int) -> RunFinished:
-        return RunFinished(t_ns=t, run_id=rid, scenario="s", warmup=False, n_prompt_tokens=8, n_output_tokens=1,
-                           ttft_ns=t - 10, e2e_ns=t - 10, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
-                           prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
-                           stop_reason="max_tokens")
-
-    start = lambda rid, w: RunStarted(t_ns=10, run_id=rid, scenario="s", iteration=0, warmup=False,
-                                      prompt_tokens=8, max_tokens=1, worker=w)
-    evs = [SessionStarted(t_ns=0, session_id="x", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
-                          config=cfg.model_dump(mode="json")), eng("a:1"), eng("b:2"),
-           start(1, "a:1"), start(2, "b:2"),
+    evs = [session_started(cfg, session_id="x"), engine_ready("llama.cpp", load_ms=5.0, worker="a:1"),
+           engine_ready("llama.cpp", load_ms=5.0, worker="b:2"),
+           run_started(1, 10, iteration=0, max_tokens=1, worker="a:1"), run_started(2, 10, iteration=0, max_tokens=1, worker="b:2"),
            TelemetrySample(t_ns=50, rss_bytes=100, worker="a:1"), TelemetrySample(t_ns=40, rss_bytes=900, worker="b:2"),
-           TelemetrySample(t_ns=60, rss_bytes=5000), fin(1, 100), fin(2, 100)]
+           TelemetrySample(t_ns=60, rss_bytes=5000), phaseless_run_finished(1, 100, ttft_ns=90),
+           phaseless_run_finished(2, 100, ttft_ns=90)]
     state = fold(evs)
     assert len(state.runs) == 2 and len(state.engines) == 2  # both ran at once, neither dropped
     rss = {r.started.worker: r.metrics.extra["rss_peak_bytes"] for r in state.runs}
@@ -357,8 +338,6 @@ def test_runs_of_two_engine_hosts_overlap_and_take_their_own_nodes_telemetry():
 
 def test_the_html_report_has_each_engine_hosts_figures():
     from ttftui.report.html import report_html
-
-    from .test_tui import two_host_session
 
     report = build_report(fold(two_host_session())).model_dump(mode="json")
     assert set(report["hosts"]) == {"aaaa:1", "bbbb:2"} and report["synthetic"] is True

@@ -1,6 +1,7 @@
 """The GPU driver's own sample buffer (NVML nvmlDeviceGetSamples): read through pynvml's real wrappers
-over a fake libnvidia-ml (tests/test_telemetry.py), put on the session clock, and turned into
-per-phase figures weighted by overlap, with what a figure averages when the phase is the shorter."""
+over a fake libnvidia-ml (the ``nvml`` fixture, tests/conftest.py), put on the session clock, and
+turned into per-phase figures weighted by overlap, with what a figure averages when the phase is the
+shorter."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_telemetry import nvml  # noqa: F401  (the fixture: a fake libnvidia-ml)
 from ttftui.analysis import gpu_driver
 from ttftui.core.events import GpuDriverSamples, TelemetryStatus, event_from_json, event_to_json, shift_time
 from ttftui.measure.telemetry import NvmlBackend, TelemetrySampler
 
-MS = 1_000_000
+from .conftest import MS, sampled_on_its_clock
 
 
 def _types():
@@ -44,18 +44,25 @@ def test_the_sampler_puts_driver_samples_on_the_session_clock_and_drops_older_on
     where it happened; samples from before the sampler started are not this session's."""
     util, _, _ = _types()
     t0 = time.perf_counter_ns()
-    now_us = time.time_ns() // 1000
-    nvml["driver"] = {util: [(now_us - 5_000_000, 10), (now_us - 20_000, 50), (now_us - 10_000, 70)]}
+    session = lambda: time.perf_counter_ns() - t0  # noqa: E731
+    before_us = time.time_ns() // 1000
     events = []
-    s = TelemetrySampler(events.append, lambda: time.perf_counter_ns() - t0, backend="nvml", interval_ms=50)
-    s._driver_start[time.time_ns] = (now_us - 1_000_000) * 1000  # the sampler "started" 1 s ago
-    wall_at, session_at = time.time_ns(), time.perf_counter_ns() - t0
+    s = TelemetrySampler(events.append, session, backend="nvml", interval_ms=50)
+    made_us = time.time_ns() // 1000  # the sampler started between before_us and made_us
+    stamps = (made_us + 1, made_us + 2)  # the driver's samples since then (one from before it, left out)
+    nvml["driver"] = {util: [(before_us - 5_000_000, 10), (stamps[0], 50), (stamps[1], 70)]}
+    # The session clock minus the wall clock, bracketed by reads around the drain: s_at - w_at can
+    # only overstate it (the second read comes later), s_to - w_to only understate it, and the
+    # sampler's own estimate is off by at most half the drain's duration. However busy the machine.
+    w_at, s_at = time.time_ns(), session()
     s.drain_driver()
+    s_to, w_to = session(), time.time_ns()
+    half = (w_to - w_at) / 2
     got = [e for e in events if isinstance(e, GpuDriverSamples)]
     assert len(got) == 1 and got[0].field == "gpu_busy_pct" and got[0].values == (50.0, 70.0)
-    for t_us, t_session in zip((now_us - 20_000, now_us - 10_000), got[0].times_ns):
-        expected = t_us * 1000 - wall_at + session_at
-        assert abs(t_session - expected) < 3 * MS  # where it happened, within the reads' own time
+    for t_us, t_session in zip(stamps, got[0].times_ns):
+        offset = t_session - t_us * 1000
+        assert s_to - w_to - half - MS / 10 <= offset <= s_at - w_at + half + MS / 10  # (0.1 ms: clock rates)
     assert s.n_driver_samples == 2
     s.stop()
     final = events[-1]
@@ -138,10 +145,46 @@ def test_driver_samples_survive_a_recording_and_a_hosts_clock_shift():
                         b'"values":[3.0]}')
 
 
-def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_shows_them(nvml):
-    """A real-time synthetic session under the fake NVML, whose driver samples every 5 ms (busy 40 %
-    while a run is in flight, 0 between runs): each run's prefill and decode get the driver's
-    figures, the short prefill's gap says where its figure comes from, and the panel shows it."""
+def _spread_runs(events: list, gap_ns: int) -> list:
+    """A virtual-clock session with ``gap_ns`` of idle time before every run (what run.pause_ms does
+    on a real clock): each run moved later by the gaps before it."""
+    from ttftui.core.events import RunStarted
+
+    out, offset = [], 0
+    for e in events:
+        if isinstance(e, RunStarted):
+            offset += gap_ns
+        out.append(shift_time(e, offset))
+    return out
+
+
+def _driver_busy(events: list, period_ns: int, busy_pct: float):
+    """A GPU driver's utilization as it would sample this session: every ``period_ns`` the share of the
+    period a run was in flight, times ``busy_pct``; returns ``extra`` for ``sampled_on_its_clock``
+    (the samples taken since the last tick, read at each tick)."""
+    from ttftui.core.events import RunFinished, RunStarted
+
+    starts = [e.t_ns for e in events if isinstance(e, RunStarted)]
+    ends = [e.t_ns for e in events if isinstance(e, RunFinished)]
+
+    def busy(a: int, b: int) -> float:
+        return sum(max(0, min(b, e) - max(a, s)) for s, e in zip(starts, ends)) / (b - a)
+
+    def batch(prev: int, now: int) -> list:
+        times = [t for t in range((prev // period_ns + 1) * period_ns, now + 1, period_ns)]
+        if not times:
+            return []
+        return [GpuDriverSamples(t_ns=now, field="gpu_busy_pct", times_ns=tuple(times),
+                                 values=tuple(float(round(busy_pct * busy(t - period_ns, t))) for t in times))]
+
+    return batch
+
+
+def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_shows_them():
+    """A synthetic session (virtual clock, runs 50 ms apart) whose GPU driver samples every 5 ms
+    (busy 40 % while a run is in flight, 0 between runs), read at each 100 ms tick: each run's
+    prefill and decode get the driver's figures, the short prefill's gap says where its figure comes
+    from, and the panel shows it."""
     from ttftui.core.config import Config
     from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
     from ttftui.analysis.reducer import fold
@@ -151,54 +194,71 @@ def test_a_session_with_driver_samples_reports_per_phase_figures_and_the_panel_s
     from ttftui.tui.telemetry_view import telemetry_text
     from ttftui.tui.themes import load_theme_or_default
 
-    util, power, _ = _types()
-    start_us = time.time_ns() // 1000
-    edges: list[tuple[int, bool]] = [(start_us, False)]  # (µs, busy from then on), as the runs go
-    made: list[tuple[int, int]] = []
+    cfg = Config.model_validate({"run": {"iterations": 3, "warmup": 0}, "telemetry": {"interval_ms": 100},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 12}]})
+    plain: list = []
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", cost=CostModel.with_decode_rate(600)), plain.append).run()
+    spread = _spread_runs(plain, 50 * MS)
+    events = sampled_on_its_clock(spread, 100, extra=_driver_busy(spread, 5 * MS, 40.0),
+                                  status={"backend": "nvml+psutil", "gpu_name": "NVIDIA H100 80GB HBM3"})
+    state = fold(events)
+    rep = build_report(state)
+    assert rep.telemetry.driver["gpu_busy_pct"]["period_ms"] == pytest.approx(5.0)
+    assert rep.telemetry.driver_unavailable == {}
+    assert len(rep.runs) == 3
+    for r in rep.runs:
+        t = r.telemetry
+        # the edges of a run blend with the idle time around it by at most one 5 ms sample each
+        assert 40 * (1 - 10 / r.ttft_ms) - 1 <= t["prefill_gpu_busy_driver_pct"] <= 40.0 + 1e-9
+        assert 40 * (1 - 10 / (r.e2e_ms - r.ttft_ms)) - 1 <= t["decode_gpu_busy_driver_pct"] <= 40.0 + 1e-9
+        assert t["prefill_gpu_driver_coverage_pct"] == pytest.approx(100.0)
+        assert r.ttft_ms <= t["prefill_gpu_driver_span_ms"] <= r.ttft_ms + 10
+        if "prefill" in r.telemetry_gaps:
+            assert "figures come from the GPU driver's own samples" in r.telemetry_gaps["prefill"]
+    assert any("prefill" in r.telemetry_gaps for r in rep.runs)  # ~35 ms prefills, a tick every 100 ms
+    text = telemetry_text(state, SessionView(state), load_theme_or_default("dark")[0], 80).plain
+    assert f"run {rep.runs[-1].run_id} driver samples every 5.0 ms" in text and "prefill" in text
 
-    def busy_us(a: int, b: int) -> int:
-        """How long the GPU was "busy" in (a, b]: what the driver's utilization measures."""
-        total = 0
-        for (t, on), (t_next, _) in zip(edges, edges[1:] + [(b, False)]):
-            if on:
-                total += max(0, min(t_next, b) - max(t, a))
-        return total
+
+def test_the_sampler_reads_the_drivers_buffer_during_a_real_time_session(nvml):
+    """The same path on a real clock: a paced session under the fake NVML, whose driver samples a
+    steady 40 % every 5 ms. The sampler thread drains the buffer at its ticks and once more when it
+    stops, every run's phases are covered by the driver's samples, and a steady signal gives each
+    phase exactly its value, wherever the machine's scheduling put the reads."""
+    from ttftui.core.config import Config
+    from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report
+    from ttftui.run.session import SessionRunner
+
+    util, _, _ = _types()
+    start_us = time.time_ns() // 1000 - 1_000_000  # from a second before the session: it covers it all
+    made: list[tuple[int, int]] = []
 
     def driver_util():
         now = time.time_ns() // 1000
         t = made[-1][0] if made else start_us
         while t + 5_000 <= now:
             t += 5_000
-            made.append((t, round(40 * busy_us(t - 5_000, t) / 5_000)))
+            made.append((t, 40))
         return list(made)
 
-    nvml["driver"] = {util: driver_util, power: []}
-    cfg = Config.model_validate({"run": {"iterations": 3, "warmup": 0, "pause_ms": 50},
+    nvml["driver"] = {util: driver_util}
+    # decode ~100 ms: the last run's ends a few ms before the sampler's final read, and is still covered
+    cfg = Config.model_validate({"run": {"iterations": 3, "warmup": 0},
                                  "telemetry": {"interval_ms": 100, "backend": "nvml"},
-                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 12}]})
-    events = []
-
-    def publish(ev):
-        events.append(ev)
-        if ev.type in ("run_started", "run_finished"):
-            edges.append((time.time_ns() // 1000, ev.type == "run_started"))
-
+                                 "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 60}]})
+    events: list = []
     SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(600)),
-                  publish).run()
-    state = fold(events)
-    rep = build_report(state)
+                  events.append).run()
+    rep = build_report(fold(events))
     assert rep.telemetry.driver["gpu_busy_pct"]["period_ms"] == pytest.approx(5.0, abs=0.5)
     assert rep.telemetry.driver_unavailable == {}
+    assert sum(len(e.times_ns) for e in events if isinstance(e, GpuDriverSamples)) > 0
     for r in rep.runs:
-        t = r.telemetry
-        # the edges of a run blend with the idle time around it by at most one 5 ms sample each
-        assert 40 * (1 - 10 / r.ttft_ms) - 1 <= t["prefill_gpu_busy_driver_pct"] <= 40.0 + 1e-9
-        assert t["prefill_gpu_driver_coverage_pct"] == pytest.approx(100.0)
-        assert t["prefill_gpu_driver_span_ms"] <= r.ttft_ms + 10.5
-        if "prefill" in r.telemetry_gaps:
-            assert "figures come from the GPU driver's own samples" in r.telemetry_gaps["prefill"]
-    text = telemetry_text(state, SessionView(state), load_theme_or_default("dark")[0], 80).plain
-    assert f"run {rep.runs[-1].run_id} driver samples every 5.0 ms" in text and "prefill" in text
+        assert r.telemetry["prefill_gpu_busy_driver_pct"] == pytest.approx(40.0)
+        assert r.telemetry["decode_gpu_busy_driver_pct"] == pytest.approx(40.0)
+        assert r.telemetry["prefill_gpu_driver_coverage_pct"] == pytest.approx(100.0)
 
 
 def test_each_field_is_read_when_due_and_one_the_driver_keeps_nothing_of_is_dropped(nvml, monkeypatch):

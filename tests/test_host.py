@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from ttftui.measure.engine.llama_facts import build_kind, has_amx, repack_choice
 from ttftui.core.events import EngineCrashed, EngineReady, PhaseTimed, RunFailed, RunFinished, TokenEmitted
 from ttftui.measure.engine_process.child import Fault
 
-from .conftest import ROOT, cli, make_config, pty_run
+from .conftest import cli, make_config, pty_run, run_events, spawn
 
 pytestmark = pytest.mark.model
 
@@ -82,12 +80,10 @@ def test_stop_reaches_the_hosted_engine_between_tokens(model_path):
     cfg_long = make_config(model=SMALL, scenarios=[{"name": "one", "prompt_tokens": 96, "max_tokens": 400}])
     stop = threading.Event()
     events: list[Any] = []
-    set_at: list[int] = []
 
     def publish(ev: Any) -> None:
         events.append(ev)
         if isinstance(ev, TokenEmitted) and ev.index == 5:
-            set_at.append(eng.clock.now_ns())
             stop.set()
 
     try:
@@ -96,12 +92,14 @@ def test_stop_reaches_the_hosted_engine_between_tokens(model_path):
         end = eng.run(prep, 1, False, publish, stop)
     finally:
         eng.close()
+    # The flag crosses the pipe while the host computes on: it stops between two tokens some tokens
+    # later (how many depends on the machine's speed: benchmarks/bench_claims.py stop), and every token
+    # it computed reaches this process, in order, before the run's end.
     assert end.stop_reason == "stopped"
     assert 6 <= end.n_output_tokens < 400
     tokens = [e for e in events if isinstance(e, TokenEmitted)]
-    # From the moment the flag is set here: the token in flight and one more for the pipe, with slack
-    # for a loaded machine (the flag's thread may wait for a core); what matters is that it stops.
-    assert sum(t.t_ns > set_at[0] for t in tokens) <= 5
+    assert [t.index for t in tokens] == list(range(end.n_output_tokens))
+    assert tokens[-1].t_ns == end.t_ns
 
 
 def test_a_segfault_mid_prefill_keeps_the_completed_runs(tmp_path):
@@ -133,11 +131,7 @@ def test_a_sigkill_from_outside_is_reported_as_a_kill(tmp_path):
     import psutil
 
     out = tmp_path / "r.json"
-    env = dict(os.environ)
-    env.pop("TTFTUI_DEBUG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "ttftui", *CRASH_ARGS[:-4], "--scenario", "short",
-                             "--iterations", "20", "--warmup", "0", "-o", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(*CRASH_ARGS[:-4], "--scenario", "short", "--iterations", "20", "--warmup", "0", "-o", str(out))
     try:
         lines: list[str] = []
         assert proc.stderr is not None
@@ -182,8 +176,6 @@ def test_repack_choice_avoids_amx_only_on_auto():
 
 
 def test_repack_setting_reaches_llama_cpp_and_the_report(model_path):
-    from .conftest import run_events
-
     cfg = make_config(model={**SMALL, "repack": "off"}, run={"iterations": 1, "warmup": 0},
                       scenarios=[{"name": "one", "prompt_tokens": 40, "max_tokens": 4}])
     ready = next(e for e in run_events(cfg) if isinstance(e, EngineReady))

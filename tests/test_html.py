@@ -22,10 +22,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .conftest import cli
+from .conftest import cli, free_port, wait_until
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -277,12 +275,6 @@ def test_text_from_a_report_is_escaped_and_bad_input_is_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------- the served dashboard
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _svg_text(p: Path) -> str:
     return p.read_text().replace("&#160;", " ")
 
@@ -299,7 +291,7 @@ def _get(url: str) -> tuple[int, str]:
 @pytest.mark.browser_context_args(viewport={"width": 1400, "height": 900})
 def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, model_path):
     (tmp_path / "c.toml").write_text(SESSION_TOML.replace("iterations = 3", "iterations = 2"))
-    port = _free_port()
+    port = free_port()
     srv = subprocess.Popen([sys.executable, "-m", "ttftui", "serve", "--port", str(port), "--config",
                             str(tmp_path / "c.toml")], cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
@@ -309,14 +301,23 @@ def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, mo
         url = f"http://127.0.0.1:{port}/"
         page.goto(url)
         page.wait_for_function("document.body.classList.contains('-first-byte')", timeout=60_000)
-        page.wait_for_timeout(8000)  # the session loads the model and runs
         page.locator(".xterm-helper-textarea").focus()
-        page.keyboard.type("s")  # the dashboard's screenshot key, typed into the page
-        deadline = time.monotonic() + 30
-        while not list(tmp_path.glob("*.svg")) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        svgs = list(tmp_path.glob("*.svg"))
-        assert svgs, "the key typed in the browser did not reach the app"
+
+        def shot() -> Path:
+            """The dashboard's screenshot key, typed into the page: the SVG the app saves for it."""
+            before = set(tmp_path.glob("*.svg"))
+            page.keyboard.type("s")
+            new = wait_until(lambda: set(tmp_path.glob("*.svg")) - before, 60,
+                             what="the screenshot of the key typed in the browser (it did not reach the app)")
+            return new.pop()
+
+        # once the model is loaded and a run has ended, the screen says REAL and has its percentiles
+        def loaded() -> Path | None:
+            svg = shot()
+            return svg if "REAL" in _svg_text(svg) and "Percentiles" in _svg_text(svg) else None
+
+        svg = wait_until(loaded, 300, what="a screenshot of the loaded session", interval=0.5)
+        svgs = [svg]
         colours = png_colours(page, screenshot(page, "serve.png"))
         # a second viewer starts nothing: it is told the session is open elsewhere
         second = _get(url)

@@ -11,11 +11,11 @@ import pytest
 
 from ttftui.core.config import Config, RunConfig, ScenarioConfig, with_load
 from ttftui.core.errors import ConfigError
-from ttftui.core.events import DeviceFacts, EngineReady, ModelFacts, RunFailed, RunFinished, RunStarted, TokenEmitted
+from ttftui.core.events import RunFailed, RunFinished, RunStarted, TokenEmitted
 from ttftui.analysis.load import LoadPlan, Request, arrival_offsets_ns, load_figures, max_overlap, plan_for
 from ttftui.analysis.reducer import apply, fold
 
-from .conftest import cli
+from .conftest import cli, engine_ready, phaseless_run_finished, run_started
 from .fake_server import FakeServer
 
 URL = {"server": {"url": "http://127.0.0.1:9/v1"}}
@@ -104,35 +104,18 @@ def test_load_figures_from_known_requests():
 
 
 # ---------------------------------------------------------------------- the reducer with overlapping runs
-def _ready(engine: str) -> EngineReady:
-    return EngineReady(t_ns=1, engine=engine, synthetic=engine == "synthetic", synthetic_reason=None, load_ms=None,
-                       model=ModelFacts(path="m", name="m", file_size_bytes=0),
-                       device=DeviceFacts(kind="remote" if engine == "remote" else "cpu", name="d"))
-
-
-def _finished(rid: int, t: int) -> RunFinished:
-    return RunFinished(t_ns=t, run_id=rid, scenario="s", warmup=False, n_prompt_tokens=8, n_output_tokens=2,
-                       ttft_ns=9, e2e_ns=13, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
-                       prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
-                       stop_reason="max_tokens")
-
-
-def _start(rid: int, t: int) -> RunStarted:
-    return RunStarted(t_ns=t, run_id=rid, scenario="s", iteration=rid, warmup=False, prompt_tokens=8, max_tokens=2)
-
-
 def _tok(rid: int, i: int, t: int) -> TokenEmitted:
     return TokenEmitted(t_ns=t, run_id=rid, index=i, token_id=-1, text=f"r{rid}t{i}", dt_ns=10)
 
 
 def test_overlapping_runs_of_a_server_each_keep_their_own_tokens():
-    evs = [_ready("remote"), _start(1, 10), _start(2, 11), _tok(2, 0, 20), _tok(1, 0, 21), _start(3, 22),
-           _tok(1, 1, 23), _tok(2, 1, 24)]
+    evs = [engine_ready("remote"), run_started(1, 10), run_started(2, 11), _tok(2, 0, 20), _tok(1, 0, 21),
+           run_started(3, 22), _tok(1, 1, 23), _tok(2, 1, 24)]
     st = fold(evs)
     assert [r.run_id for r in st.in_flight] == [1, 2, 3] and st.current.run_id == 3
     assert [r.text for r in st.in_flight] == ["r1t0r1t1", "r2t0r2t1", ""]
     before = st
-    st = apply(st, _finished(2, 30))
+    st = apply(st, phaseless_run_finished(2, 30, ttft_ns=9, e2e_ns=13, n_output_tokens=2))
     st = apply(st, RunFailed(t_ns=31, run_id=1, scenario="s", error="HTTP 503"))
     assert [r.run_id for r in st.in_flight] == [3] and [r.run_id for r in st.runs] == [2, 1]
     assert st.runs[0].metrics is not None and st.runs[0].end_ns == 30 and st.runs[1].failed == "HTTP 503"
@@ -140,7 +123,7 @@ def test_overlapping_runs_of_a_server_each_keep_their_own_tokens():
 
 
 def test_a_local_engines_run_that_never_ended_is_dropped_not_kept_in_flight():
-    st = fold([_ready("llama.cpp"), _start(1, 10), _tok(1, 0, 11), _start(2, 12)])
+    st = fold([engine_ready("llama.cpp"), run_started(1, 10), _tok(1, 0, 11), run_started(2, 12)])
     assert [r.run_id for r in st.in_flight] == [2] and len(st.runs) == 0
 
 
@@ -188,24 +171,65 @@ def test_closed_loop_keeps_n_requests_in_flight_and_reports_throughput(load_sess
     assert len(arrivals) == (1 + 2) + (4 + 8) + 12  # every request reached the server, warm-ups included
     c1, c4 = report["load"]["c@c1"], report["load"]["c@c4"]
     assert (c1["mode"], c1["concurrency"], c1["sweep"], c1["n_requests"], c1["max_in_flight"]) == ("closed", 1, "c", 2, 1)
-    assert (c4["n_requests"], c4["n_ok"], c4["n_failed"], c4["max_in_flight"]) == (8, 8, 0, 4)
-    assert c4["mean_in_flight"] > 3 and c4["request_rate"] > 2.5 * c1["request_rate"]  # 4 at once: ~4x the rate
+    assert (c4["n_requests"], c4["n_ok"], c4["n_failed"]) == (8, 8, 0) and 1 <= c4["max_in_flight"] <= 4
+    assert 0 < c4["mean_in_flight"] <= 4 and c4["request_rate"] > 0 and c1["request_rate"] > 0
     assert c4["n_good"] == 8 and c4["goodput_rps"] == c4["request_rate"]  # every request met the per-run rule
     runs = [r for r in report["runs"] if r["scenario"] == "c@c4"]
+    # the server waits 0.3 s before its first chunk: a floor under every TTFT, whatever the machine's speed
     assert sum(r["warmup"] for r in runs) == 4 and all(r["ttft_ms"] >= 300 for r in runs)
 
 
 def test_open_loop_sends_on_schedule_whether_or_not_earlier_requests_have_ended(load_session):
-    report, _, arrivals = load_session
+    report, _, _ = load_session
     o = report["load"]["o"]
-    assert (o["mode"], o["rate"], o["arrival"], o["n_requests"]) == ("open", 40.0, "constant", 12)
-    # 40 requests a second that each take 0.3 s: about 12 overlap; a closed loop would have had one
-    assert o["max_in_flight"] >= 6
+    assert (o["mode"], o["rate"], o["arrival"], o["n_requests"], o["n_ok"]) == ("open", 40.0, "constant", 12, 12)
+    assert 1 <= o["max_in_flight"] <= 12
     assert o["client_lag_max_ms"] is not None and o["client_lag_p50_ms"] >= 0
     lags = [r["remote"]["client_lag_ms"] for r in report["runs"] if r["scenario"] == "o"]
     assert len(lags) == 12 and all(x is not None and x >= 0 for x in lags)
-    span = arrivals[-1] - arrivals[-12]
-    assert span < 11 / 40 + 0.25  # the twelve were sent over ~0.275 s, not one per 0.3 s request
+    # How closely the sends follow the schedule on a loaded machine, and how request rate grows
+    # with concurrency, are speeds: benchmarks/bench_claims.py load. That an open loop does not wait
+    # for answers, and a closed one keeps its N in flight, is pinned below with a barrier server.
+
+
+def remote_load_events(url: str, scenario: dict) -> list:
+    """A load session (one scenario, no warm-up) against the server at ``url``, in this process."""
+    from ttftui.measure.remote.engine import RemoteEngine
+    from ttftui.run.session import SessionRunner
+
+    cfg = Config.model_validate({"server": {"url": url}, "run": {"warmup": 0}, "telemetry": {"backend": "none"},
+                                 "scenarios": [{"name": "s", "prompt_tokens": 8, "max_tokens": 3, **scenario}]})
+    events: list = []
+    runner = SessionRunner(cfg, lambda: RemoteEngine(cfg), events.append)
+    runner.run()
+    assert runner.error is None
+    return events
+
+
+def _load_of(events: list) -> dict:
+    from ttftui.report.build import build_report
+
+    return build_report(fold(events)).model_dump(mode="json")["load"]["s"]
+
+
+def test_a_closed_loop_fills_all_its_slots_and_refills_each_one_that_ends():
+    """The server answers only once 4 requests are open at it (a barrier): a closed loop at
+    concurrency 4 must have sent 4 before any answer, and send the next 4 as those end, or the
+    barrier never fills (it gives up after a minute and says so)."""
+    with FakeServer("ok", batch=4) as srv:
+        load = _load_of(remote_load_events(srv.url, {"concurrency": 4, "requests": 8}))
+    assert srv.batch_timeouts == 0 and srv.max_active == 4 and len(srv.arrivals) == 8
+    assert (load["mode"], load["n_requests"], load["n_ok"], load["max_in_flight"]) == ("closed", 8, 8, 4)
+
+
+def test_an_open_loop_sends_every_request_without_waiting_for_an_answer():
+    """The server holds every request until all 12 have arrived: an open loop sends on its schedule
+    regardless (all 12 in flight at once); a loop that waited for answers would never fill it."""
+    with FakeServer("ok", batch=12) as srv:
+        load = _load_of(remote_load_events(srv.url, {"rate": 40, "arrival": "constant", "requests": 12,
+                                                     "warmup_requests": 0}))
+    assert srv.batch_timeouts == 0 and srv.max_active == 12
+    assert (load["mode"], load["n_requests"], load["n_ok"], load["max_in_flight"]) == ("open", 12, 12, 12)
 
 
 def test_a_load_sessions_recording_replays_to_the_same_report(load_session):
@@ -230,18 +254,11 @@ def test_a_failing_server_under_load_gives_failed_requests_and_its_own_exit_code
 # ---------------------------------------------------------------------- the dashboard
 @pytest.fixture(scope="module")
 def load_events():
-    """A real load session against the fake server (3 in flight, 6 requests), as events."""
-    from ttftui.measure.remote.engine import RemoteEngine
-    from ttftui.run.session import SessionRunner
-
-    with FakeServer("ok", delay_s=0.2) as srv:
-        cfg = Config.model_validate({
-            "server": {"url": srv.url}, "run": {"warmup": 0}, "telemetry": {"backend": "none"},
-            "scenarios": [{"name": "c", "prompt_tokens": 8, "max_tokens": 3, "concurrency": 3, "requests": 6}]})
-        events: list = []
-        runner = SessionRunner(cfg, lambda: RemoteEngine(cfg), events.append)
-        runner.run()
-    assert runner.error is None and runner.planned_runs == 6
+    """A real load session against the fake server (3 in flight, 6 requests), as events. The
+    server answers in batches of 3 (a barrier): the three first requests all start before any ends."""
+    with FakeServer("ok", batch=3) as srv:
+        events = remote_load_events(srv.url, {"name": "c", "concurrency": 3, "requests": 6})
+    assert srv.batch_timeouts == 0 and sum(isinstance(e, RunStarted) for e in events) == 6
     return events
 
 
@@ -288,14 +305,14 @@ async def test_an_ordinary_session_has_no_requests_panel():
 def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span():
     from ttftui.core.events import ServerSample
     from ttftui.analysis.load import LoadFigures, with_server_queue
-    from ttftui.measure.remote.engine import _gauges
+    from ttftui.measure.remote.engine import prometheus_gauges
 
     text = ("# HELP llamacpp:requests_deferred Number of requests deferred\n# TYPE llamacpp:requests_deferred gauge\n"
             "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\nother{label=\"x\"} 1.5\nbroken line\n")
-    assert _gauges(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 3.0, "other": 1.5}
+    assert prometheus_gauges(text) == {"llamacpp:requests_processing": 2.0, "llamacpp:requests_deferred": 3.0, "other": 1.5}
     vllm = ('vllm:num_requests_waiting{model_name="a b"} 4.0\nvllm:num_requests_waiting{model_name="c"} 1.0\n'
             'vllm:num_requests_running{model_name="a b"} 8.0 1718000000\n')  # per model, with a timestamp
-    assert _gauges(vllm) == {"vllm:num_requests_waiting": 5.0, "vllm:num_requests_running": 8.0}
+    assert prometheus_gauges(vllm) == {"vllm:num_requests_waiting": 5.0, "vllm:num_requests_running": 8.0}
     f = load_figures(LoadPlan("closed", 4, None, "poisson", 0, 2, 4),
                      [Request(100, 200, warmup=False, ok=True, good=True, n_output=1),
                       Request(150, 300, warmup=False, ok=True, good=True, n_output=1)])

@@ -24,7 +24,7 @@ def engine(model_path):
 
 
 def tok(engine, template=None):
-    return engine._Tok(engine, template)
+    return engine.tokenizer(template)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 31, 128, 129, 500, 512, 2048, 5000])
@@ -50,7 +50,7 @@ def test_chat_prompts_count_the_template(engine, n):
     text, count = build_prompt(tok(engine, template), s, 8192)
     assert count == n
     assert len(tok(engine, template).tokenize(text, chat=True)) == n
-    rendered = engine._render_chat(template, text.encode())
+    rendered = engine.render_chat(template, text.encode())
     assert rendered.startswith(b"<|im_start|>user\n") and rendered.endswith(b"<|im_start|>assistant\n")
 
 

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from ttftui.core.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
-from ttftui.core.events import RunStarted, SessionFinished, TokenEmitted, event_to_json
+from ttftui.core.events import RunStarted, SessionFinished, event_to_json
 from ttftui.run.recording import RECORDING_SCHEMA_VERSION, Recorder, read_recording
 from ttftui.analysis.reducer import fold
 from ttftui.run.replay import ReplaySource
 from ttftui.report.build import build_report
 
-from .conftest import ROOT, cli
-from .test_cli import TINY, assert_one_line_error
+from .conftest import TINY, FakeWall, assert_one_line_error, cli, spawn, wait_until, write_config
 from .tui_support import synthetic_session
 
 
@@ -57,8 +52,7 @@ def test_synthetic_round_trip_report_equals_live(tmp_path):
 
 @pytest.mark.model
 def test_real_model_round_trip_report_equals_live(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(TINY)
+    cfg = write_config(tmp_path, TINY)
     rec, live, rep = tmp_path / "r.ttftrec.gz", tmp_path / "live.json", tmp_path / "replay.json"
     p = cli("--headless", "-q", "--config", str(cfg), "--record", str(rec), "-o", str(live))
     assert p.returncode == 0, p.stderr
@@ -217,19 +211,10 @@ def test_recorder_never_overwrites_and_checks_its_folder(tmp_path):
 
 
 # ------------------------------------------------------------------ signals
-def _start(args, tmp_path):
-    env = dict(os.environ)
-    return subprocess.Popen([sys.executable, "-m", "ttftui", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_runs(path, n, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_bytes().count(b'"type":"run_finished"') >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the session did not get going")
+def _wait_for_runs(path, n):
+    """Until the recording at ``path`` holds ``n`` finished runs (the session is under way)."""
+    wait_until(lambda: path.exists() and path.read_bytes().count(b'"type":"run_finished"') >= n, 120,
+               what=f"{n} finished runs in {path.name}")
 
 
 LONG = TINY.replace("iterations = 2", "iterations = 500")
@@ -238,9 +223,9 @@ LONG = TINY.replace("iterations = 2", "iterations = 500")
 @pytest.mark.model
 @pytest.mark.parametrize("sig, code, status", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_signal_finishes_recording_and_report_cleanly(tmp_path, sig, code, status):
-    (tmp_path / "c.toml").write_text(LONG)
+    write_config(tmp_path, LONG)
     rec, out = tmp_path / "r.ttftrec", tmp_path / "r.json"
-    proc = _start(["--headless", "-q", "--config", "c.toml", "--record", str(rec), "-o", str(out)], tmp_path)
+    proc = spawn("--headless", "-q", "--config", "c.toml", "--record", str(rec), "-o", str(out), cwd=tmp_path)
     _wait_for_runs(rec, 2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -255,9 +240,9 @@ def test_signal_finishes_recording_and_report_cleanly(tmp_path, sig, code, statu
 
 @pytest.mark.model
 def test_sigkill_leaves_a_replayable_recording(tmp_path):
-    (tmp_path / "c.toml").write_text(LONG)
+    write_config(tmp_path, LONG)
     rec = tmp_path / "r.ttftrec"
-    proc = _start(["--headless", "-q", "--config", "c.toml", "--record", str(rec)], tmp_path)
+    proc = spawn("--headless", "-q", "--config", "c.toml", "--record", str(rec), cwd=tmp_path)
     _wait_for_runs(rec, 2)
     proc.kill()
     proc.communicate(timeout=30)
@@ -271,17 +256,9 @@ def test_sigkill_leaves_a_replayable_recording(tmp_path):
 
 
 # ------------------------------------------------------------------ seek and pacing
-class FakeWall:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
 def test_seek_state_equals_folding_from_the_start():
     events = synthetic_session(iterations=2, warmup=1)
-    src = ReplaySource(events, wall=FakeWall())
+    src = ReplaySource(events, wall=FakeWall(0.0))
     src.start()
     end = src.end_ns
     for frac in (0.0, 0.1, 0.33, 0.5, 0.77, 0.99, 1.0, 0.2):
@@ -296,7 +273,7 @@ def test_seek_state_equals_folding_from_the_start():
 
 def test_replay_paces_by_recorded_time_and_speed():
     events = synthetic_session(iterations=1, warmup=0)
-    wall = FakeWall()
+    wall = FakeWall(0.0)
     src = ReplaySource(events, wall=wall, speed=2.0)
     src.start()
     got = src.drain()
@@ -317,7 +294,7 @@ def test_replay_paces_by_recorded_time_and_speed():
 def test_run_stepping():
     events = synthetic_session(iterations=2, warmup=0)
     starts = [e.t_ns for e in events if isinstance(e, RunStarted)]
-    src = ReplaySource(events, wall=FakeWall())
+    src = ReplaySource(events, wall=FakeWall(0.0))
     src.start()
     src.seek_run(+1)
     assert src.now_ns() == starts[0]
@@ -335,7 +312,7 @@ async def test_replay_keys_in_the_dashboard():
     from ttftui.tui.app import TtftApp
 
     events = synthetic_session(iterations=2, warmup=0)
-    wall = FakeWall()
+    wall = FakeWall(0.0)
     src = ReplaySource(events, wall=wall, source_name="test.ttftrec")
     app = TtftApp(src)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -374,7 +351,7 @@ def test_previous_run_from_the_end_and_twice_while_playing():
     the run in progress."""
     events = synthetic_session(iterations=3, warmup=0)
     starts = [e.t_ns for e in events if isinstance(e, RunStarted)]
-    wall = FakeWall()
+    wall = FakeWall(0.0)
     src = ReplaySource(events, wall=wall, speed=1.0)
     src.start()
     src.seek_end()

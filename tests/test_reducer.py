@@ -4,51 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ttftui.core.events import (
-    EngineReady,
-    DeviceFacts,
-    ModelFacts,
-    PhaseTimed,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    SessionFinished,
-    SessionStarted,
-    TokenEmitted,
-)
+from ttftui.core.events import RunFailed, RunStarted, SessionFinished, SessionStarted, TokenEmitted
 from ttftui.analysis.reducer import Log, apply, fold, initial_state, session_stats
 
-from .conftest import make_config, run_events
-
-MS = 1_000_000
-
-
-def session_events():
-    yield SessionStarted(t_ns=0, session_id="s", started_at="2026-01-01T00:00:00+00:00", ttftui_version="t",
-                         config={"scenarios": [{"name": "a"}]})
-    yield EngineReady(t_ns=1, engine="synthetic", synthetic=True, synthetic_reason="test", load_ms=5.0,
-                      model=ModelFacts(path="", name="m", file_size_bytes=0), device=DeviceFacts(kind="synthetic", name="x"))
-
-
-def run(run_id, *, warmup=False, ttft=10, comps=(1, 1, 6, 1, 0), itl=(2, 3), scenario="a", stop="max_tokens"):
-    t0 = run_id * 1000 * MS
-    yield RunStarted(t_ns=t0, run_id=run_id, scenario=scenario, iteration=run_id - 1, warmup=warmup,
-                     prompt_tokens=12, max_tokens=len(itl) + 1)
-    yield PhaseTimed(t_ns=t0 + MS, run_id=run_id, phase="tokenize", duration_ns=comps[0] * MS)
-    t = t0 + ttft * MS
-    yield TokenEmitted(t_ns=t, run_id=run_id, index=0, token_id=1, text="Hi", dt_ns=ttft * MS)
-    for i, g in enumerate(itl, start=1):
-        t += g * MS
-        yield TokenEmitted(t_ns=t, run_id=run_id, index=i, token_id=2, text=" there", dt_ns=g * MS)
-    yield RunFinished(
-        t_ns=t, run_id=run_id, scenario=scenario, warmup=warmup, n_prompt_tokens=12, n_output_tokens=len(itl) + 1,
-        ttft_ns=ttft * MS, e2e_ns=t - t0, tokenize_ns=comps[0] * MS, cache_prep_ns=comps[1] * MS,
-        prefill_ns=comps[2] * MS, prefill_chunks_ns=(comps[2] * MS,), prefill_chunk_tokens=(12,),
-        first_sample_ns=comps[3] * MS, first_detok_ns=comps[4] * MS, stop_reason=stop)
+from .conftest import make_config, run_events, scripted_run, session_events
 
 
 def test_run_metrics_follow_the_definitions():
-    s = fold([*session_events(), *run(1, ttft=10, comps=(1, 1, 6, 1, 0), itl=(2, 4))])
+    s = fold([*session_events(), *scripted_run(1, ttft=10, comps=(1, 1, 6, 1, 0), itl=(2, 4))])
     m = s.runs[0].metrics
     assert m.ttft_ms == 10 and m.unaccounted_ms == 1 and m.unaccounted_pct == 10
     assert m.itl_ms == (2.0, 4.0)
@@ -60,7 +23,7 @@ def test_run_metrics_follow_the_definitions():
 
 
 def test_apply_does_not_change_the_state_it_was_given():
-    evs = [*session_events(), *run(1)]
+    evs = [*session_events(), *scripted_run(1)]
     states = [initial_state()]
     for e in evs:
         states.append(apply(states[-1], e))
@@ -82,8 +45,8 @@ def test_log_branches_on_write():
 
 
 def test_warmup_and_stopped_runs_are_recorded_but_not_counted():
-    evs = [*session_events(), *run(1, warmup=True, ttft=100), *run(2, ttft=10), *run(3, ttft=20),
-           *run(4, ttft=999, stop="stopped")]
+    evs = [*session_events(), *scripted_run(1, warmup=True, ttft=100), *scripted_run(2, ttft=10), *scripted_run(3, ttft=20),
+           *scripted_run(4, ttft=999, stop="stopped")]
     s = fold(evs)
     assert len(s.runs) == 4
     st = session_stats(s, [50])["a"]
@@ -92,7 +55,7 @@ def test_warmup_and_stopped_runs_are_recorded_but_not_counted():
 
 
 def test_failed_runs_are_counted_separately():
-    evs = [*session_events(), *run(1), RunStarted(t_ns=1, run_id=2, scenario="a", iteration=1, warmup=False,
+    evs = [*session_events(), *scripted_run(1), RunStarted(t_ns=1, run_id=2, scenario="a", iteration=1, warmup=False,
                                                   prompt_tokens=1, max_tokens=1),
            RunFailed(t_ns=2, run_id=2, scenario="a", error="boom")]
     s = fold(evs)
@@ -101,25 +64,25 @@ def test_failed_runs_are_counted_separately():
 
 
 def test_unfinished_run_is_dropped_not_invented():
-    evs = [*session_events(), *list(run(1))[:-1], *run(2)]  # run 1 never finishes (damaged input)
+    evs = [*session_events(), *list(scripted_run(1))[:-1], *scripted_run(2)]  # run 1 never finishes (damaged input)
     s = fold(evs)
     assert [r.run_id for r in s.runs] == [2]
 
 
 def test_events_for_another_run_are_ignored():
-    evs = [*session_events(), *list(run(1))[:2],
+    evs = [*session_events(), *list(scripted_run(1))[:2],
            TokenEmitted(t_ns=1, run_id=99, index=0, token_id=1, text="stray", dt_ns=1)]
     s = fold(evs)
     assert len(s.current.tokens) == 0
 
 
 def test_dominant_component_is_named():
-    evs = [*session_events(), *run(1, ttft=10, comps=(6, 1, 2, 1, 0))]
+    evs = [*session_events(), *scripted_run(1, ttft=10, comps=(6, 1, 2, 1, 0))]
     assert session_stats(fold(evs), [50])["a"].dominant_component == "tokenize"
 
 
 def test_session_finished_ends_the_session():
-    s = fold([*session_events(), *run(1), SessionFinished(t_ns=5, status="interrupted")])
+    s = fold([*session_events(), *scripted_run(1), SessionFinished(t_ns=5, status="interrupted")])
     assert s.finished.status == "interrupted" and s.current is None
 
 

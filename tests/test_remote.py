@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import _free_port, _wait_ready, cli
+from .conftest import cli, free_port, wait_ready
 from .fake_server import FakeServer
 
 ARGS = ("--headless", "-q", "--scenario", "short", "--set", "run.warmup=1")
@@ -61,38 +60,40 @@ def test_the_recording_of_a_server_session_replays_to_the_same_report(remote_run
     assert again["runs"] == report["runs"] and again["summary"] == report["summary"]
 
 
-@pytest.mark.model
-def test_prefix_caching_is_never_silent(lcp_server, tmp_path):
-    """By default each run's prompt starts elsewhere in the text, so the server cannot reuse a
-    cached prefix; with prefix_cache = on the same prompt repeats and the server's cache shows."""
-    fresh, cached = tmp_path / "fresh.json", tmp_path / "cached.json"
-    for out, setting in ((fresh, "off"), (cached, "on")):
-        r = cli(*ARGS, "--url", lcp_server, "--iterations", "3", "--set", f"server.prefix_cache={setting!r}".replace("'", '"'),
-                "-o", str(out))
+def test_prefix_caching_is_never_silent(tmp_path):
+    """By default each run's prompt starts elsewhere in the text, so a server cannot reuse a cached
+    prefix; with prefix_cache = on the same prompt repeats. (What a cache hit then saves on a real
+    server is a speed: benchmarks/bench_claims.py remote measures it.)"""
+    sent = {}
+    for setting in ("off", "on"):
+        with FakeServer("ok") as srv:
+            r = cli(*ARGS, "--url", srv.url, "--iterations", "3", "--set", f'server.prefix_cache="{setting}"',
+                    "-o", str(tmp_path / f"{setting}.json"))
         assert r.returncode == 0, r.stderr
-    ttft = {p: statistics.median(x["ttft_ms"] for x in json.loads(p.read_text())["runs"] if x["counted"])
-            for p in (fresh, cached)}
-    assert ttft[cached] < 0.5 * ttft[fresh], ttft  # a repeated prompt is nearly free: a cache hit, said out loud
+        sent[setting] = [b["prompt"] for b in srv.bodies]
+    assert len(sent["off"]) == len(sent["on"]) == 4  # a warm-up and 3 counted runs
+    assert len({p[:40] for p in sent["off"]}) == 4  # four different beginnings: no prefix to reuse
+    assert len(set(sent["on"])) == 1 and sent["on"][0]
 
 
 @pytest.mark.model
-def test_concurrent_requests_to_a_real_server_wait_for_each_other(lcp_server, tmp_path):
-    """llama-cpp-python's server computes one request at a time: at concurrency 2 every request
-    overlaps another, and the one that arrives second waits for the first before its prefill."""
+def test_concurrent_requests_to_a_real_server_overlap_and_replay(lcp_server, tmp_path):
+    """Requests at concurrency 2 against llama-cpp-python's server: all answered, at most two in
+    flight, and the recording replays to the same load figures. (That the server computes one at a
+    time, so that the second waits for the first, is a matter of its speed: benchmarks/bench_claims.py
+    remote measures it.)"""
     out, rec = tmp_path / "load.json", tmp_path / "load.ttftrec"
     r = cli("--headless", "-q", "--url", lcp_server, "--scenario", "short", "--set", "run.warmup=1",
             "--concurrency", "1,2", "--requests", "4", "-o", str(out), "--record", str(rec), timeout=600)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     c1, c2 = report["load"]["short@c1"], report["load"]["short@c2"]
-    assert (c1["n_ok"], c1["max_in_flight"]) == (4, 1) and (c2["n_ok"], c2["max_in_flight"]) == (4, 2)
-    assert c2["mean_in_flight"] > 1.5
-    ttft = {k: report["summary"][k]["metrics"]["ttft_ms"]["mean"] for k in ("short@c1", "short@c2")}
-    assert ttft["short@c2"] > 1.3 * ttft["short@c1"], ttft  # half of them waited behind a whole request
-    # this server sends its response headers before it takes its lock: the wait is after them, in
-    # the unaccounted rest of TTFT (not in server_wait_ms, which ends at the headers)
-    rest = {k: report["summary"][k]["metrics"]["unaccounted_ms"]["mean"] for k in ("short@c1", "short@c2")}
-    assert rest["short@c2"] - rest["short@c1"] > 0.5 * (ttft["short@c2"] - ttft["short@c1"]), (rest, ttft)
+    assert (c1["n_ok"], c1["max_in_flight"]) == (4, 1) and (c2["n_ok"], c2["n_failed"]) == (4, 0)
+    assert 1 <= c2["max_in_flight"] <= 2 and 0 < c2["mean_in_flight"] <= 2
+    for run in report["runs"]:  # each request's own account still adds up under load
+        rm = run["remote"]
+        parts = rm["connect_ms"] + rm["send_ms"] + rm["server_wait_ms"] + (rm["server_prefill_ms"] or 0)
+        assert parts + run["unaccounted_ms"] == pytest.approx(run["ttft_ms"], abs=1e-3)
     again = json.loads(cli("replay", str(rec), "--headless").stdout)
     assert again["load"] == report["load"]
 
@@ -125,7 +126,7 @@ def test_a_server_that_works_gives_runs_and_one_that_is_not_there_is_an_error(tm
         assert run["remote"]["prompt_counted_by"].startswith("estimate")  # no tokenizer there: said so
         assert run["n_prompt_tokens"] == 12 and run["n_output_tokens"] == 3  # from usage
         assert run["output_text"] == " hello world again"
-    port = _free_port()
+    port = free_port()
     r = cli("--headless", "-q", "--url", f"http://127.0.0.1:{port}/v1", "--scenario", "short")
     assert r.returncode == 6 and "connection refused" in r.stderr
     r = cli("--headless", "-q", "--url", "ftp://nowhere/v1", "--scenario", "short")
@@ -140,14 +141,14 @@ def _llama_server_binary() -> str | None:
 @pytest.mark.skipif(_llama_server_binary() is None, reason="llama.cpp's llama-server binary not found "
                     "(set TTFTUI_LLAMA_SERVER or build it: benchmarks/README.md)")
 def test_llama_server_gives_its_own_account(model_path, tmp_path):
-    port = _free_port()
+    port = free_port()
     # two slots and its metrics: under load it computes two requests and says how many wait
     cmd = [_llama_server_binary(), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "-t", "2",
            "-c", "1024", "-np", "2", "--metrics", "-b", "64", "-ub", "64"] + (["--no-repack"] if _amx() else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         out, load_out = tmp_path / "ls.json", tmp_path / "load.json"
         r = cli(*ARGS, "--url", url, "--iterations", "3", "-o", str(out))
         assert r.returncode == 0, r.stderr
@@ -169,7 +170,7 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
         assert len(rm["server_prefill_chunk_tokens"]) >= 2 and sum(rm["server_prefill_chunk_tokens"]) == rm["server_prompt_n"]
         assert sum(rm["server_prefill_chunks_ms"]) == pytest.approx(rm["server_prefill_ms"], rel=0.05)
     med = report["summary"]["short"]["component_medians_ms"]
-    assert med["server_prefill"] > med["unaccounted"]  # the server's prefill explains most of its TTFT
+    assert med["server_prefill"] > 0  # how much of TTFT it explains is a speed: bench_remote.py compares them
     load = json.loads(load_out.read_text())["load"]["short"]
     assert (load["n_ok"], load["max_in_flight"], load["server_queue_source"]) == (8, 4, "metrics")
     assert load["server_samples"] > 0 and load["server_processing_max"] == 2  # its two slots, by its own account
@@ -177,13 +178,13 @@ def test_llama_server_gives_its_own_account(model_path, tmp_path):
 
 
 def test_prompt_progress_becomes_the_servers_prefill_chunks():
-    from ttftui.measure.remote.engine import _progress_chunks
+    from ttftui.measure.remote.engine import progress_chunks
 
     ev = [(0, {"total": 541, "cache": 0, "processed": 0, "time_ms": 0}), (1, {"processed": 512, "time_ms": 7808}),
           (2, {"processed": 541, "time_ms": 8176.5})]
-    assert _progress_chunks(ev) == {"server_chunks_ms": (7808.0, 368.5), "server_chunk_tokens": (512, 29)}
-    assert _progress_chunks([(0, {"processed": 5, "time_ms": 3}), (1, {"processed": 2, "time_ms": 4})]) == {}  # backwards
-    assert _progress_chunks([(0, {"processed": "x"})]) == {} and _progress_chunks([]) == {}
+    assert progress_chunks(ev) == {"server_chunks_ms": (7808.0, 368.5), "server_chunk_tokens": (512, 29)}
+    assert progress_chunks([(0, {"processed": 5, "time_ms": 3}), (1, {"processed": 2, "time_ms": 4})]) == {}  # backwards
+    assert progress_chunks([(0, {"processed": "x"})]) == {} and progress_chunks([]) == {}
 
 
 def _amx() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -11,7 +10,7 @@ from ttftui.measure.engine.synthetic import SyntheticEngine
 from ttftui.core.events import RunFinished, RunStarted
 from ttftui.run.session import Controls, SessionRunner
 
-from .conftest import make_config
+from .conftest import make_config, wait_until
 
 SCENARIOS = [{"name": "a", "prompt_tokens": 16, "max_tokens": 4}, {"name": "b", "prompt_tokens": 16, "max_tokens": 4}]
 
@@ -20,11 +19,17 @@ def _config():
     return make_config(run={"iterations": 2, "warmup": 1}, scenarios=SCENARIOS)
 
 
-def _wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+class RecordingStop(threading.Event):
+    """A stop flag that records every wait the runner makes on it and returns at once: the untimed
+    pauses between runs are checked by what the runner asked for, not by the wall clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return super().wait(0)
 
 
 def test_skip_leaves_out_the_rest_of_the_scenario_and_the_plan_shrinks():
@@ -81,15 +86,16 @@ def test_rerun_extends_the_plan_and_the_session_says_when_it_is_idle():
     worker = threading.Thread(target=runner.run, daemon=True)
     worker.start()
     try:
-        _wait(lambda: runner.idle)
+        wait_until(lambda: runner.idle, what="the plan to be done")
         assert runner.planned_runs == 3 == sum(isinstance(e, RunFinished) for e in events)
         controls.requests.put("b")  # a scenario outside the selection can be run on request too
-        _wait(lambda: sum(isinstance(e, RunFinished) for e in events) == 6 and runner.idle)
+        wait_until(lambda: sum(isinstance(e, RunFinished) for e in events) == 6 and runner.idle,
+                   what="the re-run to be done")
         assert runner.planned_runs == 6
         assert [e.scenario for e in events if isinstance(e, RunFinished)] == ["a"] * 3 + ["b"] * 3
     finally:
         controls.request_stop()
-        worker.join(5)
+        worker.join(60)
     assert not worker.is_alive()
 
 
@@ -101,16 +107,20 @@ def test_quitting_the_dashboard_after_the_plan_is_a_completed_session_and_before
     cfg = _config()
     done = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test"))
     done.start()
-    _wait(lambda: done.runner.idle)
+    wait_until(lambda: done.runner.idle, what="the plan to be done")
     done.stop()
-    done.join(5)
+    done.join(60)
     assert [e.status for e in done.drain() if isinstance(e, SessionFinished)] == ["completed"]
 
-    slow = LiveSource(cfg, ["a"], lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(20)))
+    # 2,000 tokens at 20 tok/s: the first run alone lasts 100 s, so the stop lands inside it however slow
+    # the machine is (and ends it between two tokens)
+    long = make_config(run={"iterations": 2, "warmup": 1}, scenarios=[{**SCENARIOS[0], "max_tokens": 2000}])
+    slow = LiveSource(long, ["a"], lambda: SyntheticEngine(long, "test", pace=True, cost=CostModel.with_decode_rate(20)))
     slow.start()
-    _wait(lambda: slow.runner.engine is not None and slow.runner.plan.started >= 1)  # a run is under way
+    wait_until(lambda: slow.runner.engine is not None and slow.runner.plan.started >= 1, what="a run to start")
     slow.stop()
-    slow.join(5)
+    slow.join(60)
+    assert not slow.alive
     assert [e.status for e in slow.drain() if isinstance(e, SessionFinished)] == ["interrupted"]
 
 
@@ -118,28 +128,21 @@ def test_the_untimed_gap_comes_before_every_run_but_the_first_scenarios_included
     """The dashboard draws a run's results in this gap; without it before a scenario's first run,
     the previous run's redraw fell inside that run's prefill."""
     cfg = make_config(run={"iterations": 2, "warmup": 0}, scenarios=SCENARIOS)
-    waits: list[float] = []
-
-    class RecordingStop(threading.Event):
-        def wait(self, timeout=None):
-            waits.append(timeout)
-            return super().wait(0)
-
-    controls = Controls(stop=RecordingStop(), between_runs_s=0.3)
+    stop = RecordingStop()
+    controls = Controls(stop=stop, between_runs_s=0.3)
     events: list = []
     SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append, controls=controls).run()
     assert sum(isinstance(e, RunFinished) for e in events) == 4
     # a, a | b, b: three gaps of 0.3 s, one of them between the scenarios (each waited in slices)
-    assert sum(waits) == pytest.approx(0.9) and max(waits) < 0.3
+    assert sum(stop.waits) == pytest.approx(0.9) and max(stop.waits) < 0.3
 
 
 def test_run_pause_ms_pauses_before_every_run_but_the_first_outside_the_timings():
     cfg = make_config(run={"iterations": 3, "warmup": 0, "pause_ms": 80}, scenarios=SCENARIOS[:1])
+    stop = RecordingStop()
     events: list = []
-    t0 = time.monotonic()
-    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append).run()
-    wall = time.monotonic() - t0
-    assert wall >= 0.16  # two pauses of 80 ms (the synthetic engine's own time is virtual: instant)
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test"), events.append, controls=Controls(stop=stop)).run()
+    assert sum(stop.waits) == pytest.approx(0.16)  # two pauses of 80 ms: before runs 2 and 3, none before 1
     done = [e for e in events if isinstance(e, RunFinished)]
     plain: list = []
     cfg0 = make_config(run={"iterations": 3, "warmup": 0}, scenarios=SCENARIOS[:1])

@@ -1,17 +1,16 @@
 """Telemetry backends against the libraries' real Python APIs, with only the C layer replaced.
 
-For NVML the fake stands in for ``libnvidia-ml`` itself (``pynvml.nvmlLib``): pynvml's own wrappers
-build the ctypes structures, call the fake "C functions" and raise their real ``NVMLError_*`` types.
-For AMD the fake stands in for ``libamd_smi`` (``pyrsmi.rocml.rocm_lib``), so pyrsmi's getters run
-as written, including their "-1 and a logged error" failure mode. A mistake in how ttftui calls
-either library fails these tests.
+For NVML the fake stands in for ``libnvidia-ml`` itself (``pynvml.nvmlLib``; the ``nvml`` fixture in
+tests/conftest.py): pynvml's own wrappers build the ctypes structures, call the fake "C functions"
+and raise their real ``NVMLError_*`` types. For AMD the fake stands in for ``libamd_smi``
+(``pyrsmi.rocml.rocm_lib``), so pyrsmi's getters run as written, including their "-1 and a logged
+error" failure mode. A mistake in how ttftui calls either library fails these tests.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
-import time
 import types
 
 import pytest
@@ -19,99 +18,7 @@ import pytest
 from ttftui.core.events import TelemetrySample, TelemetryStatus
 from ttftui.measure.telemetry import BackendUnavailable, HostBackend, NvmlBackend, RocmBackend, TelemetrySampler
 
-GiB = 2**30
-
-
-# ------------------------------------------------------------------ fake libnvidia-ml
-def fake_nvml_lib(state: dict):
-    import pynvml as N
-
-    def status(name):
-        return state.get("fail", {}).get(name, N.NVML_SUCCESS)
-
-    def fn(f):
-        return f  # plain functions: pynvml may set attributes such as restype on them
-
-    lib = types.SimpleNamespace()
-    lib.nvmlInitWithFlags = fn(lambda flags: status("init"))
-    lib.nvmlShutdown = fn(lambda: N.NVML_SUCCESS)
-
-    def count(p):
-        p._obj.value = state.get("count", 1)
-        return status("count")
-
-    def handle(index, p):
-        return status("handle")
-
-    def name(h, buf, size):
-        buf.value = b"NVIDIA H100 80GB HBM3"
-        return status("name")
-
-    def mem(h, p):
-        p._obj.total, p._obj.used = 80 * GiB, state["used"]
-        p._obj.free = p._obj.total - p._obj.used
-        return status("mem")
-
-    def util(h, p):
-        p._obj.gpu, p._obj.memory = state["util"], 10
-        return status("util")
-
-    def power(h, p):
-        p._obj.value = 350_000  # milliwatts
-        return status("power")
-
-    def temp(h, sensor, p):
-        assert sensor.value == N.NVML_TEMPERATURE_GPU
-        p._obj.value = 61
-        return status("temp")
-
-    def clock(h, kind, p):
-        assert kind.value == N.NVML_CLOCK_SM
-        p._obj.value = 1980
-        return status("clock")
-
-    lib.nvmlDeviceGetCount_v2 = count
-    lib.nvmlDeviceGetHandleByIndex_v2 = handle
-    lib.nvmlDeviceGetName = name
-    lib.nvmlDeviceGetMemoryInfo = mem
-    lib.nvmlDeviceGetUtilizationRates = util
-    lib.nvmlDeviceGetPowerUsage = power
-    lib.nvmlDeviceGetTemperature = temp
-    lib.nvmlDeviceGetClockInfo = clock
-    def samples(h, kind, last_seen, ptype, pcount, arr):
-        """The driver's sample buffer (nvmlDeviceGetSamples): ``state["driver"][type]`` lists
-        (µs timestamp, value), or is a function giving them; only those after ``last_seen`` come."""
-        code = state.get("driver_fail", {}).get(kind.value)
-        if code is not None:
-            return code
-        src = state.get("driver", {}).get(kind.value, [])
-        new = [(t, v) for t, v in (src() if callable(src) else src) if t > last_seen.value]
-        if not new:
-            return N.NVML_ERROR_NOT_FOUND
-        ptype._obj.value = N.NVML_VALUE_TYPE_UNSIGNED_INT
-        if arr is None:
-            pcount._obj.value = len(new)
-            return N.NVML_SUCCESS
-        n = min(pcount._obj.value, len(new))
-        for i, (t, v) in enumerate(new[:n]):
-            arr[i].timeStamp = t
-            arr[i].sampleValue.uiVal = v
-        pcount._obj.value = n
-        return N.NVML_SUCCESS
-
-    lib.nvmlDeviceGetSamples = samples
-    lib.nvmlErrorString = fn(lambda code: b"fake error")
-    return lib
-
-
-@pytest.fixture
-def nvml(monkeypatch):
-    import pynvml as N
-
-    state = {"used": 5 * GiB, "util": 73, "fail": {}}
-    monkeypatch.setattr(N, "nvmlLib", fake_nvml_lib(state))
-    monkeypatch.setattr(N, "_nvmlGetFunctionPointer_cache", {})
-    return state
+from .conftest import GiB, made_up_run_metrics, sampled_on_its_clock, target, wait_until
 
 
 def test_nvml_reads_every_field(nvml):
@@ -194,33 +101,33 @@ def fake_amdsmi_lib(state: dict):
     lib.amdsmi_shut_down = lambda: ok
 
     def by_type(kind, handles, pcount):
-        pcount._obj.value = 1
+        target(pcount).value = 1
         if handles is not None:
             handles[0] = ctypes.c_void_p(0x1234)
         return ok
 
     def asic(h, p):
-        p._obj.market_name = b"AMD Instinct MI300X"
+        target(p).market_name = b"AMD Instinct MI300X"
         return status("asic")
 
     def mem_usage(h, kind, p):
-        p._obj.value = state["used"]
+        target(p).value = state["used"]
         return status("mem")
 
     def mem_total(h, kind, p):
-        p._obj.value = 192 * GiB
+        target(p).value = 192 * GiB
         return status("mem_total")
 
     def activity(h, p):
-        p._obj.gfx_activity = state["util"]
+        target(p).gfx_activity = state["util"]
         return status("util")
 
     def power(h, p):
-        p._obj.current_socket_power = 420
+        target(p).current_socket_power = 420
         return status("power")
 
     def err_string(code, p):
-        p._obj.value = b"AMDSMI_STATUS_NOT_SUPPORTED"
+        target(p).value = b"AMDSMI_STATUS_NOT_SUPPORTED"
         return ok
 
     lib.amdsmi_get_processor_handles_by_type = by_type
@@ -342,7 +249,9 @@ def test_sampler_thread_keeps_a_fixed_cadence_without_drift():
     events = []
     s = TelemetrySampler(events.append, lambda: clock[0], backend="none", interval_ms=20,
                          mono_ns=lambda: clock[0], wait=wait)
-    s._loop()
+    s.start()
+    wait_until(lambda: len(waits) >= 20, what="the sampler's 20th wait")  # its thread then ends by itself
+    s.stop()
     samples = [e for e in events if isinstance(e, TelemetrySample)]
     assert len(samples) == 20 and s.missed == 2  # the 50 ms overshoot cost two ticks
     first = samples[0].t_ns
@@ -410,13 +319,8 @@ def test_telemetry_never_stops_a_session_even_if_a_backend_raises(monkeypatch):
 
 
 def _metrics(ttft_ms: float, e2e_ms: float, n_out: int, prefill_samples: int | None, decode_samples: int | None):
-    from ttftui.analysis.metrics import RunMetrics
-
     extra = {} if prefill_samples is None else {"prefill_samples": prefill_samples, "decode_samples": decode_samples}
-    m = RunMetrics.__new__(RunMetrics)  # only the fields telemetry_gaps reads
-    for k, v in {"ttft_ms": ttft_ms, "e2e_ms": e2e_ms, "n_output_tokens": n_out, "extra": extra}.items():
-        object.__setattr__(m, k, v)
-    return m
+    return made_up_run_metrics(ttft_ms=ttft_ms, e2e_ms=e2e_ms, n_output_tokens=n_out, extra=extra)
 
 
 def test_a_phase_without_a_sample_says_why_instead_of_a_bare_null():
@@ -434,8 +338,9 @@ def test_a_phase_without_a_sample_says_why_instead_of_a_bare_null():
 
 
 def test_the_report_and_the_panel_say_which_phase_was_too_short_to_sample():
-    """A real-time synthetic session sampled every 100 ms whose runs last about 60 ms: the runs with
-    no sample in a phase say why in the report, and the telemetry panel says it for the last run."""
+    """A synthetic session sampled every 100 ms of its own clock, whose runs last about 60 ms: the
+    runs with no sample in a phase say why in the report, and the telemetry panel says it for the
+    last run."""
     from ttftui.core.config import Config
     from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
     from ttftui.analysis.reducer import fold
@@ -445,19 +350,21 @@ def test_the_report_and_the_panel_say_which_phase_was_too_short_to_sample():
     from ttftui.tui.telemetry_view import telemetry_text
     from ttftui.tui.themes import load_theme_or_default
 
-    cfg = Config.model_validate({"run": {"iterations": 4, "warmup": 0}, "telemetry": {"interval_ms": 100},
+    cfg = Config.model_validate({"run": {"iterations": 6, "warmup": 0}, "telemetry": {"interval_ms": 100},
                                  "scenarios": [{"name": "s", "prompt_tokens": 16, "max_tokens": 12}]})
     events = []
-    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", pace=True, cost=CostModel.with_decode_rate(600)),
-                  events.append).run()
-    state = fold(events)
+    SessionRunner(cfg, lambda: SyntheticEngine(cfg, "test", cost=CostModel.with_decode_rate(600)), events.append).run()
+    state = fold(sampled_on_its_clock(events, 100))
     rep = build_report(state)
+    assert rep.telemetry.n_samples > 0
     for r in rep.runs:
         t = r.telemetry or {}
-        assert ("prefill" in r.telemetry_gaps) == (not t.get("prefill_samples")), r
-        if "prefill" in r.telemetry_gaps:
-            assert r.ttft_ms < 100 and "less than the 100 ms between samples" in r.telemetry_gaps["prefill"]
-    assert any(r.telemetry_gaps for r in rep.runs)  # 4 runs of ~60 ms: a sample cannot land in every phase
+        for phase, dur in (("prefill", r.ttft_ms), ("decode", r.e2e_ms - r.ttft_ms)):
+            assert dur < 100  # every phase is shorter than the interval: a tick lands in it or it says why
+            assert (phase in r.telemetry_gaps) == (not t.get(f"{phase}_samples")), r
+            if phase in r.telemetry_gaps:
+                assert "less than the 100 ms between samples: no sample landed in it" in r.telemetry_gaps[phase]
+    assert any(r.telemetry_gaps for r in rep.runs) and any((r.telemetry or {}).get("prefill_samples") for r in rep.runs)
     text = telemetry_text(state, SessionView(state), load_theme_or_default("dark")[0], 60).plain
     last = rep.runs[-1]
     if last.telemetry_gaps:

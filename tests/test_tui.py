@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from ttftui.tui.app import TtftApp
 from ttftui.tui.themes import ThemeLoadError, builtin_theme_names, load_theme, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 
+from .conftest import FakeWall, pilot_wait_until, two_host_session
 from .tui_support import StaticSource, fixed_clock, synthetic_session
 
 
@@ -77,11 +77,9 @@ async def test_one_more_token_repaints_only_the_rows_that_changed():
     app, _ = make_app(events[: tok[300]])
     async with app.run_test(size=(120, 40)) as pilot:
         stream = app.query_one(TokenStream)
-        for _ in range(100):  # steady state first: drawn at its final size (a resize repaints it all)
-            await pilot.pause(0.02)
-            if "300 tok" in stream.visible_text() and len(stream._rows) == stream.content_size.height:
-                break
-        await pilot.pause(0.1)
+        # steady state first: drawn at its final size (a resize repaints it all)
+        await pilot_wait_until(pilot, lambda: "300 tok" in stream.visible_text()
+                               and stream.drawn_rows == stream.content_size.height > 0, what="the stream's first draw")
         before = stream.visible_text()
         seen: list = []
         stream.refresh = lambda *regions, **kw: seen.append(regions)  # type: ignore[method-assign]
@@ -112,7 +110,7 @@ async def test_each_run_is_coloured_against_its_own_median_gap():
         shown = stream.visible_text()
     med = float(np.median([e.dt_ns / 1e6 for e in slow if isinstance(e, TokenEmitted) and e.run_id == second][1:]))
     assert f"run {second} s · 30 tok" in shown and f"p50 {R.fmt_ms(med)}" in shown
-    assert stream._style_median == pytest.approx(med)  # the run has ended: coloured against its exact median
+    assert stream.colour_median_ms == pytest.approx(med)  # the run has ended: coloured against its exact median
 
 
 async def test_run_in_progress_shows_phases_so_far():
@@ -276,7 +274,9 @@ def test_render_functions():
 
 
 async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
-    """A real LiveSource (synthetic engine at 5,000 tok/s, paced): nothing lost, quit is prompt."""
+    """A real LiveSource (synthetic engine at 5,000 tok/s, paced): nothing lost; quit stops the
+    session's thread before the app exits (the app waits for it a bounded time: had it not stopped,
+    it would still be alive here)."""
     from ttftui.core.config import Config
     from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine
     from ttftui.run.live import LiveSource
@@ -287,18 +287,14 @@ async def test_live_synthetic_session_drains_every_token_and_quits_cleanly():
                                                             cost=CostModel.with_decode_rate(5000)))
     app = TtftApp(src, refresh_hz=15)
     async with app.run_test(size=(120, 40)) as pilot:
-        deadline = time.monotonic() + 20
-        while len(app.pump.state.runs) < 2 and time.monotonic() < deadline:
-            await pilot.pause(0.1)
+        await pilot_wait_until(pilot, lambda: len(app.pump.state.runs) >= 2, 120, what="both runs", interval=0.1)
         state = app.pump.state
         assert len(state.runs) == 2
         for r in state.runs:
             assert len(r.tokens) == 2000 == r.finished.n_output_tokens
             assert [t.index for t in r.tokens] == list(range(2000))
-        t0 = time.monotonic()
         await pilot.press("q")
         await pilot.pause()
-    assert time.monotonic() - t0 < 3
     assert not src.alive and app.return_code == 0
     assert app.pump.state.finished is not None
 
@@ -380,16 +376,6 @@ def test_frames_are_budgeted_only_while_llama_cpp_has_every_cpu():
                                    n_gpu_layers_offloaded=31))  # every layer and the output: the GPU computes
     assert contended(_as_llama(session, kind="gpu", n_threads=usable_cpus(), n_gpu_layers_offloaded=1))  # partly
     assert not contended(_as_llama(synthetic_session(), kind="cpu", n_threads=usable_cpus()))  # between runs
-
-
-class FakeWall:
-    """An injected monotonic clock: frame decisions never depend on how fast the machine runs."""
-
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_a_frame_waits_until_the_ui_is_within_its_cpu_budget():
@@ -503,7 +489,7 @@ def test_the_live_source_wakes_its_front_end_when_a_run_or_the_session_ends():
     src.set_wake(lambda: woken.append(1))
     events = synthetic_session()
     for e in events:
-        src._publish(e)
+        src.runner.publish(e)  # what the engine thread does with each event
     assert src.drain() == events  # every event, in order: waking adds and drops nothing
     assert len(woken) == sum(isinstance(e, (RunFinished, RunFailed, SessionFinished)) for e in events) > 0
 
@@ -537,37 +523,6 @@ def test_every_source_is_a_source():
     for src in (live, ReplaySource(synthetic_session(1, 0)), StaticSource([])):
         assert isinstance(src, Source)
         assert src.take_reset() is None and isinstance(src.status_extra(), str)
-
-
-def two_host_session() -> list:
-    """A --per-node session of two engine hosts (synthetic engines on virtual clocks, tagged and
-    renumbered the way the driver does), in time order."""
-    import dataclasses
-
-    from ttftui.core.config import Config
-    from ttftui.measure.engine.synthetic import SyntheticEngine
-    from ttftui.core.events import EngineReady, RunStarted, SessionFinished, SessionStarted, TelemetrySample
-    from ttftui.run.session import SessionRunner
-
-    cfg = Config.model_validate({"cluster": {"ray": "local", "per_node": True}, "run": {"iterations": 3, "warmup": 0},
-                                 "scenarios": [{"name": "short", "prompt_tokens": 128, "max_tokens": 12}]})
-    merged: list = []
-    for k, w in enumerate(("aaaa:1", "bbbb:2")):
-        evs: list = []
-        host_cfg = cfg.model_copy(update={"cluster": type(cfg.cluster)(), "run": cfg.run.model_copy(update={"seed": k})})
-        SessionRunner(host_cfg, lambda c=host_cfg: SyntheticEngine(c, "test data (deterministic)"), evs.append).run()
-        for e in evs:
-            if isinstance(e, (SessionStarted, SessionFinished)):
-                continue
-            if isinstance(e, (EngineReady, RunStarted, TelemetrySample)):
-                e = dataclasses.replace(e, worker=w)
-            if getattr(e, "run_id", None) is not None:
-                e = dataclasses.replace(e, run_id=e.run_id + 100 * k)
-            merged.append(e)
-    merged.sort(key=lambda e: e.t_ns)
-    start = SessionStarted(t_ns=0, session_id="hosts", started_at="2026-11-27T00:00:00+00:00", ttftui_version="t",
-                           config=cfg.model_dump(mode="json"))
-    return [start, *merged, SessionFinished(t_ns=merged[-1].t_ns + 1, status="completed")]
 
 
 async def test_engine_hosts_get_a_line_each_and_w_follows_one():

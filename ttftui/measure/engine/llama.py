@@ -245,6 +245,15 @@ class LlamaEngine(Engine):
             raise PromptTooLong("the model's chat template is not supported by llama.cpp's template engine")
         return buf.raw[:n]
 
+    def tokenizer(self, chat_template: bytes | None = None) -> "LlamaEngine._Tok":
+        """The exact tokenization the timed phase uses (as a chat prompt when ``chat_template`` is
+        given): what ``prepare`` builds exact-length prompts with."""
+        return self._Tok(self, chat_template)
+
+    def render_chat(self, template: bytes, text: bytes) -> bytes:
+        """``text`` as the user's message in the chat ``template``, rendered by llama.cpp as a run does."""
+        return self._render_chat(template, text)
+
     class _Tok:
         """The exact tokenization the timed phase uses, for building exact-length prompts."""
 

@@ -133,7 +133,7 @@ class RemoteEngine(Engine):
         try:
             st, text = self.ep.get_text(self.ep.root_path("/metrics"))
             if st == 200:
-                g = _gauges(text)
+                g = prometheus_gauges(text)
                 for running, waiting in QUEUE_GAUGES:
                     if running in g and waiting in g:
                         self.queue_source, self._queue_gauges = "metrics", (running, waiting)
@@ -155,7 +155,7 @@ class RemoteEngine(Engine):
                 st, text = ep.get_text(ep.root_path("/metrics"))
                 if st != 200:
                     return None
-                g = _gauges(text)
+                g = prometheus_gauges(text)
                 running, waiting = self._queue_gauges
                 return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
                                     requests_processing=_int(g.get(running)), requests_deferred=_int(g.get(waiting)))
@@ -327,7 +327,7 @@ class RemoteEngine(Engine):
             server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
             server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
             server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
-            client_lag_ns=client_lag_ns, **_progress_chunks(res.progress),
+            client_lag_ns=client_lag_ns, **progress_chunks(res.progress),
         )
         last = res.chunks[-1].t_ns if res.chunks else res.at["end_ns"]
         n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
@@ -388,7 +388,7 @@ class QueuePoller:
             self._thread.join()
 
 
-def _progress_chunks(progress: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple]:
+def progress_chunks(progress: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple]:
     """llama-server's prompt-progress events (cumulative ``processed`` tokens and ``time_ms`` on its
     clock, one per batch it evaluated) as the batches themselves: the remote counterpart of the
     local engine's prefill chunks."""
@@ -406,7 +406,7 @@ def _progress_chunks(progress: list[tuple[int, dict[str, Any]]]) -> dict[str, tu
     return {"server_chunks_ms": tuple(ms), "server_chunk_tokens": tuple(toks)} if toks else {}
 
 
-def _gauges(text: str) -> dict[str, float]:
+def prometheus_gauges(text: str) -> dict[str, float]:
     """Prometheus text exposition: metric name -> value, summed over its label sets (one per model
     on a server with several); comments and lines that are not samples are skipped."""
     out: dict[str, float] = {}

@@ -99,6 +99,11 @@ class LinePanel(Panel):
         """What the panel shows, as plain text (one line per row)."""
         return "\n".join(self._texts).rstrip("\n")
 
+    @property
+    def drawn_rows(self) -> int:
+        """How many rows the last draw laid out: the panel's height once it has drawn at its size."""
+        return len(self._rows)
+
     def _paint(self, rows: list[tuple[Any, Any]], width: int, height: int) -> None:
         """``rows``: (key, a Text or a line of token fragments). Render the rows whose key changed and
         repaint only those (the whole panel after a resize)."""

@@ -64,6 +64,12 @@ class TokenStream(LinePanel):
             return None
         return gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2
 
+    @property
+    def colour_median_ms(self) -> float | None:
+        """The median gap (ms) the shown run's tokens are coloured against: within
+        ``STYLE_MEDIAN_SLACK`` of the true one while the run streams, the exact one once it has ended."""
+        return self._style_median
+
     # Tokens are coloured against the median, which moves a little with every token; re-colouring
     # every visible token each time would re-render every row on every frame. So the colours are
     # computed against a median that is updated only when the true one has moved by more than this,
