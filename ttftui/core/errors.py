@@ -114,6 +114,12 @@ class ServerFailed(TtftuiError):
     label = "no request to the server succeeded (every run failed: refused, timed out, HTTP error, bad stream)"
 
 
+class ServerLost(TtftuiError):
+    exit_code = 19
+    label = ("the server was lost mid-session (stopped answering or went away after runs had succeeded); "
+             "the runs so far are kept, the remaining runs are failed with the reason")
+
+
 class Interrupted(TtftuiError):
     exit_code = 130
     label = "interrupted by Ctrl-C (SIGINT); completed runs are kept"
