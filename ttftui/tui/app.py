@@ -33,6 +33,7 @@ from ttftui.run.pump import Pump
 from ttftui.run.replay import fmt_clock, fmt_speed
 from ttftui.run.source import Source
 from ttftui.tui.frames import FrameLog, FrameScheduler
+from ttftui.tui.layout import Rows, share_rows
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 from ttftui.tui.widgets.hosts import HostsPanel, host_names
@@ -142,6 +143,8 @@ class TtftApp(App[int]):
         self._quitting = False
         self._failure_shown = False
         self._compact: bool | None = None
+        self._rows: Rows | None = None  # the panels' heights (ttftui.tui.layout)
+        self._hosts_want = 0
         self._solo: str | None = None
         self.views = Views()  # the one analysis of the state, kept while no run has ended
         self._tick_timer: Any = None
@@ -179,6 +182,7 @@ class TtftApp(App[int]):
         self.w_lanes = self.query_one(RequestLanes)
         self.w_lanes.display = False
         self.w_hosts = self.query_one(HostsPanel)
+        self.w_body, self.w_middle, self.w_table_box = (self.query_one(f"#{i}") for i in ("body", "middle", "table"))
         self.w_hosts.display = False
         self.w_table.baseline = self.baseline
         for name in builtin_theme_names():
@@ -232,6 +236,30 @@ class TtftApp(App[int]):
         if compact != self._compact:
             self._compact = compact
             self.screen.set_class(compact, "compact")
+
+    def on_resize(self) -> None:
+        self._fit_layout()
+        self.call_after_refresh(self._share_rows)  # once the body has its new size
+
+    def _share_rows(self) -> None:
+        """Heights of the panels that would otherwise push the others off the screen
+        (:mod:`ttftui.tui.layout`); set only when they change (a change re-lays out the screen)."""
+        border = 1 if self._compact else 2
+        rows = share_rows(
+            self.w_body.size.height, border=border,
+            ttft_core=self.w_ttft.core_lines, ttft_full=self.w_ttft.content_lines, ttft_cap=8 if self._compact else 14,
+            lanes_want=(6 if self._compact else 10) if self.w_lanes.display else None,
+            hosts_want=self._hosts_want + border if self.w_hosts.display else None,
+            middle_floor=int(self.w_middle.styles.min_height.value),
+            table_floor=int(self.w_table_box.styles.min_height.value))
+        if rows == self._rows:
+            return
+        self._rows = rows
+        self.w_ttft.styles.max_height = rows.ttft
+        if rows.lanes is not None:
+            self.w_lanes.styles.height = rows.lanes
+        if rows.hosts is not None:
+            self.w_hosts.styles.height = rows.hosts
 
     def _apply_theme(self, th: ThemeFile) -> None:
         self.theme_file = th
@@ -309,11 +337,8 @@ class TtftApp(App[int]):
                 hosts = bool(full_state.engines) and full_state.engines[0].worker is not None
                 if self.w_hosts.display != hosts:
                     self.w_hosts.display = hosts
-                if hosts:  # a line per host (8 at most) under its title line
-                    rows = min(len(host_names(full_state)), 8) + 1 + (1 if self._compact else 2)
-                    if self.w_hosts.styles.height is None or self.w_hosts.styles.height.value != rows:
-                        self.w_hosts.styles.height = rows
                 if hosts:
+                    self._hosts_want = min(len(host_names(full_state)), 8) + 1  # a line per host under its title line
                     self.w_hosts.show(full_state, view)
                 self.w_telemetry.show(state, view)
                 table = self.w_table
@@ -321,6 +346,7 @@ class TtftApp(App[int]):
                             compact=bool(self._compact))
                 table.show(view.stats, pcts)
                 self.w_alerts.show(full_state, self.n_rules)
+                self._share_rows()
             elif state.current is not None and state.current.tokens:
                 self.w_stream.show(state, True)
             else:  # runs finish only in full frames: the view (the scenario medians) is the last full frame's

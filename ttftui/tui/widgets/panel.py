@@ -64,11 +64,25 @@ class Panel(Static):
         if self._args is not None and self.size.area:
             self._key = self.view_key(*self._args)
         self.refresh_view()  # new size (or first size): draw what we were last given
+        # A layout asked for while the resize is handled is folded into the layout that caused it
+        # and lost: a height:auto panel drawn here kept the height of its previous content (the TTFT
+        # breakdown stayed one line high for good). Ask again once that layout is done.
+        self.call_after_refresh(self._fit_height)
+
+    def _fit_height(self) -> None:
+        if self._lines >= 0 and self.styles.height is not None and self.styles.height.is_auto \
+                and self.content_size.height != self._lines + 1:
+            self.refresh(layout=True)
 
     def refresh_view(self) -> None:
         if self._args is None or self.theme_file is None or self.size.area == 0:
             return
         self.draw(*self._args)
+
+    @property
+    def content_lines(self) -> int:
+        """Lines of what the panel last drew."""
+        return max(self._lines + 1, 1)
 
     def update_sized(self, content: Text) -> None:
         """Update a height:auto panel; re-layout the screen only when its line count changes (a full

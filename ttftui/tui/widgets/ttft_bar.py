@@ -23,6 +23,7 @@ class TTFTBar(Panel):
     def __init__(self, **kw: Any):
         super().__init__("TTFT breakdown", **kw)
         self._max_lines = 0
+        self.core_lines = 1  # content lines of the headline: title, stacked bar and legend (the app keeps them)
 
     def on_resize(self) -> None:
         self._max_lines = 0  # a new width wraps the legend differently
@@ -55,6 +56,7 @@ class TTFTBar(Panel):
                                               else ""),
                       R.component_colour(th, k), v, v / denom * 100) for k, v in parts.items()]
             out.append_text(R.legend(items, width))
+        self.core_lines = out.plain.count("\n") + 1
         if stats:
             name_w = max(len(n) for n in stats) + 1
             sweep_of, fam_max, fits = _sweep_view(view, stats)
