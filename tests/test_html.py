@@ -18,12 +18,15 @@ so Playwright stops at the end of this module and the async tests of later modul
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -297,8 +300,8 @@ def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, mo
                            stderr=subprocess.PIPE, text=True)
     try:
         line = srv.stderr.readline()  # type: ignore[union-attr]
-        assert f"serving the dashboard at http://127.0.0.1:{port}" in line and "one viewer at a time" in line
-        url = f"http://127.0.0.1:{port}/"
+        assert f"serving the dashboard at http://127.0.0.1:{port}/?token=" in line and "one viewer at a time" in line
+        url = re.search(r"at (\S+)", line).group(1)  # type: ignore[union-attr]
         page.goto(url)
         page.wait_for_function("document.body.classList.contains('-first-byte')", timeout=60_000)
         page.locator(".xterm-helper-textarea").focus()
@@ -319,7 +322,7 @@ def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, mo
         svg = wait_until(loaded, 300, what="a screenshot of the loaded session", interval=0.5)
         svgs = [svg]
         colours = png_colours(page, screenshot(page, "serve.png"))
-        # a second viewer starts nothing: it is told the session is open elsewhere
+        # a second viewer (with the token) starts nothing: it is told the session is open elsewhere
         second = _get(url)
         screen = _svg_text(svgs[0])
         assert "TTFT breakdown" in screen and "Percentiles" in screen and "REAL" in screen
@@ -330,6 +333,63 @@ def test_the_served_dashboard_runs_in_chromium_and_takes_keys(page, tmp_path, mo
         page.close()  # the viewer leaves first: the server ends its session, then stops
         srv.terminate()
         srv.wait(20)
+
+
+def _served(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    srv = subprocess.Popen([sys.executable, "-m", "ttftui", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    line = srv.stderr.readline()  # type: ignore[union-attr]
+    m = re.search(r"serving the dashboard at (\S+)", line)
+    assert m, line
+    return srv, m.group(1)
+
+
+@pytest.mark.browser_context_args(viewport={"width": 1000, "height": 700})
+def test_the_served_page_keeps_its_token_as_a_cookie_and_out_of_the_address_bar(page, tmp_path):
+    """The URL ``serve`` prints opens the dashboard; the page's websocket and files get the token
+    from the cookie, the address bar loses it, a reload (the page's "Start another") still works,
+    and another site's page gets nothing."""
+    rec = tmp_path / "s.ttftrec"
+    r = cli("--headless", "--synthetic", "--iterations", "1", "--warmup", "0", "--scenario", "short", "-q",
+            "--record", str(rec), "-o", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    srv, url = _served(["replay", str(rec), "--serve", "--speed", "max", "--port", str(port)], tmp_path)
+    (tmp_path / "index.html").write_text("<!DOCTYPE html><title>another local site</title>")
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    evil_port = evil.server_address[1]
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        assert "?token=" in url
+        errors = console_errors(page)
+        page.goto(url)
+        page.wait_for_function("document.body.classList.contains('-first-byte')", timeout=60_000)
+        assert page.url == f"http://127.0.0.1:{port}/"  # no token in the address bar, nor in the history
+        cookie = next(c for c in page.context.cookies() if c["name"] == f"ttftui-token-{port}")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""  # the page's scripts cannot read it
+        page.reload()
+        page.wait_for_function("document.body.classList.contains('-first-byte')", timeout=60_000)
+        assert not errors, errors
+        # the same browser on another web server's page on this machine (127.0.0.1, another port):
+        # the same *site*, so the browser sends it the SameSite cookie; its Origin is refused
+        other = page.context.new_page()
+        other.goto(f"http://127.0.0.1:{evil_port}/")
+        opened = other.evaluate(f"""() => new Promise(done => {{
+            const ws = new WebSocket("ws://127.0.0.1:{port}/ws?width=80&height=24");
+            ws.onopen = () => done("open"); ws.onerror = () => done("refused"); }})""")
+        assert opened == "refused"
+        other.goto(f"http://localhost:{port}/")  # another name for it: no cookie there, no token
+        assert "no token" in other.content()
+        other.close()
+    finally:
+        page.close()
+        srv.terminate()
+        srv.wait(20)
+        evil.shutdown()
+    said = srv.stderr.read()  # type: ignore[union-attr]
+    assert f"refused GET /ws from 127.0.0.1: Origin http://127.0.0.1:{evil_port} is another site" in said, said
 
 
 def test_serve_checks_its_options_before_serving(tmp_path):
@@ -345,5 +405,5 @@ def test_another_address_than_loopback_warns():
     from ttftui.cli.serve import check_host, serve_command
 
     assert check_host("127.0.0.1") is None and check_host("localhost") is None
-    assert "anyone who can reach this port can drive the session" in check_host("0.0.0.0")
+    assert "anyone who can reach this port and has the URL's token can drive the session" in check_host("0.0.0.0")
     assert serve_command(["--config", "a b.toml"]).endswith("-m ttftui --config 'a b.toml'")

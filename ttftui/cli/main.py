@@ -20,13 +20,14 @@ from ttftui import __version__
 from ttftui.analysis.alerts import AlertEvaluator
 from ttftui.cli import headless
 from ttftui.cli.doctor import run_doctor
-from ttftui.cli.serve import check_host, run_server
+from ttftui.cli.serve import check_host, check_new_recording, run_server, serve_access
 from ttftui.core.config import cell_config, load_config, matrix_cells, parse_value, with_load
 from ttftui.core.definitions import definitions_text
 from ttftui.core.errors import ConfigError, GateFailed, TtftuiError, exit_code_table
 from ttftui.core.output import check_writable, say, write_atomic
 from ttftui.measure.gguf import read_header
 from ttftui.measure.prompts import check_fits
+from ttftui.measure.select import select_engine
 from ttftui.report.compare import baseline_table, compare_reports, load_report, parse_alpha, parse_gate, render_table
 from ttftui.report.html import compare_html, pick_run, report_html
 from ttftui.report.schema import report_schema
@@ -196,8 +197,9 @@ def _preflight(config: Any, names: list[str]) -> None:
             check_fits(s.name, s.prompt_tokens, s.max_tokens, config.model.n_ctx)
 
 
-def cmd_run(argv: Sequence[str]) -> int:
-    args = _run_parser().parse_args(argv)
+def _checked_run(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The run options checked as every front end checks them before it starts anything (the dashboard,
+    headless, and ``serve`` before it listens): the config, load options, scenarios, what fits."""
 
     config = load_config(args.config, _overrides(args))
     if args.concurrency and args.rate:
@@ -207,6 +209,13 @@ def cmd_run(argv: Sequence[str]) -> int:
     if args.synthetic and any(config.scenario(n).is_load for n in names):
         raise ConfigError("--synthetic runs one request at a time; concurrency and rate need a server (--url)")
     _preflight(config, names)
+    return config, names
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+
+    config, names = _checked_run(args)
     if not args.headless and args.output:
         raise ConfigError("-o/--output needs --headless (the dashboard saves screenshots with its own key)")
     if args.fail_on and not args.headless:
@@ -228,6 +237,11 @@ def _baseline(path: str) -> Any:
 def _recorder(config: Any, args: argparse.Namespace) -> Any:
     """The recording sink asked for by --record or [recording], created now so a bad path fails early."""
 
+    path = _recording_path(config, args)
+    return None if path is None else Recorder(path)
+
+
+def _recording_path(config: Any, args: argparse.Namespace) -> str | None:
     if args.record is None and not config.recording.enabled:
         return None
     path = args.record if args.record else (config.recording.path if args.record is None else "")
@@ -235,7 +249,7 @@ def _recorder(config: Any, args: argparse.Namespace) -> Any:
         path = str(default_recording_path(config.recording.gzip))
     elif config.recording.gzip and not path.endswith(".gz"):
         path += ".gz"
-    return Recorder(path)
+    return path
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
@@ -275,12 +289,15 @@ def cmd_replay(argv: Sequence[str]) -> int:
         if args.headless or args.fail_on:
             raise ConfigError("--serve shows the dashboard: --headless and --fail-on do not apply")
 
+        access = serve_access(args.host, args.port, allow_hosts=args.allow_host, token=not args.no_token)
+        if args.baseline:
+            _baseline(args.baseline)
         if (w := check_host(args.host)) is not None:
             _say(w)
         forward = ["replay", str(Path(args.file).resolve()), "--speed", args.speed, "-q"]
         forward += [x for flag, v in (("--theme", args.theme), ("--baseline", args.baseline)) if v for x in (flag, v)]
         forward += ["--strict"] if args.strict else []
-        return run_server(forward, host=args.host, port=args.port, one_viewer=False, title="ttftui replay")
+        return run_server(forward, access=access, one_viewer=False, title="ttftui replay")
     if args.headless:
         return headless.replay_headless(rec, args.output, args.format, args.fail_on)
     if args.fail_on:
@@ -339,8 +356,14 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; another address warns: no authentication)")
+                   help="address to listen on (default 127.0.0.1; another address warns: no TLS; docs/serve.md "
+                        "has the threat model)")
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    p.add_argument("--allow-host", metavar="NAME[:PORT]", action="append", default=[],
+                   help="also answer to this host name, and its pages (a proxy's or tunnel's name; repeatable): "
+                        "pages of other names and sites are refused")
+    p.add_argument("--no-token", action="store_true",
+                   help="no secret in the URL (loopback addresses only): any local user may then connect")
 
 
 def _port(text: str) -> int:
@@ -353,18 +376,28 @@ def _port(text: str) -> int:
 def cmd_serve(argv: Sequence[str]) -> int:
     p = _Parser(prog="ttftui serve", description="Serve the live dashboard to a web browser (textual-serve). "
                 "Every other option is a run option (ttftui --help) and is checked now. One viewer at a time: "
-                "a second browser tab is told the session is open elsewhere and starts nothing.")
+                "a second browser tab is told the session is open elsewhere and starts nothing. Open the URL it "
+                "prints: it carries a secret token, and pages of other sites or names are refused (docs/serve.md).")
     _serve_args(p)
     args, rest = p.parse_known_args(argv)
+    access = serve_access(args.host, args.port, allow_hosts=args.allow_host, token=not args.no_token)
     run_args = _run_parser().parse_args(rest)  # bad run options fail here, not in the browser
     if run_args.headless or run_args.output:
         raise ConfigError("ttftui serve shows the dashboard: --headless and -o do not apply")
-
-    load_config(run_args.config, _overrides(run_args))  # a bad config fails here too
+    if run_args.fail_on:
+        raise ConfigError("--fail-on needs --headless (it sets the exit code of a headless run)")
+    # every session a viewer starts is checked now, as the dashboard and headless check theirs, with
+    # the same exit code: the config, scenarios, what fits, the model file, the baseline, the recording
+    config, _names = _checked_run(run_args)
+    select_engine(config, force_synthetic=run_args.synthetic, pace=config.engine.synthetic_pace)
+    if run_args.baseline:
+        _baseline(run_args.baseline)
+    if (rec := _recording_path(config, run_args)) is not None:
+        check_new_recording(rec)
 
     if (w := check_host(args.host)) is not None:
         _say(w)
-    return run_server(rest, host=args.host, port=args.port, one_viewer=True, title="ttftui")
+    return run_server(rest, access=access, one_viewer=True, title="ttftui")
 
 
 def cmd_report(argv: Sequence[str]) -> int:
