@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ttftui.core.config import Config, load_config
 from ttftui.core.errors import ConfigError
 
-from .conftest import ROOT
+from .conftest import ROOT, cli
 
 
 def test_repository_config_documents_the_defaults():
@@ -90,3 +92,59 @@ def test_sampler_forms():
     ]})
     assert [s.sampler.kind for s in c.scenarios] == ["greedy", "top_k", "top_p"]
     assert c.scenarios[1].sampler.k == 5 and c.scenarios[2].sampler.p == 0.95
+
+
+# ---------------------------------------------------------------------- --set values and list sizes
+def _one_line(r, code: int, *needles: str) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.startswith("ttftui: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("value", ['3\n[model]\npath="/etc/passwd"', '3\nwarmup = 7', '"a"\n[run]\niterations = 9',
+                                   "3\r\n[model]\r\nn_ctx = 99"])
+def test_a_set_value_is_one_toml_value_and_never_adds_toml(tmp_path, value):
+    """``--set run.iterations=$'3\\n[model]\\npath=...'``: the value is read as one TOML value on its
+    own; more TOML after it (a table, a key) is refused, on the command line and in the library."""
+    r = cli("--headless", "--synthetic", "-q", "--set", f"run.iterations={value}", "-o", os.devnull)
+    _one_line(r, 2, "--set run.iterations", "more than one TOML value")
+    with pytest.raises(ConfigError, match="more than one TOML value"):
+        load_config(write(tmp_path, ""), [f"run.iterations={value}"])
+
+
+def test_set_values_are_toml_values_or_text(tmp_path):
+    c = load_config(write(tmp_path, ""), ["run.iterations=3 # a comment", "report.percentiles=[50,\n99]",
+                                          "model.path=/models/a b.gguf", 'model.flash_attn = "on"'])
+    assert (c.run.iterations, c.report.percentiles, c.model.flash_attn) == (3, [50, 99], "on")
+    assert c.model.path == "/models/a b.gguf"  # not TOML: taken as text, as typed
+
+
+def _sweep(n: int) -> str:
+    return f'[[scenarios]]\nname = "a"\nmax_tokens = 2\nprompt_tokens = [{", ".join(str(i + 1) for i in range(n))}]\n'
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_sweep(100_000), "100,000 values; at most 1,024"),
+    ('[[scenarios]]\nname = "a"\nmax_tokens = 2\nprompt_tokens = 8\nconcurrency = [' + ", ".join(
+        str(i + 1) for i in range(5000)) + "]\n", "5,000 values; at most 1,024"),
+    ("".join(f'[[scenarios]]\nname = "s{i}"\nmax_tokens = 2\nprompt_tokens = [8, 9, 10, 11, 12]\n'
+             for i in range(1000)), "5,000 scenarios"),
+    ("[cluster]\nray = \"local\"\nmatrix = {" + ", ".join(f'"model.k{i}" = [{", ".join(map(str, range(10)))}]'
+                                                        for i in range(10)) + "}\n", "10,000,000,000 combinations"),
+    ("".join(f'[[alerts]]\nmetric = "ttft_ms"\nvalue = 1\nname = "r{i}"\n' for i in range(20_000)), "at most 1024"),
+    ("[report]\npercentiles = [" + ", ".join(str(i / 1000) for i in range(50_000)) + "]\n", "at most 64"),
+], ids=["100k prompt lengths", "5k concurrency values", "5k scenarios", "1e10 matrix cells", "20k alerts",
+        "50k percentiles"])
+def test_long_lists_are_refused_at_once_with_the_bound(tmp_path, text, needle):
+    """A sweep of 100,000 prompt lengths (and the like) is refused, naming the bound, before anything
+    is expanded: checking it costs time linear in the file (the timeout is generous; a quadratic check
+    of 100,000 names took over 300 s)."""
+    r = cli("--headless", "--synthetic", "-q", "--config", str(write(tmp_path, text)), "-o", os.devnull, timeout=120)
+    _one_line(r, 2, needle)
+
+
+def test_repeated_names_among_thousands_are_found_and_named(tmp_path):
+    text = "".join(f'[[scenarios]]\nname = "s{i % 3000}"\nmax_tokens = 2\nprompt_tokens = 8\n' for i in range(4000))
+    with pytest.raises(ConfigError, match=r"names must be unique; repeated: s0, s1, s10, s100, .*\(1,000 in all\)"):
+        load_config(write(tmp_path, text))

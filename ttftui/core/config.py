@@ -9,18 +9,29 @@ file, the key and what was expected (:func:`format_validation_error`).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from ttftui.core.errors import ConfigError
 from ttftui.core.inputs import MAX_CONFIG_BYTES, read_input
 from ttftui.core.rules import AlertRule, Strict
+from ttftui.core.urls import without_credentials
 
 DEFAULT_CONFIG_NAME = "config.toml"
+
+# Bounds on the lists a config may hold, so that a config is refused at once, with a reason, instead
+# of being expanded into a session no one meant (and every check on them is linear in their size).
+MAX_SWEEP_VALUES = 1024  # values in one sweep list (prompt_tokens, concurrency, rate) or matrix key
+MAX_SCENARIOS = 4096  # scenarios once sweeps and the matrix are expanded
+MAX_MATRIX_CELLS = 256  # combinations of cluster.matrix's values
+MAX_ALERTS = 1024  # alert rules
+MAX_PERCENTILES = 64  # report.percentiles
 
 
 class ModelConfig(Strict):
@@ -47,6 +58,23 @@ class EngineConfig(Strict):
         "auto", description="where the engine runs: process = a child process of its own (a crash there is a "
                             "result, not the end of the session), thread = inside ttftui's process; auto = "
                             "process for llama.cpp, thread for the synthetic engine")
+    # The engine host's watchdog (engine.host = process; docs/engine-host.md, "When the child stalls")
+    stall_warn_s: float = Field(
+        30.0, ge=0, le=86_400, description="an engine host that owes an answer and shows no progress (no event, and "
+                                           "no CPU time on its heartbeat) for this long is reported stalled; 0 = never")
+    stall_kill_s: float = Field(
+        120.0, ge=0, le=86_400, description="... and for this long is killed, and the run fails as a crash (exit 17); "
+                                            "0 = never")
+    stop_grace_s: float = Field(
+        5.0, gt=0, le=3_600, description="after a stop (Ctrl-C, SIGTERM, q), how long the engine host has to answer "
+                                         "before it is killed, so that the session always ends")
+
+    @model_validator(mode="after")
+    def _stall_limits(self) -> "EngineConfig":
+        if self.stall_warn_s and self.stall_kill_s and self.stall_kill_s <= self.stall_warn_s:
+            raise ValueError(f"engine.stall_kill_s ({self.stall_kill_s:g}) must be more than engine.stall_warn_s "
+                             f"({self.stall_warn_s:g}), or 0 (never kill)")
+        return self
 
 
 class RunConfig(Strict):
@@ -158,7 +186,8 @@ def _default_scenarios() -> list[ScenarioConfig]:
 
 
 class ReportConfig(Strict):
-    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1)
+    percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1,
+                                     max_length=MAX_PERCENTILES)
 
     @field_validator("percentiles")
     @classmethod
@@ -211,6 +240,25 @@ class ServerConfig(Strict):
     ttft_at: Literal["content_or_reasoning", "content", "first_choice", "first_event"] = Field(
         "content_or_reasoning", description="which point of the stream is the first token (the others are reported "
                                             "beside it)")
+    # What a server may take of the client, whatever it sends (docs/remote-and-load.md, "Limits")
+    headers_timeout_s: float = Field(0.0, ge=0, le=86400, description="longest wait for the response headers, after "
+                                                                     "the request is written; 0 = read_timeout_s")
+    request_timeout_s: float = Field(0.0, ge=0, le=86400 * 7, description=(
+        "deadline of one whole request; 0 = the headers' timeout + read_timeout_s + 1 s per max_tokens token"))
+    max_event_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="largest SSE line or event (all its "
+                                                                          "data lines) a server may send")
+    max_chunks: int = Field(0, ge=0, le=1 << 30, description="text chunks one run may keep; 0 = 4 x max_tokens + 64")
+    max_stream_bytes: int = Field(0, ge=0, le=1 << 40, description="SSE data one run may take (it holds the text "
+                                                                  "kept); 0 = 4096 bytes per chunk allowed")
+    lost_after: int = Field(3, ge=0, le=1_000_000, description=(
+        "after a request has succeeded, this many requests in a row that get no answer (refused, reset, timed out), "
+        "with a GET /models that gets none either, make the server lost: the session ends (exit 19); 0 = never"))
+
+    @field_serializer("url", when_used="json")
+    def _url_as_shown(self, url: str, info: Any) -> str:
+        """user:password@ never leaves in a recording or a report (``context={"credentials": True}``
+        keeps it, for a Ray client worker that must send it)."""
+        return url if (info.context or {}).get("credentials") else without_credentials(url)
 
 
 class ClusterConfig(Strict):
@@ -237,12 +285,35 @@ class ClusterConfig(Strict):
                                  "can vary")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"matrix key {key!r}: needs a non-empty list of values")
+            _bounded(f"matrix key {key!r}", values)
             if len(set(map(repr, values))) != len(values):
                 raise ValueError(f"matrix key {key!r}: needs distinct values")
+        _check_cells(v)
         return v
 
 
 MATRIX_SECTIONS = ("model.", "engine.")
+
+
+def _bounded(what: str, values: list[Any]) -> None:
+    if len(values) > MAX_SWEEP_VALUES:
+        raise ValueError(f"{what}: {len(values):,} values; at most {MAX_SWEEP_VALUES:,} (split such a sweep "
+                         "into several sessions)")
+
+
+def _check_cells(matrix: dict[str, Any]) -> int:
+    """How many cells the matrix makes; ValueError beyond ``MAX_MATRIX_CELLS`` (checked before they are
+    made: ten keys of ten values would be ten billion)."""
+    n = math.prod(len(v) for v in matrix.values() if isinstance(v, list))
+    if n > MAX_MATRIX_CELLS:
+        raise ValueError(f"cluster.matrix makes {n:,} combinations; at most {MAX_MATRIX_CELLS:,}")
+    return n
+
+
+def _check_scenarios(n: int) -> None:
+    if n > MAX_SCENARIOS:
+        raise ValueError(f"{n:,} scenarios (once sweeps and the matrix are expanded); at most {MAX_SCENARIOS:,} "
+                         "(split such a session into several)")
 
 
 def _label_part(key: str, value: Any) -> str:
@@ -273,6 +344,8 @@ def expand_matrix(data: Any) -> Any:
     matrix = cluster.get("matrix") if isinstance(cluster, dict) else None
     if not isinstance(matrix, dict) or not matrix or not all(isinstance(v, list) and v for v in matrix.values()):
         return data  # nothing to expand (a malformed matrix is reported by its own validator)
+    n_cells = _check_cells(matrix)
+    _check_scenarios(sum(n_cells if isinstance(sc, dict) and sc.get("cell") is None else 1 for sc in data["scenarios"]))
     out = []
     for sc in data["scenarios"]:
         if not isinstance(sc, dict) or sc.get("cell") is not None:
@@ -290,13 +363,27 @@ def expand_sweeps(data: Any) -> Any:
     (a load sweep; both kinds may be combined: ``NAME@512@c4``)."""
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
         return data
-    out = []
+    _check_scenarios(sum(map(_n_expanded, data["scenarios"])))  # before making any of them
+    out: list[Any] = []
     for sc in data["scenarios"]:
-        out.extend(_expand_load(x) for x in _expand_lengths(sc))
-    return {**data, "scenarios": [y for x in out for y in x]}
+        for x in _expand_lengths(sc):
+            out.extend(_expand_load(x))
+    return {**data, "scenarios": out}
+
+
+def _n_expanded(sc: Any) -> int:
+    """How many scenarios ``sc`` becomes (each sweep list bounded first)."""
+    if not isinstance(sc, dict):
+        return 1
+    lists = {k: v for k in ("prompt_tokens", "concurrency", "rate") if isinstance(v := sc.get(k), list)}
+    for key, values in lists.items():
+        _bounded(f"scenario {str(sc.get('name'))[:40]!r}: {key} = [...]", values)
+    load = lists.get("concurrency", lists.get("rate", [None]))  # one load sweep at most (_expand_load)
+    return len(lists.get("prompt_tokens", [None])) * len(load)
 
 
 def _distinct(sc: dict[str, Any], key: str, values: list[Any]) -> None:
+    _bounded(f"scenario {str(sc.get('name'))[:40]!r}: {key} = [...]", values)
     if not values or len(set(map(str, values))) != len(values):
         raise ValueError(f"scenario {sc.get('name')!r}: {key} = [...] needs distinct values")
 
@@ -332,7 +419,8 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
-    alerts: list[AlertRule] = Field(default_factory=list, description="threshold rules checked after every run")
+    alerts: list[AlertRule] = Field(default_factory=list, max_length=MAX_ALERTS,
+                                    description="threshold rules checked after every run")
 
     @model_validator(mode="before")
     @classmethod
@@ -342,13 +430,14 @@ class Config(Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":
         names = [s.name for s in self.scenarios]
-        dup = {n for n in names if names.count(n) > 1}
+        dup = _repeated(names)
         if dup:
-            raise ValueError(f"scenario names must be unique; repeated: {', '.join(sorted(dup))}")
+            raise ValueError(f"scenario names must be unique; repeated: {dup}")
+        known = set(names)
         for i, rule in enumerate(self.alerts):
-            if rule.scenario is not None and rule.scenario not in names:
+            if rule.scenario is not None and rule.scenario not in known:
                 raise ValueError(f"alerts[{i}] ({rule.name}): scenario {rule.scenario!r} is not defined "
-                                 f"(scenarios: {', '.join(names)})")
+                                 f"(scenarios: {_some(names)})")
         cc = self.cluster
         if (cc.per_node or cc.matrix) and not cc.ray:
             raise ValueError(f"cluster.{'per_node' if cc.per_node else 'matrix'} runs engine hosts on a Ray cluster: "
@@ -363,19 +452,20 @@ class Config(Strict):
             raise ValueError("cluster.ray: Ray client workers send requests to a server; give its URL (--url or "
                              "server.url), or run engine hosts (--per-node, cluster.matrix)")
         if cc.matrix:
+            base = self.model_dump(mode="python")  # once: each cell is checked with its own scenarios only
             for label, cell in matrix_cells(cc.matrix):
                 try:
-                    cell_config(self, label)
+                    Config.model_validate(_cell_data(base, label, cell))
                 except ValidationError as e:
-                    raise ValueError(format_validation_error(f"cluster.matrix: cell {label}", e)) from None
+                    shown = label if len(label) <= 60 else label[:57] + "..."
+                    raise ValueError(format_validation_error(f"cluster.matrix: cell {shown}", e)) from None
         load = [s.name for s in self.scenarios if s.is_load]
         if load and not self.server.url:
             raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "
                              "(--url or server.url)")
-        rule_names = [r.name for r in self.alerts]
-        dup = {n for n in rule_names if rule_names.count(n) > 1}
+        dup = _repeated([r.name for r in self.alerts])
         if dup:
-            raise ValueError(f"alert rule names must be unique; repeated: {', '.join(sorted(dup))}")
+            raise ValueError(f"alert rule names must be unique; repeated: {dup}")
         return self
 
     @property
@@ -390,17 +480,38 @@ class Config(Strict):
         raise KeyError(name)
 
 
+def _repeated(names: list[str]) -> str:
+    """The names given more than once (counted in one pass), a few of them, or ""."""
+    return _some(sorted(n for n, k in Counter(names).items() if k > 1))
+
+
+def _some(names: list[str], n: int = 12) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names):,} in all)" if len(names) > n else "")
+
+
 def cell_config(cfg: Config, label: str | None) -> Config:
     """The config an engine host runs: ``cfg`` without the cluster, with a matrix cell's settings
     and only that cell's scenarios (``label`` None: every scenario, as ``--per-node`` runs them)."""
-    data = cfg.model_dump(mode="python")
-    data["cluster"] = {}
-    data["alerts"] = []  # rules are evaluated once, where the session's events meet
-    if label is not None:
-        cells = dict(matrix_cells(cfg.cluster.matrix))
-        data = apply_overrides(data, list(cells[label].items()))
-        data["scenarios"] = [sc for sc in data["scenarios"] if sc["cell"] == label]
-    return Config.model_validate(data)
+    cell = dict(matrix_cells(cfg.cluster.matrix))[label] if label is not None else None
+    return Config.model_validate(_cell_data(cfg.model_dump(mode="python"), label, cell))
+
+
+def cell_configs(cfg: Config) -> list[tuple[str, Config]]:
+    """Every matrix cell's :func:`cell_config`, with ``cfg`` dumped once (not once per cell: 256
+    cells of 4,096 scenarios would dump a million)."""
+    base = cfg.model_dump(mode="python")
+    return [(label, Config.model_validate(_cell_data(base, label, cell)))
+            for label, cell in matrix_cells(cfg.cluster.matrix)]
+
+
+def _cell_data(base: dict[str, Any], label: str | None, cell: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`cell_config`'s data from a config's dump (``base`` is left as it was)."""
+    data = {**base, "cluster": {}, "alerts": []}  # rules are evaluated once, where the session's events meet
+    if label is not None and cell is not None:
+        data.update(model=dict(base["model"]), engine=dict(base["engine"]))  # the cell's settings land in copies
+        data = apply_overrides(data, list(cell.items()))
+        data["scenarios"] = [sc for sc in base["scenarios"] if sc["cell"] == label]
+    return data
 
 
 def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[float] | None = None,
@@ -497,12 +608,22 @@ def _allowed_keys(parent: tuple[Any, ...]) -> str:
     return f" (expected one of: {', '.join(keys)})" if keys else ""
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: TOML syntax when it parses (numbers, booleans, arrays), else a string."""
+def parse_value(text: str, what: str = "--set") -> Any:
+    """A ``--set`` value: one TOML value when it is one (a number, a boolean, a quoted string, an
+    array, an inline table), else the text itself, as a string. It is read as that one value and
+    nothing more: text that holds more TOML after it (a newline, then ``[model]`` and a key) is
+    refused (ConfigError naming ``what``), never spliced into the config."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        doc = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"{what}: the value is nested too deeply") from None
+    if list(doc) != ["v"]:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise ConfigError(f"{what}: {shown!r} is more than one TOML value (a value may not add keys or tables "
+                          "to the config; quote it to mean text)")
+    return doc["v"]
 
 
 Override = Union[str, tuple[str, Any]]
@@ -523,7 +644,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[Override]) -> dict[str
             if "=" not in item:
                 raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.n_batch=64")
             key, _, text = item.partition("=")
-            value = parse_value(text.strip())
+            value = parse_value(text.strip(), f"--set {key.strip()}")
         parts = key.strip().split(".")
         node = data
         for p in parts[:-1]:
@@ -554,9 +675,13 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[Over
             raise ConfigError(f"{p}: not a UTF-8 text file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: invalid TOML: {e}") from None
+        except RecursionError:  # [[[[... or {a={a={... thousands deep
+            raise ConfigError(f"{p}: arrays or tables nested too deeply to be a config") from None
     data = apply_overrides(data, overrides or [])
     try:
         cfg = Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError(f"{source}: arrays or tables nested too deeply to be a config") from None
     except ValidationError as e:
         key = _loc(e.errors(include_url=False)[0]["loc"])
         for item in overrides or []:

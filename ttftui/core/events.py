@@ -407,6 +407,28 @@ class EngineCrashed:
 
 
 @dataclass(**_frozen)
+class EngineStalled:
+    """The engine's process made no progress for ``stalled_s`` seconds while it owed an answer
+    (``state`` ``stalled``; ``silent``: it sent nothing at all, not even its heartbeat, e.g. stopped
+    with SIGSTOP; else it was alive but neither computed nor sent an event), or made progress again
+    (``resumed``). ``kill_after_s``: when ttftui's watchdog kills it (None: never). ``phase`` as in
+    ``EngineCrashed``; ``message`` says it in one line (docs/engine-host.md, "When the child stalls")."""
+
+    type: Literal["engine_stalled"] = "engine_stalled"
+    t_ns: Int64
+    state: Literal["stalled", "resumed"]
+    stalled_s: float
+    silent: bool = False
+    phase: str = "idle"
+    run_id: Int64 | None = None
+    scenario: str | None = None
+    kill_after_s: float | None = None
+    pid: Int64 | None = None
+    message: str = ""
+    worker: str | None = None  # a Ray engine host's engine (node:pid); None: this machine's
+
+
+@dataclass(**_frozen)
 class WorkerLost:
     """A Ray client worker (or its node) died during a load phase: the runs it had in flight ended
     failed (``lost_runs``), ``unsent`` of its requests were never sent; its completed runs stand."""
@@ -443,6 +465,7 @@ Event = Annotated[
         TelemetryStatus,
         AlertChanged,
         EngineCrashed,
+        EngineStalled,
         WorkerLost,
         SessionFinished,
     ],
@@ -451,7 +474,7 @@ Event = Annotated[
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
-             WorkerLost, SessionFinished):
+             EngineStalled, WorkerLost, SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)

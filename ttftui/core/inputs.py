@@ -2,8 +2,9 @@
 
 A FIFO given as a model blocks for ever, ``/dev/zero`` given as a config or a recording is read for
 ever, and a 14 MB gzip "recording" can inflate to gigabytes. Every input file goes through
-:func:`read_regular` (or :func:`check_regular` before a reader of its own opens it), which refuses
-what is not a regular file and what is larger than its limit, with a message naming the limit;
+:func:`read_regular` (or :func:`check_regular` before a reader of its own opens it, or
+:func:`read_head` to peek at its first bytes), which refuses what is not a regular file and what is
+larger than its limit, with a message naming the limit;
 :func:`inflate_gzip` inflates in pieces, within a size and ratio limit, and keeps what inflated
 before damage.
 """
@@ -24,6 +25,15 @@ MAX_THEME_BYTES = 1 * MiB
 MAX_RECORDING_BYTES = 2048 * MiB  # as stored (compressed or not)
 MAX_INFLATED_BYTES = 2048 * MiB
 MAX_GZIP_RATIO = 64  # recordings compress about 4x; a bomb compresses 1000x
+
+
+def expand_path(path: str | os.PathLike[str]) -> Path:
+    """``~`` expanded, or the path as written when there is no such home (``~nosuchuser/r.json``):
+    then it is simply not found, rather than an internal error."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
 
 
 class InputRefused(Exception):
@@ -73,6 +83,21 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     return data
 
 
+def read_head(path: str | os.PathLike[str], n: int) -> bytes:
+    """The first ``n`` bytes of a regular file (to tell what kind of file it is), opened without
+    blocking and checked on the open descriptor like :func:`read_regular`: a FIFO or a device is
+    refused (InputRefused) before anything is read, so a peek never hangs."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused(f"{path} is {_kind(st.st_mode)}, not a regular file")
+        return os.read(fd, n)
+    finally:
+        os.close(fd)
+
+
 def read_input(path: str | os.PathLike[str], max_bytes: int, what: str, error: Callable[[str], Exception]) -> bytes:
     """:func:`read_regular`, each way it can fail as one line naming ``what`` (e.g. "config file"),
     raised as ``error``: missing ("{what} not found: PATH"), refused (not a regular file, too big) or
@@ -85,6 +110,8 @@ def read_input(path: str | os.PathLike[str], max_bytes: int, what: str, error: C
         raise error(f"cannot read {what}: {e}") from None
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except ValueError as e:  # a path the OS cannot take (an embedded NUL)
+        raise error(f"cannot read {what} {path!r}: {e}") from None
 
 
 def inflate_gzip(data: bytes, where: str | Path) -> tuple[bytes, list[str]]:

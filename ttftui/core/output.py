@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from ttftui.core.errors import OutputNotWritable
+from ttftui.core.inputs import expand_path
+from ttftui.core.sane import utf8_text
 from ttftui.core.textsafe import visible
 
 
@@ -33,7 +35,7 @@ def _is_special(p: Path) -> bool:
 
 def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Fail now, not after a long session, if ``path`` cannot be written."""
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if _is_special(p):
         if not os.access(p, os.W_OK):
             raise OutputNotWritable(f"cannot write {what} {p}: permission denied")
@@ -57,7 +59,8 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    p = Path(path).expanduser()
+    p = expand_path(path)
+    text = utf8_text(text)  # a lone surrogate from someone else's text cannot fail the write
     if _is_special(p):
         try:
             with open(p, "w", encoding="utf-8", newline="") as f:

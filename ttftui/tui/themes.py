@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
-from pathlib import Path
 
 from pydantic import ValidationError, field_validator
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from ttftui.core.config import format_validation_error
-from ttftui.core.inputs import MAX_THEME_BYTES, InputRefused, read_regular
+from ttftui.core.inputs import MAX_THEME_BYTES, InputRefused, expand_path, read_regular
 from ttftui.core.rules import Strict
 
 DEFAULT_THEME = "dark"
@@ -107,8 +106,12 @@ def _read(source: str, data: bytes) -> ThemeFile:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ThemeLoadError(f"{source}: invalid TOML: {e}") from None
+    except RecursionError:  # [[[[... thousands deep
+        raise ThemeLoadError(f"{source}: arrays or tables nested too deeply to be a theme") from None
     try:
         return ThemeFile.model_validate(raw)
+    except RecursionError:
+        raise ThemeLoadError(f"{source}: arrays or tables nested too deeply to be a theme") from None
     except ValidationError as e:
         raise ThemeLoadError(format_validation_error(source, e)) from None
 
@@ -118,7 +121,7 @@ def load_theme(spec: str) -> ThemeFile:
     if spec in builtin_theme_names():
         f = resources.files("ttftui.themes").joinpath(f"{spec}.toml")
         return _read(f"themes/{spec}.toml", f.read_bytes())
-    p = Path(spec).expanduser()
+    p = expand_path(spec)
     if p.suffix == ".toml" or p.exists():
         try:
             return _read(str(p), read_regular(p, MAX_THEME_BYTES))
