@@ -391,3 +391,66 @@ def test_an_engine_crash_on_a_host_fails_that_unit_only_and_the_host_takes_the_n
     assert last["failed"] is None and sum(isinstance(e, EngineReady) for e in evs) == 1  # loaded afresh
     assert len([e for e in evs if isinstance(e, RunFinished)]) == 3
     host.shutdown()
+
+
+def _nices(pid: int) -> dict[int, int]:
+    """Every thread of process ``pid``: its niceness (field 19 of /proc/PID/task/TID/stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return out
+
+
+@pytest.mark.model
+def test_an_engine_hosts_engine_runs_every_thread_at_nice_0_on_a_ray_worker(cluster):
+    """Ray starts its workers at nice 15, and on Linux niceness is per thread: the engine's own
+    process (every llama.cpp thread) used to inherit 15 from the thread that started it. Now each
+    engine process runs at 0 with every thread, beside a Ray worker whose main thread is still at 15."""
+    import psutil
+
+    proc = spawn("--headless", "--ray", cluster, "--per-node", "--set", "run.warmup=0", "--set",
+                 "run.iterations=40", "--set", "model.n_threads=2", "--set",
+                 "scenarios=[{name='s', prompt_tokens=48, max_tokens=30}]", "-o", os.devnull, stdout=None)
+    lines: list[str] = []
+    pids: list[int] = []
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if not pids and (found := _host_pids(lines)):
+                pids.extend(found)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+
+    def engines() -> list[int] | None:  # each host's engine process, once it has loaded and computes
+        found = []
+        for pid in pids:
+            kids = [c for c in psutil.Process(pid).children()
+                    if "ttftui.measure.engine_process" in " ".join(c.cmdline())]
+            if len(kids) != 1 or kids[0].num_threads() <= 3:
+                return None  # not yet started, or no llama.cpp thread yet (Python's own are 3)
+            found.append(kids[0].pid)
+        return found if len(found) == 2 else None
+
+    try:
+        from .conftest import wait_until
+
+        found = wait_until(engines, timeout=300, interval=0.2, what="both engine hosts' engines to run")
+        workers = {pid: _nices(pid)[pid] for pid in pids}  # each Ray worker's main thread
+        nices = {pid: _nices(pid) for pid in found}
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t.join(10)
+    assert set(workers.values()) == {15}, workers  # Ray's worker_niceness: what the engine used to inherit
+    for pid, threads in nices.items():
+        assert len(threads) > 3 and set(threads.values()) == {0}, (pid, threads)
+    assert rc == 130, "".join(lines)
+    assert not any("nice" in x and "warning" in x for x in lines), "".join(lines)  # none to give (root lowers it)

@@ -148,3 +148,45 @@ def test_run_pause_ms_pauses_before_every_run_but_the_first_outside_the_timings(
     cfg0 = make_config(run={"iterations": 3, "warmup": 0}, scenarios=SCENARIOS[:1])
     SessionRunner(cfg0, lambda: SyntheticEngine(cfg0, "test"), plain.append).run()
     assert [e.e2e_ns for e in done] == [e.e2e_ns for e in plain if isinstance(e, RunFinished)]  # not timed
+
+
+def _stopped_hosts() -> list:
+    """Engine host children of this process that are stopped (SIGSTOP)."""
+    import psutil
+
+    return [c for c in psutil.Process().children()
+            if "ttftui.measure.engine_process" in " ".join(c.cmdline()) and c.status() == psutil.STATUS_STOPPED]
+
+
+@pytest.mark.parametrize("at", ["init", "load", "prepare"])
+def test_a_stop_ends_the_session_while_its_engine_host_is_stopped_starting_loading_or_preparing(at):
+    """Ctrl-C while the engine host is stopped before any run (still starting, loading the model,
+    building a prompt): it never answers, so after engine.stop_grace_s it is killed and the session
+    ends as a stopped one, saying why; nothing is left behind."""
+    import psutil
+
+    from ttftui.core.events import Notice, SessionFinished
+    from ttftui.measure.engine_process.proxy import HostedEngine
+
+    cfg = make_config(engine={"kind": "synthetic", "host": "process", "stop_grace_s": 0.5}, run={"iterations": 2},
+                      scenarios=SCENARIOS)
+    controls = Controls()
+    events: list = []
+    runner = SessionRunner(cfg, lambda: HostedEngine(cfg, "synthetic", synthetic_reason="test",
+                                                     env={"TTFTUI_ENGINE_FAULT": f"SIGSTOP at={at}"}),
+                           events.append, controls=controls)
+    worker = threading.Thread(target=runner.run, daemon=True)
+    worker.start()
+    try:
+        (host,) = wait_until(_stopped_hosts, what=f"the engine host to stop at {at}")
+        controls.request_stop()
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        for h in _stopped_hosts():
+            h.kill()
+    assert [e.status for e in events if isinstance(e, SessionFinished)] == ["interrupted"]
+    assert runner.error is None
+    assert any(isinstance(e, Notice) and e.level == "warning" and "did not answer within 0.5 s" in e.message
+               for e in events)
+    assert not psutil.pid_exists(host.pid) or host.status() == psutil.STATUS_ZOMBIE

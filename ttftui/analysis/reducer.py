@@ -26,6 +26,7 @@ from ttftui.core.events import (
     AlertChanged,
     EngineCrashed,
     EngineReady,
+    EngineStalled,
     Event,
     GpuDriverSamples,
     Notice,
@@ -157,6 +158,7 @@ class SessionState:
     worker_gpu_driver: dict[str, Log[GpuDriverSamples]] = field(default_factory=dict)
     alerts: Log[AlertChanged] = field(default_factory=Log)
     crash: EngineCrashed | None = None  # the engine's process died: where, by what, its last log lines
+    stalled: EngineStalled | None = None  # the engine's process makes no progress (until it resumes or dies)
     finished: SessionFinished | None = None
     n_events: int = 0
     last_t_ns: int = 0
@@ -264,13 +266,15 @@ def apply(state: SessionState, ev: Event) -> SessionState:
             first = state.engine if state.engine is not None and ev.worker is not None else ev
             return replace(state, engine=first, engines=state.engines + (ev,), **book)
         case EngineCrashed():
-            return replace(state, crash=ev, **book)
+            return replace(state, crash=ev, stalled=None, **book)
+        case EngineStalled():
+            return replace(state, stalled=ev if ev.state == "stalled" else None, **book)
         case WorkerLost():
             return replace(state, workers_lost=state.workers_lost + (ev,), **book)
         case SessionStarted():
             return replace(initial_state(), session=ev, config=session_config(ev.config), **book)
         case SessionFinished():
-            return replace(state, finished=ev, in_flight=(), **book)
+            return replace(state, finished=ev, in_flight=(), stalled=None, **book)
     return replace(state, **book)  # an event of another run (or a stray one): counted, nothing else
 
 

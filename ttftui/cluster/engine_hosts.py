@@ -20,6 +20,13 @@ runs it had not started are counted, the session goes on with the others (a matr
 cells go to the hosts still alive). An engine that fails to load, or crashes, on one host fails that
 unit only: its message is an error notice (and the crash an ``EngineCrashed`` event) and the host
 takes the next unit.
+
+Ray starts its workers at nice 15 (``RAY_worker_niceness``), and on Linux niceness is per thread:
+the thread that answers the driver's hello lowers its own (``unnice``), but a unit runs in another
+thread, and the engine's own process would inherit that thread's 15, every llama.cpp thread with it.
+So a unit's thread lowers its own too (the runner and the telemetry sampler start from it), and the
+engine host is asked to run at nice 0 (it sets that itself before any thread of its own starts; where
+it is not allowed to, it says so in a warning).
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ from ttftui.cluster.common import (
     one_line,
     ray_module,
     run_with_controls,
+    unnice,
 )
 from ttftui.core.config import Config, cell_config, matrix_cells
 from ttftui.core.errors import ConfigError, EngineCrash, TtftuiError
 from ttftui.core.events import (
     EngineCrashed,
     EngineReady,
+    EngineStalled,
     GpuDriverSamples,
     Notice,
     RunStarted,
@@ -52,12 +61,14 @@ from ttftui.core.events import (
     TelemetryStatus,
     shift_time,
 )
-from ttftui.measure.engine.base import Clock
+from ttftui.measure.engine.base import Clock, RunError
+from ttftui.measure.engine_process.proxy import hosted_in
 from ttftui.measure.select import select_engine
 from ttftui.run.session import Controls, SessionRunner
 
 # events that say where they came from (``worker``) and those that belong to a run (``run_id``)
-_TAGGED = (RunStarted, EngineReady, TelemetrySample, GpuDriverSamples, TelemetryStatus, EngineCrashed)
+_TAGGED = (RunStarted, EngineReady, TelemetrySample, GpuDriverSamples, TelemetryStatus, EngineCrashed, EngineStalled)
+ENGINE_NICE = 0  # what an engine host's engine process runs at (Ray's worker_niceness is for Ray's own work)
 
 
 @dataclass(frozen=True)
@@ -132,12 +143,14 @@ class EngineHost(WorkerBody):
 
         def body() -> None:
             runner = None
+            unnice()  # this thread, and those it starts (the runner's, the sampler's), at nice 0 where allowed
             try:
                 if self._loaded is not None and self._loaded[0] != key:
                     self._close_loaded()  # another cell's settings: its engine goes first
                 loaded = self._loaded is not None
                 if not loaded:
-                    self._loaded = (key, select_engine(cfg, pace=True)(), {})
+                    with hosted_in(stop=controls.stop, nice=ENGINE_NICE):
+                        self._loaded = (key, select_engine(cfg, pace=True)(), {})
                 _, engine, prepared = self._loaded  # type: ignore[misc]
                 offset = getattr(engine.clock, "t0_ns", self.clock.t0_ns) - self.clock.t0_ns
                 runner = SessionRunner(cfg, lambda: engine, self._sink(offset), scenarios=names, controls=controls)
@@ -146,6 +159,10 @@ class EngineHost(WorkerBody):
                 if isinstance(e, EngineCrash) and e.event is not None and runner is not None:
                     runner.publish(e.event)
                 result["failed"] = str(e)
+                self._close_loaded()
+            except RunError as e:  # stopped, and the engine did not answer in time: killed, not failed
+                if not controls.stop.is_set():
+                    result["failed"] = str(e)
                 self._close_loaded()
             except BaseException as e:  # noqa: BLE001 - reported to the driver with the last batch
                 result["failed"] = f"{type(e).__name__}: {e}"

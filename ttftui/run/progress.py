@@ -13,6 +13,7 @@ from typing import Any, Callable, TextIO
 from ttftui.core.events import (
     AlertChanged,
     EngineReady,
+    EngineStalled,
     Notice,
     RunFailed,
     RunFinished,
@@ -95,6 +96,9 @@ class Progress:
         elif isinstance(ev, Notice) and ev.level != "error":  # errors: the CLI prints them once
             if ev.level == "warning" or not self.quiet:
                 self._line(f"ttftui: {'note' if ev.level == 'info' else ev.level}: {ev.message}")
+        elif isinstance(ev, EngineStalled):  # one line when it stalls, one when it goes on
+            self._line(f"ttftui: {'warning' if ev.state == 'stalled' else 'note'}: {ev.message}"
+                       + (f" [{ev.worker}]" if ev.worker else ""))
         elif isinstance(ev, WorkerLost):
             self._line(f"ttftui: warning: Ray worker {ev.worker} lost ({ev.reason}): {len(ev.lost_runs)} run(s) in "
                        f"flight failed, {ev.unsent} request(s) not sent; the others go on")

@@ -35,6 +35,7 @@ from ttftui.core.events import (
 from ttftui.core.textsafe import clean_event
 from ttftui.measure.engine.base import Clock, Engine, PreparedScenario, RunError, RunStopped
 from ttftui.measure.engine.synthetic import VirtualClock
+from ttftui.measure.engine_process.proxy import hosted_in
 from ttftui.measure.telemetry import GPU_FIELDS, HOST_FIELDS, TelemetrySampler
 from ttftui.run.executors import Executors, HostsExecutor, LoadExecutor, LocalLoad
 from ttftui.run.plan import Plan
@@ -189,9 +190,11 @@ class SessionRunner:
                 hosts = self.executors.hosts(self)
                 self._run_on_hosts(hosts)
             else:
-                engine = self.engine = self.engine_factory()
+                with hosted_in(stop=c.stop):  # an engine host that hangs while starting still ends on a stop
+                    engine = self.engine = self.engine_factory()
                 clock = self.clock = engine.clock
                 self._session_started(clock)
+                self._attach(engine)
                 self.open_engine(engine)
                 self.run_plan(engine)
             if c.stop.is_set():
@@ -201,6 +204,13 @@ class SessionRunner:
             status, message = "failed", str(e)
             if isinstance(e, EngineCrash) and e.event is not None:
                 self.publish(e.event)  # where it died, by what, and the engine's last words
+        except RunError as e:
+            if c.stop.is_set():  # the engine did not answer the stop in time (loading, preparing) and was killed
+                status = c.stop_status
+                self.publish(Notice(t_ns=clock.now_ns() if clock is not None else 0, level="warning", message=str(e)))
+            else:
+                self.error = e
+                status, message = "failed", f"{type(e).__name__}: {e}"
         except BaseException as e:  # noqa: BLE001 - reported, then re-raised by the front end
             self.error = e
             status, message = "failed", f"{type(e).__name__}: {e}"
@@ -222,6 +232,13 @@ class SessionRunner:
             started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             ttftui_version=__version__, config=self.config.model_dump(mode="json"), host=host_facts(),
         ))
+
+    def _attach(self, engine: Engine) -> None:
+        """An engine host reports to this session what it has to say outside a run (a stall) and is
+        killed when a stop is not answered in time (``HostedEngine.attach``)."""
+        attach = getattr(engine, "attach", None)
+        if attach is not None:
+            attach(self.publish, self.controls.stop)
 
     def open_engine(self, engine: Engine) -> None:
         """Load the model (telemetry readings around it), publish ``EngineReady``, start sampling.
@@ -248,6 +265,7 @@ class SessionRunner:
     def run_with_engine(self, engine: Engine, prepared: dict[str, PreparedScenario], *, loaded: bool) -> None:
         """The plan on an engine this runner does not own (an engine host keeps one loaded from unit
         to unit): loaded first unless ``loaded``, sampled while it runs. The caller closes it."""
+        self._attach(engine)
         try:
             if loaded:
                 self.engine = engine

@@ -47,10 +47,16 @@ def run_dashboard(config: Config, names: list[str], *, synthetic: bool = False, 
     try:
         code = app.run()
     finally:
-        if recorder is not None:
-            recorder.close()
         source.stop()  # after a dashboard failure too: the engine (and its process) must not outlive us
-        source.join(5.0)
+        source.join(1.0)
+        if source.alive:  # an engine host that does not answer is killed after engine.stop_grace_s
+            say("waiting for the engine to stop…")
+            source.join(config.engine.stop_grace_s + 5.0)
+        try:
+            pump.feed(source.drain())  # what came after the dashboard closed (the session's end) is recorded
+        finally:
+            if recorder is not None:
+                recorder.close()
     bug = _internal_error(app)
     if source.error_message():
         say(f"{source.error_message()}")

@@ -11,3 +11,8 @@ the child's death into an ``EngineCrashed`` event instead of its own.
 This package's ``__init__`` imports nothing, on purpose: ``python -m ttftui.measure.engine_process``
 runs it before ``__main__``, which must be first to load native code.
 """
+
+# What the parent tells the child in its environment (constants only: this module imports nothing).
+PARENT_ENV = "TTFTUI_HOST_PARENT"  # the parent's pid: a child whose parent is already gone exits at once
+NICE_ENV = "TTFTUI_HOST_NICE"  # the niceness the child runs at (set by the parent; see __main__)
+HEARTBEAT_ENV = "TTFTUI_HOST_HEARTBEAT_S"  # seconds between the child's heartbeats

@@ -9,9 +9,13 @@ Wire format (one message per line, UTF-8 JSON):
 The engine runs in this process's main thread; it writes each event to the pipe itself, the moment
 it publishes it, after the timing point it belongs to (a write is a few microseconds; the pipe is
 widened to 1 MiB where the OS allows, so it never blocks while the parent is busy). Nothing else in
-this process competes for the GIL during a run: the only other thread waits on stdin for ``stop``.
-A native fault prints the Python stack of every thread (faulthandler) to stderr, which the parent
-keeps the tail of, and the process then dies of the signal, which the parent reports.
+this process competes for the GIL during a run: one other thread waits on stdin for ``stop``, and a
+heartbeat thread wakes once a second (``HEARTBEAT_ENV``) to write ``~`` and the process's CPU time so
+far, so that the parent can tell a process that computes from one that is stopped (nothing comes) or
+hung (heartbeats without CPU time); it also exits when the parent is gone (a second line of
+defence behind the parent-death signal that ``__main__`` asks the kernel for, and the only one where
+there is none). A native fault prints the Python stack of every thread (faulthandler) to stderr,
+which the parent keeps the tail of, and the process then dies of the signal, which the parent reports.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -31,24 +36,29 @@ from ttftui.core.config import Config, ScenarioConfig
 from ttftui.core.errors import TtftuiError
 from ttftui.core.events import ModelFacts, PhaseTimed, TokenEmitted, event_to_json
 from ttftui.measure.engine.base import Engine, PreparedScenario, RunStopped
+from ttftui.measure.engine_process import HEARTBEAT_ENV, PARENT_ENV
 
 # Native libraries whose import order the parent may check (tests pin llama_cpp first).
 WATCHED_MODULES = ("llama_cpp", "llama_cpp.llama_cpp", "numpy", "pydantic_core", "psutil", "scipy")
 
 FAULT_ENV = "TTFTUI_ENGINE_FAULT"
+HEARTBEAT_S = 1.0
 
 
 class Wire:
-    """Writes whole lines to the pipe to the parent (a raw fd: no buffer to lose in a crash)."""
+    """Writes whole lines to the pipe to the parent (a raw fd: no buffer to lose in a crash); one
+    writer at a time (the engine and the heartbeat), so that a line is never split by another."""
 
     def __init__(self, fd: int):
         self.fd = fd
+        self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        with self._lock:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
 
     def event(self, ev: Any) -> None:
         self.write(event_to_json(ev) + b"\n")
@@ -60,10 +70,12 @@ class Wire:
 class Fault:
     """A deliberate crash, for testing what a session does when the engine dies (``TTFTUI_ENGINE_FAULT``).
 
-    ``SIGNAL [run=N] [after=WHAT] [at=load|prepare]``: SIGNAL is SIGSEGV (a real invalid memory read
-    in native code), SIGKILL, SIGABRT or EXIT (exit code 3). ``after=`` names the event after which it
-    strikes: a phase (tokenize, cache_prep, prefill_chunk, first_sample, first_detok; ``prefill_chunk:K``
-    after chunk K) or ``token:K`` (after output token K); ``run=`` limits it to one run id. E.g.
+    ``SIGNAL [run=N] [after=WHAT] [at=init|load|prepare]``: SIGNAL is SIGSEGV (a real invalid memory
+    read in native code), SIGKILL, SIGABRT or EXIT (exit code 3); or, for a process that does not
+    die, SIGSTOP (it stops itself, as ``kill -STOP`` would; ``kill -CONT`` goes on) or HANG (the
+    engine's thread blocks for good while the rest of the process lives: a deadlock). ``after=``
+    names the event after which it strikes: a phase (tokenize, cache_prep, prefill_chunk, first_sample,
+    first_detok; ``prefill_chunk:K`` after chunk K) or ``token:K`` (after output token K); ``run=`` limits it to one run id. E.g.
     ``SIGSEGV run=3 after=prefill_chunk:0`` dies during the second prefill chunk of run 3."""
 
     def __init__(self, spec: str):
@@ -71,7 +83,7 @@ class Fault:
         if not parts:
             raise ValueError("empty fault spec")
         self.signal = parts[0].upper()
-        if self.signal not in ("SIGSEGV", "SIGKILL", "SIGABRT", "EXIT"):
+        if self.signal not in ("SIGSEGV", "SIGKILL", "SIGABRT", "EXIT", "SIGSTOP", "HANG"):
             raise ValueError(f"unknown fault {parts[0]!r}")
         kv = dict(p.split("=", 1) for p in parts[1:])
         self.run = int(kv["run"]) if "run" in kv else None
@@ -92,6 +104,11 @@ class Fault:
             os.kill(os.getpid(), signal.SIGKILL)
         elif self.signal == "SIGABRT":
             os.abort()
+        elif self.signal == "SIGSTOP":
+            os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops here; SIGCONT goes on
+            return
+        elif self.signal == "HANG":
+            threading.Event().wait()  # never set: this thread waits for good, the others go on
         os._exit(3)
 
     def matches(self, ev: Any) -> bool:
@@ -148,9 +165,35 @@ def _build_facts(kind: str) -> dict[str, Any]:
             "version": getattr(L, "__version__", None)}
 
 
-def serve(kind: str, import_error: str | None, loaded_before: list[str] | None = None) -> int:
+def _heartbeat(wire: Wire, interval: float, parent: int | None) -> None:
+    """A sign of life every ``interval`` seconds: ``~`` and this process's CPU time (all threads),
+    which tells the parent whether it computes. Exits when the parent is gone."""
+    while True:
+        time.sleep(interval)
+        if parent is not None and os.getppid() != parent:
+            os._exit(0)  # orphaned (where no parent-death signal came): nobody reads what we measure
+        try:
+            wire.write(b"~%d\n" % time.process_time_ns())
+        except OSError:  # the parent closed the pipe: it is gone
+            os._exit(0)
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        v = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return v if 0 < v < 3600 else default
+
+
+def serve(kind: str, import_error: str | None, loaded_before: list[str] | None = None,
+          nice: dict[str, Any] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent stops us between tokens
     wire = Wire(_isolate_stdout())
+    parent = os.environ.get(PARENT_ENV, "")
+    threading.Thread(target=_heartbeat, args=(wire, _env_number(HEARTBEAT_ENV, HEARTBEAT_S),
+                                              int(parent) if parent.isdigit() else None),
+                     name="ttftui-host-heartbeat", daemon=True).start()
     faulthandler.enable(file=sys.stderr, all_threads=True)
     if kind == "llama" and import_error is None:
         import ttftui.measure.engine.llama as llama_mod  # llama_cpp: a llama engine process only
@@ -181,13 +224,15 @@ def serve(kind: str, import_error: str | None, loaded_before: list[str] | None =
         op = msg.get("op")
         try:
             if op == "init":
+                if fault is not None and fault.at == "init":
+                    fault.strike()
                 if import_error is not None:
                     wire.reply({"unavailable": f"llama-cpp-python cannot be imported ({import_error})"})
                     continue
                 engine = _build_engine(kind, msg)
                 wire.reply({"ok": True, "pid": os.getpid(), **_build_facts(kind),
                             "modules": [m for m in sys.modules if m in WATCHED_MODULES],
-                            "loaded_before_llama": loaded_before or []})
+                            "loaded_before_llama": loaded_before or [], "nice": nice or {}})
             elif op == "load":
                 assert engine is not None
                 if fault is not None and fault.at == "load":
