@@ -157,7 +157,7 @@ def keep_up(args: argparse.Namespace) -> None:
     print(f"\nclient keep-up: {got[0]} of {n_chunks} chunks received ({'none lost' if got[0] == n_chunks else 'LOST'}), "
           f"{got[0] / wall:,.0f} chunks/s over {wall:.2f} s ({'as fast as the server writes' if not rate else f'server paced at {rate:,.0f}/s'}); "
           f"client CPU {cpu / max(got[0], 1) * 1e6:.1f} µs per chunk ({cpu / wall * 100:.0f} % of a core); "
-          f"TTFT {res.first_content_ns / 1e6:.2f} ms")
+          f"TTFT {(res.at['first_content_ns'] or 0) / 1e6:.2f} ms")
 
 
 def load_cpu(args: argparse.Namespace) -> None:

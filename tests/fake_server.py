@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from .hostile import HOSTILE, hostile  # noqa: F401 - the hostile modes' bodies
 
 
 def _chunk(text: str) -> bytes:
@@ -16,13 +19,26 @@ def _chunk(text: str) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a burst of 64 connections at once is accepted, not reset
+
 class FakeServer:
-    """``mode``: ok | http500 | malformed | close_mid | stall_after_headers | slow_headers.
-    ``active`` / ``max_active``: completion requests open at the server (now, at most at once)."""
+    """``mode``: ok | http500 | malformed | close_mid | stall_after_headers | slow_headers, or one
+    of the hostile ones (``HOSTILE``: streams that never end, trickle or ping, headers that never
+    finish, huge events, odd JSON shapes, absurd figures, no answer at all, dying mid-session).
+    ``active`` / ``max_active``: completion requests open at the server (now, at most at once).
+    ``models``: how GET /models answers (ok | list | data5 | nested | slowloris); ``llama``: also
+    answer llama-server's /props and /tokenize (``tokens``: ok | strings | dicts | nested);
+    ``after``: die_after / stall_after / close_after answer this many completions normally first."""
 
     def __init__(self, mode: str = "ok", stall_s: float = 3.0, delay_s: float = 0.0, chunk_s: float = 0.0,
-                 n_words: int = 2, batch: int = 0, batch_timeout_s: float = 60.0):
+                 n_words: int = 2, batch: int = 0, batch_timeout_s: float = 60.0, models: str = "ok",
+                 llama: bool = False, tokens: str = "ok", after: int = 0, huge_mb: int = 600):
         self.mode = mode
+        self.models, self.llama, self.tokens, self.after, self.huge_mb = models, llama, tokens, after, huge_mb
+        self.n_answered = 0  # completion requests answered so far (die_after / stall_after count them)
+        self.gone = threading.Event()  # stall_after: the server has stopped answering anything
+        self._never = threading.Event()
         self.stall_s = stall_s
         self.delay_s = delay_s  # "ok": wait this long before the first chunk (a prefill)
         self.chunk_s = chunk_s  # "ok": and this long before each later chunk
@@ -42,6 +58,7 @@ class FakeServer:
         self.max_active = 0
         self.arrivals: list[float] = []  # time.monotonic() of each completion request
         self.bodies: list[dict[str, Any]] = []  # each completion request's JSON body, in arrival order
+        self.auth: list[str | None] = []  # each request's Authorization header
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,15 +75,39 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _raw(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:
+                outer.auth.append(self.headers.get("Authorization"))
+                if outer.gone.is_set():
+                    outer.hang()  # stalled: accepts and never answers
                 if self.path.endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": "fake-model"}]})
+                    shape = outer.models
+                    if shape == "slowloris":
+                        hostile.slowloris(self.wfile, outer.stall_s)
+                    elif shape in hostile.MODELS:
+                        self._raw(200, hostile.MODELS[shape])
+                    else:
+                        self._json(200, {"object": "list", "data": [{"id": "fake-model"}]})
+                elif outer.llama and self.path == "/props":
+                    self._json(200, {"default_generation_settings": {}, "build_info": "fake"})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
+                outer.auth.append(self.headers.get("Authorization"))
+                if outer.gone.is_set():
+                    outer.hang()
+                if outer.llama and self.path in ("/tokenize", "/detokenize"):
+                    self._raw(200, hostile.tokenizer(self.path, json.loads(body), outer.tokens))
+                    return
                 if not self.path.endswith("/completions"):
                     self._json(404, {"error": {"message": "not found"}})
                     return
@@ -87,6 +128,20 @@ class FakeServer:
 
             def _answer(self) -> None:
                 mode = outer.mode
+                with outer.lock:
+                    outer.n_answered += 1
+                    nth = outer.n_answered
+                if mode == "close_after":  # answers, then closes every stream early (and still lists its models)
+                    mode = "close_mid" if nth > outer.after else "ok"
+                if mode in ("die_after", "stall_after") and nth > outer.after:
+                    if mode == "die_after":
+                        os._exit(0)  # the whole process, at once: connections reset, the port refuses
+                    outer.gone.set()
+                    outer.hang()
+                    return
+                if mode in hostile.STREAMS:
+                    hostile.STREAMS[mode](self, outer)
+                    return
                 if mode == "http500":
                     self._json(500, {"error": {"message": "model exploded"}})
                     return
@@ -118,11 +173,15 @@ class FakeServer:
                        "usage": {"prompt_tokens": 12, "completion_tokens": 1 + outer.n_words}}
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def hang(self) -> None:
+        """Hold the request, unanswered, until the server is shut down."""
+        self._never.wait(3600)
 
     def hold_for_batch(self) -> None:
         """The barrier (``batch``): wait until the batch this request belongs to is full."""
@@ -147,8 +206,35 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._never.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ServerProcess:
+    """A FakeServer in a process of its own (``python -m tests.fake_server --json KW``): what it
+    costs is not the measured client's, and die_after can end the whole process. ``url``."""
+
+    def __init__(self, **kw: Any):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fake_server", "--json", json.dumps(kw)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     cwd=str(Path(__file__).parent.parent))
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not self.url:
+            raise RuntimeError(f"the fake server did not start (exit {self.proc.wait()})")
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_in_process_of_its_own(delay_s: float, chunk_s: float, n_words: int) -> tuple[Any, str]:
@@ -165,7 +251,10 @@ def start_in_process_of_its_own(delay_s: float, chunk_s: float, n_words: int) ->
 if __name__ == "__main__":
     import sys
 
-    srv = FakeServer("ok", delay_s=float(sys.argv[1]), chunk_s=float(sys.argv[2]), n_words=int(sys.argv[3]))
+    if sys.argv[1] == "--json":  # ServerProcess
+        srv = FakeServer(**json.loads(sys.argv[2]))
+    else:
+        srv = FakeServer("ok", delay_s=float(sys.argv[1]), chunk_s=float(sys.argv[2]), n_words=int(sys.argv[3]))
     srv.__enter__()
     print(srv.url, flush=True)
     threading.Event().wait()  # serve until the benchmark that started this process ends it

@@ -5,7 +5,9 @@ what reached it (the fake server; the real one is in test_remote)."""
 from __future__ import annotations
 
 import json
+import signal
 import statistics
+import time
 
 import pytest
 
@@ -15,7 +17,7 @@ from ttftui.core.events import RunFailed, RunFinished, RunStarted, TokenEmitted
 from ttftui.analysis.load import LoadPlan, Request, arrival_offsets_ns, load_figures, max_overlap, plan_for
 from ttftui.analysis.reducer import apply, fold
 
-from .conftest import cli, engine_ready, phaseless_run_finished, run_started
+from .conftest import cli, engine_ready, phaseless_run_finished, run_started, spawn, wait_until
 from .fake_server import FakeServer
 
 URL = {"server": {"url": "http://127.0.0.1:9/v1"}}
@@ -323,3 +325,75 @@ def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span
     assert isinstance(g, LoadFigures) and g.server_queue_source == "metrics" and g.server_samples == 2
     assert (g.server_processing_max, g.server_deferred_max, g.server_deferred_mean) == (2, 3, 2.0)
     assert with_server_queue(f, [Request(100, 200, False, True, True, 1)], []) is f  # no reading: nothing claimed
+
+
+# ---------------------------------------------------------------------- a server that stops answering
+@pytest.mark.parametrize("load, sig, code", [
+    (("--concurrency", "64", "--requests", "128"), signal.SIGINT, 130),
+    (("--rate", "500", "--requests", "5000"), signal.SIGINT, 130),
+    (("--concurrency", "64", "--requests", "128"), signal.SIGTERM, 143),
+])
+def test_a_stop_under_load_acts_at_once_against_a_server_that_never_answers(load, sig, code, tmp_path):
+    """64 requests in flight (or an open loop at 500/s) at a server that accepts and never answers,
+    with a read timeout of 10 minutes: Ctrl+C (SIGTERM) ends the requests in flight at once, drops
+    the requests due but not sent, and the session ends as interrupted (terminated), its report
+    written. (Before: 116-120 s, until a read timeout fired, and then 18.)"""
+    out = tmp_path / "r.json"
+    with FakeServer("never_answer") as srv:
+        p = spawn("--headless", "-q", "--url", srv.url, "--scenario", "short", "--set", "run.warmup=0",
+                  "--set", "server.read_timeout_s=600", *load, "-o", str(out))
+        try:
+            wait_until(lambda: srv.active >= 64 or p.poll() is not None, 120, what="64 requests in flight")
+            p.send_signal(sig)
+            t = time.monotonic()
+            _, err = p.communicate(timeout=120)  # a bound for a failure only, far below the read timeout
+            took = time.monotonic() - t
+        finally:
+            if p.poll() is None:
+                p.kill()
+    print(f"{load[0]} {load[1]}, {signal.Signals(sig).name}: exited {p.returncode} {took:.2f} s after the signal")
+    assert p.returncode == code, err
+    report = json.loads(out.read_text())
+    assert report["runs"] == [] and {f["error"] for f in report["failed_runs"]} == {"stopped before the first token"}
+
+
+def test_a_server_that_dies_under_load_is_lost_and_ends_the_session(tmp_path):
+    """Eight in flight, and the server dies after six answers: the requests in flight fail with
+    the reason, none is sent after, the completed ones are kept, and the session ends with 19."""
+    from .fake_server import ServerProcess
+
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="die_after", after=6) as srv:
+        r = cli("--headless", "-q", "--url", srv.url, "--scenario", "short", "--set", "run.warmup=0",
+                "--concurrency", "8", "--requests", "400", "-o", str(out), timeout=180)
+    assert r.returncode == 19 and "was lost mid-session" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    report = json.loads(out.read_text())
+    assert len(report["runs"]) == 6 and 1 <= len(report["failed_runs"]) < 400 - 6
+
+
+def test_an_open_loop_sends_nothing_that_was_due_after_a_stop():
+    """Requests due while every worker is busy wait in a queue; after a stop none of them is
+    sent, and they count as not sent."""
+    import threading
+
+    from ttftui.run.loadloop import LoadLoop
+
+    stop, release, started = threading.Event(), threading.Event(), []
+
+    class W:
+        def close(self) -> None:
+            pass
+
+    def one(_w, i, _due):
+        started.append(i)
+        release.wait(30)
+
+    loop = LoadLoop(W, one, stop=stop)
+    result: list[int] = []
+    th = threading.Thread(target=lambda: result.append(loop.open([0] * 10 + [10**9] * 5, 2)))
+    th.start()
+    wait_until(lambda: len(started) == 2, what="both workers busy")
+    stop.set()
+    release.set()
+    th.join(30)
+    assert sorted(started) == [0, 1] and result == [13]

@@ -7,15 +7,17 @@ llama.cpp's own llama-server runs in the tests marked ``llama_server`` when its 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import cli, free_port, wait_ready
-from .fake_server import FakeServer
+from .conftest import assert_one_line_error, cli, free_port, spawn, wait_ready
+from .fake_server import FakeServer, ServerProcess
 
 ARGS = ("--headless", "-q", "--scenario", "short", "--set", "run.warmup=1")
 
@@ -192,3 +194,244 @@ def _amx() -> bool:
         return "amx_int8" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------- servers that misbehave
+# Each from a fake server in a process of its own (tests/fake_server.py, tests/hostile.py): whatever
+# it sends, the run fails with its reason and the session goes on and ends, with its exit code.
+QUICK = ("--headless", "-q", "--scenario", "short", "--set", "run.warmup=0", "--set", "server.read_timeout_s=1",
+         "--set", "server.connect_timeout_s=2")
+
+
+def _reasons(report_path: Path) -> list[str]:
+    return [f["error"] for f in json.loads(report_path.read_text())["failed_runs"]]
+
+
+@pytest.mark.parametrize("mode, extra, reason", [
+    ("slowloris", (), "timed out after 1 s before the response headers"),  # header bytes, one a second
+    ("never_answer", (), "timed out after 1 s before the response headers"),
+    ("trickle", (), "timed out after 1 s while streaming (the server stalled)"),  # a byte a second, no newline
+    ("pings", (), "timed out after 1 s while streaming (the server stalled)"),  # SSE comments for ever
+    ("endless_empty", ("--set", "server.read_timeout_s=5", "--set", "server.request_timeout_s=2"),
+     "the request took longer than its deadline of 2 s"),  # events without text, for ever
+    ("endless", (), "the server sent more than 264 text chunks"),  # text for ever: 4 x max_tokens + 64 kept
+    ("huge_event", (), "the server sent an SSE event larger than 1048576 bytes"),
+    ("huge_line", (), "the server sent an SSE line longer than 1048576 bytes"),
+])
+def test_a_server_cannot_hold_the_client_for_ever(mode, extra, reason, tmp_path):
+    """Each class of stream that would never end by itself (or fill the memory) ends the run as
+    failed with its reason; the session goes on to its next run and ends (18: none succeeded).
+    Before these limits, each of them held the client past any deadline."""
+    out = tmp_path / "r.json"
+    with ServerProcess(mode=mode, stall_s=0.3, chunk_s=0.005) as srv:
+        r = cli(*QUICK, *extra, "--url", srv.url, "--iterations", "2", "-o", str(out), timeout=180)
+    assert_one_line_error(r, 18, "no request to .* succeeded")
+    reasons = _reasons(out)
+    assert len(reasons) == 2 and all(x.startswith(reason) for x in reasons), reasons  # both runs, each its reason
+
+
+def test_headers_that_never_finish_at_start_up_are_cut_off(tmp_path):
+    """A slowloris /v1/models while the session starts: one line, the load's exit code (6)."""
+    with ServerProcess(models="slowloris", stall_s=0.3) as srv:
+        r = cli(*QUICK, "--url", srv.url, timeout=120)
+    assert_one_line_error(r, 6, r"did not answer GET /v1/models in full within 2 s")
+
+
+@pytest.mark.parametrize("mode, kw", [("endless_fast", {}), ("huge_event", {"huge_mb": 600}),
+                                      ("huge_line", {"huge_mb": 600})])
+def test_a_server_cannot_fill_the_clients_memory(mode, kw, tmp_path):
+    """A stream of text as fast as the server can write it, one SSE event of 600 MB in 64 KiB
+    lines, one line of 600 MB: the ttftui process's resident memory (sampled, at its peak) stays
+    far below 400 MB. (Before: 860 MB in 60 s of a fast stream, 1.4 GB for one event.)"""
+    import psutil
+
+    out = tmp_path / "r.json"
+    with ServerProcess(mode=mode, **kw) as srv:
+        p = spawn(*QUICK, "--url", srv.url, "--iterations", "5", "-o", str(out))
+        proc, peak = psutil.Process(p.pid), 0
+        while p.poll() is None:
+            try:
+                peak = max(peak, proc.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.02)
+        p.communicate(timeout=120)
+    print(f"{mode}: peak RSS of the ttftui process {peak / 2**20:.0f} MiB")
+    assert p.returncode == 18 and len(_reasons(out)) == 5
+    assert 0 < peak < 400 * 2**20
+
+
+def test_a_runs_text_is_bounded_too(tmp_path):
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="endless", chunk_s=0.001) as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "1", "--set", "server.max_stream_bytes=10000", "-o", str(out))
+    assert r.returncode == 18 and _reasons(out) == ["the server sent more than 10000 bytes of SSE data "
+                                                    "(server.max_stream_bytes)"]
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"models": "list"}, "answers with no list of models"),
+    ({"models": "data5"}, "answers with no list of models"),
+    ({"models": "nested"}, "answers with no list of models"),
+    ({"llama": True, "tokens": "strings"}, "tokenizer answered something that is not a token id: '1'"),
+    ({"llama": True, "tokens": "dicts"}, "tokenizer answered something that is not a token id"),
+    ({"llama": True, "tokens": "nested"}, "tokenizer answered HTTP 200 without a list of tokens"),
+])
+def test_answers_of_the_wrong_shape_at_start_up_are_one_line_errors(kw, pattern):
+    """/v1/models answering a list, {"data": 5} or arrays nested deeper than a parser goes; a
+    /tokenize of strings, of dicts without ids, of nested arrays: never an internal error (70)."""
+    with ServerProcess(**kw) as srv:
+        r = cli(*QUICK, "--url", srv.url, timeout=120)
+    assert_one_line_error(r, 6, pattern)
+
+
+def test_events_of_every_other_shape_are_read_past():
+    with ServerProcess(mode="odd_shapes") as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "1")
+    assert r.returncode == 0, r.stderr
+    assert [run["output_text"] for run in json.loads(r.stdout)["runs"]] == [" ok fine"]
+
+
+def test_an_event_nested_deeper_than_a_parser_goes_is_a_failed_run(tmp_path):
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="nested_event") as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "2", "-o", str(out))
+    assert_one_line_error(r, 18, "no request to .* succeeded")
+    assert len(_reasons(out)) == 2 and all(x.startswith("malformed SSE: an event is not JSON") for x in _reasons(out))
+
+
+def test_lone_surrogates_and_nul_keep_the_report_and_the_recording_utf8(tmp_path):
+    """A stream whose text holds lone surrogates (\\ud800 escapes, which no UTF-8 can hold), NUL and
+    terminal controls: the report and the recording made live stay valid UTF-8 JSON, a lone
+    surrogate becomes U+FFFD, a pair stays the character it encodes, and the recording replays."""
+    out, rec = tmp_path / "r.json", tmp_path / "r.ttftrec"
+    with ServerProcess(mode="odd_text") as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "1", "-o", str(out), "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_bytes().decode("utf-8"))
+    assert report["runs"][0]["output_text"] == "a\ufffdb\x00nul\ufffd\ufffd\U0001F600 ok\x1b[2J\x07"
+    lines = rec.read_bytes().decode("utf-8").splitlines()
+    assert all(json.loads(line) for line in lines)
+    again = cli("replay", str(rec), "--headless")
+    assert again.returncode == 0 and json.loads(again.stdout)["runs"] == report["runs"]
+
+
+def test_impossible_figures_from_the_server_are_null_with_a_notice(tmp_path):
+    """usage and timings of 10^30 and -1000: null in the report (not in any percentile), each with
+    its reason in a notice; the client's own counts stand in where it has them."""
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="absurd") as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "2", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    for run in report["runs"]:
+        rm = run["remote"]
+        assert rm["usage_prompt_tokens"] is rm["usage_completion_tokens"] is rm["server_prompt_n"] is None
+        assert rm["server_cache_n"] is rm["server_prefill_ms"] is rm["server_decode_tps"] is None
+        assert rm["server_predicted_n"] == 2  # a possible value stays
+        assert run["n_output_tokens"] == 2 and run["n_prompt_tokens"] == 128  # counted by the client
+    notes = [n["message"] for n in report["notices"] if "impossible" in n["message"]]
+    assert len(notes) == 2 and all(m.startswith(f"run {k}: ") for k, m in zip((1, 2), notes))
+    for part in ("usage.prompt_tokens = 1e+30 is more than 100,000,000 tokens", "usage.completion_tokens = -1000 is "
+                 "negative", "timings.prompt_ms = 1e+30 is longer than the whole request", "timings.predicted_ms = "
+                 "-1000.0 is negative"):
+        assert part in notes[0]
+    assert "server_prefill" not in report["summary"]["short"]["component_medians_ms"]
+
+
+def test_server_figures_are_checked_one_by_one():
+    from ttftui.measure.remote.engine import server_figures
+
+    fig, why = server_figures({"prompt_tokens": 12, "completion_tokens": 12.5},
+                              {"prompt_n": True, "cache_n": "3", "predicted_n": 0, "prompt_ms": 40.0,
+                               "predicted_ms": float("nan")}, [(0, {"processed": 5, "time_ms": 999.0})], 50.0)
+    assert (fig["usage_prompt_tokens"], fig["server_predicted_n"], fig["server_prompt_ms"]) == (12, 0, 40.0)
+    assert fig["usage_completion_tokens"] is fig["server_prompt_n"] is fig["server_cache_n"] is None
+    assert fig["server_predicted_ms"] is None and fig["progress_ok"] is False
+    assert why == ["usage.completion_tokens = 12.5 is not a whole number of tokens", "timings.prompt_n = True is not a "
+                   "number", "timings.cache_n = '3' is not a number", "timings.predicted_ms = nan is not finite",
+                   "prompt_progress.time_ms = 999.0 is longer than the whole request (50.0 ms on the client's clock)"]
+    fig, why = server_figures({"prompt_tokens": 10**400}, {"prompt_ms": 10**400, "predicted_ms": -math.inf}, [], 9.0)
+    assert fig["usage_prompt_tokens"] is fig["server_prompt_ms"] is fig["server_predicted_ms"] is None and len(why) == 3
+    assert server_figures(None, None, [], 1.0) == ({k: None for k in fig if k != "progress_ok"} | {"progress_ok": True},
+                                                    [])
+
+
+# ---------------------------------------------------------------------- credentials in the URL
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_written(tmp_path):
+    """http://user:password@host/v1: the password goes to the server as HTTP Basic authentication
+    and into no output: report, recording, progress, error messages."""
+    import base64
+
+    secret = "s3cr%40t"  # percent-encoded in the URL: "s3cr@t" is sent
+    out, rec = tmp_path / "r.json", tmp_path / "r.ttftrec"
+    with FakeServer("ok") as srv:
+        url = srv.url.replace("http://", f"http://zebulon:{secret}@")
+        r = cli("--headless", "--scenario", "short", "--iterations", "1", "--url", url, "-o", str(out),
+                "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    assert set(srv.auth) == {"Basic " + base64.b64encode(b"zebulon:s3cr@t").decode()}
+    written = out.read_bytes() + rec.read_bytes() + r.stdout.encode() + r.stderr.encode()
+    assert b"s3cr" not in written and b"zebulon" not in written
+    report = json.loads(out.read_text())
+    assert report["config"]["server"]["url"] == srv.url and report["model"]["path"] == srv.url
+    port = free_port()
+    for bad in (f"http://zebulon:{secret}@127.0.0.1:{port}/v1", f"ftp://zebulon:{secret}@127.0.0.1/v1",
+                f"http://zebulon:{secret}@127.0.0.1:notaport/v1"):
+        r = cli("--headless", "-q", "--scenario", "short", "--url", bad)
+        assert r.returncode in (2, 6) and "s3cr" not in r.stderr + r.stdout and "zebulon" not in r.stderr, r.stderr
+    r = cli("--headless", "-q", "--scenario", "short", "--url", f"http://zebulon:{secret}@127.0.0.1:{port}/v1", "--set",
+            'server.api_key_env="HOME"')
+    assert_one_line_error(r, 2, "give one of them")
+
+
+def test_credentials_are_cut_from_urls_that_do_not_even_parse():
+    from ttftui.core.urls import split_credentials, without_credentials
+
+    assert split_credentials("https://a%3Ab:c%2Fd@h:1/v1?x") == ("https://h:1/v1?x", ("a:b", "c/d"))
+    assert split_credentials("http://h/v1") == ("http://h/v1", None)
+    assert without_credentials("http://u:p@[::1/v1") == "http://[::1/v1"  # not a URL (an unclosed [): cut all the same
+    assert without_credentials("http://u:p@ss@h/v1") == "http://h/v1"
+    from ttftui.core.config import Config
+
+    cfg = Config.model_validate({"server": {"url": "http://u:p@h/v1"}})
+    assert cfg.model_dump(mode="json")["server"]["url"] == "http://h/v1"  # what is recorded and reported
+    # a Ray client worker is handed its config with them (in memory), and sends them too
+    assert cfg.model_dump(mode="json", context={"credentials": True})["server"]["url"] == "http://u:p@h/v1"
+
+
+# ---------------------------------------------------------------------- a server lost mid-session
+def test_a_server_that_dies_mid_session_is_lost(tmp_path):
+    """llama-server-like (its tokenizer is asked before every run) and dead after two answers: the
+    runs so far are kept, the next ones fail with the reason (the tokenizer's failure included: a
+    failed run, not "could not load the model"), and the session ends as lost (19)."""
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="die_after", after=2, llama=True) as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "8", "-o", str(out), timeout=120)
+    assert_one_line_error(r, 19, r"was lost mid-session: 3 requests in a row got no answer .* GET /models got none "
+                                 r"either .*; 2 request\(s\) had succeeded")
+    report = json.loads(out.read_text())
+    assert [run["run_id"] for run in report["runs"]] == [1, 2]
+    reasons = _reasons(out)
+    assert len(reasons) == 3 and "cannot build the prompt with the server's tokenizer: connection refused" in reasons[1]
+    assert "was lost mid-session" in reasons[2]
+
+
+def test_a_server_that_stalls_mid_session_is_lost(tmp_path):
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="stall_after", after=2) as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "8", "-o", str(out), timeout=120)
+    assert_one_line_error(r, 19, r"was lost mid-session")
+    assert len(json.loads(out.read_text())["runs"]) == 2
+    assert _reasons(out)[0] == "timed out after 1 s before the response headers"
+
+
+def test_a_server_that_answers_its_models_is_not_lost(tmp_path):
+    """Streams that all end early after two good ones, from a server that still answers GET
+    /models: failed runs with their reason, as documented; not a lost server."""
+    out = tmp_path / "r.json"
+    with ServerProcess(mode="close_after", after=2) as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "8", "-o", str(out), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(out.read_text())["runs"]) == 2
+    assert len(_reasons(out)) == 6 and all(x.startswith("the stream ended early") for x in _reasons(out))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ttftui.analysis.alerts import AlertEvaluator, fired
@@ -22,6 +21,7 @@ from ttftui.core.errors import (
     Terminated,
     TtftuiError,
 )
+from ttftui.core.inputs import InputRefused, expand_path, read_head
 from ttftui.core.output import check_writable, say, write_atomic
 from ttftui.measure.select import select_engine
 from ttftui.report.build import build_report, report_json
@@ -69,9 +69,10 @@ def run_headless_cli(config: Any, names: list[str], args: argparse.Namespace, re
         raise failures[0]
     if runner.error is not None:
         raise runner.error
-    _no_server_success(state)
-    _gate(state, args.fail_on)
     status = state.finished.status if state.finished else "failed"
+    if status not in ("interrupted", "terminated"):  # a stop says so (130/143), whatever the runs did
+        _no_server_success(state)
+    _gate(state, args.fail_on)
     if status == "interrupted":
         raise Interrupted(f"interrupted after {len(state.runs)} run(s); the report holds the completed runs")
     if status == "terminated":
@@ -140,16 +141,15 @@ def report_of(path: str, say: Any) -> tuple[dict[str, Any], str]:
     """(report dict, what it came from): a recording is folded into its report, a JSON report is
     read as it is; anything else is an error naming what was expected."""
 
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if not p.exists():
         raise ReportError(f"report or recording not found: {p}")
     say(f"reading {p}")
     head = b""
     try:
-        with open(p, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        pass  # read_regular below says why
+        head = read_head(p, 256)  # never blocks: a FIFO or a device is refused, not opened for reading
+    except (OSError, ValueError, InputRefused):
+        pass  # the reader below says why, with its own exit code
     looks_recording = head.startswith(b"\x1f\x8b") or b'"ttftui.recording"' in head or p.name.endswith(
         (".ttftrec", ".ttftrec.gz"))
     if looks_recording:

@@ -117,7 +117,7 @@ class RayClients(Fleet):
         super().__init__(runner.config, engine.clock.now_ns, runner.publish)
         self.engine, self.runner, self.after = engine, runner, runner.run_ended
         cls = _actor_class()
-        cfg = self.config.model_dump(mode="json")
+        cfg = self.config.model_dump(mode="json", context={"credentials": True})  # the URL's user:password too
         nodes = self.nodes  # round robin over the cluster's alive nodes
         actors = [cls.options(num_cpus=0, scheduling_strategy=self.on_node(nodes[i % len(nodes)]) if nodes
                               else "SPREAD").remote(cfg, i) for i in range(self.config.cluster.workers)]

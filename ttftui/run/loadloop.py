@@ -5,8 +5,10 @@ client worker (ttftui.cluster.clients) for its share: the same code in both plac
 
 ``one(worker, i, due_ns)`` sends request ``i`` of the phase (``due_ns``: when it was due, open loop
 only) with ``worker``, a client of its own (``make_worker()``; closed after its thread ends). Pause
-holds back new requests (those in flight finish), skip and stop send no more; both loops return how
-many requests were not sent.
+holds back new requests (those in flight finish), skip and stop send no more (an open loop's
+requests already due but not yet taken by a worker are dropped too: a stop never waits for a
+backlog); both loops return how many requests were not sent. The requests in flight end by
+themselves: the remote client's watchdog cuts them off at once on a stop.
 """
 
 from __future__ import annotations
@@ -60,11 +62,16 @@ class LoadLoop:
     def open(self, offsets_ns: Sequence[int], max_workers: int) -> int:
         perf = time.perf_counter_ns
         due: "queue.SimpleQueue[tuple[int, int] | None]" = queue.SimpleQueue()
+        dropped = [0]
 
         def work() -> None:
             w = self.make_worker()
             try:
                 while (item := due.get()) is not None:
+                    if self.stop.is_set() or self.skip.is_set():  # due, but no more may start
+                        with self._lock:
+                            dropped[0] += 1
+                        continue
                     self.one(w, item[0], item[1])
             finally:
                 w.close()
@@ -91,7 +98,7 @@ class LoadLoop:
             for _ in threads:
                 due.put(None)
             self._join(threads, errors)
-        return len(offsets_ns) - sent
+        return len(offsets_ns) - sent + dropped[0]
 
     def _start(self, fn: Callable[[], None], k: int) -> tuple[list[threading.Thread], list[BaseException]]:
         errors: list[BaseException] = []

@@ -10,21 +10,30 @@ Prefix caching is never silent: by default every run's prompt starts at another 
 (the server's cache cannot reuse a prefix) and llama-server is also sent ``cache_prompt: false``;
 with ``server.prefix_cache = "on"`` every run sends the same prompt, to measure cache hits, and
 llama-server's ``cache_n`` says how many prompt tokens came from its cache.
+
+What the server says of itself is checked at this boundary: a ``/models`` or tokenizer answer of
+another shape is an error naming it, and an impossible figure in its ``usage`` or ``timings``
+(negative, not a whole number of tokens, longer than the request lasted on the client's clock) is
+kept as null, with a notice saying why. A server that stops answering mid-session is *lost*
+(``server.lost_after``, :meth:`RemoteEngine._no_answer`): the session ends with ServerLost, its
+runs so far kept, the requests in flight failed with the reason.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
-from ttftui.core.errors import ConfigError, ModelLoadFailed
+from ttftui.core.errors import ConfigError, ModelLoadFailed, ServerLost
 from ttftui.core.events import DeviceFacts, ModelFacts, Notice, RemoteTiming, RunFinished, ServerSample, TokenEmitted
+from ttftui.core.urls import split_credentials
 from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
 from ttftui.measure.prompts import exact_length_text, scenario_source_text
-from ttftui.measure.remote.client import Endpoint, RequestFailed, StreamResult
+from ttftui.measure.remote.client import Endpoint, Limits, RequestFailed, StreamResult
 
 LLAMA_SERVER = "llama-server"
 # A server's queue in its Prometheus /metrics: (requests being computed, requests waiting) gauges.
@@ -41,16 +50,24 @@ class _RemoteTokenizer:
 
     def __init__(self, ep: Endpoint, kind: str):
         self.ep, self.kind = ep, kind
+        self.stop: Any = None  # while a run builds its prompt: the session's stop (ends a request in flight)
 
     def _tokens(self, text: str, add_special: bool) -> list[int]:
         if self.kind == LLAMA_SERVER:
             st, doc, _ = self.ep.post_json(self.ep.root_path("/tokenize"),
-                                           {"content": text, "add_special": add_special})
+                                           {"content": text, "add_special": add_special}, stop=self.stop)
         else:
-            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/tokenize"), {"input": text})
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/tokenize"), {"input": text}, stop=self.stop)
         if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list):
-            raise RequestFailed(f"the server's tokenizer answered HTTP {st}")
-        return [t if isinstance(t, int) else t.get("id", 0) for t in doc["tokens"]]
+            raise RequestFailed(f"the server's tokenizer answered HTTP {st}" + ("" if st != 200 else
+                                " without a list of tokens"))
+        # ids, or llama-server's with_pieces: {"id": ..., "piece": ...}
+        ids = [t if type(t) is int else t.get("id") if isinstance(t, dict) else None for t in doc["tokens"]]
+        for raw, t in zip(doc["tokens"], ids):
+            if type(t) is not int or not 0 <= t < 2**31:
+                raise RequestFailed(f"the server's tokenizer answered something that is not a token id: "
+                                    f"{str(raw)[:40]!r}")
+        return ids  # type: ignore[return-value]
 
     def tokenize(self, text: str, *, chat: bool) -> list[int]:
         return self._tokens(text, True)
@@ -60,10 +77,11 @@ class _RemoteTokenizer:
 
     def detokenize(self, tokens: list[int], *, chat: bool) -> str:
         if self.kind == LLAMA_SERVER:
-            st, doc, _ = self.ep.post_json(self.ep.root_path("/detokenize"), {"tokens": tokens})
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/detokenize"), {"tokens": tokens}, stop=self.stop)
             key = "content"
         else:
-            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/detokenize"), {"tokens": tokens})
+            st, doc, _ = self.ep.post_json(self.ep.root_path("/extras/detokenize"), {"tokens": tokens},
+                                           stop=self.stop)
             key = "text"
         if st != 200 or not isinstance(doc, dict) or not isinstance(doc.get(key), str):
             raise RequestFailed(f"the server's detokenizer answered HTTP {st}")
@@ -97,11 +115,35 @@ class RemoteEngine(Engine):
         self._queue_gauges: tuple[str, str] = ("", "")
         self._queue_noted = False
         self._variants: dict[tuple[str, int], tuple[str, int]] = {}
+        self._limits: dict[int, Limits] = {}  # by max_tokens
+        # a server lost mid-session (see _no_answer); the counts are shared by every load worker
+        self._lock = threading.Lock()
+        self._n_ok = 0  # requests that succeeded
+        self._n_silent = 0  # requests in a row that got no answer
+        self._probing = False
+        self._lost: str | None = None  # why the server counts as lost, once it does
+        self._n_noticed = 0  # notices of impossible figures so far (MAX_FIGURE_NOTICES at most)
 
     def _endpoint(self) -> Endpoint:
         sc = self.config.server
+        if split_credentials(sc.url)[1] is not None and self._api_key:
+            raise ConfigError("server.url holds a user:password and server.api_key_env names a key: give one of them")
         return Endpoint(sc.url, connect_timeout_s=sc.connect_timeout_s, read_timeout_s=sc.read_timeout_s,
-                        api_key=self._api_key)
+                        api_key=self._api_key, abort=lambda: self._lost)
+
+    def limits(self, s: ScenarioConfig) -> Limits:
+        """What one request of ``s`` may take (``[server]``; 0 = derived from max_tokens)."""
+        lim = self._limits.get(s.max_tokens)
+        if lim is None:
+            sc = self.config.server
+            headers_s = sc.headers_timeout_s or sc.read_timeout_s
+            chunks = sc.max_chunks or 4 * s.max_tokens + 64
+            lim = self._limits[s.max_tokens] = Limits(
+                headers_s=headers_s, idle_s=sc.read_timeout_s,
+                total_s=sc.request_timeout_s or headers_s + sc.read_timeout_s + 1.0 * s.max_tokens,
+                max_event_bytes=sc.max_event_bytes, max_chunks=chunks,
+                max_stream_bytes=sc.max_stream_bytes or 4096 * chunks)
+        return lim
 
     # ------------------------------------------------------------------ load: who is there
     def load(self) -> LoadResult:
@@ -112,11 +154,15 @@ class RemoteEngine(Engine):
             raise ModelLoadFailed(f"cannot reach the server at {ep.url}: {e}") from None
         if st != 200:
             raise ModelLoadFailed(f"the server at {ep.url} answered HTTP {st} to GET /models")
-        ids = [m.get("id") for m in (doc or {}).get("data", []) if isinstance(m, dict) and m.get("id")]
+        data = doc.get("data") if isinstance(doc, dict) else None
+        ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]] \
+            if isinstance(data, list) else []
         if not self.model_name:
             if not ids:
-                raise ModelLoadFailed(f"the server at {ep.url} lists no model at /models; set server.model")
-            self.model_name = str(ids[0])
+                what = ("lists no model" if isinstance(data, list) else
+                        "answers with no list of models (not an OpenAI-style {\"data\": [...]})")
+                raise ModelLoadFailed(f"the server at {ep.url} {what} at GET /models; set server.model")
+            self.model_name = ids[0][:200]
         self.kind = self._server_kind(headers)
         if self.kind in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
             self.tokenizer = _RemoteTokenizer(ep, self.kind)
@@ -148,19 +194,21 @@ class RemoteEngine(Engine):
         self.queue_why = ("llama-server's /metrics and /slots are off (start it with --metrics)"
                           if self.kind == LLAMA_SERVER else f"{self.kind} has no /metrics with a request queue")
 
-    def read_queue(self, ep: Endpoint) -> ServerSample | None:
-        """One reading of the server's queue, or None when it did not answer."""
+    def read_queue(self, ep: Endpoint, stop: Any = None) -> ServerSample | None:
+        """One reading of the server's queue, or None when it did not answer (``stop()``: give up
+        the reading in flight at once)."""
         try:
             if self.queue_source == "metrics":
-                st, text = ep.get_text(ep.root_path("/metrics"))
+                st, text = ep.get_text(ep.root_path("/metrics"), stop=stop)
                 if st != 200:
                     return None
                 g = prometheus_gauges(text)
                 running, waiting = self._queue_gauges
                 return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
-                                    requests_processing=_int(g.get(running)), requests_deferred=_int(g.get(waiting)))
+                                    requests_processing=_count(g.get(running))[0],
+                                    requests_deferred=_count(g.get(waiting))[0])
             if self.queue_source == "slots":
-                st, doc, _ = ep.get_json(ep.root_path("/slots"))
+                st, doc, _ = ep.get_json(ep.root_path("/slots"), stop=stop)
                 if st != 200 or not isinstance(doc, list):
                     return None
                 busy = sum(1 for x in doc if isinstance(x, dict) and x.get("is_processing"))
@@ -191,8 +239,16 @@ class RemoteEngine(Engine):
 
     # ------------------------------------------------------------------ prepare: exact prompts
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
-        text, n = self._prompt(scenario, 0)
+        text, n = self._prepared_prompt(scenario, 0)
         return PreparedScenario(scenario, prompt_text=text, prompt_tokens=n)
+
+    def _prepared_prompt(self, s: ScenarioConfig, variant: int) -> tuple[str, int]:
+        """A prompt built before any run is timed: a tokenizer that fails here stops the session."""
+        try:
+            return self._prompt(s, variant)
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompt of scenario {s.name} with the server's tokenizer: "
+                                  f"{e}") from None
 
     def _prompt(self, s: ScenarioConfig, variant: int) -> tuple[str, int]:
         """(text, tokens) of the scenario's prompt; variant k starts k words later in the text, so
@@ -205,19 +261,16 @@ class RemoteEngine(Engine):
             words = source.split()
             k = (variant * 7919) % max(len(words), 1)
             source = " ".join(words[k:] + words[:k])
-        tok = self.tokenizer
-        try:
-            if tok is not None and s.prompt_tokens is not None and not s.chat:
-                text, n = exact_length_text(tok, source, s.prompt_tokens, chat=False, name=s.name), s.prompt_tokens
-            elif tok is not None:
-                text = source if s.prompt_tokens is None else exact_length_text(tok, source, s.prompt_tokens,
-                                                                                 chat=False, name=s.name)
-                n = len(tok.content_tokens(text, chat=False))
-            else:  # no tokenizer: about 4 characters a token; usage.prompt_tokens will say
-                n = s.prompt_tokens or max(1, len(source) // 4)
-                text = (source * (1 + 4 * n // max(len(source), 1)))[: 4 * n]
-        except RequestFailed as e:
-            raise ModelLoadFailed(f"cannot build the prompt of scenario {s.name} with the server's tokenizer: {e}") from None
+        tok = self.tokenizer  # its failures (RequestFailed) are the caller's to name
+        if tok is not None and s.prompt_tokens is not None and not s.chat:
+            text, n = exact_length_text(tok, source, s.prompt_tokens, chat=False, name=s.name), s.prompt_tokens
+        elif tok is not None:
+            text = source if s.prompt_tokens is None else exact_length_text(tok, source, s.prompt_tokens,
+                                                                             chat=False, name=s.name)
+            n = len(tok.content_tokens(text, chat=False))
+        else:  # no tokenizer: about 4 characters a token; usage.prompt_tokens will say
+            n = s.prompt_tokens or max(1, len(source) // 4)
+            text = (source * (1 + 4 * n // max(len(source), 1)))[: 4 * n]
         self._variants[key] = (text, n)
         return text, n
 
@@ -257,11 +310,11 @@ class RemoteEngine(Engine):
 
     def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:
         for rid in run_ids:
-            self._prompt(prepared.scenario, self._variant(rid))
+            self._prepared_prompt(prepared.scenario, self._variant(rid))
 
     def prompt_for_run(self, s: ScenarioConfig, run_id: int) -> tuple[str, int]:
         """(text, tokens) that run ``run_id`` of ``s`` sends: what a Ray client worker is handed."""
-        return self._prompt(s, self._variant(run_id))
+        return self._prepared_prompt(s, self._variant(run_id))
 
     def use_prompt(self, s: ScenarioConfig, run_id: int, text: str, n_tokens: int) -> None:
         """Send ``text`` (``n_tokens`` long) for run ``run_id`` of ``s``: a Ray client worker takes the
@@ -281,7 +334,20 @@ class RemoteEngine(Engine):
         s = prepared.scenario
         if stop.is_set():
             raise RunStopped()
-        text, n_prompt = self._prompt(s, self._variant(run_id))  # untimed: before t0 (built in advance under load)
+        if self._lost is not None:
+            raise RunError(f"not sent: {self._lost}")
+        tok = self.tokenizer
+        try:  # untimed: before t0 (built in advance under load)
+            if tok is not None:
+                tok.stop = stop.is_set
+            text, n_prompt = self._prompt(s, self._variant(run_id))
+        except RequestFailed as e:  # the server went away between runs: a failed run, not a failed load
+            if stop.is_set():
+                raise RunStopped() from None
+            self._failed(e, "cannot build the prompt with the server's tokenizer: ")
+        finally:
+            if tok is not None:
+                tok.stop = None
         path, body = self._body(s, text)
         clock = self.clock
         prev = [0]
@@ -293,11 +359,72 @@ class RemoteEngine(Engine):
             prev[0] = chunk.t_ns
 
         try:
-            res = ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set)
+            res = ep.stream(path, body, on_chunk=on_chunk, stop=stop.is_set, limits=self.limits(s))
         except RequestFailed as e:
-            raise RunError(str(e)) from None
+            self._failed(e)
         lag = None if due_ns is None else max(0, res.t0_ns - due_ns)
-        return self._finished(s, run_id, warmup, n_prompt, res, lag)
+        try:
+            fin = self._finished(s, run_id, warmup, n_prompt, res, publish, lag)
+        except RunError:  # it answered, with no text: a failed run, but the server is there
+            self._answered(ok=False)
+            raise
+        if not res.stopped:
+            self._answered(ok=True)
+        return fin
+
+    # ------------------------------------------------------------------ a server lost mid-session
+    def _answered(self, *, ok: bool) -> None:
+        with self._lock:
+            self._n_silent = 0
+            self._n_ok += ok
+
+    def _failed(self, e: RequestFailed, prefix: str = "") -> NoReturn:
+        """A request that failed: a failed run (RunError), or, when it makes the server lost, the
+        session's end (ServerLost)."""
+        reason = prefix + str(e)
+        if not e.lost:
+            self._answered(ok=False)
+        elif (lost := self._no_answer(reason)) is not None:
+            raise ServerLost(lost) from None
+        raise RunError(reason) from None
+
+    def _no_answer(self, reason: str) -> str | None:
+        """One more request with no answer at all. The server counts as lost when a request has
+        succeeded before, ``server.lost_after`` requests in a row got no answer, and a GET /models
+        (``_probe``) gets none either: returns why then, once; None otherwise."""
+        k = self.config.server.lost_after
+        with self._lock:
+            if self._lost is not None:
+                return None  # already lost: this one was cut off by it, or raced with it
+            self._n_silent += 1
+            if not k or not self._n_ok or self._n_silent < k or self._probing:
+                return None
+            self._probing = True
+        try:
+            probe = self._probe()
+        finally:
+            with self._lock:
+                self._probing = False
+        with self._lock:
+            if probe is None:  # it answers: failed runs, not a lost server
+                self._n_silent = 0
+                return None
+            if self._lost is not None:
+                return None
+            self._lost = (f"the server at {self.ep.url} was lost mid-session: {self._n_silent} requests in a row got "
+                          f"no answer (the last: {reason}) and GET /models got none either ({probe}); "
+                          f"{self._n_ok} request(s) had succeeded")
+            return self._lost
+
+    def _probe(self) -> str | None:
+        """None when the server answers GET /models at all (any status), else why not."""
+        sc = self.config.server
+        t = min(sc.connect_timeout_s, sc.read_timeout_s, 10.0)
+        try:
+            self.ep.get_json(self.ep.base + "/models", timeout_s=t, total_s=t)
+        except RequestFailed as e:
+            return str(e) if e.lost else None
+        return None
 
     def _ttft_ns(self, res: StreamResult) -> int | None:
         at = self.config.server.ttft_at
@@ -311,37 +438,127 @@ class RemoteEngine(Engine):
         return min(points) if points else None
 
     def _finished(self, s: ScenarioConfig, run_id: int, warmup: bool, n_prompt: int, res: StreamResult,
-                  client_lag_ns: int | None = None) -> RunFinished:
+                  publish: Publish | None = None, client_lag_ns: int | None = None) -> RunFinished:
         ttft = self._ttft_ns(res)
         if ttft is None:
             if res.stopped:
                 raise RunStopped()
             raise RunError(f"the server sent no text (finish_reason {res.finish_reason!r}, {res.n_events} events)")
-        tm = res.timings or {}
-        usage = res.usage or {}
+        fig, problems = server_figures(res.usage, res.timings, res.progress, res.at["end_ns"] / 1e6)
+        if problems and publish is not None:
+            self._say_impossible(publish, run_id, problems)
         remote = RemoteTiming(
             **res.at, n_events=res.n_events, n_chunks=len(res.chunks), status=res.status,
             finish_reason=res.finish_reason,
             server_kind=self.kind, prompt_counted_by=self.counted_by(s),
-            usage_prompt_tokens=_int(usage.get("prompt_tokens")), usage_completion_tokens=_int(usage.get("completion_tokens")),
-            server_prompt_n=_int(tm.get("prompt_n")), server_prompt_ms=_float(tm.get("prompt_ms")),
-            server_cache_n=_int(tm.get("cache_n")), server_predicted_n=_int(tm.get("predicted_n")),
-            server_predicted_ms=_float(tm.get("predicted_ms")), n_progress=len(res.progress),
-            client_lag_ns=client_lag_ns, **progress_chunks(res.progress),
+            usage_prompt_tokens=fig["usage_prompt_tokens"], usage_completion_tokens=fig["usage_completion_tokens"],
+            server_prompt_n=fig["server_prompt_n"], server_prompt_ms=fig["server_prompt_ms"],
+            server_cache_n=fig["server_cache_n"], server_predicted_n=fig["server_predicted_n"],
+            server_predicted_ms=fig["server_predicted_ms"], n_progress=len(res.progress),
+            client_lag_ns=client_lag_ns, **(progress_chunks(res.progress) if fig["progress_ok"] else {}),
         )
         last = res.chunks[-1].t_ns if res.chunks else res.at["end_ns"]
-        n_out = _int(usage.get("completion_tokens")) or len(res.chunks)
+        n_out = fig["usage_completion_tokens"] or len(res.chunks)
         stop_reason = "stopped" if res.stopped else ("eos" if res.finish_reason == "stop" else "max_tokens")
         return RunFinished(
             t_ns=self.clock.rel(res.t0_ns + last), run_id=run_id, scenario=s.name, warmup=warmup,
-            n_prompt_tokens=_int(usage.get("prompt_tokens")) or n_prompt, n_output_tokens=n_out,
+            n_prompt_tokens=fig["usage_prompt_tokens"] or n_prompt, n_output_tokens=n_out,
             ttft_ns=ttft, e2e_ns=last, tokenize_ns=None, cache_prep_ns=None, prefill_ns=None,
             prefill_chunks_ns=(), prefill_chunk_tokens=(), first_sample_ns=None, first_detok_ns=None,
             stop_reason=stop_reason, remote=remote,  # type: ignore[arg-type]
         )
 
+    def _say_impossible(self, publish: Publish, run_id: int, problems: list[str]) -> None:
+        with self._lock:
+            k = self._n_noticed
+            self._n_noticed += 1
+        if k < MAX_FIGURE_NOTICES:
+            publish(Notice(t_ns=self.clock.now_ns(), level="warning",
+                           message=f"run {run_id}: the server's own account holds impossible values, kept as null: "
+                                   f"{'; '.join(problems)}"))
+        elif k == MAX_FIGURE_NOTICES:
+            publish(Notice(t_ns=self.clock.now_ns(), level="warning",
+                           message=f"the server keeps sending impossible values (run {run_id} again); from now on "
+                                   "they are kept as null without a notice"))
+
     def close(self) -> None:
         self.ep.close()
+
+
+MAX_FIGURE_NOTICES = 20
+MAX_COUNT = 100_000_000  # tokens: more than any context holds
+
+
+def _count(v: Any) -> tuple[int | None, str | None]:
+    """A token count as the server sent it: (the count, None), or (None, why it cannot be one)."""
+    if v is None:
+        return None, None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None, "not a number"
+    if isinstance(v, float) and not math.isfinite(v):
+        return None, "not finite"
+    if v < 0:
+        return None, "negative"
+    if v > MAX_COUNT:
+        return None, f"more than {MAX_COUNT:,} tokens"
+    if v != int(v):
+        return None, "not a whole number of tokens"
+    return int(v), None
+
+
+def _ms(v: Any, limit_ms: float) -> tuple[float | None, str | None]:
+    """A duration on the server's clock: (ms, None), or (None, why it cannot be one). No part of
+    the server's work can take longer than the whole request did on the client's clock."""
+    if v is None:
+        return None, None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None, "not a number"
+    if isinstance(v, float) and not math.isfinite(v):  # (an int of any size is finite: no float() of it)
+        return None, "not finite"
+    if v < 0:
+        return None, "negative"
+    if v > limit_ms * 1.01 + 1.0:  # clock rates differ, by far less than this
+        return None, f"longer than the whole request ({limit_ms:.1f} ms on the client's clock)"
+    return float(v), None
+
+
+def server_figures(usage: dict[str, Any] | None, timings: dict[str, Any] | None, progress: list[tuple[int, dict]],
+                   request_ms: float) -> tuple[dict[str, Any], list[str]]:
+    """The server's own account (``usage``, llama-server's ``timings`` and prompt progress),
+    validated: impossible values are None, and each one's reason is in the list returned."""
+    usage, timings = usage or {}, timings or {}
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for field, doc, key, check in (
+        ("usage_prompt_tokens", usage, "prompt_tokens", _count),
+        ("usage_completion_tokens", usage, "completion_tokens", _count),
+        ("server_prompt_n", timings, "prompt_n", _count),
+        ("server_cache_n", timings, "cache_n", _count),
+        ("server_predicted_n", timings, "predicted_n", _count),
+        ("server_prompt_ms", timings, "prompt_ms", lambda v: _ms(v, request_ms)),
+        ("server_predicted_ms", timings, "predicted_ms", lambda v: _ms(v, request_ms)),
+    ):
+        v = doc.get(key)
+        out[field], why = check(v)
+        if why is not None:
+            where = "usage" if doc is usage else "timings"
+            problems.append(f"{where}.{key} = {_short(v)} is {why}")
+    out["progress_ok"] = True
+    for _, pp in progress:
+        for key, check in (("processed", _count), ("time_ms", lambda v: _ms(v, request_ms))):
+            v = pp.get(key)
+            if check(v)[1] is not None:
+                problems.append(f"prompt_progress.{key} = {_short(v)} is {check(v)[1]}")
+                out["progress_ok"] = False
+                break
+        if not out["progress_ok"]:
+            break
+    return out, problems
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class QueuePoller:
@@ -374,7 +591,7 @@ class QueuePoller:
         ep = self.engine._endpoint()
         try:
             while True:
-                sample = self.engine.read_queue(ep)
+                sample = self.engine.read_queue(ep, stop=self._stop.is_set)
                 if sample is not None:
                     self.publish(sample)
                 if self._stop.wait(self.interval_s):
