@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -333,6 +334,8 @@ line_edit = st.one_of(
     st.tuples(st.just("nan"), index),
     st.tuples(st.just("escape"), index),  # OSC 52 in a string
     st.tuples(st.just("reverse"), index),
+    st.tuples(st.just("nest"), index, st.sampled_from((50, 5000))),  # a value nested 50 or 5,000 deep
+    st.tuples(st.just("negate"), index, index),  # a duration made negative
     extreme,
 )
 
@@ -389,6 +392,13 @@ def _edit(data: bytes, edit: tuple[Any, ...]) -> bytes:
         lines[i] = lines[i].replace(b":", b':NaN,"x":', 1)
     elif op == "escape":
         lines[i] = lines[i].replace(b'"', b'"\x1b]52;c;', 1)
+    elif op == "nest":
+        lines[i] = lines[i].replace(b":", b":" + b"[" * args[1] + b"]" * args[1] + b',"x":', 1)
+    elif op == "negate":
+        spots = [m.start(1) for m in re.finditer(rb'_(?:ns|ms)":([0-9])', lines[i])]
+        if spots:
+            at = spots[args[1] % len(spots)]
+            lines[i] = lines[i][:at] + b"-" + lines[i][at:]
     else:
         lines[i] = lines[i][::-1]
     return b"\n".join(lines)
@@ -477,3 +487,265 @@ def test_fuzzed_reports_never_cause_an_internal_error(fuzz_report, fuzz_dir, val
     _assert_one_line_error(code, err, {0, 1, 14})
     if code in (0, 1) and as_json:
         json.loads(out, parse_constant=lambda c: pytest.fail(f"the comparison has {c}"))
+
+
+# ------------------------------------------------------------------------------------------ the edges
+# Issue 25: input that is merely malformed (nested 50,000 deep, not a regular file, values no
+# measurement can produce) is a user error with its documented exit code, or is read leniently
+# and said so; never exit 70, never a traceback, never a hang.
+DEEP = 50_000
+
+
+def _one_line(r: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """Exit ``code`` and exactly one ``ttftui:`` line on stderr (the runs are all -q), holding every needle."""
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.startswith("ttftui: ") and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+    return r.stderr
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("rep") / "r.json"
+    r = cli("--headless", "-q", "--synthetic", "--iterations", "2", "--warmup", "0", "-o", str(p))
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+def _deep_json(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("where", ["arrays", "inline tables", "--set"])
+def test_a_config_nested_50000_deep_is_exit_2(tmp_path, where):
+    cfg = tmp_path / "deep.toml"
+    if where == "arrays":
+        cfg.write_text(f"x = {_deep_json(DEEP)}\n")
+    else:
+        cfg.write_text("x = " + "{a=" * DEEP + "1" + "}" * DEEP + "\n")
+    args = ["--set", f"run.iterations={_deep_json(DEEP // 10)}"] if where == "--set" else ["--config", str(cfg)]
+    r = cli("--headless", "-q", "--synthetic", *args, "-o", os.devnull, timeout=120)
+    _one_line(r, 2, "nested too deeply")
+
+
+def test_a_recording_nested_50000_deep_is_exit_11_13_or_skipped(recording, tmp_path):
+    header = tmp_path / "header.ttftrec"
+    header.write_text('{"kind":"ttftui.recording","schema_version":1,"x":' + _deep_json(DEEP) + "}\n")
+    _one_line(cli("replay", str(header), "--headless", "-q", timeout=120), 11, "not a ttftui recording")
+    first = tmp_path / "first.ttftrec"
+    first.write_text(_deep_json(DEEP) + "\n")
+    _one_line(cli("replay", str(first), "--headless", "-q", timeout=120), 11, "not a ttftui recording")
+    # an event line nested that deep: skipped with a warning like any corrupt line; --strict: exit 13
+    lines = recording.read_text().splitlines()
+    lines.insert(2, '{"type":"notice","t_ns":0,"level":"info","message":' + _deep_json(DEEP) + "}")
+    body = tmp_path / "body.ttftrec"
+    body.write_text("\n".join(lines) + "\n")
+    r = cli("replay", str(body), "--headless", "-o", str(tmp_path / "r.json"), timeout=120)
+    assert r.returncode == 0 and "line 3 is not a valid event" in r.stderr and "Traceback" not in r.stderr
+    _one_line(cli("replay", str(body), "--headless", "-q", "--strict", timeout=120), 13, "line 3")
+
+
+def test_a_report_nested_50000_deep_is_exit_14_everywhere_it_is_read(report_file, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text(report_file.read_text()[:-2] + ', "x": ' + _deep_json(DEEP) + "}")
+    out = tmp_path / "o.html"
+    _one_line(cli("report", str(deep), "--html", str(out), "-q", timeout=120), 14, "nested too deeply")
+    _one_line(cli("compare", str(report_file), str(deep), timeout=120), 14, "nested too deeply")
+    _one_line(cli("--headless", "-q", "--synthetic", "--baseline", str(deep), timeout=120), 14, "nested too deeply")
+    assert not out.exists()
+
+
+def test_report_html_refuses_what_is_not_a_regular_file_at_once(report_file, tmp_path):
+    """A FIFO, a directory, a device or a file far too big, given to ``report --html`` (which first
+    peeks at the file to tell a recording from a report): refused with one line, never read or
+    waited on. A FIFO with no writer would block an ordinary open() for ever: the timeout is the check."""
+    fifo, fifo_rec, folder, huge = (tmp_path / "r.json", tmp_path / "r.ttftrec", tmp_path / "d.json",
+                                    tmp_path / "huge.json")
+    os.mkfifo(fifo)
+    os.mkfifo(fifo_rec)
+    folder.mkdir()
+    with huge.open("wb") as f:
+        f.truncate(3 << 30)  # sparse: 3 GiB that take no room
+    out = str(tmp_path / "o.html")
+    for path, code, why in ((fifo, 14, "FIFO"), (fifo_rec, 10, "FIFO"), (folder, 14, "directory"),
+                            ("/dev/zero", 14, "character device"), (huge, 14, "MiB")):
+        _one_line(cli("report", str(path), "--html", out, "-q", timeout=60), code, why)
+    _one_line(cli("compare", str(fifo), str(report_file), timeout=60), 14, "FIFO")
+    _one_line(cli("--headless", "-q", "--synthetic", "--baseline", str(fifo), timeout=60), 14, "FIFO")
+    _one_line(cli("--headless", "-q", "--synthetic", "--config", str(fifo), timeout=60), 2, "FIFO")
+    _one_line(cli("report", "~nosuchuser/r.json", "--html", out, "-q", timeout=60), 14, "not found")
+    assert not Path(out).exists()
+
+
+def _rewrite(src: Path, dst: Path, edit: Any) -> Path:
+    """``src`` with ``edit(event dict, state dict)`` applied to every event line (the header kept)."""
+    lines = src.read_text().splitlines()
+    state: dict[str, Any] = {}
+    out = [lines[0]] + [json.dumps(edit(json.loads(line), state)) for line in lines[1:]]
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+def _first_run(ev: dict[str, Any], st: dict[str, Any], **change: Any) -> dict[str, Any]:
+    """The first run's run_finished changed."""
+    if ev["type"] == "run_finished" and st.setdefault("first", ev["run_id"]) == ev["run_id"]:
+        ev.update(change)
+    return ev
+
+
+def _every(kind: str, **change: Any) -> Any:
+    def edit(ev: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+        if ev["type"] == kind and (kind != "token" or ev["index"] > 0):
+            ev.update(change)
+        return ev
+    return edit
+
+
+def _backwards(ev: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+    if ev["type"] == "token" and ev["index"] == 2 and "done" not in st:
+        st["done"] = ev["t_ns"] = 0  # before its own run started
+    return ev
+
+
+IMPOSSIBLE = {  # what is done to a real recording: (the edit, runs left out as failed, reason in the notice)
+    "negative TTFT": (lambda ev, st: _first_run(ev, st, ttft_ns=-250_000_000), 1,
+                      "ttft_ns = -250 ms: a negative duration"),
+    "every token gap -1 s": (_every("token", dt_ns=-1_000_000_000), 6, "dt_ns = -1,000 ms: a negative duration"),
+    "E2E over a year": (lambda ev, st: _first_run(ev, st, e2e_ns=10**17), 1, "longer than a year"),
+    "E2E before TTFT": (lambda ev, st: _first_run(ev, st, e2e_ns=1), 1, "shorter than ttft_ns"),
+    "time going backwards": (_backwards, 1, "time going backwards"),
+    "negative tokenize (may be null)": (_every("run_finished", tokenize_ns=-5), 0, "tokenize_ns = -5 ns: a negative "
+                                                                                   "duration: left out (null)"),
+    "negative load time (may be null)": (_every("engine_ready", load_ms=-1.0), 0, "load_ms = -1 ms"),
+}
+
+
+def _numbers(node: Any, key: str = "") -> list[tuple[str, float]]:
+    if isinstance(node, dict):
+        return [x for k, v in node.items() for x in _numbers(v, k)]
+    if isinstance(node, list):
+        return [x for v in node for x in _numbers(v, key)]
+    return [(key, node)] if isinstance(node, (int, float)) and not isinstance(node, bool) else []
+
+
+@pytest.mark.parametrize("case", list(IMPOSSIBLE))
+def test_values_no_measurement_can_produce_are_left_out_with_a_notice(recording, tmp_path, case):
+    """Negative durations, durations over a year, a TTFT after the run's end, time going backwards
+    within a run: the value is null where it may be, else its run is left out of the statistics
+    (counted as failed, saying why); a notice in the report says which, one warning says how many;
+    --strict refuses the recording (13). What remains in the report is a time that can be."""
+    edit, n_failed, why = IMPOSSIBLE[case]
+    bad = _rewrite(recording, tmp_path / "bad.ttftrec", edit)
+    out = tmp_path / "r.json"
+    r = cli("replay", str(bad), "--headless", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("\n") == 1 and "impossible value" in r.stderr and "Traceback" not in r.stderr
+    rep = json.loads(out.read_text())
+    assert any(why in n["message"] for n in rep["notices"]), [n["message"] for n in rep["notices"]]
+    assert len(rep["failed_runs"]) == n_failed
+    assert all(why.split(":")[0] in f["error"] for f in rep["failed_runs"])
+    assert sum(s["n_failed"] for s in rep["summary"].values()) == n_failed
+    assert len(rep["runs"]) == 6 - n_failed
+    times = [(k, v) for k, v in _numbers(rep["runs"]) if k.endswith("_ms") and k != "unaccounted_ms"]
+    assert all(0 <= v < 3.2e10 for _, v in times), [kv for kv in times if not 0 <= kv[1] < 3.2e10][:5]
+    _one_line(cli("replay", str(bad), "--headless", "-q", "--strict"), 13, why.split(":")[0], "--strict")
+
+
+def test_the_report_html_of_a_recording_with_impossible_values_shows_the_notice(recording, tmp_path):
+    bad = _rewrite(recording, tmp_path / "bad.ttftrec", IMPOSSIBLE["negative TTFT"][0])
+    out = tmp_path / "o.html"
+    r = cli("report", str(bad), "--html", str(out), "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "ttft_ns = -250 ms: a negative duration" in out.read_text()
+
+
+# TOML values of every kind, absurd or of the wrong type, and nesting deep enough to exhaust a parser
+toml_values = st.one_of(
+    st.sampled_from(("0", "-1", "1e308", "-1e308", "inf", "nan", "true", '""', '"x"', "[]", "[1, 2]", "{}", "{a = 1}",
+                     "9" * 30, "2024-01-01", '"\\u0000"', '"""\na"""')),
+    st.integers(0, 3).map(lambda k: "[" * (10 ** k) + "]" * (10 ** k)),
+    st.integers(0, 3).map(lambda k: "{a = " * (10 ** k) + "1" + "}" * (10 ** k)),
+)
+config_edit = st.one_of(
+    st.tuples(st.just("value"), index, toml_values),  # a key's value replaced
+    st.tuples(st.just("delete"), index),
+    st.tuples(st.just("duplicate"), index, index),
+    st.tuples(st.just("flip"), index, st.integers(0, 255)),
+    st.tuples(st.just("key"), toml_values),  # an unknown key at the top
+)
+
+
+def _edit_config(text: str, edit: tuple[Any, ...]) -> str:
+    op, *args = edit
+    lines = text.split("\n")
+    i = args[0] % len(lines) if op != "key" else 0
+    if op == "value":
+        keyed = [k for k, line in enumerate(lines) if "=" in line and not line.lstrip().startswith("#")]
+        if keyed:
+            k = keyed[args[0] % len(keyed)]
+            lines[k] = lines[k].partition("=")[0] + "= " + args[1]
+    elif op == "delete":
+        del lines[i]
+    elif op == "duplicate":
+        lines.insert(i, lines[args[1] % len(lines)])
+    elif op == "flip":
+        b = bytearray("\n".join(lines).encode())
+        b[args[0] % len(b)] = args[1]
+        return b.decode("utf-8", "replace")
+    else:
+        lines.insert(0, "x = " + args[0])
+    return "\n".join(lines)
+
+
+@FUZZ
+@given(edits=st.lists(config_edit, min_size=1, max_size=3), set_value=st.none() | toml_values | st.text(max_size=30))
+def test_fuzzed_configs_never_cause_an_internal_error(fuzz_dir, edits, set_value):
+    """Damaged copies of the repository's config.toml, and odd ``--set`` values (newlines, nesting,
+    absurd numbers): the loader either gives a config or a one-line ConfigError (exit 2), never
+    another exception."""
+    from ttftui.core.config import load_config
+    from ttftui.core.errors import ConfigError
+
+    text = (ROOT / "config.toml").read_text()
+    for edit in edits:
+        text = _edit_config(text, edit)
+    target = fuzz_dir / "c.toml"
+    target.write_text(text, encoding="utf-8", errors="surrogatepass")
+    sets = [] if set_value is None else [f"run.iterations={set_value}", f"report.percentiles={set_value}"]
+    try:
+        load_config(target, sets)
+        event("valid")
+    except ConfigError as e:
+        event("exit 2")
+        assert "\n" not in str(e) and ConfigError.exit_code == 2
+
+
+@settings(FUZZ, max_examples=120)
+@given(values=st.lists(st.tuples(index, json_values), min_size=1, max_size=4),
+       big=st.sampled_from((None, 1e308, -1e308, 5e-324, 1e19, 2**63 - 1)))
+def test_fuzzed_reports_never_break_report_html(fuzz_report, fuzz_dir, values, big):
+    """Damaged copies of a real report, optionally with every float made absurd: ``report --html``
+    writes a page or refuses with one line (14; 11 when it is not a report at all)."""
+    _, doc = fuzz_report
+    mutated = json.loads(json.dumps(doc))
+    if big is not None:
+        stack: list[Any] = [mutated]
+        while stack:
+            node = stack.pop()
+            for k, v in list(node.items() if isinstance(node, dict) else enumerate(node)):
+                if k == "config":
+                    continue
+                if isinstance(v, (dict, list)):
+                    stack.append(v)
+                elif isinstance(v, float):
+                    node[k] = float(big)
+    for slot, value in values:
+        _set_extreme(mutated, slot, value)
+    target, out = fuzz_dir / "h.json", fuzz_dir / "h.html"
+    target.write_text(json.dumps(mutated))
+    code, _, err = _run_cli(["report", str(target), "--html", str(out), "-q"])
+    _assert_one_line_error(code, err, {0, 11, 14})
+    if code == 0:
+        out.read_bytes().decode("utf-8")

@@ -407,3 +407,96 @@ def test_another_address_than_loopback_warns():
     assert check_host("127.0.0.1") is None and check_host("localhost") is None
     assert "anyone who can reach this port and has the URL's token can drive the session" in check_host("0.0.0.0")
     assert serve_command(["--config", "a b.toml"]).endswith("-m ttftui --config 'a b.toml'")
+
+
+# ---------------------------------------------------------------------- reports read leniently
+@pytest.fixture(scope="module")
+def plain_report(tmp_path_factory) -> Path:
+    """A real report with telemetry series, sweeps of nothing, every section the page draws."""
+    p = tmp_path_factory.mktemp("lenient") / "r.json"
+    r = cli("--headless", "-q", "--synthetic", "--iterations", "3", "--warmup", "1", "-o", str(p))
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+def _every_number(node: Any, value: Any, ints: bool = False) -> Any:
+    """Every float (and with ``ints`` every int) in the report but its config and kind set to ``value``."""
+    if isinstance(node, dict):
+        return {k: v if k in ("config", "schema_version", "run_id") else _every_number(v, value, ints)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_every_number(v, value, ints) for v in node]
+    if isinstance(node, float) or (ints and isinstance(node, int) and not isinstance(node, bool)):
+        return value
+    return node
+
+
+def _page_is_sound(path: Path) -> str:
+    text = path.read_bytes().decode("utf-8")  # strict: a lone surrogate would not have been written
+    attrs = re.findall(r' (?:x|y|x1|x2|y1|y2|width|height)="([^"]*)"', text)
+    assert attrs and all(float(a) == float(a) and abs(float(a)) <= 1e6 for a in attrs), \
+        [a for a in attrs if not abs(float(a)) <= 1e6][:5]
+    for path_d in re.findall(r'<path d="([^"]*)"', text):
+        assert "inf" not in path_d and "nan" not in path_d
+    return text
+
+
+@pytest.mark.parametrize("value, ints", [(1e308, False), (-1e308, False), (5e-324, False), (1e308, True)])
+def test_report_html_draws_absurd_numbers_without_overflow(plain_report, tmp_path, value, ints):
+    """1e308 everywhere (a sum of two is inf, a span from -1e308 to 1e308 overflows), or the smallest
+    float (a span whose tick step underflows to 0): the page is written, its absurd numbers shown as
+    "–" and said so, every coordinate finite."""
+    doc = _every_number(json.loads(plain_report.read_text()), value, ints)
+    src, out = tmp_path / "absurd.json", tmp_path / "o.html"
+    src.write_text(json.dumps(doc))
+    r = cli("report", str(src), "--html", str(out), "-q")
+    if r.returncode == 14:  # a value its schema bounds (a count of 1e308): refused with one line
+        assert r.stderr.startswith("ttftui: ") and r.stderr.count("\n") == 1, r.stderr
+        return
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    text = _page_is_sound(out)
+    if abs(value) > 1e19:
+        assert "larger than any measurement" in text
+
+
+def test_report_html_of_text_utf8_cannot_hold(plain_report, tmp_path):
+    doc = json.loads(plain_report.read_text())
+    doc["notices"].append({"t_ms": 1.0, "level": "info", "message": "lone \ud800 surrogate"})
+    doc["session"]["started_at"] = "\udfff"
+    src, out = tmp_path / "sur.json", tmp_path / "o.html"
+    src.write_text(json.dumps(doc))  # ASCII JSON with \ud800 escapes, as a report from elsewhere may be
+    r = cli("report", str(src), "--html", str(out), "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "lone \ufffd surrogate" in _page_is_sound(out)
+    r = cli("compare", str(src), str(plain_report), "--html", str(tmp_path / "c.html"))
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "c.html").read_bytes().decode("utf-8")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(summary="fast"),
+    lambda d: d.update(runs={"a": 1}),
+    lambda d: d["runs"][0].update(ttft_ms="fast"),
+    lambda d: d["runs"][0].update(itl_ms=[1, "x"]),
+    lambda d: d.update(notices=5),
+    lambda d: d["telemetry"].update(series={"t_ms": "soon"}),
+    lambda d: d.update(percentiles=["p50"]),
+])
+def test_report_html_of_fields_of_the_wrong_type_is_exit_14(plain_report, tmp_path, edit):
+    doc = json.loads(plain_report.read_text())
+    edit(doc)
+    src, out = tmp_path / "wrong.json", tmp_path / "o.html"
+    src.write_text(json.dumps(doc))
+    r = cli("report", str(src), "--html", str(out), "-q")
+    assert r.returncode == 14 and r.stderr.startswith("ttftui: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_tick_marks_survive_spans_their_numbers_cannot_resolve():
+    from ttftui.report.html import nice_ticks
+
+    assert nice_ticks(0.0, 10.0) == [0, 2, 4, 6, 8, 10]
+    for lo, hi in ((5e-324, 5e-324), (0.0, 5e-324), (1e17, 1e17 + 64), (1e15, 1e15 + 0.5), (-1e18, 1e18),
+                   (float("nan"), 1.0), (2.0, 1.0)):
+        ticks = nice_ticks(lo, hi)  # returns at once: no endless loop where t + step == t
+        assert len(ticks) <= 60 and all(t == t for t in ticks)

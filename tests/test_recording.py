@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+from dataclasses import dataclass
 
 import pytest
 
@@ -367,3 +368,62 @@ def test_previous_run_from_the_end_and_twice_while_playing():
     wall.t += 5.0  # much later, inside the same run: "[" restarts it
     src.seek_run(-1)
     assert src.now_ns() == starts[-3]
+
+
+# ------------------------------------------------------------------ what UTF-8 cannot hold
+def test_a_recording_stays_utf8_json_when_text_has_lone_surrogates_or_nul(tmp_path):
+    """A server's JSON ``"\\ud800"`` escape makes a string UTF-8 cannot encode; the recorder writes it
+    as U+FFFD (a pair of surrogates as the character it makes) instead of failing, and NUL and
+    control characters as JSON escapes: every line is UTF-8 JSON that replays."""
+    from ttftui.core.events import Notice, TokenEmitted
+
+    base = [e for e in small_session() if not isinstance(e, SessionFinished)]
+    odd = ["a\ud800b", "\x00nul", "\udfff\ud83d", "\ud83d\ude00 ok", "\x1b[2J\x07"]
+    tokens = [TokenEmitted(t_ns=10**9 + i, run_id=99, index=i, token_id=i, text=t, dt_ns=1) for i, t in enumerate(odd)]
+    events = base + tokens + [Notice(t_ns=2 * 10**9, level="info", message="m\ud800")] + [SessionFinished(
+        t_ns=3 * 10**9, status="completed")]
+    for gz in (False, True):
+        p = tmp_path / ("odd.ttftrec" + (".gz" if gz else ""))
+        rec = record(events, p)
+        assert rec.error is None and rec.n_events == len(events)
+        data = gzip.decompress(p.read_bytes()) if gz else p.read_bytes()
+        lines = data.decode("utf-8").splitlines()  # strict UTF-8: raises on anything else
+        assert [json.loads(line).get("text") for line in lines if '"token"' in line][-5:] == [
+            "a\ufffdb", "\x00nul", "\ufffd\ufffd", "\U0001F600 ok", "\x1b[2J\x07"]
+        got = read_recording(p)
+        assert got.warnings == [] and len(got.events) == len(events)
+        r = cli("replay", str(p), "--headless", "-q", "-o", str(tmp_path / "r.json"))
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        (tmp_path / "r.json").read_bytes().decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Inner:
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Probe:
+    t_ns: int
+    new_thing_ns: int
+    other_ms: float | None = None
+    inner: Inner | None = None
+    count: int = -5  # not a time: never checked
+
+
+def test_the_measurement_check_is_driven_by_field_names():
+    """``ttftui.core.sane``: any ``*_ns``/``*_ms``/``*_s`` field is a duration and ``t_ns`` a time,
+    without a list of fields; an impossible optional value is nulled, a required one sinks the event,
+    and one inside an optional part nulls that part."""
+    from ttftui.core.sane import check_event, problem
+
+    assert problem("x_ms", -1.0) == "-1 ms: a negative duration"
+    assert problem("x_ns", float("nan")) is not None and problem("x_ms", 4e10) is not None
+    assert problem("t_ns", -5) is None and problem("t_ns", 10**17) is not None and problem("n_tokens", -1) is None
+    ok = Probe(t_ns=1, new_thing_ns=2, other_ms=3.0, inner=Inner(wait_s=1.0))
+    assert check_event(ok) == (ok, [])
+    fixed, probs = check_event(Probe(t_ns=1, new_thing_ns=2, other_ms=-3.0, inner=Inner(wait_s=-1.0)))
+    assert fixed == Probe(t_ns=1, new_thing_ns=2) and [(p.where, p.nulled) for p in probs] == [
+        ("other_ms", True), ("inner.wait_s", True)]
+    gone, probs = check_event(Probe(t_ns=1, new_thing_ns=-2))
+    assert gone is None and [(p.where, p.nulled) for p in probs] == [("new_thing_ns", False)]

@@ -21,7 +21,7 @@ from ttftui.analysis.alerts import AlertEvaluator
 from ttftui.cli import headless
 from ttftui.cli.doctor import run_doctor
 from ttftui.cli.serve import check_host, check_new_recording, run_server, serve_access
-from ttftui.core.config import cell_config, load_config, matrix_cells, parse_value, with_load
+from ttftui.core.config import cell_configs, load_config, parse_value, with_load
 from ttftui.core.definitions import definitions_text
 from ttftui.core.errors import ConfigError, GateFailed, TtftuiError, exit_code_table
 from ttftui.core.output import check_writable, say, write_atomic
@@ -168,9 +168,10 @@ def _matrix_arg(text: str) -> tuple[str, list[Any]]:
     key, eq, values = text.partition("=")
     if not eq or not key.strip() or not values.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=V1,V2 (e.g. model.n_batch=64,512)")
-    parsed = parse_value(values.strip())
+    what = f"--matrix {key.strip()}"  # each value one TOML value, or text: never more TOML
+    parsed = parse_value(values.strip(), what)
     if not isinstance(parsed, list):
-        parsed = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        parsed = [parse_value(v.strip(), what) for v in values.split(",") if v.strip()]
     return key.strip(), parsed
 
 
@@ -182,17 +183,18 @@ def _preflight(config: Any, names: list[str]) -> None:
     if config.cluster.matrix:  # each cell with its own settings (its context size, its model file)
 
 
-        for label, _ in matrix_cells(config.cluster.matrix):
-            cell = cell_config(config, label)
+        for _label, cell in cell_configs(config):  # the config dumped once, not once per cell
             if cell.model.path:
                 read_header(Path(cell.model.path))  # missing / not GGUF: one line, its own exit code
+            by_name = {x.name: x for x in cell.scenarios}
             for n in names:
-                s = cell.scenario(n) if any(x.name == n for x in cell.scenarios) else None
+                s = by_name.get(n)
                 if s is not None and s.prompt_tokens is not None:
                     check_fits(s.name, s.prompt_tokens, s.max_tokens, cell.model.n_ctx)
         return
+    by_name = {x.name: x for x in config.scenarios}  # thousands of scenarios: one lookup each
     for n in names:
-        s = config.scenario(n)
+        s = by_name[n]
         if s.prompt_tokens is not None:
             check_fits(s.name, s.prompt_tokens, s.max_tokens, config.model.n_ctx)
 

@@ -21,6 +21,7 @@ from ttftui.analysis.view import SessionView
 from ttftui.core import registry
 from ttftui.core.definitions import DEFINITIONS
 from ttftui.core.events import ModelFacts
+from ttftui.core.sane import utf8_text
 from ttftui.report.schema import (
     AlertRecord,
     AlertStatus,
@@ -277,4 +278,5 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
 
 
 def report_json(report: Report) -> str:
-    return json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The report as JSON text that UTF-8 can hold (a lone surrogate in some text becomes U+FFFD)."""
+    return utf8_text(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n")

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from ttftui.core import registry
 from ttftui.core.config import Config
 from ttftui.core.errors import ConfigError, ReportError
-from ttftui.core.inputs import read_input
+from ttftui.core.inputs import expand_path, read_input
 from ttftui.core.textsafe import visible
 from ttftui.report.schema import REPORT_KIND, SCHEMA_VERSION, Report, lenient, run_value
 
@@ -135,10 +135,7 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _expand(path: str) -> Path:
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:  # "~nosuchuser/r.json": no home directory to expand to
-        return Path(path)
+    return expand_path(path)  # "~nosuchuser/r.json": no home directory to expand to, not found
 
 
 def load_report(path: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ttftui.core import registry
+from ttftui.core.sane import utf8_text
 from ttftui.report.schema import Report, run_value
 
 _CSV_ID = ("scenario", "run_id", "iteration", "warmup", "counted", "stop_reason", "n_prompt_tokens",
@@ -39,7 +40,7 @@ def report_csv(report: Report) -> str:
             _na(r.llama.t_p_eval_ms if r.llama else None),
             int(report.synthetic), dev,
         ])
-    return buf.getvalue()
+    return utf8_text(buf.getvalue())  # text UTF-8 cannot hold (a lone surrogate) becomes U+FFFD
 
 
 def _na(v: float | None) -> Any:

@@ -8,7 +8,10 @@ shaded, the percentile tables, load, sweeps, alerts and goodput, failures. ``com
 ``ttftui compare``'s result: per metric the ratio, its significance and the verdict.
 
 Everything that came from the report (names, messages, text) is escaped: a report is input from
-someone else. The module is pure (report dict in, text out) and does not import Textual.
+someone else, and it is drawn leniently: a number no measurement can be (beyond ``MAX_NUMBER``:
+``1e308``) is shown as "–" and left out of the plots, every coordinate written is finite, and text
+UTF-8 cannot hold (a lone surrogate) becomes U+FFFD. The module is pure (report dict in, text out)
+and does not import Textual.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import statistics
 from typing import Any, Callable, Iterable, Sequence
 
 from ttftui.core import registry
+from ttftui.core.sane import utf8_text
 
 # Component colours (one palette for the file; the dashboard's themes are for terminals).
 COLOURS = {
@@ -32,6 +36,11 @@ SERIES = {
     "gpu_mem_used_bytes": ("GPU memory", "#c27ba0", "bytes"),
 }
 W = 760  # plot width in px (the page is 800 wide)
+# A report is read leniently: a number beyond this size is no measurement (a year is 3e10 ms, the
+# largest byte count 9e18) and is shown as "–" and left out of the plots, so that no sum, span or
+# scale of the numbers drawn can overflow; every coordinate written is finite and bounded (``_c``).
+MAX_NUMBER = 1e19
+MAX_PX = 1e6
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:800px;color:#1d2733;
@@ -81,36 +90,49 @@ def _svg(width: int, height: int, body: str, label: str) -> str:
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
 
 
+def _c(v: float) -> float:
+    """A coordinate as SVG can take it: finite and within ``MAX_PX`` (a ratio of a huge value to a
+    tiny one overflows to inf; NaN becomes 0)."""
+    if v != v:
+        return 0.0
+    return max(-MAX_PX, min(MAX_PX, v))
+
+
 def _rect(x: float, y: float, w: float, h: float, fill: str, title: str = "", extra: str = "") -> str:
     t = f"<title>{esc(title)}</title>" if title else ""
-    return f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(w, 0):.2f}" height="{h:.2f}" fill="{fill}"{extra}>{t}</rect>'
+    return (f'<rect x="{_c(x):.2f}" y="{_c(y):.2f}" width="{_c(max(w, 0)):.2f}" height="{_c(max(h, 0)):.2f}" '
+            f'fill="{fill}"{extra}>{t}</rect>')
 
 
 def _text(x: float, y: float, s: str, anchor: str = "start", extra: str = "") -> str:
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{esc(s)}</text>'
+    return f'<text x="{_c(x):.1f}" y="{_c(y):.1f}" text-anchor="{anchor}"{extra}>{esc(s)}</text>'
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1.0
+    """About ``n`` round tick values covering [lo, hi]; just the ends when no round step fits (a
+    span too small for its numbers' precision), none when an end is not a number."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        hi = lo + max(1.0, abs(lo) * 1e-6)
     raw = (hi - lo) / max(n, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    t = start
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+    if not math.isfinite(raw) or raw <= max(abs(lo), abs(hi)) * 1e-12:
+        return [lo, hi]
+    mag = 10.0 ** math.floor(math.log10(raw))
+    if mag == 0 or not math.isfinite(mag):
+        return [lo, hi]
+    step = next((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), 10 * mag)
+    k0, k1 = math.floor(lo / step), math.floor(hi / step + 1e-9)
+    if k1 - k0 > 10 * max(n, 1):
+        return [lo, hi]
+    return [round(k * step, 12) for k in range(k0, k1 + 1)]
 
 
 def _axis_x(x0: float, x1: float, y: float, lo: float, hi: float, unit: str) -> str:
     out = [f'<line x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" stroke="#9aa5b1"/>']
     for t in nice_ticks(lo, hi):
         if lo <= t <= hi:
-            x = x0 + (t - lo) / (hi - lo) * (x1 - x0)
+            x = _c(x0 + (t - lo) / ((hi - lo) or 1.0) * (x1 - x0))
             out.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" stroke="#9aa5b1"/>')
             out.append(_text(x, y + 15, fmt(t, unit if unit != "ms" else "") , "middle"))
     return "".join(out)
@@ -144,8 +166,9 @@ def histogram(values: Sequence[float], colour: str, label: str, unit: str = "ms"
     if not vals:
         return _svg(W, 30, _text(0, 18, f"{label}: no values"), label)
     lo, hi = min(vals), max(vals)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi <= lo:  # one value: a span around it that its size can tell from it (1e19 ± 0.5 is 1e19)
+        d = max(0.5, abs(lo) * 1e-6)
+        lo, hi = lo - d, hi + d
     counts = [0] * bins
     for v in vals:
         counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
@@ -160,7 +183,7 @@ def histogram(values: Sequence[float], colour: str, label: str, unit: str = "ms"
                           f"{fmt(x0, unit)} – {fmt(x0 + (hi - lo) / bins, unit)}: {c}"))
     for name, v in marks:
         if v is not None and lo <= v <= hi:
-            x = left + (v - lo) / (hi - lo) * plot_w
+            x = _c(left + (v - lo) / (hi - lo) * plot_w)
             body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#1d2733" '
                         f'stroke-dasharray="3,2"/>')
             body.append(_text(x + 3, top + 10, name))
@@ -168,18 +191,18 @@ def histogram(values: Sequence[float], colour: str, label: str, unit: str = "ms"
     return _svg(W, height, "".join(body), label)
 
 
-def line_plot(t: Sequence[float], ys: Sequence[float | None], colour: str, label: str, unit: str,
+def line_plot(t: Sequence[float | None], ys: Sequence[float | None], colour: str, label: str, unit: str,
               shade: Sequence[tuple[float, float, str]] = (), height: int = 110) -> str:
     """A time series (session seconds on x), with spans shaded behind it: (t0, t1, colour)."""
-    pts = [(x, y) for x, y in zip(t, ys) if y is not None]
+    pts = [(x, y) for x, y in zip(t, ys) if x is not None and y is not None]
     top, bottom, left = 8, 22, 70
     if len(pts) < 2:
         return _svg(W, 24, _text(0, 16, f"{label}: no samples"), label)
     t0, t1 = min(x for x, _ in pts), max(x for x, _ in pts)
     ymax = max(y for _, y in pts) or 1.0
     plot_w, plot_h = W - left - 10, height - top - bottom
-    sx = lambda x: left + (x - t0) / ((t1 - t0) or 1) * plot_w  # noqa: E731
-    sy = lambda y: top + plot_h - y / ymax * plot_h  # noqa: E731
+    sx = lambda x: _c(left + (x - t0) / ((t1 - t0) or 1) * plot_w)  # noqa: E731
+    sy = lambda y: _c(top + plot_h - y / ymax * plot_h)  # noqa: E731
     body = []
     for a, b, c in shade:
         if b >= t0 and a <= t1:
@@ -202,7 +225,7 @@ def token_timeline(run: dict[str, Any]) -> str:
     end = max(run.get("e2e_ms") or 0.0, ttft + sum(itl))
     top, band, gap_h, left = 8, 16, 90, 40
     plot_w = W - left - 10
-    sx = lambda ms: left + ms / (end or 1) * plot_w  # noqa: E731
+    sx = lambda ms: _c(left + ms / (end or 1) * plot_w)  # noqa: E731
     body = []
     x = 0.0
     for name, ms, colour in phases:
@@ -260,9 +283,14 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
     """The whole page. ``run_id``: the run whose token timeline is drawn (default: the counted run
     with the median TTFT of the last scenario)."""
     say = progress or (lambda _msg: None)
+    rep, n_beyond = bounded_numbers(rep)
     runs = [r for r in rep.get("runs") or [] if isinstance(r, dict)]
     summary = rep.get("summary") or {}
     parts = [_head(rep, title)]
+    if n_beyond:
+        parts.append(f'<p class="bad">{n_beyond:,} number{"s" if n_beyond != 1 else ""} in this report '
+                     f'{"are" if n_beyond != 1 else "is"} larger than any measurement (beyond ±{MAX_NUMBER:g}): '
+                     'shown as – and left out of the plots</p>')
     say("TTFT breakdown")
     parts.append(_breakdown(summary))
     say("distributions")
@@ -282,11 +310,36 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
     return _page(title, "".join(parts))
 
 
+def bounded_numbers(rep: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A copy of the report with every number beyond ``MAX_NUMBER`` (or not finite) made null, and
+    how many there were. The session's config is kept as it is (it is shown as text, not drawn).
+    Walked without recursion: a report may nest as deeply as JSON lets it."""
+    n = 0
+    root = {k: v for k, v in rep.items()}
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        for k, v in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if node is root and k == "config":
+                continue
+            if isinstance(v, dict):
+                node[k] = c = dict(v)
+                stack.append(c)
+            elif isinstance(v, list):
+                node[k] = c = list(v)
+                stack.append(c)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= MAX_NUMBER:
+                node[k] = None
+                n += 1
+    return root, n
+
+
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width"><style>{CSS}</style></head><body>{body}'
             f'<p class="dim">Written by ttftui. Times are milliseconds unless noted; warm-up runs are left out of '
             f'the statistics.</p></body></html>\n')
+    return utf8_text(page)  # a lone surrogate in a report's text (a JSON "\\ud800") becomes U+FFFD
 
 
 def _head(rep: dict[str, Any], title: str) -> str:
@@ -319,7 +372,7 @@ def _component_bar(med: dict[str, Any], used: dict[str, str]) -> list[tuple[str,
     bar = []
     for m in registry.components():
         key = m.component or ""
-        if key in med:
+        if isinstance(med.get(key), (int, float)):
             c = component_colour(key)
             bar.append((m.label, float(med[key]), c))
             used[m.label] = c
@@ -387,7 +440,7 @@ def _telemetry(rep: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     if not series.get("t_ms"):
         why = "no telemetry in this session" if not tel else "this report holds no samples over time"
         return head + f'<p class="dim">{esc(why)}</p>'
-    t = [x / 1000 for x in series["t_ms"]]
+    t = [x / 1000 if isinstance(x, (int, float)) else None for x in series["t_ms"]]
     shade = []
     for r in runs:
         a = (r.get("t_start_ms") or 0) / 1000
@@ -409,7 +462,7 @@ def _telemetry(rep: dict[str, Any], runs: list[dict[str, Any]]) -> str:
 
 
 def _percentiles(rep: dict[str, Any], summary: dict[str, Any]) -> str:
-    pcts = [f"p{p:g}" for p in rep.get("percentiles") or [50, 90, 95, 99]]
+    pcts = [f"p{p:g}" for p in rep.get("percentiles") or [50, 90, 95, 99] if isinstance(p, (int, float))]
     out = ['<h2 id="percentiles">Percentiles</h2>']
     for name, s in summary.items():
         rows = []

@@ -9,7 +9,12 @@ Reading (:func:`read_recording`) is strict about meaning and tolerant about dama
 validate as a known event; a truncated last line is skipped with a warning; a corrupt line in the
 middle is skipped with its line number (or is an error under ``strict``). A file that is empty, not a
 recording or from a newer schema gets a one-line error and its own exit code. Older schema versions
-are upgraded by the functions in ``MIGRATIONS``.
+are upgraded by the functions in ``MIGRATIONS``. Values no measurement can produce (a negative
+duration, one over a year, time going backwards in a run) are not kept as measured: they are made
+null, or their run is left out as failed, each said in a notice (``_Sanity``; ``--strict``: an error).
+
+Text UTF-8 cannot hold (a lone surrogate from a server's ``"\\ud800"``) is written with
+U+FFFD in its place: every line the recorder writes is UTF-8 JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import gzip
 import json
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,8 +32,19 @@ from pydantic import ValidationError
 
 from ttftui import __version__
 from ttftui.core.errors import NotARecording, OutputNotWritable, RecordingCorrupt, RecordingNotFound, RecordingTooNew
-from ttftui.core.events import SessionFinished, event_from_json, event_to_json
-from ttftui.core.inputs import MAX_RECORDING_BYTES, InputRefused, inflate_gzip, read_input
+from ttftui.core.events import (
+    Notice,
+    PhaseTimed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    SessionFinished,
+    TokenEmitted,
+    event_from_json,
+    event_to_json,
+)
+from ttftui.core.inputs import MAX_RECORDING_BYTES, InputRefused, expand_path, inflate_gzip, read_input
+from ttftui.core.sane import Problem, check_event, problem, utf8_event
 from ttftui.core.textsafe import clean_event
 
 RECORDING_KIND = "ttftui.recording"
@@ -47,7 +63,7 @@ class Recorder:
     """A sink: ``recorder(event)`` appends one line and flushes it to the OS."""
 
     def __init__(self, path: str | os.PathLike[str], *, gzip_compress: bool | None = None):
-        self.path = Path(path).expanduser()
+        self.path = expand_path(path)
         self.gz = self.path.suffix == ".gz" if gzip_compress is None else gzip_compress
         if self.path.exists():
             raise OutputNotWritable(f"recording {self.path} already exists (ttftui never overwrites a recording)")
@@ -81,7 +97,7 @@ class Recorder:
         if self.closed:
             return
         try:
-            self._write(event_to_json(event) + b"\n")
+            self._write(_line(event))
         except OSError as e:  # disk full, file system gone: stop recording, keep measuring
             self._fail(e)
             return
@@ -119,6 +135,16 @@ class Recorder:
             return 0
 
 
+def _line(event: Any) -> bytes:
+    """One event as a line of UTF-8 JSON. Text UTF-8 cannot encode (a lone surrogate, which a server's
+    JSON ``"\\ud800"`` escape makes) is written as U+FFFD instead of failing the session's recording;
+    NUL and control characters are JSON escapes, as always."""
+    try:
+        return event_to_json(event) + b"\n"
+    except ValueError:  # pydantic's serialisation error: UnicodeEncodeError inside
+        return event_to_json(utf8_event(event)) + b"\n"
+
+
 @dataclass
 class Recording:
     path: str
@@ -140,7 +166,7 @@ def _read_bytes(p: Path) -> tuple[bytes, list[str]]:
 
 
 def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Recording:
-    p = Path(path).expanduser()
+    p = expand_path(path)
     data, read_warnings = _read_bytes(p)
     if not data.strip():
         if read_warnings:  # a damaged gzip stream that gave nothing: say so, not "empty"
@@ -150,7 +176,7 @@ def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Rec
     ends_with_newline = data.endswith(b"\n")
     try:
         header = json.loads(lines[0])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested too deeply
         header = None
     if not isinstance(header, dict) or header.get("kind") != RECORDING_KIND:
         raise NotARecording(f"{p} is not a ttftui recording (its first line is not a ttftui recording header)")
@@ -168,20 +194,160 @@ def read_recording(path: str | os.PathLike[str], *, strict: bool = False) -> Rec
     if version < RECORDING_SCHEMA_VERSION:
         return _migrated(p, header, body, strict, warnings, ends_with_newline)
     events: list[Any] = []
+    sane = _Sanity(p, strict)
     for i, raw in enumerate(body):
         if not raw.strip():
             continue
+        lineno = i + 2
         try:
-            events.append(clean_event(event_from_json(raw)))  # a recording's names never drive the terminal
-        except (ValidationError, ValueError) as e:
-            lineno = i + 2
+            ev = clean_event(event_from_json(raw))  # a recording's names never drive the terminal
+        except (ValidationError, ValueError, RecursionError) as e:
             if i == last_index and not ends_with_newline:
                 warnings.append(f"{p}: line {lineno} is incomplete (the recording was cut off); skipped")
                 continue
             if strict:
                 raise RecordingCorrupt(f"{p}: line {lineno} is not a valid event ({_why(e)})") from None
             warnings.append(f"{p}: line {lineno} is not a valid event ({_why(e)}); skipped")
+            continue
+        sane.feed(ev, f"line {lineno}", events)
+    sane.finish(events, warnings)
     return Recording(str(p), header, events, warnings)
+
+
+class _Sanity:
+    """Values no measurement can produce, refused where a recording is read (``ttftui.core.sane``):
+    a negative duration, one longer than a year, a time more than a year from the session's start, a
+    TTFT after the run's end, or a run's events going back in time (one run's events come from one
+    thread of one clock, in order). An impossible value that may be null becomes null; one that
+    may not (a run's TTFT, a token's gap, a time) takes its run out of the statistics: the run ends
+    as failed, saying why, and its impossible events are dropped; any other event that cannot stand
+    is dropped. Each is said in a ``Notice`` event (the report and the dashboard show them; at most
+    ``MAX_NOTICES``, then a count) and counted in one warning; under ``strict`` the first is an error."""
+
+    MAX_NOTICES = 20
+
+    def __init__(self, p: Path, strict: bool):
+        self.p, self.strict = p, strict
+        self.last_t: dict[int, int] = {}  # run id -> time of its last event kept
+        self.failed: dict[int, str] = {}  # run id -> why it cannot stand
+        self.told: set[tuple[int, str]] = set()  # (run id, kind of notice) already given
+        self.n_notices = 0
+        self.n_values = self.n_nulled = self.n_dropped = 0
+        self.failed_runs: set[int] = set()
+        self.last_ns = 0
+
+    def feed(self, ev: Any, where: str, out: list[Any]) -> None:
+        """Append ``ev`` to ``out`` as it may stand (or not at all), with a notice when it changed."""
+        fixed, problems = check_event(ev)
+        rid = ev.run_id if isinstance(ev, (*_RUN_EVENTS, RunStarted)) else None
+        if fixed is not None and rid is not None and not isinstance(ev, RunStarted):
+            before = self.last_t.get(rid)
+            if before is not None and ev.t_ns < before:
+                problems.append(Problem("t_ns", f"{ev.t_ns / 1e6:,.6g} ms: before the run's previous event "
+                                                f"({before / 1e6:,.6g} ms), time going backwards", False))
+                fixed = None
+        if problems:
+            if self.strict:
+                raise RecordingCorrupt(f"{self.p}: {where}: {problems[0]}: no measurement is that "
+                                       "(--strict; without it the value is left out, with a notice)")
+            self.n_values += len(problems)
+            self.n_nulled += sum(p.nulled for p in problems)
+        t = self._time(ev, rid) if problems else ev.t_ns
+        if fixed is not None:
+            if isinstance(fixed, RunFinished) and rid in self.failed:  # an earlier event of it could not stand
+                self._fail_run(fixed, t, out)
+                return
+            if problems:
+                self._notice(t, rid, "null", f"{self._run(ev)}{_listed(problems)}: left out (null)", out)
+            self._keep(fixed, rid, out)
+            return
+        if rid is None:  # not a run's: nothing else depends on it, dropped
+            self.n_dropped += 1
+            self._notice(t, None, "drop", f"{ev.type} event at {t / 1e6:,.6g} ms: {_listed(problems)}: dropped", out)
+            return
+        if isinstance(ev, RunStarted):  # where the run began is unknown: its events have no run to join
+            self.n_dropped += 1
+            self.failed_runs.add(rid)
+            self._notice(t, rid, "fail", f"{self._run(ev)}{_listed(problems)}: the run is left out", out)
+            return
+        bad = [p for p in problems if not p.nulled] or problems
+        self.failed.setdefault(rid, _listed(bad))
+        if isinstance(ev, RunFinished):
+            self._fail_run(ev, t, out)
+        elif isinstance(ev, RunFailed):  # it failed anyway: kept, at a time that can be
+            self._keep(replace(ev, t_ns=t), rid, out)
+        else:  # a token or a phase: dropped, and its run ends as failed
+            self.n_dropped += 1
+
+    def _fail_run(self, ev: RunFinished, t: int, out: list[Any]) -> None:
+        """The run ends as failed, saying why, instead of finishing with figures that cannot be."""
+        why = self.failed[ev.run_id]
+        self.failed_runs.add(ev.run_id)
+        self._notice(t, ev.run_id, "fail", f"{self._run(ev)}{why}; the run is left out of the statistics "
+                                           "(counted as failed)", out)
+        self._keep(RunFailed(t_ns=t, run_id=ev.run_id, scenario=ev.scenario,
+                             error=f"impossible timing in the recording: {why}"), ev.run_id, out)
+
+    def _keep(self, ev: Any, rid: int | None, out: list[Any]) -> None:
+        if isinstance(ev, RunStarted):
+            self.last_t[ev.run_id] = ev.t_ns
+        elif isinstance(ev, (RunFinished, RunFailed)):
+            self.last_t.pop(ev.run_id, None)
+        elif rid is not None:
+            self.last_t[rid] = max(ev.t_ns, self.last_t.get(rid, ev.t_ns))
+        self.last_ns = max(self.last_ns, ev.t_ns)
+        out.append(ev)
+
+    def _time(self, ev: Any, rid: int | None) -> int:
+        """A time to file the event's notice (and a failed run's end) at: its own when possible."""
+        t = ev.t_ns
+        if problem("t_ns", t) is None and (rid is None or isinstance(ev, RunStarted) or t >= self.last_t.get(rid, t)):
+            return t
+        return self.last_t.get(rid, self.last_ns) if rid is not None else self.last_ns
+
+    @staticmethod
+    def _run(ev: Any) -> str:
+        if isinstance(ev, (*_RUN_EVENTS, RunStarted)):
+            scenario = getattr(ev, "scenario", None)
+            return f"run {ev.run_id}{f' ({scenario})' if scenario else ''}: "
+        return f"{ev.type} event: "
+
+    def _notice(self, t: int, rid: int | None, kind: str, text: str, out: list[Any]) -> None:
+        """A notice, at most one of each kind per run, at most ``MAX_NOTICES`` in all."""
+        if rid is not None:
+            if (rid, kind) in self.told:
+                return
+            self.told.add((rid, kind))
+        if self.n_notices >= self.MAX_NOTICES:
+            return
+        self.n_notices += 1
+        out.append(Notice(t_ns=t, level="warning", message=f"recording: {text}"))
+
+    def finish(self, out: list[Any], warnings: list[str]) -> None:
+        """One warning that counts it all, and the same as a closing notice (before the session's end)."""
+        if not self.n_values:
+            return
+        parts = []
+        if self.failed_runs:
+            parts.append(f"{len(self.failed_runs)} run{'s' if len(self.failed_runs) != 1 else ''} left out as failed")
+        if self.n_nulled:
+            parts.append(f"{self.n_nulled} value{'s' if self.n_nulled != 1 else ''} left out (null)")
+        if self.n_dropped:
+            parts.append(f"{self.n_dropped} event{'s' if self.n_dropped != 1 else ''} dropped")
+        text = (f"{self.n_values} impossible value{'s' if self.n_values != 1 else ''} (negative or over-a-year "
+                f"times, a TTFT after the run's end, time going backwards): {', '.join(parts)}")
+        warnings.append(f"{self.p}: {text}; the report's notices say which")
+        summary = Notice(t_ns=self.last_ns, level="warning", message=f"recording: {text}")
+        at = len(out) - 1 if out and isinstance(out[-1], SessionFinished) else len(out)
+        out.insert(at, summary)
+
+
+def _listed(problems: list[Problem]) -> str:
+    more = len(problems) - 1
+    return f"{problems[0]}" + (f" (and {more} more)" if more else "")
+
+
+_RUN_EVENTS = (TokenEmitted, PhaseTimed, RunFinished, RunFailed)
 
 
 def _why(e: Exception) -> str:
@@ -200,7 +366,7 @@ def _migrated(p: Path, header: dict[str, Any], body: list[bytes], strict: bool, 
             continue
         try:
             raw_events.append(json.loads(raw))
-        except ValueError:
+        except (ValueError, RecursionError):
             if i == len(body) - 1 and not ends_with_newline:
                 warnings.append(f"{p}: line {i + 2} is incomplete (the recording was cut off); skipped")
             elif strict:
@@ -216,12 +382,16 @@ def _migrated(p: Path, header: dict[str, Any], body: list[bytes], strict: bool, 
         v += 1
         header["schema_version"] = v
     warnings.append(f"{p}: upgraded from recording schema {orig} to {RECORDING_SCHEMA_VERSION}")
-    events = []
-    for ev in raw_events:
+    events: list[Any] = []
+    sane = _Sanity(p, strict)
+    for k, ev in enumerate(raw_events):
         try:
-            events.append(clean_event(event_from_json(json.dumps(ev))))
-        except (ValidationError, ValueError) as e:
+            parsed = clean_event(event_from_json(json.dumps(ev)))
+        except (ValidationError, ValueError, RecursionError) as e:
             if strict:
                 raise RecordingCorrupt(f"{p}: an event does not validate after migration ({_why(e)})") from None
             warnings.append(f"{p}: an event does not validate after migration ({_why(e)}); skipped")
+            continue
+        sane.feed(parsed, f"event {k + 1}", events)
+    sane.finish(events, warnings)
     return Recording(str(p), header, events, warnings)
