@@ -69,6 +69,23 @@ async def settle(app: TtftApp, pilot) -> None:
         await pilot.pause(0.05)
 
 
+async def laid_out(app: TtftApp, pilot, size: tuple[int, int], scenarios: list[str], **kw) -> None:
+    """check_layout once the screen has settled (a resize takes a few frames, more on a busy machine)."""
+
+    def ok() -> bool:
+        try:
+            check_layout(app, size, scenarios, **kw)
+        except AssertionError:
+            return False
+        return True
+
+    try:
+        await pilot_wait_until(pilot, ok, timeout=20, what="the layout")
+    except AssertionError:
+        check_layout(app, size, scenarios, **kw)  # fails, saying what is wrong
+        raise
+
+
 @pytest.fixture(scope="module")
 def load_events() -> list:
     """A load session against the fake server: a concurrency sweep of three cells."""
@@ -93,7 +110,7 @@ async def test_live_mid_run(size):
     app = TtftApp(StaticSource(events), clock=fixed_clock(events))
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        check_layout(app, size, ["short", "medium", "long"])
+        await laid_out(app, pilot, size, ["short", "medium", "long"])
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -106,7 +123,7 @@ async def test_replay_played_to_its_end_at_full_speed(size):
         await settle(app, pilot)
         await pilot_wait_until(pilot, lambda: app.pump.state.finished is not None)
         await pilot.pause(0.1)
-        check_layout(app, size, ["short", "medium", "long"])
+        await laid_out(app, pilot, size, ["short", "medium", "long"])
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -114,7 +131,7 @@ async def test_a_load_session_in_replay(size, load_events):
     app = TtftApp(StaticSource(load_events, mode="replay", activity="replay"), clock=fixed_clock(load_events))
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        check_layout(app, size, ["s@c1", "s@c2", "s@c4"], load=True)
+        await laid_out(app, pilot, size, ["s@c1", "s@c2", "s@c4"], load=True)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -123,7 +140,7 @@ async def test_engine_hosts_in_replay(size):
     app = TtftApp(StaticSource(events, mode="replay", activity="replay"), clock=fixed_clock(events))
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        check_layout(app, size, ["short"], hosts=True)
+        await laid_out(app, pilot, size, ["short"], hosts=True)
 
 
 async def test_the_layout_follows_the_terminal_when_it_shrinks_and_grows(load_events):
@@ -132,9 +149,7 @@ async def test_the_layout_follows_the_terminal_when_it_shrinks_and_grows(load_ev
         await settle(app, pilot)
         for size in [(80, 24), (120, 40), (80, 24), (160, 50)]:
             await pilot.resize_terminal(*size)
-            for _ in range(3):
-                await pilot.pause(0.05)
-            check_layout(app, size, ["s@c1", "s@c2", "s@c4"], load=True)
+            await laid_out(app, pilot, size, ["s@c1", "s@c2", "s@c4"], load=True)
 
 
 def test_rows_go_to_the_headline_first_then_the_floors_then_the_rest():
@@ -150,3 +165,24 @@ def test_rows_go_to_the_headline_first_then_the_floors_then_the_rest():
     assert r.ttft == 5 and r.lanes == 3 and r.hosts == 3
     r = share_rows(5, lanes_want=6, hosts_want=5, **kw)
     assert r.ttft == 5
+
+
+async def test_notices_pop_up_a_few_at_most_and_their_text_is_shown_literally():
+    """A warning about the numbers (e.g. a value no measurement can produce, made null) is shown as it
+    arrives, a few at most (all of them are in the report); its text is shown literally."""
+    from ttftui.core.events import Notice
+
+    events = synthetic_session()
+    t = events[-2].t_ns
+    notices = [Notice(t_ns=t, level="warning", message=f"run {i}: ttft_ns = -250 ms [/x] is no measurement: null")
+               for i in range(8)] + [Notice(t_ns=t, level="info", message="just so you know")]
+    events = events[:-1] + notices + events[-1:]
+    app = TtftApp(StaticSource(events, mode="replay", activity="replay"), clock=fixed_clock(events))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot_wait_until(pilot, lambda: any(n.message.startswith("more notices") for n in app._notifications),
+                               what="the toasts")
+        shown = [n.message for n in app._notifications]
+        assert shown[0].startswith("SYNTHETIC timings")  # the session's own warning notice
+        assert shown[1:5] == [f"run {i}: ttft_ns = -250 ms [/x] is no measurement: null" for i in range(4)]
+        assert shown[5].startswith("more notices") and len(shown) == 6  # the info notice is not a toast

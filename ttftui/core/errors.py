@@ -116,8 +116,9 @@ class ServerFailed(TtftuiError):
 
 class ServerLost(TtftuiError):
     exit_code = 19
-    label = ("the server was lost mid-session (stopped answering or went away after runs had succeeded); "
-             "the runs so far are kept, the remaining runs are failed with the reason")
+    label = ("the server was lost mid-session (after a success, server.lost_after requests in a row got no answer "
+             "and neither did GET /models); the runs so far are kept, requests in flight fail with the reason, no "
+             "more are sent")
 
 
 class Interrupted(TtftuiError):

@@ -45,6 +45,16 @@ PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
 MAX_SEEK_S = 366 * 24 * 3600.0  # longer than any session; beyond it a "time" is a typo or an attack
 
 
+def stall_line(stalled: Any, now_ns: int) -> str | None:
+    """The status line while the engine host makes no progress (an ``engine_stalled`` event), or None."""
+    if stalled is None:
+        return None
+    secs = stalled.stalled_s + max(0, now_ns - stalled.t_ns) / 1e9
+    how = "sends nothing: stopped?" if stalled.silent else "alive, not computing: hung?"
+    then = f"; killed at {stalled.kill_after_s:g} s" if stalled.kill_after_s else ""
+    return f"⚠ ENGINE STALLED: no progress for {secs:.0f} s ({how}){then}"
+
+
 def parse_time(text: str, now_ns: int) -> int | None:
     """'mm:ss', 'ss' or a relative '+s' / '-s' -> session nanoseconds; None when it is not a time
     (nan, inf, 1e308, a negative minute count, more than a year)."""
@@ -145,6 +155,7 @@ class TtftApp(App[int]):
         self._compact: bool | None = None
         self._rows: Rows | None = None  # the panels' heights (ttftui.tui.layout)
         self._hosts_want = 0
+        self._n_toasts = 0  # notices popped up so far
         self._solo: str | None = None
         self.views = Views()  # the one analysis of the state, kept while no run has ended
         self._tick_timer: Any = None
@@ -200,7 +211,14 @@ class TtftApp(App[int]):
         # called from the engine thread (a live source, when a run ends): hand over to this loop, never block
         loop, ctx = asyncio.get_running_loop(), contextvars.copy_context()
         # call_later posts a message, handled at once; call_next would wait for the next message
-        self.source.set_wake(lambda: loop.call_soon_threadsafe(self.call_later, self._wake_tick, context=ctx))
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(self.call_later, self._wake_tick, context=ctx)
+            except RuntimeError:  # the dashboard has closed (its loop with it): the launcher drains the rest
+                pass
+
+        self.source.set_wake(wake)
         self._tick_and_schedule(force=True)
 
     def _wake_tick(self) -> None:
@@ -281,8 +299,9 @@ class TtftApp(App[int]):
         force = force or any(type(e) in (RunFinished, RunFailed) for e in events)
         if events:
             self._newest_ns = events[-1].t_ns
-            n_alerts = len(self.pump.state.alerts)
+            n_alerts, n_notices = len(self.pump.state.alerts), len(self.pump.state.notices)
             self.pump.feed(events)
+            self._show_notices(self.pump.state.notices[n_notices:])
             for a in self.pump.state.alerts[n_alerts:]:
                 if a.state == "firing":  # once per transition, never once per run
                     critical = a.severity == "critical"
@@ -293,6 +312,22 @@ class TtftApp(App[int]):
             self._failure_shown = True
             self.notify(err, title="session failed", severity="error", timeout=30)
         self.redraw(force)
+
+    MAX_NOTICE_TOASTS = 5
+
+    def _show_notices(self, notices: Any) -> None:
+        """A warning about the numbers (a value no measurement can produce, made null; llama.cpp's
+        counters off; ...) pops up as it arrives, a few at most: all of them are in the report."""
+        for n in notices:
+            if n.level == "info":
+                continue
+            self._n_toasts += 1
+            if self._n_toasts <= self.MAX_NOTICE_TOASTS:
+                self.notify(n.message, title="notice", severity="error" if n.level == "error" else "warning",
+                            timeout=12)
+            elif self._n_toasts == self.MAX_NOTICE_TOASTS + 1:
+                self.notify("more notices: the report (notices) and the recording have them all", title="notice",
+                            severity="warning", timeout=12)
 
     def rationed(self) -> bool:
         """Frames are rationed now (:mod:`ttftui.tui.frames` says when and why)."""
@@ -323,7 +358,8 @@ class TtftApp(App[int]):
         with self.batch_update():
             if full:
                 pcts = view.percentiles
-                self.w_status.show(full_state, mode=self.source.mode, activity=self.source.activity(state), now_ns=now,
+                activity = stall_line(full_state.stalled, now) or self.source.activity(state)
+                self.w_status.show(full_state, mode=self.source.mode, activity=activity, now_ns=now,
                                    extra=self.status_extra(), total_runs=self.source.total_runs)
                 self.w_ttft.show(state, view, now)
                 # every panel is called every full frame: each one compares what it shows and returns
