@@ -96,7 +96,7 @@ class Served:
         self.url = re.search(r"at (\S+)", self.serving()).group(1)  # type: ignore[union-attr]
         m = re.search(r"\?token=([\w-]+)", self.url)
         self.token = m.group(1) if m else None
-        wait_until(self._listens, 30, what="the port to accept connections")
+        assert self._listens(), "the URL was printed before the port listened (a script that opens it is refused)"
 
     def serving(self) -> str:
         return next((ln for ln in self.lines if ln.startswith("ttftui: serving the dashboard at ")), "")

@@ -37,6 +37,7 @@ import logging
 import os
 import secrets
 import shlex
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -293,7 +294,22 @@ def make_server(command: str, *, access: Access, title: str, one_viewer: bool) -
             app.middlewares.append(guard)
             return app
 
-        async def on_startup(self, app: Any) -> None:  # one line, not textual-serve's banner
+        async def on_startup(self, app: Any) -> None:  # not textual-serve's banner: ours comes in serve()
+            pass
+
+        def serve(self, debug: bool = False) -> None:
+            """textual-serve's, with the URL printed once the port listens (from aiohttp's own hook):
+            printed at startup, before the listen, a script or test that opened it at once was refused."""
+            self.debug = debug
+            self.initialize_logging()
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_exit)
+            web.run_app(self._make_app(), host=access.host, port=access.port, handle_signals=False, loop=loop,
+                        print=lambda *_: self._announce())
+
+        def _announce(self) -> None:
             who = "one viewer at a time" if one_viewer else "each viewer its own replay"
             urls = access.urls()
             also = f", or {' '.join(urls[1:])}" if len(urls) > 1 else ""

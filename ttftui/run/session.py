@@ -40,6 +40,8 @@ from ttftui.measure.telemetry import GPU_FIELDS, HOST_FIELDS, TelemetrySampler
 from ttftui.run.executors import Executors, HostsExecutor, LoadExecutor, LocalLoad
 from ttftui.run.plan import Plan
 
+SYNTHETIC_NOTICE = "SYNTHETIC timings, not measured"  # a synthetic session's notice (the dashboard's status bar says it too)
+
 
 class EventBus:
     """Thread-safe hand-off from producers to one consumer loop. ``publish`` is O(1) and never
@@ -260,7 +262,7 @@ class SessionRunner:
             sampler.start()
         if engine.synthetic:
             self.publish(Notice(t_ns=clock.now_ns(), level="warning",
-                                message=f"SYNTHETIC timings, not measured: {engine.synthetic_reason}"))
+                                message=f"{SYNTHETIC_NOTICE}: {engine.synthetic_reason}"))
 
     def run_with_engine(self, engine: Engine, prepared: dict[str, PreparedScenario], *, loaded: bool) -> None:
         """The plan on an engine this runner does not own (an engine host keeps one loaded from unit

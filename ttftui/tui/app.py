@@ -31,6 +31,7 @@ from ttftui.core.events import RunFailed, RunFinished
 from ttftui.core.textsafe import visible
 from ttftui.run.pump import Pump
 from ttftui.run.replay import fmt_clock, fmt_speed
+from ttftui.run.session import SYNTHETIC_NOTICE
 from ttftui.run.source import Source
 from ttftui.tui.frames import FrameLog, FrameScheduler
 from ttftui.tui.layout import Rows, share_rows
@@ -319,7 +320,7 @@ class TtftApp(App[int]):
         """A warning about the numbers (a value no measurement can produce, made null; llama.cpp's
         counters off; ...) pops up as it arrives, a few at most: all of them are in the report."""
         for n in notices:
-            if n.level == "info":
+            if n.level == "info" or n.message.startswith(SYNTHETIC_NOTICE):  # the status bar says SYNTHETIC always
                 continue
             self._n_toasts += 1
             if self._n_toasts <= self.MAX_NOTICE_TOASTS:
