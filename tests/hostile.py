@@ -123,6 +123,13 @@ class Hostile:
                            "predicted_ms": -1000.0}}
         h.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
 
+    @staticmethod
+    def chunk_huge_size(h: Any, srv: Any) -> None:  # chunked, with a chunk size no C size_t holds
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"ffffffffffffffffffff\r\n")
+        h.wfile.flush()
+        time.sleep(2)
+
     def never_answer(self, h: Any, srv: Any) -> None:  # accepts, reads the request, never answers
         srv.hang()
 
@@ -146,7 +153,7 @@ class Hostile:
                 "trickle": self.trickle, "pings": self.pings, "slowloris": self.slowloris_stream,
                 "huge_event": self.huge_event, "huge_line": self.huge_line, "odd_shapes": self.odd_shapes,
                 "odd_text": self.odd_text, "nested_event": self.nested_event, "absurd": self.absurd,
-                "never_answer": self.never_answer}
+                "never_answer": self.never_answer, "chunk_huge_size": self.chunk_huge_size}
 
 
 hostile = Hostile()

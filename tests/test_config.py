@@ -120,6 +120,26 @@ def test_set_values_are_toml_values_or_text(tmp_path):
     assert c.model.path == "/models/a b.gguf"  # not TOML: taken as text, as typed
 
 
+def test_numbers_python_cannot_hold_and_counts_no_session_could_run_are_refused(tmp_path):
+    """An integer of 5,000 digits is TOML, but Python refuses to convert it (ValueError, not a TOML
+    error: exit 70 before), in a config file, a --set value and a theme; a run count of 10^8 would
+    grow memory for hours."""
+    big = "9" * 5000
+    r = cli("--headless", "--synthetic", "-q", "--config", str(write(tmp_path, f"[run]\niterations = {big}\n")),
+            "-o", os.devnull)
+    _one_line(r, 2, "not a value a config can hold", "5000 digits")
+    _one_line(cli("--headless", "--synthetic", "-q", "--set", f"run.seed={big}", "-o", os.devnull), 2,
+              "--set run.seed: not a value a config can hold")
+    _one_line(cli("--headless", "--synthetic", "-q", "--set", "run.iterations=100000000", "-o", os.devnull), 2,
+              "run.iterations", "less than or equal to 1000000")
+    from ttftui.tui.themes import load_theme_or_default
+
+    theme = tmp_path / "t.toml"
+    theme.write_text(f"name = \"x\"\nn = {big}\n")
+    th, problem = load_theme_or_default(str(theme))
+    assert th.name == "dark" and problem is not None and "invalid TOML" in problem  # the default theme, with why
+
+
 def _sweep(n: int) -> str:
     return f'[[scenarios]]\nname = "a"\nmax_tokens = 2\nprompt_tokens = [{", ".join(str(i + 1) for i in range(n))}]\n'
 

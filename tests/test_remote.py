@@ -392,12 +392,39 @@ def test_credentials_are_cut_from_urls_that_do_not_even_parse():
     assert split_credentials("http://h/v1") == ("http://h/v1", None)
     assert without_credentials("http://u:p@[::1/v1") == "http://[::1/v1"  # not a URL (an unclosed [): cut all the same
     assert without_credentials("http://u:p@ss@h/v1") == "http://h/v1"
+    # what was meant as a password but does not parse as one: cut from every text all the same
+    for typo in ("http://admin:80#s3cret@127.0.0.1:9/v1", "http://u:s3#cret@h/v1", "http:/u:s3cret@h/v1",
+                 "u:s3cret@127.0.0.1:9/v1", '"http://u:s3cret@h/v1"', "http//u:s3cret@h", "http:\\\\u:s3cret@h"):
+        assert "s3" not in without_credentials(typo) and "cret" not in without_credentials(typo), typo
     from ttftui.core.config import Config
 
     cfg = Config.model_validate({"server": {"url": "http://u:p@h/v1"}})
     assert cfg.model_dump(mode="json")["server"]["url"] == "http://h/v1"  # what is recorded and reported
     # a Ray client worker is handed its config with them (in memory), and sends them too
     assert cfg.model_dump(mode="json", context={"credentials": True})["server"]["url"] == "http://u:p@h/v1"
+
+
+def test_a_password_the_url_does_not_hold_as_one_is_refused_and_never_shown(tmp_path):
+    """An unencoded "#" in a password makes urlsplit's host the user name ("admin"): sending it would
+    send the password elsewhere. Refused (2), and no message, report or recording has it."""
+    port = free_port()
+    for url in (f"http://admin:8080#S3CRETPW@127.0.0.1:{port}/v1", f"http://u:S3/CRETPW@127.0.0.1:{port}/v1",
+                f"http:/u:S3CRETPW@127.0.0.1:{port}/v1", f"u:S3CRETPW@127.0.0.1:{port}/v1"):
+        rec = tmp_path / f"r{len(list(tmp_path.iterdir()))}.ttftrec"
+        r = cli("--headless", "-q", "--scenario", "short", "--url", url, "--record", str(rec))
+        assert r.returncode == 2 and "S3" not in r.stderr + r.stdout and "CRETPW" not in r.stderr, r.stderr
+        assert not rec.exists() or b"CRETPW" not in rec.read_bytes()
+    r = cli("--headless", "-q", "--set", f'server.url="http://u:S3CRETPW@127.0.0.1:{port}/v1" junk')
+    assert r.returncode == 2 and "CRETPW" not in r.stderr, r.stderr  # even where the text is echoed
+
+
+def test_a_chunk_size_no_c_size_holds_is_a_failed_run(tmp_path):
+    """Transfer-Encoding: chunked with a size line of 20 hex digits: http.client raises OverflowError
+    (exit 70 before); now the run fails with the reason."""
+    with ServerProcess(mode="chunk_huge_size") as srv:
+        r = cli(*QUICK, "--url", srv.url, "--iterations", "1", "-o", str(tmp_path / "r.json"), timeout=120)
+    assert r.returncode == 18, r.stderr
+    assert "malformed HTTP framing" in r.stderr and "internal error" not in r.stderr
 
 
 # ---------------------------------------------------------------------- a server lost mid-session

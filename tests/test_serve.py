@@ -446,7 +446,8 @@ def _bad_options(tmp_path: Path) -> list[list[str]]:
             ["--config", str(tmp_path / "tight.toml")], ["--set", "model.nope=1"],
             ["--concurrency", "2", "--rate", "1"], ["--synthetic", "--concurrency", "2"],
             ["--record", str(tmp_path / "exists.ttftrec")], ["--record", str(tmp_path / "no-folder" / "r.ttftrec")],
-            ["--baseline", str(tmp_path / "missing.json")], ["--iterations", "0"]]
+            ["--baseline", str(tmp_path / "missing.json")], ["--iterations", "0"],
+            ["--url", "ftp://x"], ["--url", "http://127.0.0.1:1/v1", "--set", "server.api_key_env=TTFTUI_NO_SUCH_VAR"]]
 
 
 def test_serve_checks_the_run_options_as_headless_does_before_it_listens(tmp_path: Path) -> None:

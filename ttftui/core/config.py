@@ -78,9 +78,9 @@ class EngineConfig(Strict):
 
 
 class RunConfig(Strict):
-    iterations: int = Field(5, ge=1, description="measured runs per scenario")
-    warmup: int = Field(1, ge=0, description="warm-up runs per scenario (kept, not in statistics)")
-    seed: int = Field(42, ge=0)
+    iterations: int = Field(5, ge=1, le=1_000_000, description="measured runs per scenario")
+    warmup: int = Field(1, ge=0, le=1_000_000, description="warm-up runs per scenario (kept, not in statistics)")
+    seed: int = Field(42, ge=0, le=2**64 - 1)
     warmup_policy: Literal["per_scenario", "largest_first"] = Field(
         "per_scenario", description="largest_first: before any counted run, one more warm-up run of the scenario "
                                     "with the longest prompt, so no counted run is the first to meet a larger shape")
@@ -608,6 +608,11 @@ def _allowed_keys(parent: tuple[Any, ...]) -> str:
     return f" (expected one of: {', '.join(keys)})" if keys else ""
 
 
+def _first_clause(e: Exception) -> str:
+    """Python's message up to its advice for programmers ("...; use sys.set_int_max_str_digits()")."""
+    return str(e).split(";")[0]
+
+
 def parse_value(text: str, what: str = "--set") -> Any:
     """A ``--set`` value: one TOML value when it is one (a number, a boolean, a quoted string, an
     array, an inline table), else the text itself, as a string. It is read as that one value and
@@ -619,6 +624,8 @@ def parse_value(text: str, what: str = "--set") -> Any:
         return text
     except RecursionError:
         raise ConfigError(f"{what}: the value is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{what}: not a value a config can hold: {_first_clause(e)}") from None
     if list(doc) != ["v"]:
         shown = text if len(text) <= 60 else text[:57] + "..."
         raise ConfigError(f"{what}: {shown!r} is more than one TOML value (a value may not add keys or tables "
@@ -675,6 +682,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[Over
             raise ConfigError(f"{p}: not a UTF-8 text file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: invalid TOML: {e}") from None
+        except ValueError as e:  # what TOML allows and Python cannot hold (an integer of thousands of digits)
+            raise ConfigError(f"{p}: not a value a config can hold: {_first_clause(e)}") from None
         except RecursionError:  # [[[[... or {a={a={... thousands deep
             raise ConfigError(f"{p}: arrays or tables nested too deeply to be a config") from None
     data = apply_overrides(data, overrides or [])

@@ -15,14 +15,15 @@ from ttftui.core.errors import OutputNotWritable
 from ttftui.core.inputs import expand_path
 from ttftui.core.sane import utf8_text
 from ttftui.core.textsafe import visible
+from ttftui.core.urls import redact
 
 
 def say(msg: str) -> None:
     """One ``ttftui:`` line on stderr: whitespace collapsed, control characters shown as escapes (a
-    path or a name can never drive the terminal). A stderr that cannot be written (closed,
+    path or a name can never drive the terminal), no user:password@ (core.urls.redact). A stderr that cannot be written (closed,
     ``2>/dev/full``) is no reason to fail: the exit code still tells what happened."""
     try:
-        sys.stderr.write(f"ttftui: {visible(' '.join(msg.split()), newlines=False)}\n")
+        sys.stderr.write(f"ttftui: {visible(' '.join(redact(msg).split()), newlines=False)}\n")
         sys.stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass

@@ -8,7 +8,13 @@ the engine's facts, error messages.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+# user:password@ wherever it stands in a text, the scheme before it kept: also where a URL does not
+# parse as its writer meant ("http://admin:80#pw@host": urlsplit's host is "admin"), has a typo
+# ("http:/u:pw@host", "u:pw@host") or is quoted. The password runs to the last "@" of the word.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*:/{0,2})?[^\s/'\"@<>]*:[^\s'\"<>]*@")
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -25,8 +31,19 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 def without_credentials(url: str) -> str:
-    """``url`` as it may be shown or stored: no user:password@ in it."""
-    return split_credentials(url)[0]
+    """``url`` as it may be shown or stored: no user:password@ in it, however it is written."""
+    return redact(split_credentials(url)[0])
+
+
+def redact(text: str) -> str:
+    """``text`` (a message, a URL) with every user:password@ cut out."""
+    return _USERINFO.sub(lambda m: m.group("scheme") or "", text) if "@" in text else text
+
+
+def ambiguous(url: str) -> bool:
+    """An "@" left in a URL once its user:password@ is split off: a password with an unencoded "#",
+    "?" or "/" (the URL's host would be wrong), or a typo; sending it could send the password elsewhere."""
+    return "@" in split_credentials(url)[0]
 
 
 def _cut_userinfo(text: str) -> str:

@@ -70,7 +70,7 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
     process`` and it is paced (an unpaced one lives on a virtual clock: there is nothing to isolate)."""
 
     if config.server.url and not force_synthetic:  # a server over HTTP: no local model, no local engine
-
+        RemoteEngine(config).close()  # its options (URL, key) are checked now, as a model file is; nothing is sent
         return lambda: RemoteEngine(config)
     kind = "synthetic" if force_synthetic else config.engine.kind
     host = config.engine.host

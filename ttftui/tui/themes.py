@@ -104,8 +104,8 @@ def builtin_theme_names() -> list[str]:
 def _read(source: str, data: bytes) -> ThemeFile:
     try:
         raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ThemeLoadError(f"{source}: invalid TOML: {e}") from None
+    except ValueError as e:  # not UTF-8, not TOML, or a value Python cannot hold (an integer of 5,000 digits)
+        raise ThemeLoadError(f"{source}: invalid TOML: {str(e).split(';')[0]}") from None
     except RecursionError:  # [[[[... thousands deep
         raise ThemeLoadError(f"{source}: arrays or tables nested too deeply to be a theme") from None
     try:

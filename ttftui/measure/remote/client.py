@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ttftui.core.urls import split_credentials, without_credentials
+from ttftui.core.urls import ambiguous, split_credentials, without_credentials
 from ttftui.measure.remote.deadlines import WATCHDOG, Watch
 
 MAX_ERROR_BODY = 2048
@@ -118,9 +118,13 @@ class Endpoint:
             u = urlsplit(bare)
             port = u.port
         except ValueError as e:
-            raise ValueError(f"not an http(s) URL: {without_credentials(url)!r} ({e})") from None
+            why = "" if "@" in url else f" ({e})"  # its text may quote a piece of a password
+            raise ValueError(f"not an http(s) URL: {without_credentials(url)!r}{why}") from None
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {without_credentials(url)!r}")
+        if ambiguous(url):  # its host would be wrong, and the password sent there
+            raise ValueError(f"{without_credentials(url)!r}: an '@' is left once the user and password are taken out: "
+                             "percent-encode '#', '?', '/' and '@' in the password (%23, %3F, %2F, %40)")
         self.url = bare
         self.scheme, self.host = u.scheme, u.hostname
         self.port = port or (443 if u.scheme == "https" else 80)
@@ -200,7 +204,7 @@ class Endpoint:
             except (ValueError, RecursionError):  # not JSON, or nested deeper than a parser goes
                 doc = None
             return resp.status, doc, headers
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException, OverflowError) as e:
             if w is not None and w.kind == "stopped":
                 raise RequestFailed(f"{method} {path} stopped") from None
             if w is not None and w.kind is not None:
@@ -273,7 +277,7 @@ class Endpoint:
                     self.close()
         except _StaleConnection:
             raise
-        except (RequestFailed, OSError, http.client.HTTPException) as e:
+        except (RequestFailed, OSError, http.client.HTTPException, OverflowError) as e:
             self.close()
             if w is not None and w.kind is not None:
                 return _expired(w, res)
@@ -451,4 +455,6 @@ def _why(e: BaseException, ep: Endpoint) -> str:
         return f"cannot resolve {ep.host}: {e.strerror or e}"
     if isinstance(e, (http.client.RemoteDisconnected, ConnectionResetError, http.client.IncompleteRead)):
         return f"{where} closed the connection mid-response ({type(e).__name__})"
+    if isinstance(e, OverflowError):  # http.client reading a chunk size or length no C size holds
+        return f"{where} sent malformed HTTP framing (a chunk size or length too large to read)"
     return f"{type(e).__name__} talking to {where}: {e}"
