@@ -41,7 +41,6 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -238,16 +237,15 @@ def _presented_token(request: Any, access: Access) -> tuple[str | None, bool]:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() in ("token", "bearer") and value.strip():
         return value.strip(), False
-    raw = request.headers.get("Cookie")
-    if raw:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(raw)
-        except CookieError:
-            return None, False
-        if access.cookie in jar:
-            return jar[access.cookie].value, False
-    return None, False
+    # Cookies read one by one, not with SimpleCookie, which gives up at the first malformed one: a
+    # page on another port of this host can set cookies here (cookies ignore ports), and one bad
+    # cookie, or one of our name with a wrong value sent first, would lock the user out.
+    found = [value.strip().strip('"') for part in request.headers.get("Cookie", "").split(";")
+             for name, eq, value in [part.strip().partition("=")] if eq and name == access.cookie]
+    for value in found:
+        if access.token is not None and hmac.compare_digest(value.encode(), access.token.encode()):
+            return value, False
+    return (found[0] if found else None), False
 
 
 # --------------------------------------------------------------------------------------- the server

@@ -267,7 +267,7 @@ class Endpoint:
             if resp.status != 200:
                 detail = resp.read(MAX_ERROR_BODY).decode("utf-8", "replace")
                 self.close()
-                raise RequestFailed(f"HTTP {resp.status} {resp.reason}: {_error_text(detail)}")
+                raise RequestFailed(f"HTTP {resp.status} {str(resp.reason)[:100]}: {_error_text(detail)}")
             self._read_events(resp, res, t0, on_chunk, stop, lim)  # res.at["end_ns"] is taken at [DONE]
             if res.stopped or resp.will_close:
                 self.close()
