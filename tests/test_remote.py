@@ -440,7 +440,9 @@ def test_a_server_that_dies_mid_session_is_lost(tmp_path):
     report = json.loads(out.read_text())
     assert [run["run_id"] for run in report["runs"]] == [1, 2]
     reasons = _reasons(out)
-    assert len(reasons) == 3 and "cannot build the prompt with the server's tokenizer: connection refused" in reasons[1]
+    # refused, or reset while the dying server still held the socket: which one is a matter of timing
+    assert len(reasons) == 3 and "cannot build the prompt with the server's tokenizer: " in reasons[1]
+    assert any(w in reasons[1] for w in ("connection refused", "closed the connection")), reasons[1]
     assert "was lost mid-session" in reasons[2]
 
 
