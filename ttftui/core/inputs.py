@@ -52,7 +52,10 @@ def _kind(mode: int) -> str:
 def check_regular(path: str | os.PathLike[str], max_bytes: int | None = None) -> int:
     """The file's size, once it is known to be a regular file within ``max_bytes``.
     Raises FileNotFoundError, PermissionError (OSError) or InputRefused."""
-    st = os.stat(path)
+    return _refuse_unless_regular(path, os.stat(path), max_bytes)
+
+
+def _refuse_unless_regular(path: str | os.PathLike[str], st: os.stat_result, max_bytes: int | None) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise InputRefused(f"{path} is {_kind(st.st_mode)}, not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
@@ -61,19 +64,24 @@ def check_regular(path: str | os.PathLike[str], max_bytes: int | None = None) ->
     return st.st_size
 
 
-def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """Read a regular file of at most ``max_bytes``. The file is opened without blocking (so even a
-    FIFO opens, and is refused, at once) and checked on the open descriptor, so it cannot be swapped
-    between the check and the read; a file that grows while read is still bounded."""
+def _open_regular(path: str | os.PathLike[str], max_bytes: int | None) -> int:
+    """A descriptor of ``path``, opened without blocking (so even a FIFO opens, and is refused, at
+    once) and checked on the descriptor itself (the file cannot be swapped between check and read)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputRefused(f"{path} is {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > max_bytes:
-            raise InputRefused(f"{path} is {st.st_size / MiB:.1f} MiB, more than the {max_bytes / MiB:.0f} MiB "
-                               "ttftui reads for such a file")
+        _refuse_unless_regular(path, os.fstat(fd), max_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """Read a regular file of at most ``max_bytes`` (:func:`_open_regular`); a file that grows while
+    read is still bounded."""
+    fd = _open_regular(path, max_bytes)
+    try:
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(max_bytes + 1)
     finally:
@@ -87,12 +95,8 @@ def read_head(path: str | os.PathLike[str], n: int) -> bytes:
     """The first ``n`` bytes of a regular file (to tell what kind of file it is), opened without
     blocking and checked on the open descriptor like :func:`read_regular`: a FIFO or a device is
     refused (InputRefused) before anything is read, so a peek never hangs."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
+    fd = _open_regular(path, None)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputRefused(f"{path} is {_kind(st.st_mode)}, not a regular file")
         return os.read(fd, n)
     finally:
         os.close(fd)
