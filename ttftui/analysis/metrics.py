@@ -26,7 +26,7 @@ import numpy as np
 from ttftui.analysis import gpu_driver
 from ttftui.analysis.stats import Summary, summarize
 from ttftui.core import registry
-from ttftui.core.events import RemoteTiming, RunFinished, TokenEmitted
+from ttftui.core.events import DiffusionTiming, RemoteTiming, RunFinished, TokenEmitted
 
 NS_PER_MS = 1e6
 
@@ -172,6 +172,32 @@ def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
     return out
 
 
+def diffusion_components_ns(d: DiffusionTiming) -> tuple[int, int, int]:
+    """(canvas, forward passes, selection) of a diffusion run's TTFT: the steps up to the first
+    readable one; selection = logits read + choosing + committing."""
+    k = d.first_readable_step or len(d.step_forward_ns)
+    sel = sum(d.step_logits_ns[:k]) + sum(d.step_select_ns[:k]) + sum(d.step_commit_ns[:k])
+    return d.canvas_ns, sum(d.step_forward_ns[:k]), sel
+
+
+def diffusion_figures(d: DiffusionTiming, ttft_ns: int) -> dict[str, float | None]:
+    """A diffusion run's registry figures (ttftui.core.registry), in ms where they are times."""
+    canvas, fwd, sel = diffusion_components_ns(d)
+    n = len(d.step_forward_ns)
+    steps_ns = sum(d.step_forward_ns) + sum(d.step_logits_ns) + sum(d.step_select_ns) + sum(d.step_commit_ns)
+    span_ns = d.final_at_ns - d.first_step_at_ns
+    return {
+        "canvas_ms": canvas / NS_PER_MS,
+        "step_forward_ms": fwd / NS_PER_MS,
+        "step_select_ms": sel / NS_PER_MS,
+        "first_commit_ms": None if d.first_commit_at_ns is None else d.first_commit_at_ns / NS_PER_MS,
+        "steps_to_readable_count": float(d.first_readable_step) if d.first_readable_step is not None else None,
+        "step_ms": steps_ns / n / NS_PER_MS if n else None,
+        "final_ms": d.final_at_ns / NS_PER_MS,
+        "committed_tps": d.answer_tokens / (span_ns / 1e9) if span_ns > 0 else None,
+    }
+
+
 def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Iterable[TokenEmitted],
                 samples: Sequence[Any] = ()) -> RunMetrics:
     toks = list(tokens)
@@ -180,6 +206,8 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
         tp = fin.token_parts
         extra.update(token_decode_ms=tp.decode_sum_ns / tp.n / NS_PER_MS, token_sample_ms=tp.sample_sum_ns / tp.n / NS_PER_MS,
                      token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
+    if fin.diffusion is not None:  # a diffusion model's run: steps instead of prefill and sampling
+        extra.update(diffusion_figures(fin.diffusion, fin.ttft_ns))
     if fin.remote is not None:  # a server's run: its components are the remote ones
         extra.update(remote_figures(fin.remote))
         comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"
@@ -188,6 +216,8 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
     else:
         comp_ns = sum(v or 0 for v in (fin.tokenize_ns, fin.cache_prep_ns, fin.prefill_ns, fin.first_sample_ns,
                                        fin.first_detok_ns))
+        if fin.diffusion is not None:
+            comp_ns += sum(diffusion_components_ns(fin.diffusion))
         unacc_ns = fin.ttft_ns - comp_ns
     n_out = fin.n_output_tokens
     gen_ns = fin.e2e_ns - fin.ttft_ns

@@ -9,17 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ttftui.core.events import PhaseTimed, TokenEmitted
+from ttftui.core.events import DiffusionStep, PhaseTimed, TokenEmitted
 
 
 @dataclass(frozen=True)
 class Where:
-    phase: str  # tokenize, cache_prep, prefill_chunk, first_sample, first_detok, decode (or load, idle, ...)
-    chunk: int | None = None  # 0-based prefill chunk
+    phase: str  # tokenize, cache_prep, prefill_chunk, first_sample, first_detok, decode, canvas, diffusion_step
+    chunk: int | None = None  # 0-based prefill chunk (a diffusion run: 0-based step)
     n_chunks: int | None = None
     token_index: int | None = None  # 0-based output token being computed
 
     def words(self) -> str:
+        if self.phase == "diffusion_step":
+            of = f" of {self.n_chunks}" if self.n_chunks else ""
+            return f"diffusion step {(self.chunk or 0) + 1}{of}"
         if self.phase == "prefill_chunk":
             of = f" of {self.n_chunks}" if self.n_chunks else ""
             return f"prefill chunk {(self.chunk or 0) + 1}{of}"
@@ -29,6 +32,7 @@ class Where:
             "start": "engine start", "load": "model load", "prepare": "prompt preparation",
             "idle": "the pause between runs", "tokenize": "tokenize", "cache_prep": "KV-cache prep",
             "first_sample": "the first sample", "first_detok": "the first detokenize",
+            "canvas": "the diffusion canvas set-up",
         }.get(self.phase, self.phase)
 
 
@@ -37,11 +41,15 @@ def where_next(last: Any, n_chunks: int | None) -> Where:
     run whose prompt takes ``n_chunks`` prefill chunks (None: not known)."""
     if last is None:
         return Where("tokenize")
+    if isinstance(last, DiffusionStep):  # a diffusion model: the next denoising step
+        return Where("diffusion_step", chunk=last.step + 1, n_chunks=last.n_steps)
     if isinstance(last, TokenEmitted):
         return Where("decode", token_index=last.index + 1)
     if isinstance(last, PhaseTimed):
         if last.phase == "tokenize":
             return Where("cache_prep")
+        if last.phase == "canvas":
+            return Where("diffusion_step", chunk=0)
         if last.phase == "cache_prep":
             return Where("prefill_chunk", chunk=0, n_chunks=n_chunks)
         if last.phase == "prefill_chunk":

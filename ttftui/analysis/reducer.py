@@ -24,6 +24,7 @@ from ttftui.analysis.metrics import RunMetrics, ScenarioStats, run_metrics, scen
 from ttftui.core.config import Config
 from ttftui.core.events import (
     AlertChanged,
+    DiffusionStep,
     EngineCrashed,
     EngineReady,
     EngineStalled,
@@ -110,6 +111,7 @@ class RunState:
     started: RunStarted
     phases: tuple[PhaseTimed, ...] = ()
     tokens: Log[TokenEmitted] = field(default_factory=Log)
+    steps: Log[DiffusionStep] = field(default_factory=Log)  # a diffusion model's denoising steps
     finished: RunFinished | None = None
     failed: str | None = None
     metrics: RunMetrics | None = None  # derived once, when the run finishes
@@ -223,6 +225,9 @@ def apply(state: SessionState, ev: Event) -> SessionState:
         case TokenEmitted() if i >= 0:
             run = fl[i]
             return replace(state, in_flight=_with(fl, i, replace(run, tokens=run.tokens.append(ev))), **book)
+        case DiffusionStep() if i >= 0:
+            run = fl[i]
+            return replace(state, in_flight=_with(fl, i, replace(run, steps=run.steps.append(ev))), **book)
         case PhaseTimed() if i >= 0:
             run = fl[i]
             return replace(state, in_flight=_with(fl, i, replace(run, phases=run.phases + (ev,))), **book)
@@ -241,7 +246,7 @@ def apply(state: SessionState, ev: Event) -> SessionState:
         case RunStarted():
             # Runs overlap only under load, and only a server's: a local engine's run that never
             # ended (a damaged recording) is dropped, not completed with invented data.
-            run = RunState(started=ev, tokens=Log())
+            run = RunState(started=ev, tokens=Log(), steps=Log())
             if state.engine is not None and state.engine.engine == "remote":
                 keep = fl
             else:  # one at a time per engine; Ray engine hosts (workers) run side by side
@@ -278,7 +283,7 @@ def apply(state: SessionState, ev: Event) -> SessionState:
     return replace(state, **book)  # an event of another run (or a stray one): counted, nothing else
 
 
-_RUN_EVENTS = (TokenEmitted, PhaseTimed, RunFinished, RunFailed)
+_RUN_EVENTS = (TokenEmitted, PhaseTimed, DiffusionStep, RunFinished, RunFailed)
 
 
 def session_config(recorded: dict[str, Any]) -> Config | None:

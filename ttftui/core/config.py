@@ -48,8 +48,10 @@ class ModelConfig(Strict):
 
 
 class EngineConfig(Strict):
-    kind: Literal["auto", "llama", "synthetic"] = Field(
-        "auto", description="auto = llama.cpp when it and the model load, else synthetic"
+    kind: Literal["auto", "llama", "diffusion", "synthetic"] = Field(
+        "auto", description="auto = llama.cpp when it and the model load, else synthetic; a diffusion model "
+                            "(Dream, LLaDA, RND1: its GGUF architecture says so) runs on the diffusion engine; "
+                            "diffusion = require one"
     )
     synthetic_pace: bool = Field(
         True, description="synthetic engine sleeps to its modelled timings in the dashboard"
@@ -75,6 +77,45 @@ class EngineConfig(Strict):
             raise ValueError(f"engine.stall_kill_s ({self.stall_kill_s:g}) must be more than engine.stall_warn_s "
                              f"({self.stall_warn_s:g}), or 0 (never kill)")
         return self
+
+
+DiffusionSchedule = Literal["auto", "timestep", "block", "front_loaded"]
+DiffusionAlgorithm = Literal["confidence", "entropy", "margin", "random", "origin"]
+
+
+class DiffusionConfig(Strict):
+    """How a diffusion model denoises its answer (docs/diffusion.md)."""
+
+    steps: int = Field(0, ge=0, le=100_000, description="denoising steps per run (each a forward pass of the whole "
+                                                        "canvas); 0 = one per answer token (max_tokens)")
+    schedule: DiffusionSchedule = Field(
+        "auto", description="how many positions each step commits: timestep = Dream's (1 - s/t) share of what is "
+                            "still masked, over the whole answer; block = LLaDA's: the answer in blocks of "
+                            "block_length, left to right, an equal share each step; front_loaded = blocks of 1, 2, "
+                            "4, ... positions (up to block_length), so the first answer token is committed by the "
+                            "first step; auto = block for LLaDA models, timestep otherwise")
+    block_length: int = Field(32, ge=1, le=1_048_576, description="positions per block (block), the largest block "
+                                                                   "(front_loaded)")
+    algorithm: DiffusionAlgorithm = Field(
+        "confidence", description="which masked positions a step commits first: confidence = the sampled token's "
+                                  "probability, margin = top-1 minus top-2 probability, entropy = llama.cpp's "
+                                  "entropy rule, random, origin = each position with the step's transfer probability")
+    eps: float = Field(0.001, ge=0, lt=1, description="timestep schedule: the last timestep (Dream's eps)")
+    confidence_threshold: float = Field(
+        0.0, ge=0, le=1_000_000, description="also commit every masked position whose confidence is at least this, "
+                                             "beyond the schedule's count (0 = off): fewer steps when the model is sure")
+
+
+class DiffusionOverride(Strict):
+    """A scenario's own diffusion settings (the [diffusion] table's, key by key); ``schedule`` may be a
+    list: one scenario per schedule, ``NAME@SCHEDULE``."""
+
+    steps: int | None = Field(None, ge=0, le=100_000)
+    schedule: DiffusionSchedule | None = None
+    block_length: int | None = Field(None, ge=1, le=1_048_576)
+    algorithm: DiffusionAlgorithm | None = None
+    eps: float | None = Field(None, ge=0, lt=1)
+    confidence_threshold: float | None = Field(None, ge=0, le=1_000_000)
 
 
 class RunConfig(Strict):
@@ -150,6 +191,8 @@ class ScenarioConfig(Strict):
     load: str | None = Field(None, description="set by a load sweep: the scenario this one was expanded from")
     cell: str | None = Field(None, description="set by cluster.matrix: the matrix cell (settings) this scenario runs "
                                                "with, its name is NAME@CELL")
+    diffusion: DiffusionOverride | None = Field(None, description="a diffusion model's settings for this scenario "
+                                                                  "(over the [diffusion] table's)")
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -368,7 +411,8 @@ def expand_sweeps(data: Any) -> Any:
     out: list[Any] = []
     for sc in data["scenarios"]:
         for x in _expand_lengths(sc):
-            out.extend(_expand_load(x))
+            for y in _expand_load(x):
+                out.extend(_expand_schedules(y))
     return {**data, "scenarios": out}
 
 
@@ -380,7 +424,12 @@ def _n_expanded(sc: Any) -> int:
     for key, values in lists.items():
         _bounded(f"scenario {str(sc.get('name'))[:40]!r}: {key} = [...]", values)
     load = lists.get("concurrency", lists.get("rate", [None]))  # one load sweep at most (_expand_load)
-    return len(lists.get("prompt_tokens", [None])) * len(load)
+    diff = sc.get("diffusion")
+    schedules = diff.get("schedule") if isinstance(diff, dict) else None
+    if isinstance(schedules, list):
+        _bounded(f"scenario {str(sc.get('name'))[:40]!r}: diffusion.schedule = [...]", schedules)
+    n_sched = len(schedules) if isinstance(schedules, list) else 1
+    return len(lists.get("prompt_tokens", [None])) * len(load) * n_sched
 
 
 def _distinct(sc: dict[str, Any], key: str, values: list[Any]) -> None:
@@ -395,6 +444,16 @@ def _expand_lengths(sc: Any) -> list[Any]:
         return [sc]
     _distinct(sc, "prompt_tokens", lengths)
     return [{**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")} for n in lengths]
+
+
+def _expand_schedules(sc: Any) -> list[Any]:
+    """``diffusion = {schedule = ["timestep", "front_loaded"]}``: one scenario per schedule, NAME@SCHEDULE."""
+    diff = sc.get("diffusion") if isinstance(sc, dict) else None
+    values = diff.get("schedule") if isinstance(diff, dict) else None
+    if not isinstance(values, list):
+        return [sc]
+    _distinct(sc, "diffusion.schedule", values)
+    return [{**sc, "name": f"{sc.get('name')}@{v}", "diffusion": {**diff, "schedule": v}} for v in values]
 
 
 def _expand_load(sc: Any) -> list[Any]:
@@ -419,6 +478,7 @@ class Config(Strict):
     recording: RecordingConfig = RecordingConfig()
     server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
     scenarios: list[ScenarioConfig] = Field(default_factory=_default_scenarios, min_length=1)
     alerts: list[AlertRule] = Field(default_factory=list, max_length=MAX_ALERTS,
                                     description="threshold rules checked after every run")

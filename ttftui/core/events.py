@@ -21,7 +21,7 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
 
 from ttftui.core import registry
 
-PhaseName = Literal["tokenize", "cache_prep", "prefill_chunk", "first_sample", "first_detok"]
+PhaseName = Literal["tokenize", "cache_prep", "prefill_chunk", "first_sample", "first_detok", "canvas"]
 
 # The TTFT components the engine times, in the order they happen (ttftui.core.registry; ``unaccounted`` is
 # derived from them).
@@ -100,6 +100,18 @@ class LlamaPerf:
 
 
 @dataclass(**_frozen)
+class DiffusionFacts:
+    """How a diffusion model generates (``EngineReady.diffusion``): it denoises a canvas of prompt +
+    masked answer, every step one forward pass of the whole canvas with non-causal attention."""
+
+    mask_token_id: Int64
+    shift_logits: bool  # position p is predicted from the logits of p - 1 (Dream) or of p (LLaDA)
+    schedule: str  # timestep, block or front_loaded (diffusion.schedule, "auto" resolved)
+    algorithm: str  # confidence, entropy, margin, random or origin
+    sampling: str  # "greedy" (argmax, NumPy) or "llama.cpp sampler chain" (top_k / top_p, seeded)
+
+
+@dataclass(**_frozen)
 class SessionStarted:
     type: Literal["session_started"] = "session_started"
     t_ns: Int64 = 0
@@ -125,6 +137,7 @@ class EngineReady:
     host: Literal["process", "thread", "remote"] | None = None
     host_pid: Int64 | None = None
     worker: str | None = None  # a Ray engine host (node:pid) loaded it; None: this machine
+    diffusion: DiffusionFacts | None = None  # a diffusion model (Dream, LLaDA, ...); None: autoregressive
 
 
 @dataclass(**_frozen)
@@ -165,6 +178,63 @@ class TokenEmitted:
     token_id: Int64
     text: str
     dt_ns: Int64
+
+
+@dataclass(**_frozen)
+class DiffusionStep:
+    """One denoising step of a diffusion model's run: a forward pass of the whole canvas
+    (``forward_ns``: llama_decode + synchronize), reading its logits back, choosing the positions to
+    commit (``select_ns``) and committing them (``commit_ns``: canvas write and their text).
+    ``positions`` are answer positions (0 = the first answer token) committed in this step, with
+    their token ids and text pieces; ``masked``: answer positions still masked after it."""
+
+    type: Literal["diffusion_step"] = "diffusion_step"
+    t_ns: Int64
+    run_id: Int64
+    step: Int64  # 0-based
+    n_steps: Int64  # steps planned for the run (a run that commits everything early takes fewer)
+    forward_ns: Int64
+    logits_ns: Int64
+    select_ns: Int64
+    commit_ns: Int64
+    positions: tuple[Int64, ...] = ()
+    token_ids: tuple[Int64, ...] = ()
+    texts: tuple[str, ...] = ()
+    masked: Int64 = 0
+    answer_tokens: Int64 = 0  # the answer's length (masked cells at the start)
+
+
+@dataclass(**_frozen)
+class DiffusionTiming:
+    """A diffusion run's own account (``RunFinished.diffusion``). Times ``*_at_ns`` are since t0; the
+    per-step tuples have one entry per step taken. TTFT is the time to the first *readable* token: the
+    first answer position committed, which is what a reader sees."""
+
+    schedule: str
+    algorithm: str
+    sampling: str
+    steps_planned: Int64
+    answer_tokens: Int64
+    canvas_tokens: Int64
+    canvas_ns: Int64  # the canvas (prompt + masks) and its batch set up
+    step_forward_ns: tuple[Int64, ...]
+    step_logits_ns: tuple[Int64, ...]
+    step_select_ns: tuple[Int64, ...]
+    step_commit_ns: tuple[Int64, ...]
+    step_end_at_ns: tuple[Int64, ...]
+    step_commits: tuple[Int64, ...]
+    first_commit_step: Int64 | None  # 1-based: the step that committed the first token (any position)
+    first_commit_at_ns: Int64 | None
+    first_readable_step: Int64 | None  # 1-based: the step that committed the first answer position
+    first_readable_at_ns: Int64 | None
+    final_at_ns: Int64  # every answer position committed
+    first_step_at_ns: Int64  # the first step began
+
+    def __post_init__(self) -> None:
+        n = len(self.step_forward_ns)
+        if any(len(x) != n for x in (self.step_logits_ns, self.step_select_ns, self.step_commit_ns,
+                                     self.step_end_at_ns, self.step_commits)):
+            raise ValueError("the per-step lists must have one entry per step")
 
 
 @dataclass(**_frozen)
@@ -255,6 +325,7 @@ class RunFinished:
     llama_perf: LlamaPerf | None = None
     remote: RemoteTiming | None = None
     token_parts: TokenParts | None = None  # the local engine's decode breakdown
+    diffusion: DiffusionTiming | None = None  # a diffusion model's steps (its prefill/sample fields are None)
 
 
 @dataclass(**_frozen)
@@ -456,6 +527,7 @@ Event = Annotated[
         RunStarted,
         PhaseTimed,
         TokenEmitted,
+        DiffusionStep,
         RunFinished,
         RunFailed,
         Notice,
@@ -472,7 +544,8 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
-for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
+for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, DiffusionFacts, DiffusionStep, DiffusionTiming,
+             SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              EngineStalled, WorkerLost, SessionFinished):
     _cls.__pydantic_config__ = ConfigDict(allow_inf_nan=False)  # type: ignore[attr-defined]

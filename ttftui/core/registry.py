@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Unit = Literal["ms", "tps", "pct", "bytes"]
+Unit = Literal["ms", "tps", "pct", "bytes", "count"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,16 @@ METRICS: tuple[Metric, ...] = (
            component="first_sample"),
     Metric("first_detok_ms", "first detok", "ms", "token -> text of the first token, including UTF-8 hold-back",
            component="first_detok"),
+    # A diffusion model's run (Dream, LLaDA, ...) has these components instead of prefill and sampling:
+    # its first readable token comes after some denoising steps, each a forward pass of the whole canvas.
+    Metric("canvas_ms", "canvas set-up", "ms", "diffusion: the canvas (prompt + masked answer) written into the batch",
+           component="canvas", colour="cache_prep", measured_only=True),
+    Metric("step_forward_ms", "steps: forward", "ms", "diffusion: sum over the steps up to the first readable token of "
+           "(llama_decode of the whole canvas + llama_synchronize); every step is in diffusion.steps",
+           component="step_forward", colour="prefill", measured_only=True),
+    Metric("step_select_ms", "steps: select", "ms", "diffusion: sum over the same steps of reading the logits back, "
+           "choosing the positions to commit and committing them (their text included)",
+           component="step_select", colour="first_sample", measured_only=True),
     # A run against a server (ttftui --url) has these components instead of the engine's phases.
     _remote("connect_ms", "connect", "ms", "client: a new TCP connection to the server (0 when a kept-alive one "
             "was reused)", component="connect", colour="tokenize"),
@@ -184,6 +194,17 @@ METRICS: tuple[Metric, ...] = (
            measured_only=True, in_help=False),
     Metric("token_rest_ms", "loop rest", "ms", "per run, mean per output token: the rest of the loop (handing "
            "the previous token over, the stop check)", measured_only=True, in_help=False),
+    Metric("first_commit_ms", "first committed", "ms", "diffusion: t0 -> the first step that committed a token, at "
+           "any answer position (ttft_ms waits for the first answer position: the first readable token)",
+           measured_only=True),
+    Metric("steps_to_readable_count", "steps to readable", "count", "diffusion: denoising steps up to and including the one "
+           "that made the first answer token readable", measured_only=True),
+    Metric("step_ms", "time per step", "ms", "diffusion: per run, mean over its steps of forward + logits read + "
+           "selection + commit", measured_only=True),
+    Metric("final_ms", "time to final", "ms", "diffusion: t0 -> every answer position committed (the last step)",
+           measured_only=True),
+    Metric("committed_tps", "committed tok/s", "tps", "diffusion: answer positions / (final_ms - the first step's "
+           "start) x 1000", measured_only=True, higher_is_better=True),
     _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
     _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
             compare=False),
@@ -230,7 +251,7 @@ def components() -> tuple[Metric, ...]:
 def measured_components() -> tuple[str, ...]:
     """The phase names the engine times (its components but the derived ``unaccounted``)."""
     return tuple(m.component for m in components()  # type: ignore[misc]
-                 if m.component != "unaccounted" and m.source == "engine")
+                 if m.component != "unaccounted" and m.source == "engine" and not m.measured_only)
 
 
 def component_colour(component: str) -> str:

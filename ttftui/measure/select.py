@@ -16,6 +16,7 @@ from ttftui.core.errors import ModelLoadFailed, ModelNotFound
 from ttftui.core.events import ModelFacts
 from ttftui.measure.demo_model import INSTALL_HINT, demo_model_path
 from ttftui.measure.engine.base import Engine
+from ttftui.measure.engine.choose import check_kind, llama_engine
 from ttftui.measure.engine.synthetic import SyntheticEngine
 from ttftui.measure.engine_process.proxy import EngineUnavailable, HostedEngine
 from ttftui.measure.gguf import read_header
@@ -82,12 +83,12 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
         return lambda: SyntheticEngine(config, reason, pace=pace, model=facts)
     path = resolve_model_path(config)
     if path is None:
-        if kind == "llama":
+        if kind in ("llama", "diffusion"):
             raise ModelNotFound(f"no model: model.path is empty and the demo model is not installed ({INSTALL_HINT})")
         reason = f"no model available (model.path is empty and the demo model is not installed: {INSTALL_HINT})"
         return lambda: SyntheticEngine(config, reason, pace=pace)
     read_header(path)  # missing / not GGUF / truncated: a one-line error with its own exit code
-    may_fall_back = kind != "llama" and not config.model.path
+    may_fall_back = kind == "auto" and not config.model.path
     if host == "thread":
         err = llama_import_error()
     else:
@@ -97,10 +98,9 @@ def select_engine(config: Config, *, force_synthetic: bool = False, pace: bool =
             raise ModelLoadFailed(f"llama-cpp-python is not usable ({err}); install it or use --synthetic")
         reason = f"llama-cpp-python is not usable ({err})"
         return lambda: SyntheticEngine(config, reason, pace=pace)
+    check_kind(config, path)  # engine.kind = diffusion with another model: an error now, not at load
     if host == "thread":
-        from ttftui.measure.engine.llama import LlamaEngine  # llama_cpp: only for engine.host = thread
-
-        return lambda: LlamaEngine(config, path)
+        return lambda: llama_engine(config, path)
 
     def hosted() -> Engine:
         try:

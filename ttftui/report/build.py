@@ -27,6 +27,7 @@ from ttftui.report.schema import (
     AlertStatus,
     CrashRecord,
     DecodeBreakdown,
+    DiffusionRecord,
     FailedRun,
     FitRecord,
     HostEngineRecord,
@@ -91,6 +92,7 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     if tp is not None and tp.n:
         medians = {k.removesuffix("_ns") + "_ms": v / 1e6 for k, v in dataclasses.asdict(tp).items() if k.endswith("_ns")}
         breakdown = DecodeBreakdown(n_tokens=tp.n, **_by_name(DecodeBreakdown, medians, m.extra))
+    diffusion = _diffusion(fin.diffusion) if getattr(fin, "diffusion", None) is not None else None
     llama = LlamaCounters(**dataclasses.asdict(m.llama)) if m.llama is not None else None
     placed = {*RunRecord.model_fields, *(RemoteRecord.model_fields if remote else ()),
               *(DecodeBreakdown.model_fields if breakdown else ())}
@@ -98,11 +100,26 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
                  or registry.BY_NAME[k].source == "telemetry"}
     figures = {k: v for k, v in m.extra.items() if k not in placed and k not in telemetry}
     return RunRecord(
-        **_by_name(RunRecord, dataclasses.asdict(m) | {"llama": llama, "remote": remote, "decode_breakdown": breakdown}),
+        **_by_name(RunRecord, dataclasses.asdict(m) | {"llama": llama, "remote": remote, "decode_breakdown": breakdown,
+                                                       "diffusion": diffusion}),
         cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={**telemetry, **driver} or None, figures=figures,
         t_start_ms=m.t_start_ns / 1e6, worker=worker,
         telemetry_gaps=telemetry_gaps(m, interval_ms, driver, series),
+    )
+
+
+def _diffusion(d: Any) -> DiffusionRecord:
+    ms = lambda xs: [x / 1e6 for x in xs]  # noqa: E731
+    opt = lambda ns: None if ns is None else ns / 1e6  # noqa: E731
+    return DiffusionRecord(
+        schedule=d.schedule, algorithm=d.algorithm, sampling=d.sampling, steps_planned=d.steps_planned,
+        steps=len(d.step_forward_ns), answer_tokens=d.answer_tokens, canvas_tokens=d.canvas_tokens,
+        canvas_ms=d.canvas_ns / 1e6, first_commit_ms=opt(d.first_commit_at_ns), first_commit_step=d.first_commit_step,
+        first_readable_ms=opt(d.first_readable_at_ns), first_readable_step=d.first_readable_step,
+        final_ms=d.final_at_ns / 1e6, step_forward_ms=ms(d.step_forward_ns), step_logits_ms=ms(d.step_logits_ns),
+        step_select_ms=ms(d.step_select_ns), step_commit_ms=ms(d.step_commit_ns), step_end_ms=ms(d.step_end_at_ns),
+        step_commits=list(d.step_commits),
     )
 
 
@@ -242,6 +259,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         engine=eng.engine if eng else None,
         engine_version=eng.engine_version if eng else None,
         engine_host=eng.host if eng else None,
+        diffusion=eng.diffusion if eng else None,
         crash=_crash(state),
         sweeps=_sweeps(view),
         load=_load(view),

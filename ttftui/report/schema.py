@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ttftui.core import registry
-from ttftui.core.events import AlertChanged, DeviceFacts, ModelFacts
+from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelFacts
 
 SCHEMA_VERSION = 4  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host)
@@ -102,6 +102,31 @@ class DecodeBreakdown(_M):
     token_rest_ms: float = Field(description=_defined("token_rest_ms"))
 
 
+class DiffusionRecord(_M):
+    """A diffusion model's run (Dream, LLaDA, ...), step by step: TTFT is the time to the first readable
+    token (the first answer position committed); the named figures are also under ``figures``."""
+
+    schedule: str
+    algorithm: str
+    sampling: str = Field(description="greedy (arg-max, NumPy) or llama.cpp sampler chain (top_k / top_p, seeded)")
+    steps_planned: int
+    steps: int = Field(description="steps taken (fewer than planned when confidence_threshold committed early)")
+    answer_tokens: int
+    canvas_tokens: int = Field(description="prompt + answer positions: what every step's forward pass computes")
+    canvas_ms: float = Field(description=_defined("canvas_ms"))
+    first_commit_ms: float | None = Field(description=_defined("first_commit_ms"))
+    first_commit_step: int | None
+    first_readable_ms: float | None = Field(description="= ttft_ms: t0 -> the first answer position's text")
+    first_readable_step: int | None
+    final_ms: float = Field(description=_defined("final_ms"))
+    step_forward_ms: list[float] = Field(description="per step: llama_decode of the whole canvas + llama_synchronize")
+    step_logits_ms: list[float] = Field(description="per step: the masked positions' logits read back")
+    step_select_ms: list[float] = Field(description="per step: sampling and confidences, choosing the positions")
+    step_commit_ms: list[float] = Field(description="per step: the canvas written, the committed tokens' text")
+    step_end_ms: list[float] = Field(description="per step: when it ended, since t0")
+    step_commits: list[int] = Field(description="per step: answer positions committed")
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -132,6 +157,7 @@ class RunRecord(_M):
     llama: LlamaCounters | None
     remote: RemoteRecord | None = Field(None, description="a run against a server (ttftui --url)")
     decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
+    diffusion: DiffusionRecord | None = Field(None, description="a diffusion model's run, step by step")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
                           "prefill_samples / decode_samples: how many samples each phase's figures come from; "
@@ -375,6 +401,8 @@ class Report(_M):
     engine_version: str | None
     engine_host: str | None = Field(None, description="process: llama.cpp ran in a child process of its own; "
                                                       "thread: inside ttftui's process")
+    diffusion: DiffusionFacts | None = Field(None, description="the model is a diffusion LM: how it generates "
+                                                               "(runs[].diffusion has each run's steps)")
     session: SessionInfo
     device: DeviceFacts | None
     model: ModelFacts | None

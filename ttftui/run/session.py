@@ -256,6 +256,7 @@ class SessionRunner:
             synthetic_reason=engine.synthetic_reason, load_ms=loaded.load_ms, model=loaded.model,
             device=loaded.device, engine_version=loaded.engine_version,
             host=engine.host, host_pid=engine.pid,  # type: ignore[arg-type]
+            diffusion=loaded.diffusion,
         ))
         if sampler is not None:
             self.publish(sampler.sample("after_load"))

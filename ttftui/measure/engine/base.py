@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ttftui.core.config import ScenarioConfig
 from ttftui.core.errors import ConfigError
-from ttftui.core.events import DeviceFacts, ModelFacts, RunFinished
+from ttftui.core.events import DeviceFacts, DiffusionFacts, ModelFacts, RunFinished
 
 Publish = Callable[[Any], None]
 
@@ -56,6 +56,7 @@ class LoadResult:
     model: ModelFacts
     device: DeviceFacts
     engine_version: str | None = None
+    diffusion: DiffusionFacts | None = None  # a diffusion model's engine
 
 
 @dataclass

@@ -130,14 +130,7 @@ class LlamaEngine(Engine):
         mp.n_gpu_layers = mc.n_gpu_layers  # negative = all layers
         self.repack, self.repack_reason = repack_choice(mc.repack, system_info())
         mp.use_extra_bufts = self.repack
-        cp = L.llama_context_default_params()
-        cp.n_ctx = mc.n_ctx
-        cp.n_batch = mc.n_batch
-        cp.n_ubatch = mc.n_batch  # one chunk = one compute pass, so chunk timings mean something
-        cp.n_threads = n_threads
-        cp.n_threads_batch = n_threads
-        cp.flash_attn_type = _FLASH[mc.flash_attn]
-        cp.no_perf = False  # some llama-cpp-python versions disabled the counters we cross-check
+        cp = self._context_params(n_threads)
         with _LOG_LOCK:
             _LOG_LINES.clear()
         _CAPTURE = True
@@ -157,8 +150,10 @@ class LlamaEngine(Engine):
         finally:
             _CAPTURE = False
         self.model, self.ctx = model, ctx
+        self.n_threads = n_threads
         self.vocab = L.llama_model_get_vocab(model)
         self._reserve(mc.n_ctx)
+        self._loaded(header)
         with _LOG_LOCK:
             log = "".join(t for _, t in _LOG_LINES)
         return LoadResult(
@@ -166,7 +161,26 @@ class LlamaEngine(Engine):
             model=self._model_facts(header),
             device=self._device_facts(log, n_threads),
             engine_version=f"llama-cpp-python {L.__version__}",
+            diffusion=self._diffusion_facts(),
         )
+
+    def _loaded(self, header: GGUFHeader) -> None:  # noqa: B027 - the diffusion engine checks its model here
+        """After the model and context exist, before the load is reported."""
+
+    def _diffusion_facts(self) -> Any:
+        return None
+
+    def _context_params(self, n_threads: int) -> Any:
+        mc = self.config.model
+        cp = L.llama_context_default_params()
+        cp.n_ctx = mc.n_ctx
+        cp.n_batch = mc.n_batch
+        cp.n_ubatch = mc.n_batch  # one chunk = one compute pass, so chunk timings mean something
+        cp.n_threads = n_threads
+        cp.n_threads_batch = n_threads
+        cp.flash_attn_type = _FLASH[mc.flash_attn]
+        cp.no_perf = False  # some llama-cpp-python versions disabled the counters we cross-check
+        return cp
 
     def _last_error(self) -> str:
         with _LOG_LOCK:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 # Loaded after llama_cpp (see __main__): these pull in pydantic-core, numpy (metrics) and psutil.
 from ttftui.core.config import Config, ScenarioConfig
 from ttftui.core.errors import TtftuiError
-from ttftui.core.events import ModelFacts, PhaseTimed, TokenEmitted, event_to_json
+from ttftui.core.events import DiffusionStep, ModelFacts, PhaseTimed, TokenEmitted, event_to_json
 from ttftui.measure.engine.base import Engine, PreparedScenario, RunStopped
 from ttftui.measure.engine_process import HEARTBEAT_ENV, PARENT_ENV
 
@@ -75,7 +75,8 @@ class Fault:
     die, SIGSTOP (it stops itself, as ``kill -STOP`` would; ``kill -CONT`` goes on) or HANG (the
     engine's thread blocks for good while the rest of the process lives: a deadlock). ``after=``
     names the event after which it strikes: a phase (tokenize, cache_prep, prefill_chunk, first_sample,
-    first_detok; ``prefill_chunk:K`` after chunk K) or ``token:K`` (after output token K); ``run=`` limits it to one run id. E.g.
+    first_detok, canvas; ``prefill_chunk:K`` after chunk K), ``token:K`` (after output token K) or ``step:K``
+    (after a diffusion model's step K); ``run=`` limits it to one run id. E.g.
     ``SIGSEGV run=3 after=prefill_chunk:0`` dies during the second prefill chunk of run 3."""
 
     def __init__(self, spec: str):
@@ -116,6 +117,8 @@ class Fault:
             return False
         if self.after_kind == "token":
             return isinstance(ev, TokenEmitted) and self.after_index in (None, ev.index)
+        if self.after_kind == "step":  # a diffusion model's denoising step K (0-based)
+            return isinstance(ev, DiffusionStep) and self.after_index in (None, ev.step)
         if isinstance(ev, PhaseTimed) and ev.phase == self.after_kind:
             return self.after_index is None or ev.chunk == self.after_index
         return False
@@ -141,9 +144,9 @@ def _isolate_stdout() -> int:
 def _build_engine(kind: str, msg: dict[str, Any]) -> Engine:
     config = Config.model_validate(msg["config"])
     if kind == "llama":
-        from ttftui.measure.engine.llama import LlamaEngine  # llama_cpp: loaded only by a llama engine process
+        from ttftui.measure.engine.choose import llama_engine  # llama_cpp: loaded only by a llama engine process
 
-        engine: Engine = LlamaEngine(config, msg["model_path"])
+        engine: Engine = llama_engine(config, msg["model_path"])
     else:
         from ttftui.measure.engine.synthetic import CostModel, SyntheticEngine  # numpy: after llama.cpp
 
