@@ -46,9 +46,12 @@ def _field_value(f):  # noqa: ANN001, ANN202 - a GGUFReader field
 
 def build(out: str | Path, *, arch: str = "dream", n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
           n_head_kv: int = 2, n_ff: int = 128, context_length: int = 4096, seed: int = 0,
-          tokenizer_from: str | Path | None = None) -> Path:
+          tokenizer_from: str | Path | None = None, chat_template: str | None = None) -> Path:
     """Write the model to ``out`` and return its path. ``tokenizer_from``: a GGUF whose tokenizer is
-    copied (default: the demo model's)."""
+    copied (default: the demo model's). ``chat_template``: the model's chat template (default: the
+    source model's); e.g. ``{% for message in messages %}{{ message['content'] }}{% endfor %}``
+    makes llama-diffusion-cli, which always renders its prompt through the template, see the plain
+    text."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}")
     gguf = _gguf()
@@ -92,11 +95,14 @@ def build(out: str | Path, *, arch: str = "dream", n_layer: int = 2, n_embd: int
             elif key == "tokenizer.ggml.pre":
                 w.add_tokenizer_pre(v)
             elif key == "tokenizer.chat_template":
-                w.add_chat_template(v)
+                if chat_template is None:
+                    w.add_chat_template(v)
             elif isinstance(v, bool):
                 w.add_bool(name, v)
             else:
                 w.add_uint32(name, int(v))
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     w.add_token_list(tokens)
     w.add_token_types(types)
     if merges:
@@ -139,11 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--width", type=int, default=64, help="embedding width (a multiple of 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chat-template", default=None, metavar="JINJA",
+                    help="the model's chat template (default: the demo model's)")
     a = ap.parse_args(argv)
     if a.layers < 1 or a.width < 8 or a.width % 4:
         print("error: --layers must be at least 1 and --width a multiple of 4, at least 8", file=sys.stderr)
         return 2
-    p = build(a.out, arch=a.arch, n_layer=a.layers, n_embd=a.width, n_ff=2 * a.width, seed=a.seed)
+    p = build(a.out, arch=a.arch, n_layer=a.layers, n_embd=a.width, n_ff=2 * a.width, seed=a.seed,
+              chat_template=a.chat_template)
     print(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB, {a.arch}, {a.layers} layers, width {a.width})")
     return 0
 

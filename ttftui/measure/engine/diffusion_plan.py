@@ -76,8 +76,12 @@ def _share(steps: int, sizes: list[int]) -> list[int]:
     """``steps`` shared out in proportion to ``sizes`` (largest remainders), at least 1 and at most
     ``size`` each (a step commits one position at least)."""
     total = sum(sizes)
+    steps = min(max(steps, len(sizes)), total)
     exact = [steps * s / total for s in sizes]
     out = [max(1, min(s, int(e))) for s, e in zip(sizes, exact)]
+    while sum(out) > steps:  # the ones raised to 1 came from the others: take back from the largest
+        i = max((j for j in range(len(out)) if out[j] > 1), key=lambda j: (out[j] - exact[j], out[j]))
+        out[i] -= 1
     left = steps - sum(out)
     order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - int(exact[i])), i))
     while left > 0 and any(out[i] < sizes[i] for i in order):

@@ -345,7 +345,8 @@ class HostedEngine(Engine):
     def _where_words(self) -> tuple[Where, str]:
         w = self._where
         at = self._phase_now()
-        words = Where(at.phase, at.chunk, w.get("n_chunks"), at.token_index).words()
+        n_chunks = at.n_chunks if at.phase == "diffusion_step" else w.get("n_chunks")  # a diffusion run: its steps
+        words = Where(at.phase, at.chunk, n_chunks, at.token_index).words()
         if w.get("run_id") is not None:
             words += f" of run {w['run_id']}, scenario {w.get('scenario')}"
         elif at.phase == "prepare":
@@ -561,7 +562,8 @@ class HostedEngine(Engine):
         w = self._where
         at, where = self._where_words()
         phase, chunk, token_index = at.phase, at.chunk, at.token_index
-        run_id, scenario, n_chunks = w.get("run_id"), w.get("scenario"), w.get("n_chunks")
+        run_id, scenario = w.get("run_id"), w.get("scenario")
+        n_chunks = at.n_chunks if phase == "diffusion_step" else w.get("n_chunks")  # a diffusion run's steps
         who = "llama.cpp" if self.kind == "llama" else "the engine process"
         what = "crashed" if sig not in (None, "SIGKILL", "SIGTERM") else ("was killed" if sig else "exited")
         hint = self._hint(sig, phase)
@@ -575,7 +577,7 @@ class HostedEngine(Engine):
         message = f"{who} {what} ({how}) during {where} — {hint}"
         event = EngineCrashed(
             t_ns=self.clock.now_ns(), signal=sig, exit_code=code, phase=phase, run_id=run_id,
-            scenario=scenario, chunk=chunk, n_chunks=n_chunks if phase == "prefill_chunk" else None,
+            scenario=scenario, chunk=chunk, n_chunks=n_chunks if phase in ("prefill_chunk", "diffusion_step") else None,
             token_index=token_index, pid=self.pid, log_tail=crash_tail(list(self.log_tail)), message=message,
         )
         return EngineCrash(message, event)
