@@ -11,6 +11,7 @@ inside a step is contained like an autoregressive engine's.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,29 @@ def test_a_crash_inside_a_step_is_contained(dream, tmp_path):
 def test_engine_kind_diffusion_refuses_an_autoregressive_model(model_path):
     r = cli("--model", str(model_path), "--headless", "--set", "engine.kind=diffusion", "--scenario", "short")
     assert_one_line_error(r, 6, r"engine.kind = diffusion, but .* is a llama model")
+
+
+def test_doctor_says_diffusion_models_run_and_smoke_runs_one(dream):
+    r = cli("doctor", "--model", str(dream))
+    assert "diffusion models: yes — dream, llada, llada-moe, rnd1" in r.stdout, r.stdout
+    assert re.search(r"smoke run .*OK — load \d+ ms, 4 diffusion steps, first readable after \d", r.stdout), r.stdout
+
+
+def test_html_and_compare_take_a_diffusion_report_beside_an_autoregressive_one(dream, model_path, tmp_path):
+    scen = 'scenarios=[{name="s", prompt_tokens=24, max_tokens=8}]'
+    paths = {}
+    for name, model in (("ar", model_path), ("diff", dream)):
+        paths[name] = tmp_path / f"{name}.json"
+        r = cli("--model", str(model), "--headless", "--set", "model.n_ctx=512", "--set", scen, "--iterations", "3",
+                "--warmup", "0", "-o", str(paths[name]))
+        assert r.returncode == 0, r.stderr
+    html = tmp_path / "d.html"
+    r = cli("report", str(paths["diff"]), "--html", str(html))
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert "time to final" in page and "steps to readable" in page and "steps: forward" in page
+    r = cli("compare", str(paths["ar"]), str(paths["diff"]), "--json")
+    assert r.returncode in (0, 1), r.stderr  # 1: a regression was found (which side is faster is the machine's)
+    rows = json.loads(r.stdout)
+    text = json.dumps(rows)
+    assert "ttft_ms" in text and "e2e_ms" in text

@@ -21,6 +21,7 @@ from ttftui.core.config import Config
 from ttftui.core.errors import TtftuiError
 from ttftui.measure.demo_model import INSTALL_HINT, demo_model_path
 from ttftui.measure.engine.llama_facts import build_kind, has_amx, repack_choice
+from ttftui.measure.engine.diffusion_plan import DIFFUSION_ARCHITECTURES
 from ttftui.measure.engine_process.proxy import EngineUnavailable, HostedEngine
 from ttftui.measure.gguf import read_header
 from ttftui.measure.select import llama_importable, resolve_model_path
@@ -68,6 +69,15 @@ def _engine_section(w: Callable[[str], Any], config: Any) -> int:
         w(f"  llama-cpp-python {engine.llama_version}, build: {build_kind(info, offload)}\n")
         w(f"  GPU offload supported: {'yes' if offload else 'no'}\n")
         w(f"  system info: {info}\n")
+        ds = engine.diffusion_support or {}
+        archs, missing = ds.get("architectures"), ds.get("missing_api") or []
+        if missing:
+            w(f"  diffusion models: NO — this llama-cpp-python lacks {', '.join(missing)}\n")
+        elif archs is None:
+            w("  diffusion models: the API is there; which architectures llama.cpp knows could not be read\n")
+        else:
+            w(f"  diffusion models: {'yes — ' + ', '.join(archs) if archs else 'NO — none of the known architectures'}"
+              f"{' (not: ' + ', '.join(a for a in DIFFUSION_ARCHITECTURES if a not in archs) + ')' if archs and len(archs) < len(DIFFUSION_ARCHITECTURES) else ''}\n")
         repack, why = repack_choice(config.model.repack, info)
         w(f"  weight repacking (model.repack = {config.model.repack}): {'on' if repack else 'off'} — {why}\n")
         if has_amx(info) and repack:
@@ -85,7 +95,11 @@ def _engine_section(w: Callable[[str], Any], config: Any) -> int:
         end = engine.run(prep, 1, True, lambda ev: None, threading.Event())
         d = loaded.device
         where = f"{d.n_gpu_layers_offloaded} layers on {d.name}" if d.kind == "gpu" else f"CPU, {d.n_threads} threads"
-        w(f"OK — load {loaded.load_ms:.0f} ms, prefill {end.prefill_ns / 1e6:.1f} ms, "
+        if end.diffusion is not None:  # a diffusion model: steps instead of a prefill
+            what = f"{len(end.diffusion.step_forward_ns)} diffusion steps, first readable after {end.diffusion.first_readable_step}"
+        else:
+            what = f"prefill {end.prefill_ns / 1e6:.1f} ms"
+        w(f"OK — load {loaded.load_ms:.0f} ms, {what}, "
           f"TTFT {end.ttft_ns / 1e6:.1f} ms, {end.n_output_tokens} tokens in {end.e2e_ns / 1e6:.1f} ms ({where})\n")
         return 0
     except TtftuiError as e:

@@ -79,6 +79,24 @@ def system_info() -> str:
     return L.llama_print_system_info().decode("utf-8", errors="replace").strip()
 
 
+DIFFUSION_API = ("llama_model_is_diffusion", "llama_set_causal_attn", "llama_vocab_mask", "llama_get_logits")
+
+
+def diffusion_support(architectures: tuple[str, ...]) -> dict[str, Any]:
+    """Whether this build can run diffusion models: the API the diffusion engine calls, and which of
+    ``architectures`` its llama.cpp knows (their names are in libllama's architecture table)."""
+    missing = [f for f in DIFFUSION_API if not hasattr(L, f)]
+    known: list[str] | None
+    try:
+        from llama_cpp import llama_cpp as _C  # the loaded library's file
+
+        blob = Path(_C._lib._name).read_bytes()
+        known = [a for a in architectures if b"\0" + a.encode() + b"\0" in blob]
+    except (AttributeError, OSError, TypeError):
+        known = None  # the file could not be read: unknown, not "none"
+    return {"missing_api": missing, "architectures": known}
+
+
 def physical_cores() -> int:
     try:
         import psutil  # in the engine process, loaded after llama.cpp (engine_process/__main__ says why)

@@ -162,10 +162,11 @@ def _build_facts(kind: str) -> dict[str, Any]:
     a model: its system info (backend, CPU features such as AMX), GPU offload support, version."""
     if kind != "llama":
         return {}
-    from ttftui.measure.engine.llama import L, system_info  # llama_cpp: a llama engine process only
+    from ttftui.measure.engine.diffusion_plan import DIFFUSION_ARCHITECTURES
+    from ttftui.measure.engine.llama import L, diffusion_support, system_info  # llama_cpp: a llama engine process only
 
     return {"system_info": system_info(), "gpu_offload": bool(L.llama_supports_gpu_offload()),
-            "version": getattr(L, "__version__", None)}
+            "version": getattr(L, "__version__", None), "diffusion": diffusion_support(DIFFUSION_ARCHITECTURES)}
 
 
 def _heartbeat(wire: Wire, interval: float, parent: int | None) -> None:

@@ -253,6 +253,7 @@ class HostedEngine(Engine):
             raise EngineUnavailable(reply["unavailable"])
         self.system_info = reply.get("system_info")
         self.gpu_offload: bool | None = reply.get("gpu_offload")
+        self.diffusion_support: dict[str, Any] | None = reply.get("diffusion")  # ttftui doctor says it
         self.llama_version: str | None = reply.get("version")
         self.modules = reply.get("modules", [])
         self.loaded_before_llama: list[str] = reply.get("loaded_before_llama", [])
