@@ -154,13 +154,13 @@ METRICS: tuple[Metric, ...] = (
     # A diffusion model's run (Dream, LLaDA, ...) has these components instead of prefill and sampling:
     # its first readable token comes after some denoising steps, each a forward pass of the whole canvas.
     Metric("canvas_ms", "canvas set-up", "ms", "diffusion: the canvas (prompt + masked answer) written into the batch",
-           component="canvas", colour="cache_prep", measured_only=True),
+           component="canvas", colour="cache_prep", measured_only=True, in_help=False),
     Metric("step_forward_ms", "steps: forward", "ms", "diffusion: sum over the steps up to the first readable token of "
            "(llama_decode of the whole canvas + llama_synchronize); every step is in diffusion.steps",
-           component="step_forward", colour="prefill", measured_only=True),
+           component="step_forward", colour="prefill", measured_only=True, in_help=False),
     Metric("step_select_ms", "steps: select", "ms", "diffusion: sum over the same steps of reading the logits back, "
            "choosing the positions to commit and committing them (their text included)",
-           component="step_select", colour="first_sample", measured_only=True),
+           component="step_select", colour="first_sample", measured_only=True, in_help=False),
     # A run against a server (ttftui --url) has these components instead of the engine's phases.
     _remote("connect_ms", "connect", "ms", "client: a new TCP connection to the server (0 when a kept-alive one "
             "was reused)", component="connect", colour="tokenize"),
@@ -196,15 +196,15 @@ METRICS: tuple[Metric, ...] = (
            "the previous token over, the stop check)", measured_only=True, in_help=False),
     Metric("first_commit_ms", "first committed", "ms", "diffusion: t0 -> the first step that committed a token, at "
            "any answer position (ttft_ms waits for the first answer position: the first readable token)",
-           measured_only=True),
+           measured_only=True, in_help=False),
     Metric("steps_to_readable_count", "steps to readable", "count", "diffusion: denoising steps up to and including the one "
-           "that made the first answer token readable", measured_only=True),
+           "that made the first answer token readable", measured_only=True, in_help=False),
     Metric("step_ms", "time per step", "ms", "diffusion: per run, mean over its steps of forward + logits read + "
-           "selection + commit", measured_only=True),
+           "selection + commit", measured_only=True, in_help=False),
     Metric("final_ms", "time to final", "ms", "diffusion: t0 -> every answer position committed (the last step)",
-           measured_only=True),
+           measured_only=True, in_help=False),
     Metric("committed_tps", "committed tok/s", "tps", "diffusion: answer positions / (final_ms - the first step's "
-           "start) x 1000", measured_only=True, higher_is_better=True),
+           "start) x 1000", measured_only=True, in_help=False, higher_is_better=True),
     _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
     _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
             compare=False),
