@@ -183,8 +183,8 @@ class TokenEmitted:
 @dataclass(**_frozen)
 class DiffusionStep:
     """One denoising step of a diffusion model's run: a forward pass of the whole canvas
-    (``forward_ns``: llama_decode + synchronize), reading its logits back, choosing the positions to
-    commit (``select_ns``) and committing them (``commit_ns``: canvas write and their text).
+    (``forward_ns``: llama_decode + synchronize), getting its logits (``logits_ns``: llama_get_logits),
+    choosing the positions to commit (``select_ns``: reads the masked rows in place) and committing them (``commit_ns``: canvas write and their text).
     ``positions`` are answer positions (0 = the first answer token) committed in this step, with
     their token ids and text pieces; ``masked``: answer positions still masked after it."""
 

@@ -120,7 +120,8 @@ class DiffusionRecord(_M):
     first_readable_step: int | None
     final_ms: float = Field(description=_defined("final_ms"))
     step_forward_ms: list[float] = Field(description="per step: llama_decode of the whole canvas + llama_synchronize")
-    step_logits_ms: list[float] = Field(description="per step: the masked positions' logits read back")
+    step_logits_ms: list[float] = Field(description="per step: llama_get_logits, the logits buffer (selection reads the rows "
+                                                 "it needs in place)")
     step_select_ms: list[float] = Field(description="per step: sampling and confidences, choosing the positions")
     step_commit_ms: list[float] = Field(description="per step: the canvas written, the committed tokens' text")
     step_end_ms: list[float] = Field(description="per step: when it ended, since t0")

@@ -267,20 +267,20 @@ class DiffusionEngine(LlamaEngine):
                 a = perf_ns()
                 if rc != 0:
                     raise EngineFailed(f"llama_decode failed at diffusion step {step + 1} (code {rc}) in scenario {s.name}")
+                # row i predicts answer position i (the rows start where the masks are); read in place
                 view = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(answer, n_vocab))
-                rows = view[masked]  # row i predicts answer position i (the rows start where the masks are)
                 b = perf_ns()
                 count = plan.transfer_count(h.schedule, k, blk.steps, masked.size, st.eps, shares)
                 if st.algorithm == "origin":
                     p = count / masked.size if k < blk.steps - 1 else 1.0  # the block's last step: all that is left
                     chosen = np.flatnonzero(rng.random(masked.size) < p)
-                    ids = (picker.tokens(rows[chosen]) if picker is not None
-                           else plan.pick_greedy(rows[chosen], "origin", rng)[0])
+                    ids = (picker.tokens(view, masked[chosen]) if picker is not None
+                           else plan.pick_greedy(view, "origin", rng, masked[chosen])[0])
                 else:
                     if picker is not None:
-                        cand, conf = picker.pick(rows)
+                        cand, conf = picker.pick(view, masked)
                     else:
-                        cand, conf = plan.pick_greedy(rows, st.algorithm, rng)
+                        cand, conf = plan.pick_greedy(view, st.algorithm, rng, masked)
                     chosen = plan.choose(conf, count, st.confidence_threshold)
                     ids = cand[chosen]
                 c = perf_ns()
@@ -391,19 +391,19 @@ class _ChainPicker:
             (ctypes.c_char * (n * _TOKEN_DATA.itemsize)).from_address(addr), dtype=_TOKEN_DATA)
         return int(a.selected), cur
 
-    def tokens(self, rows: np.ndarray) -> np.ndarray:
+    def tokens(self, logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out = np.empty(len(rows), dtype=np.int64)
-        for i, row in enumerate(rows):
-            sel, cur = self._apply(row)
+        for i, r in enumerate(rows.tolist()):
+            sel, cur = self._apply(logits[r])
             out[i] = cur["id"][sel]
         return out
 
-    def pick(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pick(self, logits: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         toks = np.empty(len(rows), dtype=np.int64)
         conf = np.empty(len(rows), dtype=np.float64)
         alg = self.algorithm
-        for i, row in enumerate(rows):
-            sel, cur = self._apply(row)
+        for i, r in enumerate(rows.tolist()):
+            sel, cur = self._apply(logits[r])
             toks[i] = cur["id"][sel]
             p = cur["p"]
             if alg == "confidence":

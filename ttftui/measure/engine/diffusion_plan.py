@@ -117,13 +117,16 @@ def transfer_count(schedule: str, step: int, steps: int, masked: int, eps: float
     return masked // max(steps - step, 1)
 
 
-def pick_greedy(rows: np.ndarray, algorithm: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(token, confidence) per row of logits (float32, one row per masked position)."""
-    n = rows.shape[0]
+def pick_greedy(logits: np.ndarray, algorithm: str, rng: np.random.Generator,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(token, confidence) per row of ``logits`` (float32; only the rows ``rows`` when given: the
+    rows are gathered a few at a time, never all copied at once, which with a 150k vocabulary and a
+    long answer would be hundreds of MB a step)."""
+    n = logits.shape[0] if rows is None else len(rows)
     tokens = np.empty(n, dtype=np.int64)
     conf = np.empty(n, dtype=np.float64)
     for lo in range(0, n, ROWS_AT_ONCE):
-        r = rows[lo:lo + ROWS_AT_ONCE]
+        r = logits[lo:lo + ROWS_AT_ONCE] if rows is None else logits[rows[lo:lo + ROWS_AT_ONCE]]
         top = r.argmax(axis=1)
         m = r[np.arange(len(r)), top]
         e = np.exp(r - m[:, None])
