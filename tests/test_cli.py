@@ -34,7 +34,7 @@ def test_headless_real_run_writes_a_valid_report(tiny_config, tmp_path):
     assert "REAL engine llama.cpp" in proc.stderr
     rep = json.loads(out.read_text())
     jsonschema.validate(rep, SCHEMA)
-    assert rep["schema_version"] == 4 and rep["synthetic"] is False
+    assert rep["schema_version"] == 5 and rep["synthetic"] is False
     assert rep["model"]["quantization"] == "Q4_1" and rep["device"]["kind"] == "cpu"
     assert rep["session"]["status"] == "completed"
     assert [r["scenario"] for r in rep["runs"]] == ["a"] * 3 + ["b"] * 3

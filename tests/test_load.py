@@ -169,7 +169,7 @@ def load_session(tmp_path_factory):
 
 def test_closed_loop_keeps_n_requests_in_flight_and_reports_throughput(load_session):
     report, _, arrivals = load_session
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == 5
     assert len(arrivals) == (1 + 2) + (4 + 8) + 12  # every request reached the server, warm-ups included
     c1, c4 = report["load"]["c@c1"], report["load"]["c@c4"]
     assert (c1["mode"], c1["concurrency"], c1["sweep"], c1["n_requests"], c1["max_in_flight"]) == ("closed", 1, "c", 2, 1)

@@ -34,7 +34,7 @@ def remote_run(lcp_server, tmp_path_factory):
 @pytest.mark.model
 def test_a_server_is_profiled_with_the_clients_timing_points(remote_run):
     report, _ = remote_run
-    assert report["engine"] == "remote" and report["engine_host"] == "remote" and report["schema_version"] == 4
+    assert report["engine"] == "remote" and report["engine_host"] == "remote" and report["schema_version"] == 5
     assert report["device"]["kind"] == "remote" and "llama-cpp-python" in report["device"]["name"]
     assert report["load_ms"] is None and report["cold_ttft_ms"] is None  # no model load was seen
     assert len(report["runs"]) == 4

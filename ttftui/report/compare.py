@@ -50,7 +50,7 @@ from ttftui.report.schema import REPORT_KIND, SCHEMA_VERSION, Report, lenient, r
 COMPARE_METRICS: tuple[str, ...] = registry.names(compare=True)
 HIGHER_IS_BETTER = {m.name for m in registry.METRICS if m.higher_is_better}
 MAX_REPORT_BYTES = 256 * 1024 * 1024
-MIN_SCHEMA_VERSION = 1  # schemas 2 to 4 only added to schema 1: all four are read and compared
+MIN_SCHEMA_VERSION = 1  # schemas 2 to 5 only added to schema 1: all five are read and compared
 _MAX_INT_DIGITS = 19  # ttftui writes nothing bigger (byte counts); anything longer is not a report's
 _GATE = re.compile(r"(?:(?P<scenario>[A-Za-z0-9_.\-]+):)?(?P<metric>[a-z0-9_]+)\.(?P<stat>\w+)=(?P<pct>[^%]*)%?")
 _PCT = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")

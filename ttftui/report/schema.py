@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ttftui.core import registry
 from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelFacts
 
-SCHEMA_VERSION = 4  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
-# 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host)
+SCHEMA_VERSION = 5  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
+# 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host);
+# 5: diffusion models (diffusion, runs[].diffusion)
 REPORT_KIND = "ttftui.report"
 
 
