@@ -273,3 +273,38 @@ def test_html_and_compare_take_a_diffusion_report_beside_an_autoregressive_one(d
     rows = json.loads(r.stdout)
     text = json.dumps(rows)
     assert "ttft_ms" in text and "e2e_ms" in text
+
+
+@pytest.mark.parametrize("arch", ["dream", "llada"])
+def test_the_first_step_commits_what_each_positions_own_logits_say(arch, dream, llada):
+    """The logits row of answer position i is found for each position on its own (llama_get_logits_ith of
+    its batch index: the position before it for Dream, its own for LLaDA); the first step must commit
+    the arg-max of those rows at the positions they rank most confident."""
+    import threading
+
+    from ttftui.measure.engine.choose import llama_engine
+    from ttftui.measure.engine.llama import L
+
+    model = dream if arch == "dream" else llada
+    cfg = make_config(model={"path": str(model), "n_ctx": 256, "n_threads": 2}, diffusion={"schedule": "block",
+                      "block_length": 4, "steps": 16}, scenarios=[{"name": "d", "prompt_tokens": 20, "max_tokens": 16}])
+    eng = llama_engine(cfg, model)
+    try:
+        eng.load()
+        prep = eng.prepare(cfg.scenarios[0], 0)
+        events: list[Any] = []
+        eng.run(prep, 1, False, events.append, threading.Event())
+        first = next(e for e in events if isinstance(e, DiffusionStep))
+        # the canvas as it was before step 1, decoded again; each position's row read on its own
+        n_prompt = prep.prompt_tokens
+        eng._views["token"][n_prompt:n_prompt + 16] = eng.mask_id
+        assert L.llama_decode(eng.ctx, eng._batch) == 0
+        shift = 1 if eng.shift_logits else 0
+        rows = np.stack([np.ctypeslib.as_array(L.llama_get_logits_ith(eng.ctx, n_prompt + i - shift), shape=(eng.n_vocab,))
+                         for i in range(4)])  # the first block: answer positions 0..3
+        tokens, conf = plan.pick_greedy(rows, "confidence", np.random.default_rng(0))
+        want = plan.choose(conf, 1)  # block 1 of 4 positions over 4 steps: one a step
+        assert first.positions == tuple(want.tolist())
+        assert first.token_ids == tuple(tokens[want].tolist())
+    finally:
+        eng.close()

@@ -224,7 +224,7 @@ class DiffusionEngine(LlamaEngine):
         tok[n_prompt:n_canvas] = mask
         ans = tok[n_prompt:n_canvas]  # a view: committing writes straight into the batch
         want[:n_canvas] = 0
-        first_row = n_prompt - 1 if self.shift_logits else n_prompt  # logits only where masks are predicted
+        first_row = n_prompt - 1 if self.shift_logits else n_prompt  # the row that predicts answer position 0
         want[first_row:first_row + answer] = 1
         self._batch.n_tokens = n_canvas
         c1 = perf_ns()
@@ -267,8 +267,10 @@ class DiffusionEngine(LlamaEngine):
                 a = perf_ns()
                 if rc != 0:
                     raise EngineFailed(f"llama_decode failed at diffusion step {step + 1} (code {rc}) in scenario {s.name}")
-                # row i predicts answer position i (the rows start where the masks are); read in place
-                view = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(answer, n_vocab))
+                # Row i predicts answer position i. Without a KV cache llama_decode runs encode(), which
+                # outputs every canvas position whatever batch.logits says: the answer's rows start at
+                # batch index first_row, which llama_get_logits_ith finds either way. Read in place.
+                view = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, first_row), shape=(answer, n_vocab))
                 b = perf_ns()
                 count = plan.transfer_count(h.schedule, k, blk.steps, masked.size, st.eps, shares)
                 if st.algorithm == "origin":

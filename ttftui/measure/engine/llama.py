@@ -79,7 +79,7 @@ def system_info() -> str:
     return L.llama_print_system_info().decode("utf-8", errors="replace").strip()
 
 
-DIFFUSION_API = ("llama_model_is_diffusion", "llama_set_causal_attn", "llama_vocab_mask", "llama_get_logits")
+DIFFUSION_API = ("llama_model_is_diffusion", "llama_set_causal_attn", "llama_vocab_mask", "llama_get_logits_ith")
 
 
 def diffusion_support(architectures: tuple[str, ...]) -> dict[str, Any]:
