@@ -36,9 +36,10 @@ class Where:
         }.get(self.phase, self.phase)
 
 
-def where_next(last: Any, n_chunks: int | None) -> Where:
-    """The phase after ``last`` (a run's newest PhaseTimed or TokenEmitted; None: nothing yet), for a
-    run whose prompt takes ``n_chunks`` prefill chunks (None: not known)."""
+def where_next(last: Any, n_chunks: int | None, *, diffusion: bool = False) -> Where:
+    """The phase after ``last`` (a run's newest PhaseTimed, TokenEmitted or DiffusionStep; None:
+    nothing yet), for a run whose prompt takes ``n_chunks`` prefill chunks (None: not known), or of a
+    diffusion model (tokenize, canvas, then its steps)."""
     if last is None:
         return Where("tokenize")
     if isinstance(last, DiffusionStep):  # a diffusion model: the next denoising step
@@ -47,7 +48,7 @@ def where_next(last: Any, n_chunks: int | None) -> Where:
         return Where("decode", token_index=last.index + 1)
     if isinstance(last, PhaseTimed):
         if last.phase == "tokenize":
-            return Where("cache_prep")
+            return Where("canvas") if diffusion else Where("cache_prep")
         if last.phase == "canvas":
             return Where("diffusion_step", chunk=0)
         if last.phase == "cache_prep":

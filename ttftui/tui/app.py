@@ -352,8 +352,9 @@ class TtftApp(App[int]):
                                 telemetry_status=state.worker_telemetry_status.get(newest.started.worker))
         now = self.now_ns()
         # Rationed, a frame between full ones redraws only the panel that shows the run's progress
-        # (the stream, or the TTFT bar while the prefill runs): any other change on screen makes
-        # Textual re-composite everything between them (ttftui.tui.frames).
+        # (the stream, or the TTFT bar while the prefill runs, with a diffusion run's canvas beside
+        # it while its steps run): any other change on screen makes Textual re-composite everything
+        # between them (ttftui.tui.frames).
         rationed = self.rationed()
         start, full = self.frames.begin(throttled=rationed, force=force)
         with self.batch_update():
@@ -380,7 +381,7 @@ class TtftApp(App[int]):
                 self.w_telemetry.show(state, view)
                 table = self.w_table
                 table.setup(pcts, list(view.stats), with_baseline=table.baseline is not None,
-                            compact=bool(self._compact))
+                            compact=bool(self._compact), stats=view.stats)
                 table.show(view.stats, pcts)
                 self.w_alerts.show(full_state, self.n_rules)
                 self._share_rows()
@@ -388,6 +389,9 @@ class TtftApp(App[int]):
                 self.w_stream.show(state, True)
             else:  # runs finish only in full frames: the view (the scenario medians) is the last full frame's
                 self.w_ttft.show(state, view, now)
+                self._share_rows()  # the first run's bar and legend appear: room for them now, not at a full frame
+                if state.current is not None and state.current.steps:
+                    self.w_stream.show(state, True)  # a diffusion run's canvas fills before its first token
         # what the frame cost the UI thread is known once Textual has composited it and handed it over
         self.frames.spent(start, time.thread_time() - cpu0)
         line = self.frame_log.begin(start, now, state, full, self._newest_ns, self.frames.budget_from[1])

@@ -8,6 +8,7 @@ strings and is therefore never interpreted as markup (a token such as ``[bold]``
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,8 +16,11 @@ from rich.text import Text
 from textual.color import Color
 
 from ttftui.core import registry
+from ttftui.core.events import DiffusionStep, DiffusionTiming, TokenEmitted
 from ttftui.core.textsafe import visible
 from ttftui.tui.themes import ThemeFile
+
+MASKED_CELL = "░"  # a diffusion run's answer position still masked, one cell per position
 
 
 def component_label(key: str) -> str:
@@ -112,20 +116,24 @@ def legend(items: Sequence[tuple[str, str, float, float | None]], width: int) ->
     line = 0
     for label, color, ms, pct in items:
         piece = f"{label} {fmt_ms(ms)}" + (f" {pct:.1f}%" if pct is not None else "")
-        need = len(piece) + 3
+        need = len(piece) + 2  # "■ " and the piece; the two spaces after it may run past the edge
         if line and line + need > width:
             out.append("\n")
             line = 0
         out.append("■ ", style=color)
         out.append(piece)
         out.append("  ")
-        line += need
+        line += need + 2
     return out
 
 
-def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequence[float] = ()) -> list[Segment]:
+def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequence[float] = (),
+                       steps: Sequence[tuple[float, float]] = ()) -> list[Segment]:
     """Segments in phase order; the prefill segment (the engine's, or a server's by its own account)
-    is split into its chunks with alternating shades when there is more than one chunk."""
+    is split into its chunks with alternating shades when there is more than one chunk. A diffusion
+    run's ``steps`` ((forward, selection) ms each) replace its two step components: each step's
+    forward pass then its selection, every other step in the alternate shades, so the bar shows how
+    many steps the first readable token waited for."""
     c = theme.components
     segs: list[Segment] = []
     for key in (*(m.component for m in registry.components()), "pending"):
@@ -136,6 +144,14 @@ def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequen
             for i, ch in enumerate(chunks):
                 segs.append(Segment(key, ch, c.prefill if i % 2 == 0 else c.prefill_alt))
             continue
+        if key in ("step_forward", "step_select") and steps:
+            if key == "step_forward":  # both components, step by step
+                fwd, sel = component_colour(theme, "step_forward"), component_colour(theme, "step_select")
+                fwd_alt, sel_alt = alt_shade(theme, fwd), alt_shade(theme, sel)
+                for i, (f, s) in enumerate(steps):
+                    segs.append(Segment("step_forward", max(f, 0.0), fwd if i % 2 == 0 else fwd_alt))
+                    segs.append(Segment("step_select", max(s, 0.0), sel if i % 2 == 0 else sel_alt))
+            continue
         segs.append(Segment(key, max(ms, 0.0), component_colour(theme, key)))
     return segs
 
@@ -143,6 +159,72 @@ def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequen
 def component_colour(theme: ThemeFile, key: str) -> str:
     """A component's colour in the theme (a server's components borrow the engine's; "pending")."""
     return getattr(theme.components, "pending" if key == "pending" else registry.component_colour(key), "white")
+
+
+def alt_shade(theme: ThemeFile, color: str) -> str:
+    """The alternate shade of a component's colour, for every other chunk or step: the theme's
+    ``prefill_alt`` for its prefill colour, any other colour shifted the way ``prefill_alt`` is from
+    ``prefill`` (lighter or darker), so the themes need no new keys."""
+    c = theme.components
+    if color == c.prefill:
+        return c.prefill_alt
+    base = Color.parse(color)
+    lighter = Color.parse(c.prefill_alt).brightness >= Color.parse(c.prefill).brightness
+    return (base.lighten(0.15) if lighter else base.darken(0.15)).hex
+
+
+def readable_step(steps: Sequence[DiffusionStep], tokens: Sequence[TokenEmitted]) -> int | None:
+    """The 1-based step of a diffusion run that made its first token readable (None: none yet). The
+    token comes just before its step's event, at the same time: the steps before it are earlier."""
+    if not tokens:
+        return None
+    return bisect_left(steps, tokens[0].t_ns, key=lambda s: s.t_ns) + 1
+
+
+def steps_to_readable(steps: Sequence[DiffusionStep], tokens: Sequence[TokenEmitted]) -> int:
+    """How many of a run's steps so far are part of its TTFT: all of them until a token is readable,
+    then those up to the one that made it readable."""
+    k = readable_step(steps, tokens)
+    return len(steps) if k is None else min(k, len(steps))
+
+
+def live_step_parts(steps: Sequence[DiffusionStep]) -> list[tuple[float, float]]:
+    """(forward, selection) ms of each step; selection = logits read + choosing + committing, as in
+    the step_select component."""
+    return [(s.forward_ns / 1e6, (s.logits_ns + s.select_ns + s.commit_ns) / 1e6) for s in steps]
+
+
+def timing_step_parts(d: DiffusionTiming) -> list[tuple[float, float]]:
+    """(forward, selection) ms of a finished diffusion run's steps up to its first readable one."""
+    k = d.first_readable_step or len(d.step_forward_ns)
+    return [(d.step_forward_ns[i] / 1e6, (d.step_logits_ns[i] + d.step_select_ns[i] + d.step_commit_ns[i]) / 1e6)
+            for i in range(min(k, len(d.step_forward_ns)))]
+
+
+def step_colour(theme: ThemeFile, step: int, n_steps: int) -> str:
+    """A committed canvas cell's colour by the step that committed it: from the theme's primary colour
+    (the first step) to its accent (the last planned step), round the shorter way of the colour wheel
+    (a straight blend of blue and orange is grey in the middle, where steps would look alike)."""
+    t = min(max(step / (n_steps - 1) if n_steps > 1 else 0.0, 0.0), 1.0)
+    a, b = Color.parse(theme.textual.primary).hsl, Color.parse(theme.textual.accent).hsl
+    dh = (b.h - a.h + 0.5) % 1.0 - 0.5
+    return Color.from_hsl((a.h + dh * t) % 1.0, a.s + (b.s - a.s) * t, a.l + (b.l - a.l) * t).hex
+
+
+def canvas_legend(theme: ThemeFile, n_steps: int, width: int) -> Text:
+    """The canvas's colours: the step gradient, the masked cell, the first token's underline (in
+    fewer words on a narrow panel)."""
+    narrow = width < 54 + len(str(n_steps))
+    cells = 6 if narrow else 10
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("step 1 " if narrow else "committed at step 1 ")
+    for i in range(cells):
+        t.append("█", style=step_colour(theme, round(i * (n_steps - 1) / (cells - 1)), n_steps))
+    t.append(f" {n_steps} · ")
+    t.append(MASKED_CELL, style=theme.components.pending)
+    t.append(" masked · ")
+    t.append("1st token", style="underline")
+    return t
 
 
 def itl_style(theme: ThemeFile, ratio: float | None) -> str:

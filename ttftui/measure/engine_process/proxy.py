@@ -491,7 +491,9 @@ class HostedEngine(Engine):
     # ------------------------------------------------------------------ Engine API
     def load(self) -> LoadResult:
         self._where = {"phase": "load"}
-        return TypeAdapter(LoadResult).validate_python(self._call({"op": "load"})["load"])
+        loaded = TypeAdapter(LoadResult).validate_python(self._call({"op": "load"})["load"])
+        self._diffusion = loaded.diffusion is not None  # its runs go tokenize, canvas, steps
+        return loaded
 
     def prepare(self, scenario: Any, seed: int) -> PreparedScenario:
         self._where = {"phase": "prepare", "scenario": scenario.name}
@@ -588,7 +590,7 @@ class HostedEngine(Engine):
         w = self._where
         if w["phase"] != "run":
             return Where(w["phase"])
-        return where_next(self._last, w["n_chunks"])
+        return where_next(self._last, w["n_chunks"], diffusion=getattr(self, "_diffusion", False))
 
     def _hint(self, sig: str | None, phase: str) -> str:
         info = self.system_info or ""

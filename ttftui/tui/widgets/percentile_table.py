@@ -35,21 +35,31 @@ class PercentileTable(DataTable):
         self._widths: list[int] = []
         self.baseline: dict[str, dict[str, dict[str, float | None]]] | None = None
 
+    METRIC_W = 13
+    METRIC_W_MAX = 20
+
     def setup(self, percentiles: Sequence[float], scenario_names: Sequence[str] = (), with_baseline: bool = False,
-              compact: bool = False) -> None:
+              compact: bool = False, stats: dict[str, ScenarioStats] | None = None) -> None:
+        """``stats``: the metric column is widened for the labels of the rows they have (a diffusion
+        model's "steps to readable"), except on a small screen, where the numbers need the room."""
         cols = ("scenario", "metric", *(f"P{p:g}" for p in percentiles), "mean", "n")
         if with_baseline:
             cols = (*cols, "Δ P50 vs base")
         name_w = max([8, *(len(n) for n in scenario_names)])
         num_w = 7 if compact else self.NUM_W
-        spec = (cols, name_w, num_w)
+        metric_w = self.METRIC_W
+        if stats and not compact:
+            shown = {m for st in stats.values() for m, summ in st.metrics.items() if summ.n}
+            metric_w = min(max([metric_w, *(len(label) for m, label, _ in table_metrics() if m in shown)]),
+                           self.METRIC_W_MAX)
+        spec = (cols, name_w, num_w, metric_w)
         if spec == self._cols:
             return
         self.clear(columns=True)
         self._cells.clear()
         self._widths = []
         for c in cols:
-            width = (name_w if c == "scenario" else 13 if c == "metric" else 5 if c == "n"
+            width = (name_w if c == "scenario" else metric_w if c == "metric" else 5 if c == "n"
                      else 13 if c.startswith("Δ") else num_w)
             self._widths.append(width)
             self.add_column(Text(c if c in ("scenario", "metric") else c.rjust(width)), key=c, width=width)

@@ -34,7 +34,8 @@ class TTFTBar(Panel):
         live = cur is not None and not cur.tokens
         # While a phase runs only its elapsed time changes (the app draws about once a second then).
         last = state.runs.last()  # (its id too: a Ray engine host's view has its own ended runs)
-        return (cur and cur.run_id, cur and len(cur.phases), cur and bool(cur.tokens), len(state.runs),
+        return (cur and cur.run_id, cur and len(cur.phases), cur and bool(cur.tokens),
+                cur and R.steps_to_readable(cur.steps, cur.tokens), len(state.runs),
                 last and last.run_id,
                 now_ns // 1_000_000_000 if live else 0, self.theme_file and self.theme_file.name)
 
@@ -43,18 +44,18 @@ class TTFTBar(Panel):
         stats = view.stats
         width = max(self.content_size.width, 20)
         out = Text()
-        title, parts, chunks, total, note = _current_parts(state, view, now_ns)
+        title, parts, chunks, steps, total, note = _current_parts(state, view, now_ns)
         if parts is None:
             out.append("waiting for the first run…", style="dim")
         else:
             label = f"{title}  TTFT {R.fmt_ms(total)}{note}"
             out.append(label + "\n", style="bold")
-            out.append_text(R.stacked_bar(R.component_segments(th, parts, chunks), width, th.components.pending))
+            segs = R.component_segments(th, parts, chunks, steps)
+            out.append_text(R.stacked_bar(segs, width, th.components.pending))
             out.append("\n")
             denom = sum(v for v in parts.values()) or 1.0
-            items = [(R.component_label(k) + (f"×{len(chunks)}" if k in ("prefill", "server_prefill") and len(chunks) > 1
-                                              else ""),
-                      R.component_colour(th, k), v, v / denom * 100) for k, v in parts.items()]
+            items = [(_legend_label(k, len(chunks), len(steps)), R.component_colour(th, k), v, v / denom * 100)
+                     for k, v in parts.items()]
             out.append_text(R.legend(items, width))
         self.core_lines = out.plain.count("\n") + 1
         if stats:
@@ -101,8 +102,18 @@ def _sweep_view(view: SessionView, stats: dict[str, ScenarioStats]) -> tuple[dic
     return sweep_of, fam_max, fits
 
 
+def _legend_label(key: str, n_chunks: int, n_steps: int) -> str:
+    """A component's label; a split one says into how many parts ("prefill×4", "steps: forward×8")."""
+    if key in ("prefill", "server_prefill") and n_chunks > 1:
+        return f"{R.component_label(key)}×{n_chunks}"
+    if key == "step_forward" and n_steps:
+        return f"{R.component_label(key)}×{n_steps}"
+    return R.component_label(key)
+
+
 def _current_parts(state: SessionState, view: SessionView, now_ns: int):
-    """(title, components so far, prefill chunks, total ms, note) of the run to draw."""
+    """(title, components so far, prefill chunks, diffusion steps, total ms, note) of the run to draw.
+    A diffusion run's steps ((forward, selection) ms each) are those up to its first readable token."""
     cur = state.current
     if cur is not None and cur.phases:
         parts: dict[str, float] = {}
@@ -110,6 +121,10 @@ def _current_parts(state: SessionState, view: SessionView, now_ns: int):
         for p in cur.phases:
             k = "prefill" if p.phase == "prefill_chunk" else p.phase
             parts[k] = parts.get(k, 0.0) + p.duration_ns / 1e6
+        steps = R.live_step_parts(cur.steps[:R.steps_to_readable(cur.steps, cur.tokens)])
+        if steps:
+            parts["step_forward"] = sum(f for f, _ in steps)
+            parts["step_select"] = sum(s for _, s in steps)
         done = bool(cur.tokens)
         elapsed = (cur.tokens[0].dt_ns / 1e6) if done else max((now_ns - cur.started.t_ns) / 1e6, 0.0)
         accounted = sum(parts.values())
@@ -118,15 +133,15 @@ def _current_parts(state: SessionState, view: SessionView, now_ns: int):
             note = ""
         else:
             parts["pending"] = max(elapsed - accounted, 0.0)
-            note = f"  (so far; {_next_phase(cur)} running)"
+            note = f"  (so far; {_next_phase(cur, state.engine is not None and state.engine.diffusion is not None)} running)"
         title = f"run {cur.run_id} • {cur.scenario}" + (" (warm-up)" if cur.warmup else "")
-        return title, parts, chunks, elapsed, note
+        return title, parts, chunks, steps, elapsed, note
     last = next((r for r in reversed(state.runs) if r.metrics is not None), None)
     if last is None:
         if cur is not None:
             ms = max((now_ns - cur.started.t_ns) / 1e6, 0.0)
-            return f"run {cur.run_id} • {cur.scenario}", {"pending": ms}, [], ms, "  (starting)"
-        return "", None, [], 0.0, ""
+            return f"run {cur.run_id} • {cur.scenario}", {"pending": ms}, [], [], ms, "  (starting)"
+        return "", None, [], [], 0.0, ""
     m = last.metrics
     parts = {c.component: v for c in registry.components() if (v := m.value(c.name)) is not None}
     title = f"last run {m.run_id} • {m.scenario}" + (" (warm-up)" if m.warmup else "")
@@ -134,16 +149,21 @@ def _current_parts(state: SessionState, view: SessionView, now_ns: int):
         why = view.cold.get(m.run_id)
         if why:
             title += f" • COLD: {why}"
-    remote = last.finished.remote if last.finished is not None else None
+    fin = last.finished
+    remote = fin.remote if fin is not None else None
     chunks = list(m.prefill_chunks_ms) or (list(remote.server_chunks_ms) if remote is not None else [])
-    return title, parts, chunks, m.ttft_ms, ""
+    steps = R.timing_step_parts(fin.diffusion) if fin is not None and fin.diffusion is not None else []
+    return title, parts, chunks, steps, m.ttft_ms, ""
 
 
-def _next_phase(cur: RunState) -> str:
-    """What the run is computing now, from the last phase it finished (ttftui.analysis.phases)."""
+def _next_phase(cur: RunState, diffusion: bool = False) -> str:
+    """What the run is computing now, from the last event it finished (ttftui.analysis.phases): a
+    diffusion run's newest step, else its newest phase."""
     first = next((p for p in cur.phases if p.phase == "prefill_chunk"), None)
     n_chunks = -(-cur.started.prompt_tokens // max(1, first.n_tokens)) if first is not None and first.n_tokens else None
-    at = where_next(cur.phases[-1] if cur.phases else None, n_chunks)
+    at = where_next(cur.steps.last() or (cur.phases[-1] if cur.phases else None), n_chunks, diffusion=diffusion)
     if at.phase == "prefill_chunk":
         return f"prefill chunk {(at.chunk or 0) + 1}" + (f"/{at.n_chunks}" if at.n_chunks else "")
+    if at.phase == "diffusion_step":
+        return f"diffusion step {(at.chunk or 0) + 1}" + (f"/{at.n_chunks}" if at.n_chunks else "")
     return R.component_label(at.phase)
