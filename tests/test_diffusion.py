@@ -218,7 +218,7 @@ def test_headless_report_has_every_diffusion_figure_and_replay_rebuilds_it(dream
                     "steps_to_readable_count", "step_ms", "final_ms", "committed_tps"):
             assert metrics[key]["n"] == 2, (name, key)
     run = report["runs"][0]
-    assert run["diffusion"]["steps"] == len(run["diffusion"]["step_forward_ms"]) == 12
+    assert run["diffusion"]["steps"] == len(run["diffusion"]["per_step_forward_ms"]) == 12
     assert run["diffusion"]["first_readable_ms"] == run["ttft_ms"]
     fl = report["summary"]["d@front_loaded"]["metrics"]["steps_to_readable_count"]["p50"]
     assert fl == 1

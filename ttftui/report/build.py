@@ -117,9 +117,10 @@ def _diffusion(d: Any) -> DiffusionRecord:
         steps=len(d.step_forward_ns), answer_tokens=d.answer_tokens, canvas_tokens=d.canvas_tokens,
         canvas_ms=d.canvas_ns / 1e6, first_commit_ms=opt(d.first_commit_at_ns), first_commit_step=d.first_commit_step,
         first_readable_ms=opt(d.first_readable_at_ns), first_readable_step=d.first_readable_step,
-        final_ms=d.final_at_ns / 1e6, step_forward_ms=ms(d.step_forward_ns), step_logits_ms=ms(d.step_logits_ns),
-        step_select_ms=ms(d.step_select_ns), step_commit_ms=ms(d.step_commit_ns), step_end_ms=ms(d.step_end_at_ns),
-        step_commits=list(d.step_commits),
+        final_ms=d.final_at_ns / 1e6, per_step_forward_ms=ms(d.step_forward_ns),
+        per_step_logits_ms=ms(d.step_logits_ns), per_step_select_ms=ms(d.step_select_ns),
+        per_step_commit_ms=ms(d.step_commit_ns), per_step_end_ms=ms(d.step_end_at_ns),
+        per_step_commits=list(d.step_commits),
     )
 
 

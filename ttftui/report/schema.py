@@ -120,13 +120,13 @@ class DiffusionRecord(_M):
     first_readable_ms: float | None = Field(description="= ttft_ms: t0 -> the first answer position's text")
     first_readable_step: int | None
     final_ms: float = Field(description=_defined("final_ms"))
-    step_forward_ms: list[float] = Field(description="per step: llama_decode of the whole canvas + llama_synchronize")
-    step_logits_ms: list[float] = Field(description="per step: llama_get_logits, the logits buffer (selection reads the rows "
+    per_step_forward_ms: list[float] = Field(description="per step: llama_decode of the whole canvas + llama_synchronize")
+    per_step_logits_ms: list[float] = Field(description="per step: llama_get_logits, the logits buffer (selection reads the rows "
                                                  "it needs in place)")
-    step_select_ms: list[float] = Field(description="per step: sampling and confidences, choosing the positions")
-    step_commit_ms: list[float] = Field(description="per step: the canvas written, the committed tokens' text")
-    step_end_ms: list[float] = Field(description="per step: when it ended, since t0")
-    step_commits: list[int] = Field(description="per step: answer positions committed")
+    per_step_select_ms: list[float] = Field(description="per step: sampling and confidences, choosing the positions")
+    per_step_commit_ms: list[float] = Field(description="per step: the canvas written, the committed tokens' text")
+    per_step_end_ms: list[float] = Field(description="per step: when it ended, since t0")
+    per_step_commits: list[int] = Field(description="per step: answer positions committed")
 
 
 class RunRecord(_M):
