@@ -59,6 +59,8 @@ def fmt_num(v: float | None, unit: str) -> str:
         return f"{v:.2f}"
     if unit == "bytes":
         return fmt_bytes(v)
+    if unit == "count" and float(v).is_integer():
+        return f"{v:.0f}"
     return f"{v:.1f}"
 
 
