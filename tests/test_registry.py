@@ -82,7 +82,8 @@ def test_the_lists_views_read_are_the_registrys():
     assert COMPONENTS == ("tokenize", "cache_prep", "prefill", "first_sample", "first_detok")
     assert [m.component for m in registry.components()][-1] == "unaccounted"
     assert COMPARE_METRICS[0] == "ttft_ms" and "itl_ms" in COMPARE_METRICS and "unaccounted_pct" not in COMPARE_METRICS
-    assert HIGHER_IS_BETTER == {"prefill_tps", "decode_tps", "server_decode_tps", "committed_tps"}
+    assert HIGHER_IS_BETTER == {"prefill_tps", "decode_tps", "server_decode_tps", "committed_tps", "cached_tokens_count",
+                                "cache_hit_pct"}
     assert component_label("cache_prep") == "cache prep" and component_label("pending") == "running"
     assert list(DEFINITIONS)[:2] == ["t0", "ttft_ms"] and "clock" in DEFINITIONS
     names = [m.name for m in registry.METRICS]

@@ -208,6 +208,10 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
                      token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
     if fin.diffusion is not None:  # a diffusion model's run: steps instead of prefill and sampling
         extra.update(diffusion_figures(fin.diffusion, fin.ttft_ns))
+    if fin.conversation is not None:  # a conversation's turn: what its cache held
+        c = fin.conversation
+        extra.update(cached_tokens_count=float(c.cached_tokens), new_tokens_count=float(c.new_tokens),
+                     cache_hit_pct=c.cached_tokens / c.depth * 100.0 if c.depth > 0 else None)
     if fin.remote is not None:  # a server's run: its components are the remote ones
         extra.update(remote_figures(fin.remote))
         comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"

@@ -193,6 +193,19 @@ class ScenarioConfig(Strict):
                                                "with, its name is NAME@CELL")
     diffusion: DiffusionOverride | None = Field(None, description="a diffusion model's settings for this scenario "
                                                                   "(over the [diffusion] table's)")
+    # A conversation (kind = "conversation"): each turn sends the conversation so far plus a new user
+    # message of user_tokens, and the model answers max_tokens. It expands into one scenario per turn
+    # (and per cache setting), NAME@CACHE@tK, run turn after turn, conversation after conversation.
+    kind: Literal["single", "conversation"] = Field(
+        "single", description="single: one prompt per run; conversation: turns of a growing conversation")
+    turns: int | None = Field(None, ge=1, le=1024, description="conversation: turns per conversation")
+    user_tokens: int | None = Field(None, ge=1, description="conversation: tokens of each turn's new user message")
+    system_tokens: int = Field(0, ge=0, description="conversation: tokens of the system prompt every turn starts with")
+    cache: Literal["keep", "off"] | None = Field(
+        None, description="conversation: keep = the KV cache holds the conversation between turns and only the new "
+                          "tokens are evaluated; off = every turn from an empty cache; a list runs both")
+    conversation: str | None = Field(None, description="set for a conversation's turn: its conversation (NAME@CACHE)")
+    turn: int | None = Field(None, ge=1, description="set for a conversation's turn: 1-based")
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -205,7 +218,9 @@ class ScenarioConfig(Strict):
             raise ValueError("give either prompt or prompt_file, not both")
         if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt is empty")
-        if self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
+        if self.kind == "conversation":
+            self._check_conversation()
+        elif self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
             raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
@@ -214,6 +229,23 @@ class ScenarioConfig(Strict):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} applies to a load scenario (set concurrency or rate)")
         return self
+
+    def _check_conversation(self) -> None:
+        if self.turns is None or self.user_tokens is None:
+            raise ValueError('kind = "conversation" needs turns and user_tokens')
+        if self.prompt_tokens is not None or self.chat:
+            raise ValueError('kind = "conversation" builds its prompts from system_tokens, user_tokens and the '
+                             'answers: no prompt_tokens, no chat')
+        if self.is_load:
+            raise ValueError('kind = "conversation" runs turn after turn: no concurrency or rate')
+        if self.conversation is None or self.turn is None or self.cache is None:  # pragma: no cover - expanded
+            raise ValueError("a conversation's turns are expanded from it (set turns, user_tokens and cache)")
+
+    @property
+    def depth_before(self) -> int:
+        """A conversation turn's prompt tokens before its own user message: the system prompt and every
+        earlier turn's message and answer (answers of max_tokens: stop_at_eos may make them shorter)."""
+        return self.system_tokens + ((self.turn or 1) - 1) * ((self.user_tokens or 0) + self.max_tokens)
 
     @property
     def is_load(self) -> bool:
@@ -412,7 +444,8 @@ def expand_sweeps(data: Any) -> Any:
     for sc in data["scenarios"]:
         for x in _expand_lengths(sc):
             for y in _expand_load(x):
-                out.extend(_expand_schedules(y))
+                for z in _expand_schedules(y):
+                    out.extend(_expand_conversation(z))
     return {**data, "scenarios": out}
 
 
@@ -429,7 +462,11 @@ def _n_expanded(sc: Any) -> int:
     if isinstance(schedules, list):
         _bounded(f"scenario {str(sc.get('name'))[:40]!r}: diffusion.schedule = [...]", schedules)
     n_sched = len(schedules) if isinstance(schedules, list) else 1
-    return len(lists.get("prompt_tokens", [None])) * len(load) * n_sched
+    n_turns = 1
+    if sc.get("kind") == "conversation" and sc.get("turn") is None and isinstance(sc.get("turns"), int):
+        caches = sc.get("cache")
+        n_turns = min(max(sc["turns"], 1), 1024) * (len(caches) if isinstance(caches, list) else 1)
+    return len(lists.get("prompt_tokens", [None])) * len(load) * n_sched * n_turns
 
 
 def _distinct(sc: dict[str, Any], key: str, values: list[Any]) -> None:
@@ -444,6 +481,23 @@ def _expand_lengths(sc: Any) -> list[Any]:
         return [sc]
     _distinct(sc, "prompt_tokens", lengths)
     return [{**sc, "name": f"{sc.get('name')}@{n}", "prompt_tokens": n, "sweep": sc.get("name")} for n in lengths]
+
+
+def _expand_conversation(sc: Any) -> list[Any]:
+    """``kind = "conversation"``: one scenario per cache setting and turn, ``NAME@CACHE@tK``, each
+    remembering its conversation (``NAME@CACHE``, also its sweep: TTFT against the context's depth)
+    and turn. Already expanded turns (a recorded config) stay."""
+    if not isinstance(sc, dict) or sc.get("kind") != "conversation" or sc.get("turn") is not None:
+        return [sc]
+    turns = sc.get("turns")
+    caches = sc.get("cache", "keep")
+    caches = caches if isinstance(caches, list) else [caches]
+    if not isinstance(turns, int) or isinstance(turns, bool) or not 1 <= turns <= 1024:
+        return [{**sc, "cache": caches[0] if caches else None}]  # reported by the scenario's own validator
+    _distinct(sc, "cache", caches)
+    name = sc.get("name")
+    return [{**sc, "name": f"{name}@{c}@t{k}", "cache": c, "conversation": f"{name}@{c}", "turn": k,
+             "sweep": f"{name}@{c}"} for c in caches for k in range(1, turns + 1)]
 
 
 def _expand_schedules(sc: Any) -> list[Any]:

@@ -238,6 +238,24 @@ class DiffusionTiming:
 
 
 @dataclass(**_frozen)
+class ConversationTiming:
+    """A conversation's turn (``RunFinished.conversation``): its prompt is the conversation so far plus
+    a new user message. ``cached_tokens`` were taken from a cache (the engine's KV cache kept from the
+    last turn, or the server's own account), ``new_tokens`` evaluated; ``evaluated_tokens`` is how
+    many the engine itself counted (llama.cpp's ``n_p_eval``, a server's ``timings.prompt_n``)."""
+
+    conversation: str  # NAME@CACHE
+    turn: Int64  # 1-based
+    turns: Int64
+    cache: Literal["keep", "off"]
+    depth: Int64  # prompt tokens of this turn
+    cached_tokens: Int64
+    new_tokens: Int64
+    evaluated_tokens: Int64 | None = None
+    counted_by: str | None = None  # who counted evaluated_tokens: "llama.cpp", "server timings", ...
+
+
+@dataclass(**_frozen)
 class RemoteTiming:
     """A request to a server, on the client's clock (ns after t0 = just before the request was
     written; None: never happened) and, beside it, the server's own account as it sent it."""
@@ -326,6 +344,7 @@ class RunFinished:
     remote: RemoteTiming | None = None
     token_parts: TokenParts | None = None  # the local engine's decode breakdown
     diffusion: DiffusionTiming | None = None  # a diffusion model's steps (its prefill/sample fields are None)
+    conversation: ConversationTiming | None = None  # a conversation's turn
 
 
 @dataclass(**_frozen)
@@ -545,6 +564,7 @@ Event = Annotated[
 ]
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, DiffusionFacts, DiffusionStep, DiffusionTiming,
+             ConversationTiming,
              SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              EngineStalled, WorkerLost, SessionFinished):

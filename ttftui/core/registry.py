@@ -205,6 +205,14 @@ METRICS: tuple[Metric, ...] = (
            measured_only=True, in_help=False),
     Metric("committed_tps", "committed tok/s", "tps", "diffusion: answer positions / (final_ms - the first step's "
            "start) x 1000", measured_only=True, in_help=False, higher_is_better=True),
+    # A conversation's turn (kind = "conversation"): how much of its prompt came from a cache.
+    Metric("cached_tokens_count", "cached tokens", "count", "conversation: prompt tokens taken from a cache (the KV "
+           "cache kept from the last turn, or the server's own account) instead of evaluated", measured_only=True,
+           in_help=False, higher_is_better=True),
+    Metric("new_tokens_count", "new tokens", "count", "conversation: prompt tokens evaluated this turn (depth - "
+           "cached)", measured_only=True, in_help=False),
+    Metric("cache_hit_pct", "cache hit %", "pct", "conversation: cached_tokens_count / prompt tokens x 100",
+           measured_only=True, in_help=False, higher_is_better=True),
     _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
     _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
             compare=False),

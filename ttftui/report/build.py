@@ -25,6 +25,7 @@ from ttftui.core.sane import utf8_text
 from ttftui.report.schema import (
     AlertRecord,
     AlertStatus,
+    ConversationRecord,
     CrashRecord,
     DecodeBreakdown,
     DiffusionRecord,
@@ -93,6 +94,8 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
         medians = {k.removesuffix("_ns") + "_ms": v / 1e6 for k, v in dataclasses.asdict(tp).items() if k.endswith("_ns")}
         breakdown = DecodeBreakdown(n_tokens=tp.n, **_by_name(DecodeBreakdown, medians, m.extra))
     diffusion = _diffusion(fin.diffusion) if getattr(fin, "diffusion", None) is not None else None
+    conv = getattr(fin, "conversation", None)
+    conversation = ConversationRecord(**dataclasses.asdict(conv)) if conv is not None else None
     llama = LlamaCounters(**dataclasses.asdict(m.llama)) if m.llama is not None else None
     placed = {*RunRecord.model_fields, *(RemoteRecord.model_fields if remote else ()),
               *(DecodeBreakdown.model_fields if breakdown else ())}
@@ -101,7 +104,7 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     figures = {k: v for k, v in m.extra.items() if k not in placed and k not in telemetry}
     return RunRecord(
         **_by_name(RunRecord, dataclasses.asdict(m) | {"llama": llama, "remote": remote, "decode_breakdown": breakdown,
-                                                       "diffusion": diffusion}),
+                                                       "diffusion": diffusion, "conversation": conversation}),
         cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={**telemetry, **driver} or None, figures=figures,
         t_start_ms=m.t_start_ns / 1e6, worker=worker,

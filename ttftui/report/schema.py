@@ -21,7 +21,7 @@ from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelF
 
 SCHEMA_VERSION = 5  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host);
-# 5: diffusion models (diffusion, runs[].diffusion)
+# 5: diffusion models (diffusion, runs[].diffusion), conversations (runs[].conversation)
 REPORT_KIND = "ttftui.report"
 
 
@@ -129,6 +129,22 @@ class DiffusionRecord(_M):
     per_step_commits: list[int] = Field(description="per step: answer positions committed")
 
 
+class ConversationRecord(_M):
+    """A conversation's turn: the conversation so far plus a new user message, and how much of that
+    prompt came from a cache (also under ``figures``: cached_tokens_count, new_tokens_count, cache_hit_pct)."""
+
+    conversation: str = Field(description="NAME@CACHE: the conversation this turn belongs to")
+    turn: int
+    turns: int
+    cache: Literal["keep", "off"]
+    depth: int = Field(description="prompt tokens of this turn")
+    cached_tokens: int
+    new_tokens: int
+    evaluated_tokens: int | None = Field(description="prompt tokens evaluated as the engine itself counted them "
+                                                     "(llama.cpp's n_p_eval, a server's timings.prompt_n)")
+    counted_by: str | None
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -160,6 +176,7 @@ class RunRecord(_M):
     remote: RemoteRecord | None = Field(None, description="a run against a server (ttftui --url)")
     decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
     diffusion: DiffusionRecord | None = Field(None, description="a diffusion model's run, step by step")
+    conversation: ConversationRecord | None = Field(None, description="a conversation's turn (kind = conversation)")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
                           "prefill_samples / decode_samples: how many samples each phase's figures come from; "
