@@ -114,3 +114,40 @@ def exact_length_text(
                 if cand.strip() and count(cand) == n_tokens:
                     return cand
     raise PromptTooLong(f"scenario {name}: cannot build a prompt of exactly {n_tokens} tokens from its text")
+
+
+class _ContentOnly:
+    """A tokenizer whose ``tokenize`` is the text's own tokens (no BOS, no template): a message that
+    is appended to a conversation's tokens."""
+
+    def __init__(self, tok: PromptTokenizer):
+        self.tok = tok
+
+    def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        return self.tok.content_tokens(text, chat=False)
+
+    def content_tokens(self, text: str, *, chat: bool) -> list[int]:
+        return self.tok.content_tokens(text, chat=False)
+
+    def detokenize(self, tokens: list[int], *, chat: bool) -> str:
+        return self.tok.detokenize(tokens, chat=False)
+
+
+def conversation_messages(tok: PromptTokenizer, s: ScenarioConfig) -> tuple[str, list[str]]:
+    """A conversation's system prompt and its user messages, turn by turn: consecutive stretches of the
+    scenario's prose (the corpus by default), each exactly ``system_tokens`` / ``user_tokens`` tokens
+    as the text's own tokens (no BOS: they are appended to the conversation)."""
+    turns, n_user, n_sys = s.turns or 1, s.user_tokens or 1, s.system_tokens
+    content = tok.content_tokens(scenario_source_text(s), chat=False)
+    if not content:
+        raise PromptTooLong(f"scenario {s.name}: the prompt is empty")
+    need = n_sys + turns * n_user + 64 * (turns + 1)
+    stream = content * (need // len(content) + 1)
+    only = _ContentOnly(tok)
+    out: list[str] = []
+    at = 0
+    for n in ([n_sys] if n_sys else []) + [n_user] * turns:
+        source = tok.detokenize(stream[at:at + n + 32], chat=False)
+        out.append(exact_length_text(only, source, n, chat=False, name=s.name))
+        at += n + 32
+    return (out[0] if n_sys else ""), out[1:] if n_sys else out

@@ -78,12 +78,24 @@ class Plan:
     def is_load(self, name: str) -> bool:
         return plan_for(self.config.run, self.config.scenario(name)) is not None
 
+    def conversation(self, name: str) -> list[str]:
+        """The selected turns of the conversation ``name`` belongs to, in turn order (empty: not a
+        conversation's turn). A conversation runs as a whole: turn 1 to T, then the next one."""
+        fam = self.config.scenario(name).conversation
+        if fam is None:
+            return []
+        turns = [n for n in self.names if self.config.scenario(n).conversation == fam]
+        return sorted(turns, key=lambda n: self.config.scenario(n).turn or 0)
+
     def largest(self, prepared: dict[str, PreparedScenario]) -> PreparedScenario | None:
         """The scenario a ``largest_first`` warm-up runs: the largest prompt + answer of the plan
         (its buffers, KV depth and kernels are then paid for outside the statistics)."""
         if self.config.run.warmup_policy != "largest_first" or not self.names:
             return None
-        return max((prepared[n] for n in self.names), key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
+        single = [prepared[n] for n in self.names if not self.conversation(n)]  # a turn needs the ones before it
+        if not single:
+            return None
+        return max(single, key=lambda p: p.prompt_tokens + p.scenario.max_tokens)
 
     def rounds(self) -> tuple[list[str], list[str]]:
         """(scenarios run in interleaved rounds, scenarios run one after another): with
@@ -91,7 +103,7 @@ class Plan:
         follow in order; otherwise every scenario runs in order."""
         if self.config.run.order != "interleaved":
             return [], list(self.names)
-        rounds = [n for n in self.names if not self.is_load(n)]
+        rounds = [n for n in self.names if not self.is_load(n) and not self.conversation(n)]
         return rounds, [n for n in self.names if n not in rounds]
 
     def interleaved(self, preps: Sequence[PreparedScenario]) -> list[tuple[PreparedScenario, bool]]:

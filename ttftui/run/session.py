@@ -114,7 +114,11 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
         # a swept scenario's own name selects every scenario it was expanded into
         # (and a matrix scenario's name without its cell, every cell's)
         group = [s.name for s in config.scenarios
-                 if n in (s.name, s.sweep, s.load, s.name.removesuffix(f"@{s.cell}") if s.cell else None)]
+                 if n in (s.name, s.sweep, s.load, s.name.removesuffix(f"@{s.cell}") if s.cell else None)
+                 or (s.conversation and n == s.conversation.rsplit("@", 1)[0])]
+        # a conversation's turn needs the turns before it: choosing one chooses its whole conversation
+        convs = {config.scenario(g).conversation for g in group} - {None}
+        group += [s.name for s in config.scenarios if s.conversation in convs and s.name not in group]
         if not group:
             raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
         chosen.extend(g for g in group if g not in chosen)
@@ -302,15 +306,27 @@ class SessionRunner:
         rounds, in_order = plan.rounds()
         if rounds:
             self._run_interleaved(engine, [prepared[n] for n in rounds])
+        done: set[str] = set()
         for name in in_order:
             if c.stop.is_set():
                 break
+            turns = plan.conversation(name)
+            if turns:  # a conversation: all its turns, in order, conversation after conversation
+                if turns[0] not in done:
+                    done.add(turns[0])
+                    self._run_conversation(engine, [prepared[n] for n in turns])
+                continue
             self._run_scenario(engine, prepared[name])
         for name in self._rerun_requests():
-            plan.add(plan.runs_of(name))
-            if name not in prepared:
-                prepared[name] = engine.prepare(self.config.scenario(name), self.config.run.seed)
-            self._run_scenario(engine, prepared[name])
+            turns = plan.conversation(name) or [name]
+            for n in turns:
+                if n not in prepared:
+                    prepared[n] = engine.prepare(self.config.scenario(n), self.config.run.seed)
+            plan.add(sum(plan.runs_of(n) for n in turns))
+            if len(turns) > 1 or self.config.scenario(name).conversation:
+                self._run_conversation(engine, [prepared[n] for n in turns])
+            else:
+                self._run_scenario(engine, prepared[name])
 
     def _run_on_hosts(self, hosts: HostsExecutor) -> None:
         """Engine hosts run the plan's scenarios, then each re-run asked for, the same way."""
@@ -364,6 +380,22 @@ class SessionRunner:
                 self.plan.drop(total - k)  # the runs the skip left out
                 break
             self.one_run(engine.clock, engine.run, prep, all_warmup or k < self.config.run.warmup)
+
+    def _run_conversation(self, engine: Engine, turns: list[PreparedScenario]) -> None:
+        """A conversation's turns in order, run.warmup conversations (warm-up) then run.iterations. A
+        skip leaves out the rest of the conversation and the ones after it."""
+        c = self.controls
+        rc = self.config.run
+        c.skip_scenario.clear()
+        total = rc.warmup + rc.iterations
+        for k in range(total):
+            for j, prep in enumerate(turns):
+                if not self._between_runs():
+                    return
+                if c.skip_scenario.is_set():
+                    self.plan.drop((total - k) * len(turns) - j)  # the turns the skip left out
+                    return
+                self.one_run(engine.clock, engine.run, prep, k < rc.warmup)
 
     def _between_runs(self) -> bool:
         """Wait while paused, then the untimed pause before every run but the session's first;

@@ -35,7 +35,7 @@ from ttftui.measure.engine.llama import _FLASH, L, LlamaEngine  # llama_cpp befo
 import numpy as np  # noqa: E402, I001
 
 from ttftui.core.config import DiffusionConfig, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
-from ttftui.core.errors import EngineFailed, ModelLoadFailed, PromptTooLong
+from ttftui.core.errors import ConfigError, EngineFailed, ModelLoadFailed, PromptTooLong
 from ttftui.core.events import DiffusionFacts, DiffusionStep, DiffusionTiming, PhaseTimed, RunFinished, TokenEmitted
 from ttftui.measure.engine import diffusion_plan as plan
 from ttftui.measure.engine.diffusion_plan import DIFFUSION_ARCHITECTURES
@@ -154,6 +154,9 @@ class DiffusionEngine(LlamaEngine):
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
+        if scenario.kind == "conversation":
+            raise ConfigError(f"scenario {scenario.name}: conversations run on autoregressive models; a diffusion "
+                              "model regenerates its whole canvas every turn")
         template = None
         if scenario.chat:
             template = L.llama_model_chat_template(self.model, None)

@@ -27,11 +27,20 @@ from typing import Any
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
 from ttftui.core.errors import EngineFailed, ModelLoadFailed, PromptTooLong
-from ttftui.core.events import DeviceFacts, LlamaPerf, ModelFacts, PhaseTimed, RunFinished, TokenEmitted, token_parts
-from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunStopped
+from ttftui.core.events import (
+    ConversationTiming,
+    DeviceFacts,
+    LlamaPerf,
+    ModelFacts,
+    PhaseTimed,
+    RunFinished,
+    TokenEmitted,
+    token_parts,
+)
+from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped
 from ttftui.measure.engine.llama_facts import build_kind, repack_choice
 from ttftui.measure.gguf import GGUFHeader, read_header
-from ttftui.measure.prompts import build_prompt
+from ttftui.measure.prompts import build_prompt, check_fits, conversation_messages
 
 try:  # imported lazily by select_engine(); a missing or broken build falls back to synthetic
     import llama_cpp as L  # the engine: loaded where a llama engine runs, never in its parent
@@ -111,9 +120,33 @@ _FLASH = {"auto": -1, "off": 0, "on": 1}
 
 
 @dataclass
+class _Turn:
+    """A conversation's turn: its place in the conversation, and its new user message's buffer."""
+
+    conversation: str
+    turn: int
+    turns: int
+    cache: str  # keep | off
+    prefix: list[int]  # BOS (if the model wants one) and the system prompt's tokens
+    user_buf: Any  # llama_token array the timed tokenize fills
+
+
+@dataclass
+class _Conversation:
+    """A conversation so far, as this engine holds it: its last prompt and answer, how many of those
+    tokens the KV cache holds (the last answer token is sampled, never decoded), the last turn done."""
+
+    prompt: list[int]
+    answer: list[int]
+    in_cache: int = 0
+    done: int = 0
+
+
+@dataclass
 class _Handle:
     sampler: Any
     chat_template: bytes | None
+    turn: _Turn | None = None
 
 
 class LlamaEngine(Engine):
@@ -136,6 +169,8 @@ class LlamaEngine(Engine):
         self._tokens = None
         self.repack: bool | None = None
         self.repack_reason: str | None = None
+        self._conversations: dict[str, _Conversation] = {}
+        self._messages: dict[str, tuple[str, list[str]]] = {}  # a conversation's system prompt and user messages
 
     # ---------------------------------------------------------------- load
     def load(self) -> LoadResult:
@@ -316,6 +351,8 @@ class LlamaEngine(Engine):
 
     # ---------------------------------------------------------------- prepare
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
+        if scenario.kind == "conversation":
+            return self._prepare_turn(scenario, seed)
         template = None
         if scenario.chat:
             template = L.llama_model_chat_template(self.model, None)
@@ -325,6 +362,45 @@ class LlamaEngine(Engine):
         self._reserve(n + 16)
         sampler = self._make_sampler(scenario, seed)
         return PreparedScenario(scenario, text, n, _Handle(sampler, template))
+
+    def _prepare_turn(self, s: ScenarioConfig, seed: int) -> PreparedScenario:
+        """A conversation's turn: its user message (exactly user_tokens), and the prompt it will have
+        (the system prompt, every earlier turn's message and answer, this message)."""
+        tok = self._Tok(self, None)
+        key = s.conversation or s.name
+        if key not in self._messages:
+            self._messages[key] = conversation_messages(tok, s)
+        system, users = self._messages[key]
+        prefix = tok.tokenize("", chat=False) + (tok.content_tokens(system, chat=False) if system else [])
+        depth = len(prefix) - s.system_tokens + s.depth_before + (s.user_tokens or 0)
+        check_fits(s.name, depth, s.max_tokens, self.config.model.n_ctx)
+        user = users[(s.turn or 1) - 1]
+        turn = _Turn(key, s.turn or 1, s.turns or 1, s.cache or "keep", prefix, (L.llama_token * ((s.user_tokens or 0) + 16))())
+        return PreparedScenario(s, user, depth, _Handle(self._make_sampler(s, seed), None, turn))
+
+    def _turn_prompt(self, t: _Turn, n_user: int, mem: Any, name: str) -> tuple[int, int]:
+        """Put turn ``t``'s prompt (the conversation so far + its message) in the token buffer and the
+        cache in the state the turn's setting wants: (prompt tokens, tokens the cache keeps)."""
+        conv = self._conversations.get(t.conversation)
+        if t.turn == 1:
+            conv = self._conversations[t.conversation] = _Conversation(list(t.prefix), [])
+            prompt = conv.prompt + list(t.user_buf[:n_user])
+        elif conv is None or conv.done != t.turn - 1:
+            raise RunError(f"conversation {t.conversation}: turn {t.turn} needs turn {t.turn - 1} just before it")
+        else:
+            prompt = conv.prompt + conv.answer + list(t.user_buf[:n_user])
+        n = len(prompt)
+        if n + 1 > self.config.model.n_ctx:
+            raise PromptTooLong(f"scenario {name}: the conversation has {n} tokens, more than n_ctx allows")
+        self._reserve(n)
+        self._tokens[:n] = prompt
+        keep = conv.in_cache if (t.cache == "keep" and t.turn > 1) else 0
+        if keep:
+            L.llama_memory_seq_rm(mem, 0, keep, -1)  # drop whatever followed the kept prefix
+        else:
+            L.llama_memory_clear(mem, False)
+        conv.prompt, conv.answer, conv.in_cache = prompt, [], 0
+        return n, keep
 
     def _make_sampler(self, s: ScenarioConfig, seed: int) -> Any:
         """llama.cpp's own sampler chain, built once per scenario and reset before each run."""
@@ -361,27 +437,41 @@ class LlamaEngine(Engine):
         batch1 = L.llama_batch_get_one(one, 1)
         L.llama_sampler_reset(h.sampler)
         L.llama_perf_context_reset(ctx)
+        turn = h.turn  # a conversation's turn: its answer is kept for the next turn's prompt
+        if turn is not None:
+            answer: list[int] = []
+            publish = _keeping_tokens(publish, answer)
 
         # ---- t0: the request starts. Everything up to the first token's text is TTFT.
         t0 = perf_ns()
-        if h.chat_template is not None:
-            text = self._render_chat(h.chat_template, text)
-        n_prompt = L.llama_tokenize(vocab, text, len(text), self._tokens, self._n_tokens_cap, True, h.chat_template is not None)
+        if turn is not None:  # the new user message (the rest of the conversation is tokens already)
+            n_user = L.llama_tokenize(vocab, text, len(text), turn.user_buf, len(turn.user_buf), False, False)
+            n_tok = n_user
+        else:
+            if h.chat_template is not None:
+                text = self._render_chat(h.chat_template, text)
+            n_tok = n_prompt = L.llama_tokenize(vocab, text, len(text), self._tokens, self._n_tokens_cap, True,
+                                                h.chat_template is not None)
         t1 = perf_ns()
-        publish(PhaseTimed(t_ns=clock.rel(t1), run_id=run_id, phase="tokenize", duration_ns=t1 - t0, n_tokens=n_prompt))
-        if n_prompt <= 0:
-            raise PromptTooLong(f"scenario {s.name}: the prompt tokenized to {n_prompt} tokens")
+        publish(PhaseTimed(t_ns=clock.rel(t1), run_id=run_id, phase="tokenize", duration_ns=t1 - t0, n_tokens=n_tok))
+        if n_tok <= 0:
+            raise PromptTooLong(f"scenario {s.name}: the prompt tokenized to {n_tok} tokens")
 
         t2s = perf_ns()
-        L.llama_memory_clear(mem, False)  # forget every cell: no silent prefix reuse, the whole prompt is prefilled
+        if turn is None:
+            L.llama_memory_clear(mem, False)  # forget every cell: no silent prefix reuse, the whole prompt is prefilled
+            n_keep = 0
+        else:  # the conversation's prompt; with cache = keep, the cells of the last turn stay
+            n_prompt, n_keep = self._turn_prompt(turn, n_user, mem, s.name)
         t2 = perf_ns()
-        publish(PhaseTimed(t_ns=clock.rel(t2), run_id=run_id, phase="cache_prep", duration_ns=t2 - t2s))
+        publish(PhaseTimed(t_ns=clock.rel(t2), run_id=run_id, phase="cache_prep", duration_ns=t2 - t2s,
+                           n_tokens=n_keep if turn is not None else None))
 
         chunks: list[int] = []
         chunk_tokens: list[int] = []
         base = ctypes.addressof(self._tokens)
         tok_size = ctypes.sizeof(L.llama_token)
-        for i in range(0, n_prompt, n_batch):
+        for i in range(n_keep, n_prompt, n_batch):
             if stop.is_set():
                 raise RunStopped()
             m = min(n_batch, n_prompt - i)
@@ -440,6 +530,14 @@ class LlamaEngine(Engine):
         t_end = prev
         p = L.llama_perf_context(ctx)
         perf = LlamaPerf(t_p_eval_ms=p.t_p_eval_ms, n_p_eval=p.n_p_eval, t_eval_ms=p.t_eval_ms, n_eval=p.n_eval)
+        conversation = None
+        if turn is not None:
+            conv = self._conversations[turn.conversation]
+            conv.answer, conv.in_cache, conv.done = answer, n_prompt + max(n_out - 1, 0), turn.turn
+            conversation = ConversationTiming(
+                conversation=turn.conversation, turn=turn.turn, turns=turn.turns, cache=turn.cache,  # type: ignore[arg-type]
+                depth=n_prompt, cached_tokens=n_keep, new_tokens=n_prompt - n_keep, evaluated_tokens=p.n_p_eval,
+                counted_by="llama.cpp (n_p_eval)")
         return RunFinished(
             t_ns=clock.rel(t_end), run_id=run_id, scenario=s.name, warmup=warmup,
             n_prompt_tokens=n_prompt, n_output_tokens=n_out,
@@ -447,7 +545,7 @@ class LlamaEngine(Engine):
             tokenize_ns=t1 - t0, cache_prep_ns=t2 - t2s, prefill_ns=sum(chunks),
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(chunk_tokens),
             first_sample_ns=s1 - s0, first_detok_ns=first_detok_ns,
-            stop_reason=stop_reason, llama_perf=perf, token_parts=token_parts(parts),
+            stop_reason=stop_reason, llama_perf=perf, token_parts=token_parts(parts), conversation=conversation,
         )
 
     def close(self) -> None:
@@ -460,6 +558,17 @@ class LlamaEngine(Engine):
         if self.model:
             L.llama_model_free(self.model)
             self.model = None
+
+
+def _keeping_tokens(publish: Publish, into: list[int]) -> Publish:
+    """``publish`` that also keeps each output token's id (a conversation's answer, for its next turn)."""
+
+    def keep(ev: Any) -> None:
+        if type(ev) is TokenEmitted:
+            into.append(ev.token_id)
+        publish(ev)
+
+    return keep
 
 
 def _decode(ctx: Any, batch: Any, scenario: str, token: int | None = None) -> tuple[int, int]:

@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, replace
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig
-from ttftui.core.events import DeviceFacts, ModelFacts, PhaseTimed, RunFinished, TokenEmitted
+from ttftui.core.events import ConversationTiming, DeviceFacts, ModelFacts, PhaseTimed, RunFinished, TokenEmitted
 from ttftui.measure.engine.base import Clock, Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.measure.prompts import check_fits, corpus_text, scenario_source_text
 
@@ -130,7 +130,9 @@ class SyntheticEngine(Engine):
 
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
         n = scenario.prompt_tokens
-        if n is None:  # no tokenizer here: estimate from the text, about 4 characters a token
+        if scenario.kind == "conversation":  # the conversation so far + this turn's message
+            n = scenario.depth_before + (scenario.user_tokens or 0)
+        elif n is None:  # no tokenizer here: estimate from the text, about 4 characters a token
 
             n = max(1, len(scenario_source_text(scenario)) // 4)
         check_fits(scenario.name, n, scenario.max_tokens, self.config.model.n_ctx)
@@ -146,11 +148,15 @@ class SyntheticEngine(Engine):
         publish(PhaseTimed(t_ns=t, run_id=run_id, phase="tokenize", duration_ns=tok_ns, n_tokens=n))
         prep_ns = self._j(c.cache_prep_ms)
         t = self._at(t + prep_ns)
-        publish(PhaseTimed(t_ns=t, run_id=run_id, phase="cache_prep", duration_ns=prep_ns))
+        # a conversation's turn with cache = keep: the last turn's prompt and answer (but its last token)
+        # stay cached, the rest is prefilled
+        keep = (n - (s.user_tokens or 0) - 1) if (s.kind == "conversation" and s.cache == "keep" and (s.turn or 1) > 1) else 0
+        publish(PhaseTimed(t_ns=t, run_id=run_id, phase="cache_prep", duration_ns=prep_ns,
+                           n_tokens=keep if s.kind == "conversation" else None))
         chunks: list[int] = []
         sizes: list[int] = []
         nb = self.config.model.n_batch
-        for d in range(0, n, nb):
+        for d in range(keep, n, nb):
             if stop.is_set():
                 raise RunStopped()
             m = min(nb, n - d)
@@ -195,4 +201,7 @@ class SyntheticEngine(Engine):
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(sizes),
             first_sample_ns=sample_ns, first_detok_ns=ttft_t - t_sample_end,
             stop_reason=stop_reason, llama_perf=None,
+            conversation=None if s.kind != "conversation" else ConversationTiming(
+                conversation=s.conversation or s.name, turn=s.turn or 1, turns=s.turns or 1,
+                cache=s.cache or "keep", depth=n, cached_tokens=keep, new_tokens=n - keep),  # type: ignore[arg-type]
         )
