@@ -4,7 +4,9 @@ and nothing fetched, so it opens offline and can be mailed or attached to a CI r
 Sections: the session's facts (real or SYNTHETIC first), the TTFT breakdown of every scenario (a
 stacked bar of component medians), TTFT and ITL distributions, one run's token timeline (its TTFT
 phases, then every token's gap), telemetry over the session with each run's prefill and decode
-shaded, the percentile tables, load, sweeps, alerts and goodput, failures. ``compare_html`` renders
+shaded, the percentile tables, load, sweeps, alerts and goodput, failures. A session with
+conversations (``runs[].conversation``) also has TTFT against the turn, one line per conversation
+(NAME@CACHE: keep and off side by side), and per turn its depth and what the cache held. ``compare_html`` renders
 ``ttftui compare``'s result: per metric the ratio, its significance and the verdict.
 
 Everything that came from the report (names, messages, text) is escaped: a report is input from
@@ -80,6 +82,14 @@ def fmt(v: Any, unit: str = "ms") -> str:
     return esc(v)
 
 
+def fmt_count(v: Any) -> str:
+    """A count as a whole number where it is one ("1,024"), else as ``fmt`` writes it (a median
+    between two counts: "64.5")."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and float(v).is_integer():
+        return f"{int(v):,}"
+    return fmt(v, "count")
+
+
 def component_colour(key: str) -> str:
     return COLOURS.get(registry.component_colour(key), "#999999")
 
@@ -138,15 +148,18 @@ def _axis_x(x0: float, x1: float, y: float, lo: float, hi: float, unit: str) -> 
     return "".join(out)
 
 
-def stacked_bars(rows: Sequence[tuple[str, list[tuple[str, float, str]]]], unit: str = "ms") -> str:
-    """One horizontal stacked bar per row: (label, [(part, value, colour), ...]), on one scale."""
-    label_w, h, gap = 150, 18, 8
+def stacked_bars(rows: Sequence[tuple[str, list[tuple[str, float, str]]]], unit: str = "ms",
+                 label_chars: int = 24) -> str:
+    """One horizontal stacked bar per row: (label, [(part, value, colour), ...]), on one scale; a
+    label is cut at ``label_chars`` characters (the label column is as wide as that needs)."""
+    label_chars = max(24, min(int(label_chars), 48))
+    label_w, h, gap = (150 if label_chars <= 24 else 6.4 * label_chars + 12), 18, 8
     total = max((sum(v for _, v, _ in parts) for _, parts in rows), default=0.0) or 1.0
     plot_w = W - label_w - 70
     body = []
     for i, (label, parts) in enumerate(rows):
         y = i * (h + gap) + 4
-        body.append(_text(0, y + 13, label[:24]))
+        body.append(_text(0, y + 13, label[:label_chars]))
         x = float(label_w)
         for name, v, colour in parts:
             w = v / total * plot_w
@@ -291,8 +304,12 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
         parts.append(f'<p class="bad">{n_beyond:,} number{"s" if n_beyond != 1 else ""} in this report '
                      f'{"are" if n_beyond != 1 else "is"} larger than any measurement (beyond ±{MAX_NUMBER:g}): '
                      'shown as – and left out of the plots</p>')
+    convs = conversation_turns(runs)
     say("TTFT breakdown")
-    parts.append(_breakdown(summary))
+    parts.append(_breakdown(summary, convs))
+    if convs:
+        say("conversations")
+        parts.append(_conversations(runs, summary, convs))
     say("distributions")
     parts.append(_distributions(runs, summary))
     say("token timeline")
@@ -303,7 +320,7 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
     parts.append(_percentiles(rep, summary))
     parts.append(_load(rep.get("load") or {}))
     parts.append(_hosts(rep.get("hosts") or {}))
-    parts.append(_sweeps(rep.get("sweeps") or {}))
+    parts.append(_sweeps(rep.get("sweeps") or {}, convs))
     parts.append(_alerts(rep, summary))
     parts.append(_failures(rep))
     parts.append(_config(rep))
@@ -379,17 +396,168 @@ def _component_bar(med: dict[str, Any], used: dict[str, str]) -> list[tuple[str,
     return bar
 
 
-def _breakdown(summary: dict[str, Any]) -> str:
+def _breakdown(summary: dict[str, Any], convs: dict[str, dict[int, str]] | None = None) -> str:
+    """Every scenario's component medians on one scale; a conversation's turn says beside its name
+    what the cache held ("chat@keep@t3 · 159 cached + 65 new", the medians of its counted runs)."""
+    turns = {sc for by_turn in (convs or {}).values() for sc in by_turn.values()}
     rows = []
     used: dict[str, str] = {}
     for name, s in summary.items():
         bar = _component_bar(s.get("component_medians_ms") or {}, used)
         if bar:
-            rows.append((str(name), bar))
+            label = str(name)
+            if name in turns:
+                cached, new = _pct(s, "cached_tokens_count", "p50"), _pct(s, "new_tokens_count", "p50")
+                if cached is not None or new is not None:
+                    label += f" · {fmt_count(cached)} cached + {fmt_count(new)} new"
+            rows.append((label, bar))
     if not rows:
         return '<h2 id="breakdown">TTFT breakdown</h2><p class="dim">no counted runs</p>'
+    width = max(len(label) for label, _ in rows)
     return ('<h2 id="breakdown">TTFT breakdown</h2><p class="dim">median of each component per scenario, one '
-            'scale; hover a part for its value</p>' + stacked_bars(rows) + legend(used.items()))
+            'scale; hover a part for its value' + ('; a conversation\'s turn: the prompt tokens its cache held '
+                                                  'and the new ones evaluated' if turns else '') + '</p>'
+            + stacked_bars(rows, label_chars=width if turns else 24) + legend(used.items()))
+
+
+# ---------------------------------------------------------------------- conversations
+# one colour per conversation, in the order they ran (keep and off of one NAME next to each other)
+CONVERSATION_COLOURS = ("#3c78d8", "#e69138", "#6aa84f", "#c27ba0", "#8e7cc3", "#76a5af", "#cc0000", "#1d2733")
+
+
+def _count(v: Any) -> int | None:
+    """A whole number from a report (a count, a turn), or None: a bool, a float that is no whole
+    number, anything else is not one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return None
+
+
+def conversation_turns(runs: list[dict[str, Any]]) -> dict[str, dict[int, str]]:
+    """Conversation (NAME@CACHE) -> turn -> the scenario that ran it, from the runs' ``conversation``
+    records, conversations in the order they first ran and turns in order. A turn two scenarios claim
+    (a report from elsewhere) is the first one's."""
+    out: dict[str, dict[int, str]] = {}
+    for r in runs:
+        c = r.get("conversation")
+        if not isinstance(c, dict) or r.get("scenario") is None:
+            continue
+        turn = _count(c.get("turn"))
+        if turn is None or turn < 1 or c.get("conversation") is None:
+            continue
+        out.setdefault(str(c["conversation"]), {}).setdefault(turn, str(r["scenario"]))
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def _turn_depth(runs: list[dict[str, Any]], scenario: str) -> float | None:
+    """A turn's depth (its prompt tokens): the median of its counted runs' (of all its runs' when none
+    was counted)."""
+    mine = [r for r in runs if r.get("scenario") == scenario and isinstance(r.get("conversation"), dict)]
+    for rs in ([r for r in mine if r.get("counted")], mine):
+        ds = [d for r in rs
+              if isinstance(d := r["conversation"].get("depth"), (int, float)) and not isinstance(d, bool)]
+        if ds:
+            return median(ds)
+    return None
+
+
+def conversation_plot(lines: Sequence[tuple[str, str, list[tuple[int, float | None, float | None, float | None]]]],
+                      unit: str = "ms") -> str:
+    """TTFT against the turn: per conversation (name, colour, [(turn, p50, low, high), ...]) a line
+    through its turns' medians (a turn without one breaks it) and a light band from low to high (a
+    whisker where a turn stands alone). x: turn 1..T; y: from 0."""
+    height, top, bottom, left = 220, 10, 34, 60
+    plot_w, plot_h = W - left - 14, height - top - bottom
+    pts = [(t, m, lo, hi) for _, _, ps in lines for t, m, lo, hi in ps]
+    ys = [v for _, m, lo, hi in pts for v in (m, lo, hi) if v is not None and math.isfinite(v)]
+    if not ys:
+        return _svg(W, 24, _text(0, 16, "TTFT against the turn: no counted runs"), "TTFT against the turn")
+    t_max = max(t for t, *_ in pts)
+    ymax = max(max(ys), 0.0) or 1.0
+    ymin = min(min(ys), 0.0)
+    x0, x1 = 0.5, t_max + 0.5  # each turn in the middle of its slot
+    sx = lambda t: _c(left + (t - x0) / (x1 - x0) * plot_w)  # noqa: E731
+    sy = lambda v: _c(top + plot_h - (v - ymin) / ((ymax - ymin) or 1.0) * plot_h)  # noqa: E731
+    body = []
+    for tick in nice_ticks(ymin, ymax, 4):
+        if ymin <= tick <= ymax:
+            y = sy(tick)
+            body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eef1f4"/>')
+            body.append(_text(left - 4, y + 4, fmt_count(tick) if abs(tick) >= 10 else fmt(tick, ""), "end"))
+    body.append(_text(4, top + 10, unit, extra=' class="dim"'))
+    for name, colour, ps in lines:
+        segs: list[list[tuple[int, float, float | None, float | None]]] = [[]]
+        for t, m, lo, hi in ps:
+            if m is None:
+                segs.append([])
+            else:
+                segs[-1].append((t, m, lo, hi))
+        for seg in segs:
+            spread = [(t, lo, hi) for t, _, lo, hi in seg if lo is not None and hi is not None]
+            if len(spread) >= 2 and len(spread) == len(seg):
+                band = ([f"{sx(t):.1f},{sy(hi):.1f}" for t, _, hi in spread]
+                        + [f"{sx(t):.1f},{sy(lo):.1f}" for t, lo, _ in reversed(spread)])
+                body.append(f'<path class="band" d="M{" L".join(band)} Z" fill="{colour}" fill-opacity="0.15" '
+                            f'stroke="none"/>')
+            else:
+                for t, lo, hi in spread:
+                    body.append(f'<line x1="{sx(t):.1f}" y1="{sy(lo):.1f}" x2="{sx(t):.1f}" y2="{sy(hi):.1f}" '
+                                f'stroke="{colour}" stroke-opacity="0.45" stroke-width="3"/>')
+        d = " ".join(f"{'M' if i == 0 else 'L'}{sx(t):.1f},{sy(m):.1f}"
+                     for seg in segs for i, (t, m, _, _) in enumerate(seg))
+        if d:
+            body.append(f'<path class="conversation" data-name="{esc(name)}" d="{d}" fill="none" stroke="{colour}" '
+                        f'stroke-width="2"><title>{esc(name)}</title></path>')
+        for t, m, lo, hi in ps:
+            if m is not None:
+                spread = f" (min–max {fmt(lo)} – {fmt(hi)})" if lo is not None and hi is not None else ""
+                body.append(f'<circle cx="{sx(t):.1f}" cy="{sy(m):.1f}" r="3" fill="{colour}"><title>'
+                            f'{esc(name)} turn {t}: TTFT p50 {fmt(m)}{esc(spread)}</title></circle>')
+    y_axis = top + plot_h
+    if t_max <= 24:  # every turn marked
+        body.append(f'<line x1="{left}" y1="{y_axis}" x2="{left + plot_w}" y2="{y_axis}" stroke="#9aa5b1"/>')
+        for t in range(1, t_max + 1):
+            x = sx(t)
+            body.append(f'<line x1="{x:.1f}" y1="{y_axis}" x2="{x:.1f}" y2="{y_axis + 4}" stroke="#9aa5b1"/>')
+            body.append(_text(sx(t), y_axis + 15, str(t), "middle"))
+    else:
+        body.append(_axis_x(left, left + plot_w, y_axis, x0, x1, ""))
+    body.append(_text(left + plot_w / 2, height - 2, "turn", "middle", ' class="dim"'))
+    return _svg(W, height, "".join(body), "TTFT against the turn")
+
+
+def _conversations(runs: list[dict[str, Any]], summary: dict[str, Any], convs: dict[str, dict[int, str]]) -> str:
+    """TTFT against the turn, one line per conversation (the median of each turn's counted runs, their
+    min–max as a band), then per conversation a table of its turns: depth, cached and new tokens,
+    TTFT p50, cache hit (medians of the counted runs, from the summary)."""
+    lines, tables = [], []
+    for i, (conv, by_turn) in enumerate(convs.items()):
+        colour = CONVERSATION_COLOURS[i % len(CONVERSATION_COLOURS)]
+        ps, rows = [], []
+        for turn, sc in by_turn.items():
+            s = summary.get(sc) if isinstance(summary.get(sc), dict) else {}
+            ttft = _pct(s, "ttft_ms", "p50")
+            ps.append((turn, ttft, _pct(s, "ttft_ms", "min"), _pct(s, "ttft_ms", "max")))
+            rows.append([esc(turn), fmt_count(_turn_depth(runs, sc)),
+                         fmt_count(_pct(s, "cached_tokens_count", "p50")),
+                         fmt_count(_pct(s, "new_tokens_count", "p50")), fmt(ttft, ""),
+                         fmt(_pct(s, "cache_hit_pct", "p50"), "pct")])
+        lines.append((conv, colour, ps))
+        cache = conv.rsplit("@", 1)[1] if "@" in conv else ""
+        how = {"keep": "the KV cache holds the conversation between turns: only the new tokens are evaluated",
+               "off": "every turn from an empty cache: the whole conversation is evaluated"}.get(cache, "")
+        tables.append(f"<h3>{esc(conv)} <span class='dim'>{len(by_turn)} turn{'s' if len(by_turn) != 1 else ''}"
+                      f"{' · ' + esc(how) if how else ''}</span></h3>"
+                      + table(("turn", "depth (prompt tokens)", "cached", "new", "TTFT p50 (ms)", "cache hit"), rows,
+                              "conversation"))
+    return ('<h2 id="conversations">Conversations</h2><p class="dim">each turn sends the conversation so far plus '
+            'a new user message; TTFT against the turn, the median of its counted runs (line) and their min–max '
+            '(band); cached, new and cache hit are the medians of the counted runs</p>'
+            + conversation_plot(lines) + legend((n, c) for n, c, _ in lines) + "".join(tables))
 
 
 def _pct(s: dict[str, Any], metric: str, p: str) -> float | None:
@@ -524,14 +692,16 @@ def _hosts(hosts: dict[str, Any]) -> str:
             + (stacked_bars(bars) + legend(used.items()) if bars else ""))
 
 
-def _sweeps(sweeps: dict[str, Any]) -> str:
+def _sweeps(sweeps: dict[str, Any], convs: dict[str, Any] | None = None) -> str:
     if not sweeps:
         return ""
     out = ['<h2 id="sweeps">Sweeps</h2>']
     for name, sw in sweeps.items():
         fit = sw.get("ttft") or {}
+        n = "n: the conversation's depth (prompt tokens of a turn)" if name in (convs or ()) else ""
         out.append(f"<h3>{esc(name)}</h3><p>TTFT ≈ {fmt(fit.get('a'), '')} + {fmt(fit.get('b'), '')}·n + "
-                   f"{fmt(fit.get('c'), '')}·n² ms (R² {fmt(fit.get('r2'), '')})</p>")
+                   f"{fmt(fit.get('c'), '')}·n² ms (R² {fmt(fit.get('r2'), '')})"
+                   + (f' <span class="dim">{esc(n)}</span>' if n else "") + "</p>")
         preds = sw.get("predictions") or []
         if preds:
             out.append(table(("prompt tokens", "predicted TTFT", "95 % interval"),
