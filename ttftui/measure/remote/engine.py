@@ -11,6 +11,15 @@ Prefix caching is never silent: by default every run's prompt starts at another 
 with ``server.prefix_cache = "on"`` every run sends the same prompt, to measure cache hits, and
 llama-server's ``cache_n`` says how many prompt tokens came from its cache.
 
+A conversation (``kind = "conversation"``) runs turn after turn: each turn sends the conversation so
+far (its system prompt, every earlier user message and the server's answer to it, as it streamed)
+and a new user message; /completions gets it as one text, /chat/completions as messages. The
+scenario's ``cache`` wins over ``server.prefix_cache``: llama-server is sent ``cache_prompt`` true
+(keep) or false (off), vLLM with off a ``cache_salt`` of the request's own; a server with no such
+switch is said to be one. Each turn's end (``ConversationTiming``) holds how much of the prompt
+the server took from its cache by its own account (llama-server's ``timings.cache_n`` and
+``prompt_n``, else ``usage.prompt_tokens_details.cached_tokens``), or says it was not reported.
+
 What the server says of itself is checked at this boundary: a ``/models`` or tokenizer answer of
 another shape is an error naming it, and an impossible figure in its ``usage`` or ``timings``
 (negative, not a whole number of tokens, longer than the request lasted on the client's clock) is
@@ -21,15 +30,28 @@ runs so far kept, the requests in flight failed with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
+import uuid
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig, TopKSampler, TopPSampler
-from ttftui.core.errors import ConfigError, ModelLoadFailed, ServerLost
-from ttftui.core.events import DeviceFacts, ModelFacts, Notice, RemoteTiming, RunFinished, ServerSample, TokenEmitted
+from ttftui.core.errors import ConfigError, ModelLoadFailed, PromptTooLong, ServerLost
+from ttftui.core.events import (
+    ConversationTiming,
+    DeviceFacts,
+    ModelFacts,
+    Notice,
+    RemoteTiming,
+    RunFinished,
+    ServerSample,
+    TokenEmitted,
+)
 from ttftui.core.urls import split_credentials
 from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
 from ttftui.measure.prompts import exact_length_text, scenario_source_text
@@ -123,6 +145,11 @@ class RemoteEngine(Engine):
         self._probing = False
         self._lost: str | None = None  # why the server counts as lost, once it does
         self._n_noticed = 0  # notices of impossible figures so far (MAX_FIGURE_NOTICES at most)
+        # conversations (kind = "conversation"): each one's texts and its turns so far, by NAME@CACHE
+        self._conversations: dict[str, _Conversation] = {}
+        self._pieces: dict[tuple[str, int, int], tuple[str, int]] = {}  # (conversation, round, piece) -> text, n
+        self._conv_noted: set[str] = set()  # notices said once
+        self._text_tok: _TextOnly | None = None  # the server's tokenizer, a text alone
 
     def _endpoint(self) -> Endpoint:
         sc = self.config.server
@@ -239,6 +266,8 @@ class RemoteEngine(Engine):
 
     # ------------------------------------------------------------------ prepare: exact prompts
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
+        if scenario.kind == "conversation":
+            return self._prepare_turn(scenario)
         text, n = self._prepared_prompt(scenario, 0)
         return PreparedScenario(scenario, prompt_text=text, prompt_tokens=n)
 
@@ -277,12 +306,16 @@ class RemoteEngine(Engine):
     def counted_by(self, s: ScenarioConfig) -> str:
         if self.tokenizer is None and not self.prompts_from_server_tokenizer:
             return "estimate (the server has no tokenizer endpoint); see usage_prompt_tokens"
-        if s.chat:
+        if s.chat or self.config.server.api == "chat":
             return "server tokenizer, content only (the server adds its chat template); see usage_prompt_tokens"
         return "server tokenizer"
 
     # ------------------------------------------------------------------ run: one streamed request
-    def _body(self, s: ScenarioConfig, text: str) -> tuple[str, dict[str, Any]]:
+    def _body(self, s: ScenarioConfig, text: str, *, messages: list[dict[str, str]] | None = None,
+              cache_prompt: bool | None = None) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of one request: ``text`` as the prompt (or the one user message), or
+        ``messages`` (a conversation's, to /chat/completions); ``cache_prompt`` (llama-server): a
+        conversation's cache setting, over ``server.prefix_cache``."""
         sc = self.config.server
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": s.max_tokens, "stream": True,
                                 "stream_options": {"include_usage": True}}
@@ -294,11 +327,14 @@ class RemoteEngine(Engine):
         elif isinstance(sp, TopPSampler):
             body.update(temperature=sp.temperature, top_p=sp.p)
         if self.kind == LLAMA_SERVER:
-            body["cache_prompt"] = sc.prefix_cache == "on"
+            body["cache_prompt"] = sc.prefix_cache == "on" if cache_prompt is None else cache_prompt
             body["return_progress"] = True
             body["timings_per_token"] = False
         if self.kind in (LLAMA_SERVER, "vLLM") and not s.stop_at_eos:
             body["ignore_eos"] = True  # output length fixed, like the local engine
+        if messages is not None:
+            body["messages"] = messages
+            return self.ep.base + "/chat/completions", body
         if sc.api == "chat" or s.chat:
             body["messages"] = [{"role": "user", "content": text}]
             return self.ep.base + "/chat/completions", body
@@ -337,10 +373,15 @@ class RemoteEngine(Engine):
         if self._lost is not None:
             raise RunError(f"not sent: {self._lost}")
         tok = self.tokenizer
+        turn: _Turn | None = None
         try:  # untimed: before t0 (built in advance under load)
             if tok is not None:
                 tok.stop = stop.is_set
-            text, n_prompt = self._prompt(s, self._variant(run_id))
+            if s.kind == "conversation":
+                turn = self._turn_prompt(s, publish)
+                text, n_prompt = turn.text, turn.n_tokens
+            else:
+                text, n_prompt = self._prompt(s, self._variant(run_id))
         except RequestFailed as e:  # the server went away between runs: a failed run, not a failed load
             if stop.is_set():
                 raise RunStopped() from None
@@ -348,7 +389,10 @@ class RemoteEngine(Engine):
         finally:
             if tok is not None:
                 tok.stop = None
-        path, body = self._body(s, text)
+        if turn is None:
+            path, body = self._body(s, text)
+        else:
+            path, body = self._turn_body(s, turn)
         clock = self.clock
         prev = [0]
 
@@ -370,7 +414,171 @@ class RemoteEngine(Engine):
             raise
         if not res.stopped:
             self._answered(ok=True)
+        if turn is not None:
+            fin = self._turn_finished(s, turn, res, fin, publish)
         return fin
+
+    # ------------------------------------------------------------------ conversations: turn after turn
+    def _prepare_turn(self, s: ScenarioConfig) -> PreparedScenario:
+        """A conversation's turn: its texts (the system prompt, each turn's user message: distinct
+        prose, exact in the server's tokens) are cut now, untimed, for every planned round (a warm-up
+        or counted conversation); each turn's answer is the server's, as it streamed."""
+        run = self.config.run
+        rounds = min(run.warmup + run.iterations, MAX_ROUNDS_PREPARED)
+        try:
+            for rnd in range(rounds):
+                if s.turn == 1 and s.system_tokens:
+                    self._piece(s, rnd, 0)
+                self._piece(s, rnd, s.turn or 1)
+            text = self._piece(s, 0, s.turn or 1)[0]
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompt of scenario {s.name} with the server's tokenizer: "
+                                  f"{e}") from None
+        # the turn's prompt as planned: the conversation so far (answers of max_tokens) and its message
+        return PreparedScenario(s, prompt_text=text, prompt_tokens=s.depth_before + (s.user_tokens or 0))
+
+    def _piece(self, s: ScenarioConfig, rnd: int, piece: int) -> tuple[str, int]:
+        """(text, tokens) of a conversation's system prompt (piece 0) or turn ``piece``'s user message
+        in its round ``rnd``: exactly system_tokens / user_tokens of the server's tokens (the text alone:
+        the BOS, the separators or the chat template come on top), each cut at another place of the
+        text, so that no two pieces, rounds or conversations share a prefix."""
+        key = (s.conversation or s.name, rnd, piece)
+        got = self._pieces.get(key)
+        if got is not None:
+            return got
+        n = s.system_tokens if piece == 0 else (s.user_tokens or 1)
+        source = scenario_source_text(s)
+        words = source.split()
+        # another place per round and piece, and per conversation (keep and off do not share a turn 1)
+        k = ((rnd * ((s.turns or 1) + 1) + piece) * 7919 + zlib.crc32(key[0].encode())) % max(len(words), 1)
+        source = " ".join(words[k:] + words[:k])
+        if self.tokenizer is not None:
+            text = exact_length_text(self._text_only(), source, n, chat=False, name=s.name)
+        else:  # no tokenizer: about 4 characters a token; usage.prompt_tokens will say
+            text = (source * (1 + 4 * n // max(len(source), 1)))[: 4 * n]
+        self._pieces[key] = (text, n)
+        return text, n
+
+    def _text_only(self) -> "_TextOnly":
+        assert self.tokenizer is not None
+        if self._text_tok is None or self._text_tok.tok is not self.tokenizer:
+            self._text_tok = _TextOnly(self.tokenizer)
+        return self._text_tok
+
+    def _turn_prompt(self, s: ScenarioConfig, publish: Publish) -> "_Turn":
+        """What turn ``s.turn`` sends: turn 1 starts a new round of its conversation (new texts);
+        a later turn continues the round, and cannot be sent when the turn before it has no answer."""
+        name, k = s.conversation or s.name, s.turn or 1
+        conv = self._conversations.setdefault(name, _Conversation())
+        if k == 1:
+            conv.round += 1
+            conv.history = []
+            self._say_cache_off(s, publish)
+        elif conv.round < 0 or len(conv.history) < k - 1:
+            raise RunError(f"not sent: turn {k} of conversation {name} continues turn {k - 1}, which has no answer "
+                           f"({'it failed or was stopped' if conv.round >= 0 else 'turn 1 has not run'})")
+        try:
+            system = self._piece(s, conv.round, 0)[0] if s.system_tokens else ""
+            user, n_user = self._piece(s, conv.round, k)
+        except PromptTooLong as e:
+            raise RunError(f"not sent: {e}") from None
+        history = conv.history[: k - 1]
+        tok = self.tokenizer
+        if self.config.server.api == "chat":
+            messages = [{"role": "system", "content": system}] if system else []
+            for u, a in history:
+                messages += [{"role": "user", "content": u.text}, {"role": "assistant", "content": a.text}]
+            messages.append({"role": "user", "content": user})
+            if tok is not None:  # the contents' tokens (the server's chat template comes on top: see usage)
+                n = (s.system_tokens if system else 0) + n_user
+                for u, a in history:
+                    if a.n_tokens is None:
+                        a.n_tokens = len(self._text_only().content_tokens(a.text, chat=False))
+                    n += u.n_tokens + a.n_tokens  # type: ignore[operator]
+            else:
+                n = max(1, sum(len(m["content"]) for m in messages) // 4)
+            return _Turn(round=conv.round, user=_Said(user, n_user), text=user, n_tokens=n, messages=messages)
+        parts = [system] if system else []
+        for u, a in history:
+            parts += [TURN_SEPARATOR if parts else "", u.text, a.text]
+        parts += [TURN_SEPARATOR if parts else "", user]
+        text = "".join(parts)
+        n = len(tok.tokenize(text, chat=False)) if tok is not None else max(1, len(text) // 4)
+        return _Turn(round=conv.round, user=_Said(user, n_user), text=text, n_tokens=n)
+
+    def _turn_body(self, s: ScenarioConfig, turn: "_Turn") -> tuple[str, dict[str, Any]]:
+        """The request of a turn. The scenario's cache setting wins over ``server.prefix_cache``:
+        llama-server is sent ``cache_prompt: true`` (keep) or ``false`` (off); vLLM, with off, a
+        ``cache_salt`` of the request's own, so that no block cached before can serve it."""
+        keep = s.cache != "off"
+        path, body = self._body(s, turn.text, messages=turn.messages, cache_prompt=keep)
+        if not keep and self.kind == "vLLM":
+            body["cache_salt"] = f"ttftui-{uuid.uuid4().hex}"
+        return path, body
+
+    def _turn_finished(self, s: ScenarioConfig, turn: "_Turn", res: StreamResult, fin: RunFinished,
+                       publish: Publish) -> RunFinished:
+        """The turn's answer joins its conversation; its end says how much of the prompt the server
+        took from its cache, by the server's own account (never a number of ours)."""
+        name, k = s.conversation or s.name, s.turn or 1
+        conv = self._conversations[name]
+        if conv.round == turn.round:  # (a turn 1 started meanwhile would have begun another round)
+            answer = "".join(c.text for c in res.chunks if c.kind == "content")
+            conv.history = conv.history[: k - 1] + [(turn.user, _Said(answer, None))]
+        rm = fin.remote
+        assert rm is not None
+        depth = rm.usage_prompt_tokens
+        if depth is None and rm.server_prompt_n is not None and rm.server_cache_n is not None:
+            depth = rm.server_prompt_n + rm.server_cache_n
+        if depth is None:
+            depth = turn.n_tokens
+        cached: int | None = None
+        by = "not reported"
+        if rm.server_cache_n is not None:  # llama-server's timings
+            cached, by = rm.server_cache_n, "server timings"
+        else:  # vLLM, SGLang (and a llama-server of today, beside its timings): usage's details
+            details = (res.usage or {}).get("prompt_tokens_details")
+            v = details.get("cached_tokens") if isinstance(details, dict) else None
+            cached, why = _count(v)
+            if why is not None:
+                self._say_impossible(publish, fin.run_id,
+                                     [f"usage.prompt_tokens_details.cached_tokens = {_short(v)} is {why}"])
+            elif cached is not None:
+                by = "server usage"
+        if cached is not None and cached > depth:
+            self._say_impossible(publish, fin.run_id, [f"{by}: {cached} cached tokens is more than the prompt's "
+                                                       f"{depth}"])
+            cached, by = None, "not reported"
+        evaluated = rm.server_prompt_n  # llama-server's timings.prompt_n: what it evaluated, by its count
+        if cached is None:
+            self._say_not_reported(publish)
+        timing = ConversationTiming(
+            conversation=name, turn=k, turns=s.turns or k, cache=s.cache or "keep", depth=depth,
+            cached_tokens=cached or 0, new_tokens=depth - (cached or 0), evaluated_tokens=evaluated,
+            counted_by=by)
+        return dataclasses.replace(fin, n_prompt_tokens=depth, conversation=timing)
+
+    def _say_cache_off(self, s: ScenarioConfig, publish: Publish) -> None:
+        """Once per conversation: ``cache = "off"`` at a server with no per-request switch we know of."""
+        name = s.conversation or s.name
+        if s.cache != "off" or self.kind in (LLAMA_SERVER, "vLLM") or f"off:{name}" in self._conv_noted:
+            return
+        self._conv_noted.add(f"off:{name}")
+        how = (" (it reuses the longest prefix of its last prompt on its own)" if self.kind == LLAMA_CPP_PYTHON
+               else "")
+        publish(Notice(t_ns=self.clock.now_ns(), level="warning",
+                       message=f"conversation {name}: cache = \"off\" cannot be enforced at {self.kind}: it has no "
+                               f"per-request switch for its prefix cache that ttftui knows of{how}; its turns may "
+                               "be served from its cache all the same"))
+
+    def _say_not_reported(self, publish: Publish) -> None:
+        if "not reported" in self._conv_noted:
+            return
+        self._conv_noted.add("not reported")
+        publish(Notice(t_ns=self.clock.now_ns(), level="info",
+                       message=f"{self.kind} gives no account of its prefix cache (no timings.cache_n, no "
+                               "usage.prompt_tokens_details.cached_tokens): a conversation turn's cached_tokens is 0 "
+                               "with counted_by \"not reported\", which is not a measurement"))
 
     # ------------------------------------------------------------------ a server lost mid-session
     def _answered(self, *, ok: bool) -> None:
@@ -487,6 +695,58 @@ class RemoteEngine(Engine):
 
 MAX_FIGURE_NOTICES = 20
 MAX_COUNT = 100_000_000  # tokens: more than any context holds
+MAX_ROUNDS_PREPARED = 64  # a conversation's rounds whose texts prepare cuts up front (the rest: before their turn 1)
+TURN_SEPARATOR = "\n\n"  # /completions: before each user message, after the system prompt or the last answer
+
+
+@dataclass
+class _Said:
+    """A conversation's message: its text and its tokens (the text alone; None until counted)."""
+
+    text: str
+    n_tokens: int | None
+
+
+@dataclass
+class _Conversation:
+    """A conversation at the server: its round (how many times turn 1 has started, less one) and the
+    round's turns so far, each its user message and the server's answer as it streamed."""
+
+    round: int = -1
+    history: list[tuple[_Said, _Said]] = field(default_factory=list)
+
+
+@dataclass
+class _Turn:
+    """What one turn sends: the prompt (/completions: the whole conversation so far as one text,
+    its tokens counted by the server's tokenizer) or ``messages`` (/chat/completions: the contents'
+    tokens, the chat template on top), and its new user message."""
+
+    round: int
+    user: _Said
+    text: str
+    n_tokens: int
+    messages: list[dict[str, str]] | None = None
+
+
+class _TextOnly:
+    """The server's tokenizer counting a text alone, without the BOS some servers add even there
+    (llama-cpp-python's /extras/tokenize): a conversation's pieces are exact in these."""
+
+    def __init__(self, tok: _RemoteTokenizer):
+        self.tok = tok
+        self.lead: list[int] | None = None
+
+    def content_tokens(self, text: str, *, chat: bool) -> list[int]:
+        if self.lead is None:
+            self.lead = self.tok.content_tokens("", chat=False)
+        ids = self.tok.content_tokens(text, chat=False)
+        return ids[len(self.lead):] if self.lead and ids[: len(self.lead)] == self.lead else ids
+
+    tokenize = content_tokens
+
+    def detokenize(self, tokens: list[int], *, chat: bool) -> str:
+        return self.tok.detokenize(tokens, chat=chat)
 
 
 def _count(v: Any) -> tuple[int | None, str | None]:
