@@ -160,3 +160,49 @@ def test_a_conversation_longer_than_the_context_is_refused_before_it_starts():
     r = cli("--headless", "--set", "model.n_ctx=256", "--set",
             'scenarios=[{name="chat", kind="conversation", turns=8, user_tokens=40, max_tokens=8, cache="keep"}]')
     assert_one_line_error(r, 7, r"scenario chat@keep@t\d: prompt_tokens \+ max_tokens = .* exceeds the context")
+
+
+# ---------------------------------------------------------------------- shared prefixes
+SHARED = {"name": "sys", "kind": "shared_prefix", "prefix_tokens": 96, "user_tokens": 24, "max_tokens": 1}
+
+
+def test_a_shared_prefix_runs_keep_against_off():
+    cfg = make_config(scenarios=[SHARED])
+    assert [(s.name, s.cache) for s in cfg.scenarios] == [("sys@keep", "keep"), ("sys@off", "off")]
+    with pytest.raises((ConfigError, ValueError), match="needs prefix_tokens and user_tokens"):
+        make_config(scenarios=[{**SHARED, "prefix_tokens": None}])
+
+
+@pytest.mark.model
+def test_a_kept_prefix_is_evaluated_once_then_restored(model_path):
+    """keep: the first request evaluates the prefix and saves its cells (a miss), every later one restores
+    them and evaluates only its own message (llama.cpp's count); off evaluates it every time. The hit's
+    first-token logits are the miss's, to the rounding of a batch against a restored cache."""
+    from ttftui.measure.engine.llama import L, LlamaEngine
+
+    cfg = make_config(model={"n_ctx": 512, "n_threads": 2}, run={"iterations": 3, "warmup": 0}, scenarios=[SHARED])
+    eng = LlamaEngine(cfg, model_path)
+    logits: dict[str, list[np.ndarray]] = {}
+    ends: dict[str, list[Any]] = {}
+    try:
+        eng.load()
+        n_vocab = L.llama_vocab_n_tokens(eng.vocab)
+        for s in cfg.scenarios:
+            prep = eng.prepare(s, 0)
+            for i in range(3):
+                ends.setdefault(s.cache, []).append(eng.run(prep, i + 1, False, lambda ev: None, threading.Event()))
+                row = np.ctypeslib.as_array(L.llama_get_logits_ith(eng.ctx, -1), shape=(n_vocab,))
+                logits.setdefault(s.cache, []).append(row.copy())
+    finally:
+        eng.close()
+    keep, off = [e.prefix for e in ends["keep"]], [e.prefix for e in ends["off"]]
+    assert not keep[0].hit and keep[0].save_ns > 0 and keep[0].evaluated_tokens == keep[0].depth
+    for p in keep[1:]:
+        assert p.hit and p.reuse_ns > 0 and p.save_ns is None
+        assert p.cached_tokens == p.prefix_tokens == 96 and p.evaluated_tokens == p.new_tokens == 24
+    assert all(not p.hit and p.cached_tokens == 0 and p.evaluated_tokens == p.depth == 120 for p in off)
+    # the save is booked inside the miss's cache handling, the restore inside each hit's
+    assert ends["keep"][0].cache_prep_ns >= keep[0].save_ns and ends["keep"][1].cache_prep_ns >= keep[1].reuse_ns
+    for i in range(3):  # request i sends message i with either setting
+        a, b = logits["keep"][i], logits["off"][i]
+        assert np.corrcoef(a, b)[0, 1] > 0.999 and int(a.argmax()) in np.argsort(b)[-5:]

@@ -1,8 +1,12 @@
 """Load: many requests to a server at once, closed loop (a fixed number in flight) or open loop
-(requests on a schedule, Poisson or constant arrivals), and what the session makes of them.
+(requests on a schedule, Poisson or constant arrivals, or a request trace's own timestamps), and
+what the session makes of them.
 
-A load scenario has ``concurrency`` or ``rate`` (only against a server: ``--url``). Its warm-up
-requests go first, at the same load, and are left out of the statistics; then the counted ones.
+A load scenario has ``concurrency``, ``rate`` or ``trace`` (only against a server: ``--url``). A
+trace is an open loop whose schedule is the trace's (:func:`arrival_offsets_ns`, its timestamps
+divided by ``trace_speed``); its requests' lengths and prompts are built by
+:mod:`ttftui.measure.trace`. A load scenario's warm-up requests go first, at the same load, and
+are left out of the statistics; then the counted ones.
 Each request is an ordinary run in the event stream (``RunStarted`` .. ``RunFinished`` /
 ``RunFailed``); runs overlap, so the reducer keeps every run in flight. What load adds is derived
 from those events alone (:func:`load_figures`): the span of the counted requests, request
@@ -12,7 +16,8 @@ client sent requests against their schedule (``client_lag_ms``: a client that ca
 say so, or its TTFT hides the requests it never sent on time).
 
 The scheduling itself (threads, one kept-alive connection per worker) lives in
-:mod:`ttftui.run.loadloop` and :mod:`ttftui.run.executors`; this module is pure: plans, arrival times and figures.
+:mod:`ttftui.run.loadloop` and :mod:`ttftui.run.executors`; this module is pure: plans, arrival times and figures
+(a trace's timestamps are read through :func:`ttftui.core.workload.read_trace`, once per file).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from ttftui.analysis.alerts import meets_every, per_run_rules
 from ttftui.analysis.reducer import SessionState
 from ttftui.core.config import Config, RunConfig, ScenarioConfig
+from ttftui.core.workload import read_trace
 
 NS_PER_S = 1_000_000_000
 
@@ -36,10 +42,12 @@ class LoadPlan:
     mode: Literal["closed", "open"]
     concurrency: int | None
     rate: float | None
-    arrival: Literal["poisson", "constant"]
+    arrival: Literal["poisson", "constant", "trace"]
     n_warmup: int
     n_counted: int
     max_in_flight: int
+    trace: str | None = None  # arrival "trace": the trace file, replayed ``trace_speed`` times as fast
+    trace_speed: float = 1.0
 
     @property
     def total(self) -> int:
@@ -48,6 +56,8 @@ class LoadPlan:
     def describe(self) -> str:
         if self.mode == "closed":
             return f"closed loop, {self.concurrency} in flight"
+        if self.arrival == "trace":
+            return f"trace replay, {self.n_counted:,} requests at {self.trace_speed:g}x"
         return f"open loop, {self.rate:g} req/s ({self.arrival})"
 
 
@@ -59,6 +69,10 @@ def plan_for(run: RunConfig, s: ScenarioConfig) -> LoadPlan | None:
                         n_warmup=s.warmup_requests if s.warmup_requests is not None else run.warmup * c,
                         n_counted=s.requests if s.requests is not None else run.iterations * c,
                         max_in_flight=c)
+    if s.trace is not None:  # the trace's own schedule; no warm-up unless asked for (it would warm its cache)
+        n = s.requests if s.requests is not None else len(read_trace(s.trace).requests)
+        return LoadPlan("open", None, None, "trace", n_warmup=s.warmup_requests or 0, n_counted=n,
+                        max_in_flight=s.max_in_flight, trace=s.trace, trace_speed=s.trace_speed)
     if s.rate is not None:
         return LoadPlan("open", None, s.rate, s.arrival,
                         n_warmup=s.warmup_requests if s.warmup_requests is not None else run.warmup,
@@ -76,7 +90,12 @@ def planned_runs(config: Config, s: ScenarioConfig) -> int:
 def arrival_offsets_ns(plan: LoadPlan, n: int, seed: int, name: str) -> list[int]:
     """When each of ``n`` open-loop requests is due, in ns after the phase starts. The first is due
     at once; Poisson gaps are exponential with mean 1/rate, drawn from a generator seeded by the
-    run seed and the scenario name (the same session sends on the same schedule)."""
+    run seed and the scenario name (the same session sends on the same schedule). A trace's are its
+    first ``n`` timestamps, after its first, divided by its speed (warm-ups and counted requests
+    alike: each phase replays the trace from its start)."""
+    if plan.arrival == "trace":
+        assert plan.trace is not None
+        return read_trace(plan.trace).offsets_ns(n, plan.trace_speed)
     assert plan.rate is not None
     mean_ns = NS_PER_S / plan.rate
     rng = random.Random(f"{seed}:{name}")

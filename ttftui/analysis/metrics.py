@@ -169,6 +169,10 @@ def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
         out["client_lag_ms"] = ms(r.client_lag_ns)
     if r.server_predicted_n and r.server_predicted_ms:
         out["server_decode_tps"] = r.server_predicted_n / r.server_predicted_ms * 1000.0
+    if r.server_cache_n is not None and r.server_prompt_n is not None:  # its prefix cache, by its own account
+        out["server_cached_tokens_count"] = float(r.server_cache_n)
+        seen = r.server_cache_n + r.server_prompt_n
+        out["server_cache_hit_pct"] = r.server_cache_n / seen * 100.0 if seen > 0 else None
     return out
 
 
@@ -208,10 +212,16 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
                      token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
     if fin.diffusion is not None:  # a diffusion model's run: steps instead of prefill and sampling
         extra.update(diffusion_figures(fin.diffusion, fin.ttft_ns))
-    if fin.conversation is not None:  # a conversation's turn: what its cache held
-        c = fin.conversation
-        extra.update(cached_tokens_count=float(c.cached_tokens), new_tokens_count=float(c.new_tokens),
-                     cache_hit_pct=c.cached_tokens / c.depth * 100.0 if c.depth > 0 else None)
+    cached = fin.conversation or fin.prefix  # a conversation's turn, a request with a shared prefix
+    if cached is not None:  # what the cache held; a server that does not say has no figure, not 0
+        known = cached.counted_by != "not reported"
+        extra.update(cached_tokens_count=float(cached.cached_tokens) if known else None,
+                     new_tokens_count=float(cached.new_tokens),
+                     cache_hit_pct=cached.cached_tokens / cached.depth * 100.0 if known and cached.depth > 0 else None)
+    if fin.prefix is not None:
+        p = fin.prefix
+        extra.update(prefix_reuse_ms=None if p.reuse_ns is None else p.reuse_ns / NS_PER_MS,
+                     prefix_save_ms=None if p.save_ns is None else p.save_ns / NS_PER_MS)
     if fin.remote is not None:  # a server's run: its components are the remote ones
         extra.update(remote_figures(fin.remote))
         comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"

@@ -21,7 +21,7 @@ from ttftui.analysis.alerts import AlertEvaluator
 from ttftui.cli import headless
 from ttftui.cli.doctor import run_doctor
 from ttftui.cli.serve import check_host, check_new_recording, run_server, serve_access
-from ttftui.core.config import cell_configs, load_config, parse_value, with_load
+from ttftui.core.config import cell_configs, load_config, parse_value, resolve_workloads, with_load, with_trace
 from ttftui.core.definitions import definitions_text
 from ttftui.core.errors import ConfigError, GateFailed, TtftuiError, exit_code_table
 from ttftui.core.output import check_writable, say, write_atomic
@@ -65,6 +65,16 @@ def _non_negative_int(text: str) -> int:
 
 def _int_list(text: str) -> list[int]:
     return [_positive_int(x.strip()) for x in text.split(",")]
+
+
+def _speed(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a speed factor, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
 
 
 def _float_list(text: str) -> list[float]:
@@ -118,6 +128,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="load, with --url: send R requests per second in every scenario (open loop, Poisson "
                         "arrivals); several values sweep it")
     p.add_argument("--requests", metavar="N", type=_positive_int, help="load: counted requests per load scenario")
+    p.add_argument("--trace", metavar="FILE", help="load, with --url: replay a request trace (JSONL, Mooncake's format: "
+                   "timestamp ms, input_length, output_length, hash_ids) at its own arrival times, with its lengths "
+                   "and its shared prompt prefixes; replaces the config's scenarios with one, trace (or the file of "
+                   "its trace scenarios)")
+    p.add_argument("--trace-speed", metavar="X", type=_speed, help="replay the trace X times as fast (default 1)")
     p.add_argument("--ray", metavar="ADDRESS", help="load, with --url: send the requests from client workers on a Ray "
                    "cluster (host:port, auto, or local); pip install 'ttftui[ray]'")
     p.add_argument("--workers", metavar="N", type=_positive_int, help="Ray client workers (default 2)")
@@ -206,7 +221,9 @@ def _checked_run(args: argparse.Namespace) -> tuple[Any, list[str]]:
     config = load_config(args.config, _overrides(args))
     if args.concurrency and args.rate:
         raise ConfigError("give either --concurrency (closed loop) or --rate (open loop), not both")
+    config = with_trace(config, args.trace, args.trace_speed)
     config = with_load(config, concurrency=args.concurrency, rate=args.rate, requests=args.requests)
+    config = resolve_workloads(config)  # traces and prompt files read and checked now, before anything starts
     names = select_scenarios(config, args.scenario)
     if args.synthetic and any(config.scenario(n).is_load for n in names):
         raise ConfigError("--synthetic runs one request at a time; concurrency and rate need a server (--url)")

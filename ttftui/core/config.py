@@ -22,6 +22,13 @@ from ttftui.core.errors import ConfigError
 from ttftui.core.inputs import MAX_CONFIG_BYTES, read_input
 from ttftui.core.rules import AlertRule, Strict
 from ttftui.core.urls import without_credentials
+from ttftui.core.workload import (
+    DEFAULT_BLOCK_TOKENS,
+    MAX_INPUT_TOKENS,
+    MAX_OUTPUT_TOKENS,
+    read_prompts,
+    read_trace,
+)
 
 DEFAULT_CONFIG_NAME = "config.toml"
 
@@ -155,6 +162,31 @@ class TopPSampler(Strict):
 Sampler = Annotated[Union[GreedySampler, TopKSampler, TopPSampler], Field(discriminator="kind")]
 
 
+class LengthDist(Strict):
+    """A seeded distribution of lengths in tokens (each request of a load scenario draws its own):
+    normal or lognormal by the lengths' mean and sd, uniform between min and max; draws are rounded
+    and kept within [min, max]."""
+
+    kind: Literal["normal", "lognormal", "uniform"]
+    mean: float | None = Field(None, gt=0, le=MAX_INPUT_TOKENS, description="normal, lognormal: the lengths' mean")
+    sd: float | None = Field(None, ge=0, le=MAX_INPUT_TOKENS, description="normal, lognormal: the lengths' "
+                                                                          "standard deviation")
+    min: int = Field(1, ge=1, le=MAX_INPUT_TOKENS, description="the shortest length drawn (a shorter draw is this)")
+    max: int | None = Field(None, ge=1, le=MAX_INPUT_TOKENS, description="the longest length drawn (uniform: "
+                                                                         "required)")
+
+    @model_validator(mode="after")
+    def _parameters(self) -> "LengthDist":
+        if self.kind == "uniform":
+            if self.max is None or self.mean is not None or self.sd is not None:
+                raise ValueError('kind = "uniform" takes min and max (no mean, no sd)')
+        elif self.mean is None or self.sd is None:
+            raise ValueError(f'kind = "{self.kind}" needs mean and sd (of the lengths, in tokens)')
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is less than min ({self.min})")
+        return self
+
+
 class ScenarioConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-@]+$")
     sweep: str | None = Field(None, description="set by a sweep: the scenario this one was expanded from "
@@ -196,8 +228,9 @@ class ScenarioConfig(Strict):
     # A conversation (kind = "conversation"): each turn sends the conversation so far plus a new user
     # message of user_tokens, and the model answers max_tokens. It expands into one scenario per turn
     # (and per cache setting), NAME@CACHE@tK, run turn after turn, conversation after conversation.
-    kind: Literal["single", "conversation"] = Field(
-        "single", description="single: one prompt per run; conversation: turns of a growing conversation")
+    kind: Literal["single", "conversation", "shared_prefix"] = Field(
+        "single", description="single: one prompt per run; conversation: turns of a growing conversation; "
+                              "shared_prefix: every request starts with the same prefix of prefix_tokens")
     turns: int | None = Field(None, ge=1, le=1024, description="conversation: turns per conversation")
     user_tokens: int | None = Field(None, ge=1, description="conversation: tokens of each turn's new user message")
     system_tokens: int = Field(0, ge=0, description="conversation: tokens of the system prompt every turn starts with")
@@ -206,6 +239,41 @@ class ScenarioConfig(Strict):
                           "tokens are evaluated; off = every turn from an empty cache; a list runs both")
     conversation: str | None = Field(None, description="set for a conversation's turn: its conversation (NAME@CACHE)")
     turn: int | None = Field(None, ge=1, description="set for a conversation's turn: 1-based")
+    prefix_tokens: int | None = Field(None, ge=1, description="shared_prefix: tokens of the prefix every request "
+                                                              "shares (then user_tokens of its own); cache = keep "
+                                                              "evaluates it once and restores it for each request")
+    # Real traffic (a server only): each request its own prompt and lengths, from a request trace,
+    # a dataset of prompts, or seeded length distributions (docs/remote-and-load.md, "Real traffic").
+    trace: str | None = Field(
+        None, description="replay a request trace (JSONL, Mooncake's format as AIPerf and vLLM's benchmarks "
+                          "read it: timestamp ms, input_length, output_length, hash_ids): each request is sent at "
+                          "its timestamp with its lengths, and requests that share hash_ids share that prompt "
+                          "prefix (the issue's load.trace)")
+    trace_speed: float = Field(1.0, gt=0, le=1000, description="trace: its timestamps are divided by this (2 = "
+                                                                  "twice as fast)")
+    trace_block_tokens: int = Field(DEFAULT_BLOCK_TOKENS, ge=1, le=MAX_INPUT_TOKENS,
+                                    description="trace: prompt tokens per hash_ids block (Mooncake: 512)")
+    prompts: str | None = Field(
+        None, description="load: a dataset of prompts (JSONL, one a line: text / prompt, OpenAI messages or "
+                          "ShareGPT conversations; a conversation's first user message): each request sends one, "
+                          "in a seeded order")
+    prompt_tokens_dist: LengthDist | None = Field(
+        None, description="load: each request's prompt length drawn from this distribution (seeded)")
+    max_tokens_dist: LengthDist | None = Field(
+        None, description="load: each request's max_tokens drawn from this distribution (seeded), at most max_tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _length_from_elsewhere(cls, data: Any) -> Any:
+        """A trace gives each request's output length (max_tokens, when given, caps it); a
+        max_tokens distribution's max is its max_tokens."""
+        if isinstance(data, dict) and data.get("max_tokens") is None:
+            dist = data.get("max_tokens_dist")
+            if data.get("trace") is not None:
+                data = {**data, "max_tokens": MAX_OUTPUT_TOKENS}  # the trace's longest, once it is read
+            elif isinstance(dist, dict) and isinstance(dist.get("max"), int):
+                data = {**data, "max_tokens": dist["max"]}
+        return data
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -218,9 +286,19 @@ class ScenarioConfig(Strict):
             raise ValueError("give either prompt or prompt_file, not both")
         if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt is empty")
+        if self.per_request:
+            self._check_per_request()
         if self.kind == "conversation":
             self._check_conversation()
-        elif self.prompt_tokens is None and self.prompt is None and self.prompt_file is None:
+        elif self.kind == "shared_prefix":
+            if self.prefix_tokens is None or self.user_tokens is None:
+                raise ValueError('kind = "shared_prefix" needs prefix_tokens and user_tokens')
+            if self.prompt_tokens is not None or self.chat or self.is_load:
+                raise ValueError('kind = "shared_prefix" builds its prompts from prefix_tokens and user_tokens: '
+                                 'no prompt_tokens, no chat, no concurrency or rate')
+            if self.cache is None:  # pragma: no cover - expanded
+                raise ValueError("a shared prefix's cache settings are expanded from it")
+        elif self.prompt_tokens is None and self.prompt is None and self.prompt_file is None and not self.per_request:
             raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
@@ -228,7 +306,34 @@ class ScenarioConfig(Strict):
             for key in ("requests", "warmup_requests"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} applies to a load scenario (set concurrency or rate)")
+        if self.trace is None:  # (a default value may be written out: a recorded config holds every key)
+            for key, default in (("trace_speed", 1.0), ("trace_block_tokens", DEFAULT_BLOCK_TOKENS)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} applies to a trace scenario (set trace)")
         return self
+
+    def _check_per_request(self) -> None:
+        """A trace, a prompt dataset, length distributions: how they combine with the other keys."""
+        if self.kind != "single":
+            raise ValueError("trace, prompts and the length distributions apply to kind = \"single\"")
+        if self.trace is not None:
+            if self.concurrency is not None or self.rate is not None:
+                raise ValueError("trace replays the trace's own arrival times: no concurrency or rate")
+            clash = [k for k in ("prompts", "prompt_tokens", "prompt_tokens_dist", "max_tokens_dist")
+                     if getattr(self, k) is not None]
+            if clash:
+                raise ValueError(f"trace gives each request's lengths and prompt blocks: no {clash[0]}")
+            return
+        for key in ("prompts", "prompt_tokens_dist", "max_tokens_dist"):
+            if getattr(self, key) is not None and not self.is_load:
+                raise ValueError(f"{key} applies to a load scenario (set concurrency or rate)")
+        if self.prompts is not None:
+            clash = [k for k in ("prompt", "prompt_file", "prompt_tokens", "prompt_tokens_dist")
+                     if getattr(self, k) is not None]
+            if clash:
+                raise ValueError(f"prompts gives each request's prompt: no {clash[0]}")
+        if self.prompt_tokens_dist is not None and self.prompt_tokens is not None:
+            raise ValueError("give either prompt_tokens or prompt_tokens_dist, not both")
 
     def _check_conversation(self) -> None:
         if self.turns is None or self.user_tokens is None:
@@ -249,8 +354,15 @@ class ScenarioConfig(Strict):
 
     @property
     def is_load(self) -> bool:
-        """A load scenario: requests overlap (concurrency or rate), against a server."""
-        return self.concurrency is not None or self.rate is not None
+        """A load scenario: requests overlap (concurrency, rate or a trace's arrivals), against a server."""
+        return self.concurrency is not None or self.rate is not None or self.trace is not None
+
+    @property
+    def per_request(self) -> bool:
+        """Each request has its own prompt (and maybe max_tokens): a trace, a prompt dataset or a
+        length distribution (built before each load phase: ttftui.measure.trace)."""
+        return (self.trace is not None or self.prompts is not None or self.prompt_tokens_dist is not None
+                or self.max_tokens_dist is not None)
 
 
 def _default_scenarios() -> list[ScenarioConfig]:
@@ -463,6 +575,8 @@ def _n_expanded(sc: Any) -> int:
         _bounded(f"scenario {str(sc.get('name'))[:40]!r}: diffusion.schedule = [...]", schedules)
     n_sched = len(schedules) if isinstance(schedules, list) else 1
     n_turns = 1
+    if sc.get("kind") == "shared_prefix" and not isinstance(sc.get("cache"), str):
+        n_turns = len(sc["cache"]) if isinstance(sc.get("cache"), list) else 2
     if sc.get("kind") == "conversation" and sc.get("turn") is None and isinstance(sc.get("turns"), int):
         caches = sc.get("cache")
         n_turns = min(max(sc["turns"], 1), 1024) * (len(caches) if isinstance(caches, list) else 1)
@@ -487,6 +601,11 @@ def _expand_conversation(sc: Any) -> list[Any]:
     """``kind = "conversation"``: one scenario per cache setting and turn, ``NAME@CACHE@tK``, each
     remembering its conversation (``NAME@CACHE``, also its sweep: TTFT against the context's depth)
     and turn. Already expanded turns (a recorded config) stay."""
+    if isinstance(sc, dict) and sc.get("kind") == "shared_prefix" and not isinstance(sc.get("cache"), str):
+        caches = sc.get("cache") or ["keep", "off"]  # a hit against a miss, by default
+        caches = caches if isinstance(caches, list) else [caches]
+        _distinct(sc, "cache", caches)
+        return [{**sc, "name": f"{sc.get('name')}@{c}", "cache": c} for c in caches]
     if not isinstance(sc, dict) or sc.get("kind") != "conversation" or sc.get("turn") is not None:
         return [sc]
     turns = sc.get("turns")
@@ -576,8 +695,12 @@ class Config(Strict):
                     raise ValueError(format_validation_error(f"cluster.matrix: cell {shown}", e)) from None
         load = [s.name for s in self.scenarios if s.is_load]
         if load and not self.server.url:
-            raise ValueError(f"scenario {load[0]}: concurrency and rate send requests to a server; give its URL "
+            raise ValueError(f"scenario {load[0]}: concurrency, rate and trace send requests to a server; give its URL "
                              "(--url or server.url)")
+        own = [s.name for s in self.scenarios if s.per_request]
+        if own and cc.ray:
+            raise ValueError(f"scenario {own[0]}: a trace, a prompts file or a length distribution is sent from this "
+                             "process, not from Ray client workers (cluster.ray)")
         dup = _repeated([r.name for r in self.alerts])
         if dup:
             raise ValueError(f"alert rule names must be unique; repeated: {dup}")
@@ -661,6 +784,63 @@ def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[f
         raise ConfigError(format_validation_error(flag, e, key_in_source=True)) from None
     except ValueError as e:
         raise ConfigError(f"{flag}: {e}") from None
+
+
+def with_trace(cfg: Config, trace: str | None = None, speed: float | None = None) -> Config:
+    """The config with ``--trace FILE`` / ``--trace-speed X``: the trace scenarios of the config
+    replay FILE instead (at speed X), or, where it has none, one scenario ``trace`` replaces its
+    scenarios. Call :func:`resolve_workloads` once every option is applied."""
+    if trace is None and speed is None:
+        return cfg
+    data = cfg.model_dump(mode="python")
+    traced = [sc for sc in data["scenarios"] if sc["trace"] is not None]
+    flag = "--trace" if trace is not None else "--trace-speed"
+    if trace is not None:
+        path = os.path.abspath(os.path.expanduser(trace))
+        if not traced:
+            traced = [{"name": "trace", "trace": path}]
+            data["scenarios"] = traced
+        for sc in traced:
+            sc["trace"] = path
+    elif not traced:
+        raise ConfigError("--trace-speed applies to a trace scenario: give --trace FILE (or a scenario with "
+                          "trace = FILE)")
+    if speed is not None:
+        for sc in traced:
+            sc["trace_speed"] = speed
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(flag, e, data=data)) from None
+    except ValueError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
+def resolve_workloads(cfg: Config) -> Config:
+    """Every trace and prompt dataset of the config read and checked now, so that a malformed line
+    is a one-line error (ConfigError, naming the file and the line) before anything starts; a trace
+    scenario's counts are filled in from its file: ``requests`` (default: every line; never more
+    than it holds) and ``max_tokens`` (the longest output_length replayed, at most max_tokens). A
+    recording keeps the config as it is then, so its replay needs none of these files."""
+    if not any(s.per_request for s in cfg.scenarios):
+        return cfg
+    out = []
+    for s in cfg.scenarios:
+        if s.prompts is not None:
+            read_prompts(s.prompts)
+        if s.trace is not None:
+            t = read_trace(s.trace)
+            t.check_blocks(s.trace_block_tokens)
+            n_lines = len(t.requests)
+            n = s.requests if s.requests is not None else n_lines
+            for key, k in (("requests", n), ("warmup_requests", s.warmup_requests or 0)):
+                if k > n_lines:
+                    raise ConfigError(f"scenario {s.name}: {key} = {k:,}, but the trace {s.trace} holds "
+                                      f"{n_lines:,} request{'s' if n_lines != 1 else ''}")
+            longest = max(r.output_length for r in t.requests[:max(n, s.warmup_requests or 0)])
+            s = s.model_copy(update={"requests": n, "max_tokens": min(s.max_tokens, longest)})
+        out.append(s)
+    return cfg.model_copy(update={"scenarios": out})
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -826,7 +1006,8 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         q = Path(path).expanduser()
         return str(q if q.is_absolute() else (base / q))
 
-    scenarios = [s.model_copy(update={"prompt_file": fix(s.prompt_file)}) for s in cfg.scenarios]
+    scenarios = [s.model_copy(update={"prompt_file": fix(s.prompt_file), "trace": fix(s.trace),
+                                      "prompts": fix(s.prompts)}) for s in cfg.scenarios]
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) or ""})
     cluster = cfg.cluster
     if "model.path" in cluster.matrix:  # the cells' labels stay those of the paths as written

@@ -256,6 +256,26 @@ class ConversationTiming:
 
 
 @dataclass(**_frozen)
+class PrefixTiming:
+    """A request whose prompt starts with a prefix every request of its scenario shares (``kind =
+    "shared_prefix"``, ``RunFinished.prefix``): with ``cache = "keep"`` the prefix is evaluated once,
+    its KV cells saved (``save_ns``, inside that request's TTFT: a miss) and restored for every later
+    request (``reuse_ns``: a hit); with ``off`` every request evaluates it (a miss)."""
+
+    group: str  # the scenario it was expanded from
+    cache: Literal["keep", "off"]
+    hit: bool
+    prefix_tokens: Int64
+    depth: Int64
+    cached_tokens: Int64
+    new_tokens: Int64
+    evaluated_tokens: Int64 | None = None
+    counted_by: str | None = None
+    reuse_ns: Int64 | None = None  # a hit: the saved state restored (llama_state_seq_set_data)
+    save_ns: Int64 | None = None  # keep's miss: the prefix's state saved (llama_state_seq_get_data)
+
+
+@dataclass(**_frozen)
 class RemoteTiming:
     """A request to a server, on the client's clock (ns after t0 = just before the request was
     written; None: never happened) and, beside it, the server's own account as it sent it."""
@@ -345,6 +365,7 @@ class RunFinished:
     token_parts: TokenParts | None = None  # the local engine's decode breakdown
     diffusion: DiffusionTiming | None = None  # a diffusion model's steps (its prefill/sample fields are None)
     conversation: ConversationTiming | None = None  # a conversation's turn
+    prefix: PrefixTiming | None = None  # a request with a shared prefix
 
 
 @dataclass(**_frozen)
@@ -564,7 +585,7 @@ Event = Annotated[
 ]
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, DiffusionFacts, DiffusionStep, DiffusionTiming,
-             ConversationTiming,
+             ConversationTiming, PrefixTiming,
              SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              EngineStalled, WorkerLost, SessionFinished):

@@ -213,6 +213,10 @@ METRICS: tuple[Metric, ...] = (
            "cached)", measured_only=True, in_help=False),
     Metric("cache_hit_pct", "cache hit %", "pct", "conversation: cached_tokens_count / prompt tokens x 100",
            measured_only=True, in_help=False, higher_is_better=True),
+    Metric("prefix_reuse_ms", "prefix restore", "ms", "shared prefix, a hit: the prefix's saved KV state restored "
+           "(part of cache_prep_ms)", measured_only=True, in_help=False),
+    Metric("prefix_save_ms", "prefix save", "ms", "shared prefix, keep's miss: the prefix's KV state saved after "
+           "its prefill (part of cache_prep_ms)", measured_only=True, in_help=False),
     _remote("ttfb_ms", "TTFB", "ms", "client: t0 -> response headers"),
     _remote("first_event_ms", "first SSE event", "ms", "client: t0 -> the first server-sent event", table=False,
             compare=False),
@@ -224,6 +228,14 @@ METRICS: tuple[Metric, ...] = (
             "it late: every worker was busy, or it could not keep up); not part of TTFT", compare=False),
     _remote("server_decode_tps", "server decode tok/s", "tps", "the server's own account: predicted_n / "
             "predicted_ms x 1000", higher_is_better=True),
+    # The server's prefix cache, by its own account (llama-server timings.cache_n / prompt_n): what a
+    # trace replay (scenario key trace) is about; compare is left to the reader (the traffic decides it
+    # as much as the server does).
+    _remote("server_cached_tokens_count", "server cached tokens", "count", "the server's own account: prompt "
+            "tokens it took from its prefix cache (llama-server timings.cache_n)", table=False, compare=False),
+    _remote("server_cache_hit_pct", "server cache hit %", "pct", "the server's own account: cache_n / (cache_n + "
+            "prompt_n) x 100, the share of the prompt it took from its prefix cache instead of evaluating it",
+            compare=False),
     Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",
            "(ttftui's prefill_ms - llama.cpp's t_p_eval_ms) / t_p_eval_ms x 100, 1-token chunks left out on "
            "both sides", table=False, compare=False, rule=False, in_help=False),

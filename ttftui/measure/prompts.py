@@ -133,11 +133,14 @@ class _ContentOnly:
         return self.tok.detokenize(tokens, chat=False)
 
 
-def conversation_messages(tok: PromptTokenizer, s: ScenarioConfig) -> tuple[str, list[str]]:
+def conversation_messages(tok: PromptTokenizer, s: ScenarioConfig, n_sys: int | None = None,
+                          count: int | None = None) -> tuple[str, list[str]]:
     """A conversation's system prompt and its user messages, turn by turn: consecutive stretches of the
     scenario's prose (the corpus by default), each exactly ``system_tokens`` / ``user_tokens`` tokens
-    as the text's own tokens (no BOS: they are appended to the conversation)."""
-    turns, n_user, n_sys = s.turns or 1, s.user_tokens or 1, s.system_tokens
+    as the text's own tokens (no BOS: they are appended to the conversation). ``n_sys`` and ``count``
+    (a shared prefix's length, its requests' messages) override the scenario's system_tokens and turns."""
+    turns, n_user = count or s.turns or 1, s.user_tokens or 1
+    n_sys = s.system_tokens if n_sys is None else n_sys
     content = tok.content_tokens(scenario_source_text(s), chat=False)
     if not content:
         raise PromptTooLong(f"scenario {s.name}: the prompt is empty")

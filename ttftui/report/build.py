@@ -37,6 +37,7 @@ from ttftui.report.schema import (
     LoadRecord,
     MetricSummary,
     ModelMemory,
+    PrefixRecord,
     NoticeRecord,
     Prediction,
     RemoteRecord,
@@ -96,6 +97,12 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     diffusion = _diffusion(fin.diffusion) if getattr(fin, "diffusion", None) is not None else None
     conv = getattr(fin, "conversation", None)
     conversation = ConversationRecord(**dataclasses.asdict(conv)) if conv is not None else None
+    pre = getattr(fin, "prefix", None)
+    prefix = None
+    if pre is not None:
+        fields = {k: v for k, v in dataclasses.asdict(pre).items() if k not in ("reuse_ns", "save_ns")}
+        prefix = PrefixRecord(**fields, reuse_ms=None if pre.reuse_ns is None else pre.reuse_ns / 1e6,
+                              save_ms=None if pre.save_ns is None else pre.save_ns / 1e6)
     llama = LlamaCounters(**dataclasses.asdict(m.llama)) if m.llama is not None else None
     placed = {*RunRecord.model_fields, *(RemoteRecord.model_fields if remote else ()),
               *(DecodeBreakdown.model_fields if breakdown else ())}
@@ -104,7 +111,8 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     figures = {k: v for k, v in m.extra.items() if k not in placed and k not in telemetry}
     return RunRecord(
         **_by_name(RunRecord, dataclasses.asdict(m) | {"llama": llama, "remote": remote, "decode_breakdown": breakdown,
-                                                       "diffusion": diffusion, "conversation": conversation}),
+                                                       "diffusion": diffusion, "conversation": conversation,
+                                                       "prefix": prefix}),
         cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={**telemetry, **driver} or None, figures=figures,
         t_start_ms=m.t_start_ns / 1e6, worker=worker,

@@ -21,7 +21,8 @@ from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelF
 
 SCHEMA_VERSION = 5  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host);
-# 5: diffusion models (diffusion, runs[].diffusion), conversations (runs[].conversation)
+# 5: diffusion models (diffusion, runs[].diffusion), conversations and shared prefixes (runs[].conversation,
+# runs[].prefix)
 REPORT_KIND = "ttftui.report"
 
 
@@ -145,6 +146,22 @@ class ConversationRecord(_M):
     counted_by: str | None
 
 
+class PrefixRecord(_M):
+    """A request whose prompt starts with its scenario's shared prefix (kind = shared_prefix)."""
+
+    group: str = Field(description="the scenario its keep and off variants were expanded from")
+    cache: Literal["keep", "off"]
+    hit: bool = Field(description="the prefix's KV cells were restored from the saved state, not evaluated")
+    prefix_tokens: int
+    depth: int
+    cached_tokens: int
+    new_tokens: int
+    evaluated_tokens: int | None
+    counted_by: str | None
+    reuse_ms: float | None = Field(description=_defined("prefix_reuse_ms"))
+    save_ms: float | None = Field(description=_defined("prefix_save_ms"))
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -177,6 +194,7 @@ class RunRecord(_M):
     decode_breakdown: DecodeBreakdown | None = Field(None, description="where decode time went (the local engine)")
     diffusion: DiffusionRecord | None = Field(None, description="a diffusion model's run, step by step")
     conversation: ConversationRecord | None = Field(None, description="a conversation's turn (kind = conversation)")
+    prefix: PrefixRecord | None = Field(None, description="a request with a shared prefix (kind = shared_prefix)")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
                           "prefill_samples / decode_samples: how many samples each phase's figures come from; "

@@ -83,9 +83,12 @@ class LocalLoad:
 
     def run_phase(self, prep: PreparedScenario, plan: LoadPlan, n: int, warm: bool) -> int:
         r, engine = self.runner, self.engine
+        # a trace, a prompts file, a length distribution: request i of the phase sends its own i-th prompt
+        own = engine.prepare_requests(prep, n, warm) if prep.scenario.per_request else None
 
-        def one(w: Any, _i: int, due: int | None) -> None:
-            r.one_run(engine.clock, w.run, prep, warm, **({} if due is None else {"due_ns": due}))
+        def one(w: Any, i: int, due: int | None) -> None:
+            p = own[i] if own is not None else prep
+            r.one_run(engine.clock, w.run, p, warm, **({} if due is None else {"due_ns": due}))
 
         c = r.controls
         loop = LoadLoop(engine.worker, one, stop=c.stop, paused=c.paused, skip=c.skip_scenario)

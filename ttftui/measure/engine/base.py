@@ -123,5 +123,10 @@ class Engine(ABC):
         """Build whatever the runs ``run_ids`` need before they start (a load phase must not ask the
         server anything but its requests while it is measured)."""
 
+    def prepare_requests(self, prepared: PreparedScenario, n: int, warm: bool) -> list[PreparedScenario]:
+        """The ``n`` requests of a load phase whose requests each have their own prompt (a trace, a
+        prompts file, length distributions), built before the phase. Only a server takes load."""
+        raise ConfigError(f"scenario {prepared.scenario.name}: per-request prompts are sent to a server (--url)")
+
     def sleep_until(self, t_ns: int) -> None:  # noqa: B027 - only the paced synthetic engine waits
         pass

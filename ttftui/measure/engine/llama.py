@@ -33,6 +33,7 @@ from ttftui.core.events import (
     LlamaPerf,
     ModelFacts,
     PhaseTimed,
+    PrefixTiming,
     RunFinished,
     TokenEmitted,
     token_parts,
@@ -143,10 +144,25 @@ class _Conversation:
 
 
 @dataclass
+class _Shared:
+    """A shared-prefix scenario: the prefix's tokens, each request's own message (in turn), and with
+    cache = keep the prefix's KV state once it has been evaluated."""
+
+    group: str
+    cache: str
+    prefix: list[int]
+    messages: list[bytes]
+    user_buf: Any
+    state: Any = None  # the saved state of sequence 0 holding the prefix (bytes)
+    next: int = 0
+
+
+@dataclass
 class _Handle:
     sampler: Any
     chat_template: bytes | None
     turn: _Turn | None = None
+    shared: _Shared | None = None
 
 
 class LlamaEngine(Engine):
@@ -353,6 +369,8 @@ class LlamaEngine(Engine):
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
         if scenario.kind == "conversation":
             return self._prepare_turn(scenario, seed)
+        if scenario.kind == "shared_prefix":
+            return self._prepare_shared(scenario, seed)
         template = None
         if scenario.chat:
             template = L.llama_model_chat_template(self.model, None)
@@ -377,6 +395,48 @@ class LlamaEngine(Engine):
         user = users[(s.turn or 1) - 1]
         turn = _Turn(key, s.turn or 1, s.turns or 1, s.cache or "keep", prefix, (L.llama_token * ((s.user_tokens or 0) + 16))())
         return PreparedScenario(s, user, depth, _Handle(self._make_sampler(s, seed), None, turn))
+
+    def _prepare_shared(self, s: ScenarioConfig, seed: int) -> PreparedScenario:
+        """A shared prefix of prefix_tokens, and a message of user_tokens for each request (a pool of
+        distinct ones, used in turn)."""
+        tok = self._Tok(self, None)
+        count = max(1, min(self.config.run.warmup + self.config.run.iterations, 64))
+        system, users = conversation_messages(tok, s, n_sys=s.prefix_tokens or 0, count=count)
+        prefix = tok.tokenize("", chat=False) + tok.content_tokens(system, chat=False)
+        depth = len(prefix) + (s.user_tokens or 0)
+        check_fits(s.name, depth, s.max_tokens, self.config.model.n_ctx)
+        shared = _Shared(s.name.rsplit("@", 1)[0], s.cache or "keep", prefix, [u.encode("utf-8") for u in users],
+                         (L.llama_token * ((s.user_tokens or 0) + 16))())
+        return PreparedScenario(s, users[0], depth, _Handle(self._make_sampler(s, seed), None, shared=shared))
+
+    def _shared_prompt(self, sh: _Shared, n_user: int, mem: Any) -> tuple[int, int, int | None]:
+        """Put the prefix and this request's message in the token buffer; with a saved prefix, restore
+        it: (prompt tokens, tokens restored, restore time in ns or None)."""
+        prompt = sh.prefix + list(sh.user_buf[:n_user])
+        n = len(prompt)
+        self._reserve(n)
+        self._tokens[:n] = prompt
+        L.llama_memory_clear(mem, False)
+        if sh.cache != "keep" or sh.state is None:
+            return n, 0, None
+        r0 = time.perf_counter_ns()
+        ok = L.llama_state_seq_set_data(self.ctx, sh.state, len(sh.state), 0)
+        r1 = time.perf_counter_ns()
+        if not ok:
+            raise EngineFailed(f"llama.cpp could not restore the shared prefix's saved state ({len(sh.state)} bytes)")
+        return n, len(sh.prefix), r1 - r0
+
+    def _save_prefix(self, sh: _Shared) -> int:
+        """The prefix's cells (sequence 0, nothing else evaluated yet) saved: the time it took."""
+        t0 = time.perf_counter_ns()
+        size = L.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        n = L.llama_state_seq_get_data(self.ctx, buf, size, 0)
+        t1 = time.perf_counter_ns()
+        if n != size:
+            raise EngineFailed(f"llama.cpp saved {n} of the shared prefix's {size} state bytes")
+        sh.state = buf
+        return t1 - t0
 
     def _turn_prompt(self, t: _Turn, n_user: int, mem: Any, name: str) -> tuple[int, int]:
         """Put turn ``t``'s prompt (the conversation so far + its message) in the token buffer and the
@@ -441,11 +501,18 @@ class LlamaEngine(Engine):
         if turn is not None:
             answer: list[int] = []
             publish = _keeping_tokens(publish, answer)
+        shared = h.shared  # a request with a shared prefix: this request's own message
+        if shared is not None:
+            text = shared.messages[shared.next % len(shared.messages)]
+            shared.next += 1
+            turn_buf = shared.user_buf
+        elif turn is not None:
+            turn_buf = turn.user_buf
 
         # ---- t0: the request starts. Everything up to the first token's text is TTFT.
         t0 = perf_ns()
-        if turn is not None:  # the new user message (the rest of the conversation is tokens already)
-            n_user = L.llama_tokenize(vocab, text, len(text), turn.user_buf, len(turn.user_buf), False, False)
+        if turn is not None or shared is not None:  # the new message (the rest is tokens already)
+            n_user = L.llama_tokenize(vocab, text, len(text), turn_buf, len(turn_buf), False, False)
             n_tok = n_user
         else:
             if h.chat_template is not None:
@@ -458,29 +525,42 @@ class LlamaEngine(Engine):
             raise PromptTooLong(f"scenario {s.name}: the prompt tokenized to {n_tok} tokens")
 
         t2s = perf_ns()
-        if turn is None:
+        save_at = reuse_ns = None
+        if turn is not None:  # the conversation's prompt; with cache = keep, the cells of the last turn stay
+            n_prompt, n_keep = self._turn_prompt(turn, n_user, mem, s.name)
+        elif shared is not None:  # the shared prefix restored (a hit), or evaluated here (and saved, keep)
+            n_prompt, n_keep, reuse_ns = self._shared_prompt(shared, n_user, mem)
+            if shared.cache == "keep" and shared.state is None:
+                save_at = len(shared.prefix)
+        else:
             L.llama_memory_clear(mem, False)  # forget every cell: no silent prefix reuse, the whole prompt is prefilled
             n_keep = 0
-        else:  # the conversation's prompt; with cache = keep, the cells of the last turn stay
-            n_prompt, n_keep = self._turn_prompt(turn, n_user, mem, s.name)
         t2 = perf_ns()
         publish(PhaseTimed(t_ns=clock.rel(t2), run_id=run_id, phase="cache_prep", duration_ns=t2 - t2s,
-                           n_tokens=n_keep if turn is not None else None))
+                           n_tokens=n_keep if (turn is not None or shared is not None) else None))
+        cache_prep_ns = t2 - t2s
+        save_ns = None
 
         chunks: list[int] = []
         chunk_tokens: list[int] = []
         base = ctypes.addressof(self._tokens)
         tok_size = ctypes.sizeof(L.llama_token)
-        for i in range(n_keep, n_prompt, n_batch):
-            if stop.is_set():
-                raise RunStopped()
-            m = min(n_batch, n_prompt - i)
-            ptr = ctypes.cast(base + i * tok_size, ctypes.POINTER(L.llama_token))
-            c0, c1 = _decode(ctx, L.llama_batch_get_one(ptr, m), s.name)
-            chunks.append(c1 - c0)
-            chunk_tokens.append(m)
-            publish(PhaseTimed(t_ns=clock.rel(c1), run_id=run_id, phase="prefill_chunk",
-                               duration_ns=c1 - c0, chunk=len(chunks) - 1, n_tokens=m))
+        # one span, or two around a shared prefix's save (its cells alone in the cache then)
+        for lo, hi in ((n_keep, n_prompt),) if save_at is None else ((0, save_at), (save_at, n_prompt)):
+            for i in range(lo, hi, n_batch):
+                if stop.is_set():
+                    raise RunStopped()
+                m = min(n_batch, hi - i)
+                ptr = ctypes.cast(base + i * tok_size, ctypes.POINTER(L.llama_token))
+                c0, c1 = _decode(ctx, L.llama_batch_get_one(ptr, m), s.name)
+                chunks.append(c1 - c0)
+                chunk_tokens.append(m)
+                publish(PhaseTimed(t_ns=clock.rel(c1), run_id=run_id, phase="prefill_chunk",
+                                   duration_ns=c1 - c0, chunk=len(chunks) - 1, n_tokens=m))
+            if hi == save_at:  # keep's first request: the prefix saved, booked as cache handling
+                save_ns = self._save_prefix(shared)  # type: ignore[arg-type]
+                cache_prep_ns += save_ns
+                publish(PhaseTimed(t_ns=clock.now_ns(), run_id=run_id, phase="cache_prep", duration_ns=save_ns))
 
         s0 = perf_ns()
         token = L.llama_sampler_sample(h.sampler, ctx, -1)
@@ -538,14 +618,21 @@ class LlamaEngine(Engine):
                 conversation=turn.conversation, turn=turn.turn, turns=turn.turns, cache=turn.cache,  # type: ignore[arg-type]
                 depth=n_prompt, cached_tokens=n_keep, new_tokens=n_prompt - n_keep, evaluated_tokens=p.n_p_eval,
                 counted_by="llama.cpp (n_p_eval)")
+        prefix = None
+        if shared is not None:
+            prefix = PrefixTiming(
+                group=shared.group, cache=shared.cache, hit=n_keep > 0, prefix_tokens=len(shared.prefix),  # type: ignore[arg-type]
+                depth=n_prompt, cached_tokens=n_keep, new_tokens=n_prompt - n_keep, evaluated_tokens=p.n_p_eval,
+                counted_by="llama.cpp (n_p_eval)", reuse_ns=reuse_ns, save_ns=save_ns)
         return RunFinished(
             t_ns=clock.rel(t_end), run_id=run_id, scenario=s.name, warmup=warmup,
             n_prompt_tokens=n_prompt, n_output_tokens=n_out,
             ttft_ns=ttft_end - t0, e2e_ns=t_end - t0,
-            tokenize_ns=t1 - t0, cache_prep_ns=t2 - t2s, prefill_ns=sum(chunks),
+            tokenize_ns=t1 - t0, cache_prep_ns=cache_prep_ns, prefill_ns=sum(chunks),
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(chunk_tokens),
             first_sample_ns=s1 - s0, first_detok_ns=first_detok_ns,
             stop_reason=stop_reason, llama_perf=perf, token_parts=token_parts(parts), conversation=conversation,
+            prefix=prefix,
         )
 
     def close(self) -> None:

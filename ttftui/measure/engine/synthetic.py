@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, replace
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig
-from ttftui.core.events import ConversationTiming, DeviceFacts, ModelFacts, PhaseTimed, RunFinished, TokenEmitted
+from ttftui.core.events import ConversationTiming, DeviceFacts, ModelFacts, PhaseTimed, PrefixTiming, RunFinished, TokenEmitted
 from ttftui.measure.engine.base import Clock, Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.measure.prompts import check_fits, corpus_text, scenario_source_text
 
@@ -85,6 +85,7 @@ class SyntheticEngine(Engine):
         super().__init__()
         self.config = config
         self.synthetic_reason = reason
+        self._prefixes: set[str] = set()  # shared-prefix scenarios (keep) whose prefix has been evaluated
         self.pace = pace
         self.cost = cost or CostModel()
         self.clock = Clock() if pace else VirtualClock()
@@ -132,6 +133,8 @@ class SyntheticEngine(Engine):
         n = scenario.prompt_tokens
         if scenario.kind == "conversation":  # the conversation so far + this turn's message
             n = scenario.depth_before + (scenario.user_tokens or 0)
+        elif scenario.kind == "shared_prefix":
+            n = (scenario.prefix_tokens or 0) + (scenario.user_tokens or 0)
         elif n is None:  # no tokenizer here: estimate from the text, about 4 characters a token
 
             n = max(1, len(scenario_source_text(scenario)) // 4)
@@ -151,8 +154,13 @@ class SyntheticEngine(Engine):
         # a conversation's turn with cache = keep: the last turn's prompt and answer (but its last token)
         # stay cached, the rest is prefilled
         keep = (n - (s.user_tokens or 0) - 1) if (s.kind == "conversation" and s.cache == "keep" and (s.turn or 1) > 1) else 0
+        hit = s.kind == "shared_prefix" and s.cache == "keep" and s.name in self._prefixes  # the prefix restored
+        if hit:
+            keep = s.prefix_tokens or 0
+        elif s.kind == "shared_prefix" and s.cache == "keep":
+            self._prefixes.add(s.name)
         publish(PhaseTimed(t_ns=t, run_id=run_id, phase="cache_prep", duration_ns=prep_ns,
-                           n_tokens=keep if s.kind == "conversation" else None))
+                           n_tokens=keep if s.kind != "single" else None))
         chunks: list[int] = []
         sizes: list[int] = []
         nb = self.config.model.n_batch
@@ -201,6 +209,9 @@ class SyntheticEngine(Engine):
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(sizes),
             first_sample_ns=sample_ns, first_detok_ns=ttft_t - t_sample_end,
             stop_reason=stop_reason, llama_perf=None,
+            prefix=None if s.kind != "shared_prefix" else PrefixTiming(
+                group=s.name.rsplit("@", 1)[0], cache=s.cache or "keep", hit=hit,  # type: ignore[arg-type]
+                prefix_tokens=s.prefix_tokens or 0, depth=n, cached_tokens=keep, new_tokens=n - keep),
             conversation=None if s.kind != "conversation" else ConversationTiming(
                 conversation=s.conversation or s.name, turn=s.turn or 1, turns=s.turns or 1,
                 cache=s.cache or "keep", depth=n, cached_tokens=keep, new_tokens=n - keep),  # type: ignore[arg-type]

@@ -56,6 +56,7 @@ from ttftui.core.urls import split_credentials
 from ttftui.measure.engine.base import Engine, LoadResult, PreparedScenario, Publish, RunError, RunStopped, Worker
 from ttftui.measure.prompts import exact_length_text, scenario_source_text
 from ttftui.measure.remote.client import Endpoint, Limits, RequestFailed, StreamResult
+from ttftui.measure.trace import RequestBuilder
 
 LLAMA_SERVER = "llama-server"
 # A server's queue in its Prometheus /metrics: (requests being computed, requests waiting) gauges.
@@ -150,6 +151,8 @@ class RemoteEngine(Engine):
         self._pieces: dict[tuple[str, int, int], tuple[str, int]] = {}  # (conversation, round, piece) -> text, n
         self._conv_noted: set[str] = set()  # notices said once
         self._text_tok: _TextOnly | None = None  # the server's tokenizer, a text alone
+        # per-request prompts (a trace, a prompts file, length distributions): built with each load phase
+        self._requests = RequestBuilder(config.run.seed)
 
     def _endpoint(self) -> Endpoint:
         sc = self.config.server
@@ -268,6 +271,9 @@ class RemoteEngine(Engine):
     def prepare(self, scenario: ScenarioConfig, seed: int) -> PreparedScenario:
         if scenario.kind == "conversation":
             return self._prepare_turn(scenario)
+        if scenario.per_request:  # each phase builds its own requests (prepare_requests); this is a first one's prompt
+            first = self.prepare_requests(PreparedScenario(scenario, prompt_text="", prompt_tokens=0), 1, True)[0]
+            return PreparedScenario(scenario, prompt_text=first.prompt_text, prompt_tokens=first.prompt_tokens)
         text, n = self._prepared_prompt(scenario, 0)
         return PreparedScenario(scenario, prompt_text=text, prompt_tokens=n)
 
@@ -345,8 +351,20 @@ class RemoteEngine(Engine):
         return 0 if self.config.server.prefix_cache == "on" else run_id
 
     def prepare_runs(self, prepared: PreparedScenario, run_ids: range) -> None:
+        if prepared.scenario.per_request:  # prepare_requests builds them
+            return
         for rid in run_ids:
             self._prepared_prompt(prepared.scenario, self._variant(rid))
+
+    def prepare_requests(self, prepared: PreparedScenario, n: int, warm: bool) -> list[PreparedScenario]:
+        """The ``n`` requests of a load phase of a per-request scenario (a trace, a prompts file, a
+        length distribution), each with its own prompt and max_tokens, built now, untimed, with the
+        server's tokenizer (ttftui.measure.trace): request i of the phase sends the i-th."""
+        try:
+            return list(self._requests.build(prepared.scenario, n, warm, self.tokenizer))
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompts of scenario {prepared.scenario.name} with the "
+                                  f"server's tokenizer: {e}") from None
 
     def prompt_for_run(self, s: ScenarioConfig, run_id: int) -> tuple[str, int]:
         """(text, tokens) that run ``run_id`` of ``s`` sends: what a Ray client worker is handed."""
@@ -380,6 +398,8 @@ class RemoteEngine(Engine):
             if s.kind == "conversation":
                 turn = self._turn_prompt(s, publish)
                 text, n_prompt = turn.text, turn.n_tokens
+            elif s.per_request:  # its own, built with its phase (prepare_requests)
+                text, n_prompt = prepared.prompt_text, prepared.prompt_tokens
             else:
                 text, n_prompt = self._prompt(s, self._variant(run_id))
         except RequestFailed as e:  # the server went away between runs: a failed run, not a failed load
@@ -389,8 +409,8 @@ class RemoteEngine(Engine):
         finally:
             if tok is not None:
                 tok.stop = None
-        if turn is None:
-            path, body = self._body(s, text)
+        if turn is None:  # a trace's sharing is the point: llama-server may reuse its cache
+            path, body = self._body(s, text, cache_prompt=True if s.trace is not None else None)
         else:
             path, body = self._turn_body(s, turn)
         clock = self.clock
