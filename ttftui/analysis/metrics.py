@@ -26,7 +26,7 @@ import numpy as np
 from ttftui.analysis import gpu_driver
 from ttftui.analysis.stats import Summary, summarize
 from ttftui.core import registry
-from ttftui.core.events import DiffusionTiming, RemoteTiming, RunFinished, TokenEmitted
+from ttftui.core.events import DiffusionTiming, OpsProfile, RemoteTiming, RunFinished, TokenEmitted
 
 NS_PER_MS = 1e6
 
@@ -176,6 +176,27 @@ def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
     return out
 
 
+ATTENTION_KINDS = frozenset({"FLASH_ATTN_EXT", "SOFT_MAX", "MUL_MAT (attention)"})
+
+
+def ops_figures(ops: OpsProfile) -> dict[str, float | None]:
+    """A profiled run's prefill by operation (registry: prefill_matmul_pct, prefill_attention_pct,
+    prefill_ops_gap_pct), in % of its prefill chunks' llama_decode spans."""
+    chunks = [p for p in ops.phases if p.phase == "prefill_chunk"]
+    span = sum(p.span_ns for p in chunks)
+    if not span or ops.mode != "ops":
+        return {"prefill_ops_gap_pct": (span - sum(p.compute_ns for p in chunks)) / span * 100 if span else None}
+    by: dict[str, int] = {}
+    for p in chunks:
+        for k in p.kinds:
+            by[k.kind] = by.get(k.kind, 0) + k.ns
+    return {
+        "prefill_matmul_pct": by.get("MUL_MAT", 0) / span * 100,
+        "prefill_attention_pct": sum(v for k, v in by.items() if k in ATTENTION_KINDS) / span * 100,
+        "prefill_ops_gap_pct": (span - sum(p.compute_ns for p in chunks)) / span * 100,
+    }
+
+
 def diffusion_components_ns(d: DiffusionTiming) -> tuple[int, int, int]:
     """(canvas, forward passes, selection) of a diffusion run's TTFT: the steps up to the first
     readable one; selection = logits read + choosing + committing."""
@@ -212,6 +233,8 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
                      token_detok_ms=tp.detok_sum_ns / tp.n / NS_PER_MS, token_rest_ms=tp.rest_sum_ns / tp.n / NS_PER_MS)
     if fin.diffusion is not None:  # a diffusion model's run: steps instead of prefill and sampling
         extra.update(diffusion_figures(fin.diffusion, fin.ttft_ns))
+    if fin.ops is not None:  # a profiled run: prefill's time by operation
+        extra.update(ops_figures(fin.ops))
     cached = fin.conversation or fin.prefix  # a conversation's turn, a request with a shared prefix
     if cached is not None:  # what the cache held; a server that does not say has no figure, not 0
         known = cached.counted_by != "not reported"

@@ -118,6 +118,10 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", metavar="URL", help="profile an OpenAI-compatible server instead, e.g. "
                    "http://127.0.0.1:8080/v1 (streaming; see [server] in config.toml)")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic engine (labelled synthetic everywhere)")
+    p.add_argument("--profile-ops", nargs="?", const="ops", choices=("ops", "layers"), default=None,
+                   help="profile prefill by graph operation and layer (llama.cpp's graph callback): every scenario "
+                        "gets a profiled twin NAME@ops, kept out of its statistics; layers = each layer's output "
+                        "only, fewer graph splits (engine.profile_ops; docs/measurement.md)")
     p.add_argument("--scenario", metavar="NAME", action="append", help="run only this scenario (repeatable)")
     p.add_argument("--iterations", metavar="N", type=_positive_int, help="measured runs per scenario")
     p.add_argument("--warmup", metavar="N", type=_non_negative_int, help="warm-up runs per scenario")
@@ -166,6 +170,8 @@ def _overrides(args: argparse.Namespace) -> list[Any]:
         out.append(("run.iterations", args.iterations))
     if args.warmup is not None:
         out.append(("run.warmup", args.warmup))
+    if getattr(args, "profile_ops", None):
+        out.append(("engine.profile_ops", args.profile_ops))
     if getattr(args, "ray", None):
         out.append(("cluster.ray", args.ray))
     if getattr(args, "workers", None) is not None:

@@ -74,6 +74,12 @@ class EngineConfig(Strict):
     stall_kill_s: float = Field(
         120.0, ge=0, le=86_400, description="... and for this long is killed, and the run fails as a crash (exit 17); "
                                             "0 = never")
+    profile_ops: Literal["off", "ops", "layers"] = Field(
+        "off", description="profile prefill by graph operation and layer with llama.cpp's graph callback: every "
+                           "scenario gets a profiled twin, NAME@ops, kept out of its statistics (the callback "
+                           "splits the graph at every node it watches, which slows what it measures: the report "
+                           "sets the twin's prefill against the plain runs'); ops = every computing node, layers = "
+                           "each layer's output only (fewer splits)")
     stop_grace_s: float = Field(
         5.0, gt=0, le=3_600, description="after a stop (Ctrl-C, SIGTERM, q), how long the engine host has to answer "
                                          "before it is killed, so that the session always ends")
@@ -239,6 +245,7 @@ class ScenarioConfig(Strict):
                           "tokens are evaluated; off = every turn from an empty cache; a list runs both")
     conversation: str | None = Field(None, description="set for a conversation's turn: its conversation (NAME@CACHE)")
     turn: int | None = Field(None, ge=1, description="set for a conversation's turn: 1-based")
+    profile_ops: bool = Field(False, description="set for a profiled twin (engine.profile_ops): NAME@ops")
     prefix_tokens: int | None = Field(None, ge=1, description="shared_prefix: tokens of the prefix every request "
                                                               "shares (then user_tokens of its own); cache = keep "
                                                               "evaluates it once and restores it for each request")
@@ -544,6 +551,27 @@ def expand_matrix(data: Any) -> Any:
     return {**data, "scenarios": out}
 
 
+def expand_profiled(data: Any) -> Any:
+    """``engine.profile_ops``: every ordinary scenario gets a profiled twin right after it, ``NAME@ops``
+    (twins already there, e.g. from a recorded config, stay; load, conversations and shared prefixes
+    have none)."""
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
+        return data
+    engine = data.get("engine")
+    if not isinstance(engine, dict) or engine.get("profile_ops") in (None, "off", False):
+        return data
+    out: list[Any] = []
+    have = {sc.get("name") for sc in data["scenarios"] if isinstance(sc, dict)}
+    for sc in data["scenarios"]:
+        out.append(sc)
+        if (isinstance(sc, dict) and not sc.get("profile_ops") and sc.get("kind", "single") == "single"
+                and sc.get("concurrency") is None and sc.get("rate") is None and sc.get("trace") is None
+                and f"{sc.get('name')}@ops" not in have):
+            out.append({**sc, "name": f"{sc.get('name')}@ops", "profile_ops": True, "sweep": None})
+    _check_scenarios(len(out))
+    return {**data, "scenarios": out}
+
+
 def expand_sweeps(data: Any) -> Any:
     """``prompt_tokens = [128, 256, ...]`` in a scenario becomes one scenario per length, named
     ``NAME@N``, each remembering the sweep it belongs to (its fit is in the report). Likewise
@@ -659,7 +687,7 @@ class Config(Strict):
     @model_validator(mode="before")
     @classmethod
     def _sweeps(cls, data: Any) -> Any:
-        return expand_matrix(expand_sweeps(data))
+        return expand_profiled(expand_matrix(expand_sweeps(data)))
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Config":

@@ -276,6 +276,44 @@ class PrefixTiming:
 
 
 @dataclass(**_frozen)
+class OpKind:
+    """One kind of graph operation in a phase: its compute time, how many nodes, bytes they moved
+    (copies: CPY, CONT, SET_ROWS, GET_ROWS)."""
+
+    kind: str
+    ns: Int64
+    count: Int64
+    bytes: Int64 = 0
+
+
+@dataclass(**_frozen)
+class LayerTime:
+    layer: Int64 | None  # None: the embeddings and the output head
+    ns: Int64
+    nodes: Int64
+
+
+@dataclass(**_frozen)
+class OpsPhase:
+    """What llama.cpp's graph callback saw in one phase of a profiled run (``--profile-ops``): a prefill
+    chunk (``index``) or decode (every token's graph together). ``span_ns``: the llama_decode spans;
+    ``compute_ns``: the observed nodes' compute; the rest of the span is the gap profiling adds."""
+
+    phase: Literal["prefill_chunk", "decode"]
+    index: Int64 | None
+    span_ns: Int64
+    compute_ns: Int64
+    kinds: tuple[OpKind, ...] = ()
+    layers: tuple[LayerTime, ...] = ()
+
+
+@dataclass(**_frozen)
+class OpsProfile:
+    mode: Literal["ops", "layers"]
+    phases: tuple[OpsPhase, ...] = ()
+
+
+@dataclass(**_frozen)
 class RemoteTiming:
     """A request to a server, on the client's clock (ns after t0 = just before the request was
     written; None: never happened) and, beside it, the server's own account as it sent it."""
@@ -366,6 +404,7 @@ class RunFinished:
     diffusion: DiffusionTiming | None = None  # a diffusion model's steps (its prefill/sample fields are None)
     conversation: ConversationTiming | None = None  # a conversation's turn
     prefix: PrefixTiming | None = None  # a request with a shared prefix
+    ops: OpsProfile | None = None  # a profiled run (--profile-ops): its graph's operations by kind and layer
 
 
 @dataclass(**_frozen)
@@ -585,7 +624,7 @@ Event = Annotated[
 ]
 
 for _cls in (ModelFacts, DeviceFacts, LlamaPerf, RemoteTiming, TokenParts, DiffusionFacts, DiffusionStep, DiffusionTiming,
-             ConversationTiming, PrefixTiming,
+             ConversationTiming, PrefixTiming, OpKind, LayerTime, OpsPhase, OpsProfile,
              SessionStarted, EngineReady, RunStarted, PhaseTimed, TokenEmitted,
              RunFinished, RunFailed, Notice, TelemetrySample, GpuDriverSamples, ServerSample, TelemetryStatus, AlertChanged, EngineCrashed,
              EngineStalled, WorkerLost, SessionFinished):

@@ -213,6 +213,14 @@ METRICS: tuple[Metric, ...] = (
            "cached)", measured_only=True, in_help=False),
     Metric("cache_hit_pct", "cache hit %", "pct", "conversation: cached_tokens_count / prompt tokens x 100",
            measured_only=True, in_help=False, higher_is_better=True),
+    # A profiled run (engine.profile_ops, NAME@ops): prefill by graph operation
+    Metric("prefill_matmul_pct", "prefill matmul %", "pct", "profiled run: the weight matrix multiplications' (MUL_MAT "
+           "but the attention's) share of its prefill chunks' llama_decode time", measured_only=True, in_help=False),
+    Metric("prefill_attention_pct", "prefill attn %", "pct", "profiled run: attention's share (FLASH_ATTN_EXT, or "
+           "SOFT_MAX and the kq/kqv matmuls)", measured_only=True, in_help=False),
+    Metric("prefill_ops_gap_pct", "profiler gap %", "pct", "profiled run: the share of its prefill spans outside "
+           "the observed nodes' compute (graph splits, synchronisation, the callback: what profiling adds)",
+           measured_only=True, in_help=False, compare=False),
     Metric("prefix_reuse_ms", "prefix restore", "ms", "shared prefix, a hit: the prefix's saved KV state restored "
            "(part of cache_prep_ms)", measured_only=True, in_help=False),
     Metric("prefix_save_ms", "prefix save", "ms", "shared prefix, keep's miss: the prefix's KV state saved after "

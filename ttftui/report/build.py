@@ -37,6 +37,11 @@ from ttftui.report.schema import (
     LoadRecord,
     MetricSummary,
     ModelMemory,
+    OpKindRecord,
+    OpsCostRecord,
+    OpsPhaseRecord,
+    OpsRecord,
+    LayerRecord,
     PrefixRecord,
     NoticeRecord,
     Prediction,
@@ -97,6 +102,7 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     diffusion = _diffusion(fin.diffusion) if getattr(fin, "diffusion", None) is not None else None
     conv = getattr(fin, "conversation", None)
     conversation = ConversationRecord(**dataclasses.asdict(conv)) if conv is not None else None
+    ops = _ops(fin.ops) if getattr(fin, "ops", None) is not None else None
     pre = getattr(fin, "prefix", None)
     prefix = None
     if pre is not None:
@@ -112,12 +118,53 @@ def _run_record(m: RunMetrics, fin: Any = None, cold_reason: str | None = None, 
     return RunRecord(
         **_by_name(RunRecord, dataclasses.asdict(m) | {"llama": llama, "remote": remote, "decode_breakdown": breakdown,
                                                        "diffusion": diffusion, "conversation": conversation,
-                                                       "prefix": prefix}),
+                                                       "prefix": prefix, "ops": ops}),
         cold=cold_reason is not None, cold_reason=cold_reason,
         telemetry={**telemetry, **driver} or None, figures=figures,
         t_start_ms=m.t_start_ns / 1e6, worker=worker,
         telemetry_gaps=telemetry_gaps(m, interval_ms, driver, series),
     )
+
+
+def _ops_phase(phases: list[Any]) -> OpsPhaseRecord:
+    """Phases summed: their spans, compute, and each kind's and layer's time."""
+    span = sum(p.span_ns for p in phases)
+    kinds: dict[str, list[int]] = {}
+    layers: dict[Any, int] = {}
+    for p in phases:
+        for k in p.kinds:
+            v = kinds.setdefault(k.kind, [0, 0, 0])
+            v[0] += k.ns
+            v[1] += k.count
+            v[2] += k.bytes
+        for lt in p.layers:
+            layers[lt.layer] = layers.get(lt.layer, 0) + lt.ns
+    return OpsPhaseRecord(
+        span_ms=span / 1e6, compute_ms=sum(p.compute_ns for p in phases) / 1e6,
+        kinds=[OpKindRecord(kind=k, ms=v[0] / 1e6, pct=v[0] / span * 100 if span else 0.0, count=v[1], bytes=v[2])
+               for k, v in sorted(kinds.items(), key=lambda kv: -kv[1][0])],
+        layers=[LayerRecord(layer=k, ms=v / 1e6) for k, v in sorted(layers.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))])
+
+
+def _ops(o: Any) -> OpsRecord:
+    chunks = [p for p in o.phases if p.phase == "prefill_chunk"]
+    decode = [p for p in o.phases if p.phase == "decode"]
+    return OpsRecord(mode=o.mode, prefill=_ops_phase(chunks), chunks=[_ops_phase([c]) for c in chunks],
+                     decode=_ops_phase(decode) if decode else None)
+
+
+def _ops_cost(view: SessionView) -> dict[str, OpsCostRecord]:
+    out = {}
+    for name, st in view.stats.items():
+        plain = name.removesuffix("@ops")
+        if plain == name or plain not in view.stats:
+            continue
+        a, b = view.stats[plain].metrics.get("prefill_ms"), st.metrics.get("prefill_ms")
+        pa = a.percentiles.get("p50") if a is not None else None
+        pb = b.percentiles.get("p50") if b is not None else None
+        out[name] = OpsCostRecord(plain_scenario=plain, plain_prefill_p50_ms=pa, profiled_prefill_p50_ms=pb,
+                                  ratio=pb / pa if pa and pb is not None else None)
+    return out
 
 
 def _diffusion(d: Any) -> DiffusionRecord:
@@ -273,6 +320,7 @@ def build_report(state: SessionState, source: dict[str, Any] | None = None) -> R
         engine_host=eng.host if eng else None,
         diffusion=eng.diffusion if eng else None,
         crash=_crash(state),
+        ops_cost=_ops_cost(view),
         sweeps=_sweeps(view),
         load=_load(view),
         workers_lost=[WorkerLostRecord(t_ms=w.t_ns / 1e6, worker=w.worker, reason=w.reason,

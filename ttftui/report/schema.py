@@ -22,7 +22,7 @@ from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelF
 SCHEMA_VERSION = 5  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host);
 # 5: diffusion models (diffusion, runs[].diffusion), conversations and shared prefixes (runs[].conversation,
-# runs[].prefix)
+# runs[].prefix), profiled runs (runs[].ops, ops_cost)
 REPORT_KIND = "ttftui.report"
 
 
@@ -162,6 +162,46 @@ class PrefixRecord(_M):
     save_ms: float | None = Field(description=_defined("prefix_save_ms"))
 
 
+class OpKindRecord(_M):
+    kind: str = Field(description="ggml's name of the operation (MUL_MAT, FLASH_ATTN_EXT, ROPE, ...); MUL_MAT "
+                                  "(attention): the kq / kqv matmuls")
+    ms: float
+    pct: float = Field(description="of the phase's llama_decode span")
+    count: int
+    bytes: int = Field(description="bytes the nodes wrote (copies: CPY, CONT, SET_ROWS, GET_ROWS)")
+
+
+class LayerRecord(_M):
+    layer: int | None = Field(description="None: the embeddings and the output head")
+    ms: float
+
+
+class OpsPhaseRecord(_M):
+    span_ms: float = Field(description="llama_decode + synchronize spans of the phase")
+    compute_ms: float = Field(description="the observed nodes' compute; span - compute is what profiling adds")
+    kinds: list[OpKindRecord]
+    layers: list[LayerRecord]
+
+
+class OpsRecord(_M):
+    """A profiled run (engine.profile_ops, scenario NAME@ops): its graph's operations by kind and layer,
+    for its whole prefill, each prefill chunk and decode (every token's graph together)."""
+
+    mode: Literal["ops", "layers"]
+    prefill: OpsPhaseRecord
+    chunks: list[OpsPhaseRecord]
+    decode: OpsPhaseRecord | None
+
+
+class OpsCostRecord(_M):
+    """What profiling did to the prefill it measured: the twin's prefill against its plain scenario's."""
+
+    plain_scenario: str
+    plain_prefill_p50_ms: float | None
+    profiled_prefill_p50_ms: float | None
+    ratio: float | None = Field(description="profiled / plain: 1.0 = profiling cost nothing")
+
+
 class RunRecord(_M):
     run_id: int
     scenario: str
@@ -195,6 +235,7 @@ class RunRecord(_M):
     diffusion: DiffusionRecord | None = Field(None, description="a diffusion model's run, step by step")
     conversation: ConversationRecord | None = Field(None, description="a conversation's turn (kind = conversation)")
     prefix: PrefixRecord | None = Field(None, description="a request with a shared prefix (kind = shared_prefix)")
+    ops: OpsRecord | None = Field(None, description="a profiled run (engine.profile_ops): operations by kind and layer")
     telemetry: dict[str, float | int | None] | None = Field(
         None, description="per-run and per-phase telemetry (prefill = start to first token, decode = the rest); "
                           "prefill_samples / decode_samples: how many samples each phase's figures come from; "
@@ -456,6 +497,8 @@ class Report(_M):
     alert_status: list[AlertStatus] = Field(default_factory=list, description="each rule's state at the end")
     telemetry: TelemetryReport | None = None
     crash: CrashRecord | None = Field(None, description="set when the engine's process died during the session")
+    ops_cost: dict[str, OpsCostRecord] = Field(default_factory=dict, description="per profiled twin (NAME@ops): its "
+                                                                                 "prefill against the plain runs'")
     sweeps: dict[str, SweepRecord] = Field(default_factory=dict, description="per swept scenario: fits and predictions")
     load: dict[str, LoadRecord] = Field(default_factory=dict, description="per load scenario: throughput, goodput, "
                                                                           "requests in flight, client lag")

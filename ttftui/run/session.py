@@ -119,6 +119,8 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
         # a conversation's turn needs the turns before it: choosing one chooses its whole conversation
         convs = {config.scenario(g).conversation for g in group} - {None}
         group += [s.name for s in config.scenarios if s.conversation in convs and s.name not in group]
+        # a scenario chosen with engine.profile_ops brings its profiled twin
+        group += [f"{g}@ops" for g in list(group) if f"{g}@ops" in known and f"{g}@ops" not in group]
         if not group:
             raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
         chosen.extend(g for g in group if g not in chosen)

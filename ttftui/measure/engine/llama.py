@@ -32,6 +32,7 @@ from ttftui.core.events import (
     DeviceFacts,
     LlamaPerf,
     ModelFacts,
+    OpsProfile,
     PhaseTimed,
     PrefixTiming,
     RunFinished,
@@ -185,6 +186,8 @@ class LlamaEngine(Engine):
         self._tokens = None
         self.repack: bool | None = None
         self.repack_reason: str | None = None
+        self._ops: Any = None  # engine.profile_ops: the graph callback's recorder, and its context
+        self.ctx_ops = None
         self._conversations: dict[str, _Conversation] = {}
         self._messages: dict[str, tuple[str, list[str]]] = {}  # a conversation's system prompt and user messages
 
@@ -222,6 +225,15 @@ class LlamaEngine(Engine):
         self.n_threads = n_threads
         self.vocab = L.llama_model_get_vocab(model)
         self._reserve(mc.n_ctx)
+        if self.config.engine.profile_ops != "off":  # profiled twins run on a context of their own, with the callback
+            from ttftui.measure.engine.ops import OpsRecorder  # the graph callback: only when asked for
+
+            self._ops = OpsRecorder(self.config.engine.profile_ops)
+            cp = self._context_params(n_threads)
+            cp.cb_eval = self._ops.cb
+            self.ctx_ops = L.llama_init_from_model(model, cp)
+            if not self.ctx_ops:
+                raise ModelLoadFailed(f"llama.cpp could not create the profiling context: {self._last_error()}")
         self._loaded(header)
         with _LOG_LOCK:
             log = "".join(t for _, t in _LOG_LINES)
@@ -486,7 +498,8 @@ class LlamaEngine(Engine):
             stop: threading.Event) -> RunFinished:
         s = prepared.scenario
         h: _Handle = prepared.handle
-        ctx, vocab, clock = self.ctx, self.vocab, self.clock
+        rec = self._ops if s.profile_ops else None  # a profiled twin: its own context, the callback on
+        ctx, vocab, clock = (self.ctx_ops if rec is not None else self.ctx), self.vocab, self.clock
         perf_ns = time.perf_counter_ns
         n_batch = self.config.model.n_batch
         text = prepared.prompt_text.encode("utf-8")
@@ -508,6 +521,9 @@ class LlamaEngine(Engine):
             turn_buf = shared.user_buf
         elif turn is not None:
             turn_buf = turn.user_buf
+
+        if rec is not None:
+            rec.start_run()
 
         # ---- t0: the request starts. Everything up to the first token's text is TTFT.
         t0 = perf_ns()
@@ -552,7 +568,11 @@ class LlamaEngine(Engine):
                     raise RunStopped()
                 m = min(n_batch, hi - i)
                 ptr = ctypes.cast(base + i * tok_size, ctypes.POINTER(L.llama_token))
+                if rec is not None:
+                    rec.enter("prefill_chunk", len(chunks))
                 c0, c1 = _decode(ctx, L.llama_batch_get_one(ptr, m), s.name)
+                if rec is not None:
+                    rec.add_span(c1 - c0)
                 chunks.append(c1 - c0)
                 chunk_tokens.append(m)
                 publish(PhaseTimed(t_ns=clock.rel(c1), run_id=run_id, phase="prefill_chunk",
@@ -562,6 +582,8 @@ class LlamaEngine(Engine):
                 cache_prep_ns += save_ns
                 publish(PhaseTimed(t_ns=clock.now_ns(), run_id=run_id, phase="cache_prep", duration_ns=save_ns))
 
+        if rec is not None:
+            rec.enter("decode", None)
         s0 = perf_ns()
         token = L.llama_sampler_sample(h.sampler, ctx, -1)
         s1 = perf_ns()
@@ -618,6 +640,10 @@ class LlamaEngine(Engine):
                 conversation=turn.conversation, turn=turn.turn, turns=turn.turns, cache=turn.cache,  # type: ignore[arg-type]
                 depth=n_prompt, cached_tokens=n_keep, new_tokens=n_prompt - n_keep, evaluated_tokens=p.n_p_eval,
                 counted_by="llama.cpp (n_p_eval)")
+        ops = None
+        if rec is not None:
+            rec.add_span(sum(q[0] for q in parts))  # every token's llama_decode + synchronize
+            ops = OpsProfile(mode=rec.mode, phases=rec.end_run())
         prefix = None
         if shared is not None:
             prefix = PrefixTiming(
@@ -632,7 +658,7 @@ class LlamaEngine(Engine):
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(chunk_tokens),
             first_sample_ns=s1 - s0, first_detok_ns=first_detok_ns,
             stop_reason=stop_reason, llama_perf=perf, token_parts=token_parts(parts), conversation=conversation,
-            prefix=prefix,
+            prefix=prefix, ops=ops,
         )
 
     def close(self) -> None:
@@ -642,6 +668,9 @@ class LlamaEngine(Engine):
         if self.ctx:
             L.llama_free(self.ctx)
             self.ctx = None
+        if self.ctx_ops:
+            L.llama_free(self.ctx_ops)
+            self.ctx_ops = None
         if self.model:
             L.llama_model_free(self.model)
             self.model = None
