@@ -19,7 +19,7 @@ from ttftui.run.session import select_scenarios
 
 from .conftest import cli, make_config
 
-pytestmark = pytest.mark.model
+
 
 
 def _config(mode: str = "ops") -> Any:
@@ -56,6 +56,7 @@ def _profiled_run(model_path: Any, mode: str) -> Any:
     return twin, n_layer
 
 
+@pytest.mark.model
 def test_a_profiled_prefill_by_operation_and_layer(model_path):
     fin, n_layer = _profiled_run(model_path, "ops")
     ops = fin.ops
@@ -79,6 +80,7 @@ def test_a_profiled_prefill_by_operation_and_layer(model_path):
     assert decode.span_ns == fin.token_parts.decode_sum_ns
 
 
+@pytest.mark.model
 def test_layers_mode_watches_only_each_layers_output(model_path):
     fin, n_layer = _profiled_run(model_path, "layers")
     c = next(p for p in fin.ops.phases if p.phase == "prefill_chunk")
@@ -87,6 +89,7 @@ def test_layers_mode_watches_only_each_layers_output(model_path):
     assert [lt.layer for lt in c.layers] == [*range(n_layer), None]
 
 
+@pytest.mark.model
 def test_the_report_sets_the_twin_against_the_plain_runs(tmp_path):
     out = tmp_path / "ops.json"
     r = cli("--headless", "--profile-ops", "--set", "model.n_ctx=512", "--set", "model.n_batch=64", "--set",
@@ -106,3 +109,23 @@ def test_the_report_sets_the_twin_against_the_plain_runs(tmp_path):
     assert 0 < twins[0]["figures"]["prefill_matmul_pct"] < 100
     assert rep["summary"]["p@ops"]["metrics"]["prefill_attention_pct"]["n"] == 2
     assert "prefill_matmul_pct" not in rep["summary"]["p"]["metrics"]  # the plain runs have no profile
+
+
+def test_the_synthetic_engine_has_a_cost_model_per_operation():
+    """No model needed: a profiled twin's runs carry an operation profile that holds together (the views
+    and reports are tested on it), and its prefill is slower than the plain runs', as a real one is."""
+    from .conftest import finished_runs, run_events
+
+    cfg = make_config(engine={"profile_ops": "ops"}, run={"iterations": 2, "warmup": 0},
+                      scenarios=[{"name": "p", "prompt_tokens": 600, "max_tokens": 3}])
+    ends = finished_runs(run_events(cfg, synthetic=True))
+    twins = [e for e in ends if e.scenario == "p@ops"]
+    assert all(e.ops is None for e in ends if e.scenario == "p") and len(twins) == 2
+    for e in twins:
+        chunks = [p for p in e.ops.phases if p.phase == "prefill_chunk"]
+        assert [c.span_ns for c in chunks] == list(e.prefill_chunks_ns)
+        for c in chunks:
+            assert sum(k.ns for k in c.kinds) == c.compute_ns == sum(lt.ns for lt in c.layers) <= c.span_ns
+            assert c.kinds[0].kind == "MUL_MAT"
+    plain = [e.prefill_ns for e in ends if e.scenario == "p"]
+    assert min(e.prefill_ns for e in twins) > max(plain)

@@ -31,7 +31,19 @@ import zlib
 from dataclasses import dataclass, replace
 
 from ttftui.core.config import Config, GreedySampler, ScenarioConfig
-from ttftui.core.events import ConversationTiming, DeviceFacts, ModelFacts, PhaseTimed, PrefixTiming, RunFinished, TokenEmitted
+from ttftui.core.events import (
+    ConversationTiming,
+    DeviceFacts,
+    LayerTime,
+    ModelFacts,
+    OpKind,
+    OpsPhase,
+    OpsProfile,
+    PhaseTimed,
+    PrefixTiming,
+    RunFinished,
+    TokenEmitted,
+)
 from ttftui.measure.engine.base import Clock, Engine, LoadResult, PreparedScenario, Publish, RunStopped
 from ttftui.measure.prompts import check_fits, corpus_text, scenario_source_text
 
@@ -60,6 +72,36 @@ class CostModel:
         step = 1000.0 / tokens_per_s
         return replace(cls(), decode_fixed_ms=max(step - cls.detok_ms, 0.0), decode_per_ctx_ms=0.0,
                        jitter=0.0, spike_prob=0.0)
+
+
+# A profiled twin's prefill, by operation: each kind's share of a chunk's compute (a 135M llama-style
+# model on a CPU, roughly), nodes per layer, and the part of the span profiling adds (its gap); the
+# plain prefill is slowed by PROFILE_SLOWDOWN. Every number here is a model, labelled synthetic.
+OP_SHARES: tuple[tuple[str, float, int], ...] = (
+    ("MUL_MAT", 0.60, 7), ("FLASH_ATTN_EXT", 0.12, 1), ("RMS_NORM", 0.06, 2), ("ROPE", 0.05, 2),
+    ("ADD", 0.05, 2), ("MUL", 0.05, 2), ("SWIGLU", 0.05, 1), ("SET_ROWS", 0.02, 2))
+PROFILE_GAP = 0.03
+PROFILE_SLOWDOWN = 1.6
+
+
+def synthetic_ops(chunks_ns: list[int], decode_ns: int, n_tokens: int, n_layers: int) -> OpsProfile:
+    """The operation profile a profiled twin's run reports, from the cost model's chunk times."""
+
+    def phase(kind: str, index: int | None, span: int, graphs: int) -> OpsPhase:
+        compute = int(span * (1 - PROFILE_GAP))
+        kinds = tuple(OpKind(kind=k, ns=int(compute * share), count=nodes * n_layers * graphs)
+                      for k, share, nodes in OP_SHARES)
+        total = sum(k.ns for k in kinds)
+        per_layer = total // n_layers
+        layers = tuple(LayerTime(layer=i, ns=per_layer + (total - per_layer * n_layers if i == n_layers - 1 else 0),
+                                 nodes=sum(nd for _, _, nd in OP_SHARES) * graphs) for i in range(n_layers))
+        return OpsPhase(phase=kind, index=index, span_ns=span, compute_ns=total, kinds=kinds,  # type: ignore[arg-type]
+                        layers=layers)
+
+    phases = [phase("prefill_chunk", i, ns, 1) for i, ns in enumerate(chunks_ns)]
+    if n_tokens > 1:
+        phases.append(phase("decode", None, decode_ns, n_tokens - 1))
+    return OpsProfile(mode="ops", phases=tuple(phases))
 
 
 class VirtualClock(Clock):
@@ -170,6 +212,8 @@ class SyntheticEngine(Engine):
             m = min(nb, n - d)
             gap = self._j(0.004)  # loop overhead between chunks: shows up as "unaccounted"
             ch = self._j(c.prefill_fixed_ms + c.prefill_per_token_ms * m + c.prefill_attn_ms * m * (d + m / 2))
+            if s.profile_ops:  # the graph callback's splits slow what it measures
+                ch = int(ch * PROFILE_SLOWDOWN)
             t = self._at(t + gap + ch)
             chunks.append(ch)
             sizes.append(m)
@@ -209,6 +253,8 @@ class SyntheticEngine(Engine):
             prefill_chunks_ns=tuple(chunks), prefill_chunk_tokens=tuple(sizes),
             first_sample_ns=sample_ns, first_detok_ns=ttft_t - t_sample_end,
             stop_reason=stop_reason, llama_perf=None,
+            ops=None if not s.profile_ops else synthetic_ops(
+                chunks, max(t - ttft_t, 0), n_out, (self._model.n_layers if self._model and self._model.n_layers else 30)),
             prefix=None if s.kind != "shared_prefix" else PrefixTiming(
                 group=s.name.rsplit("@", 1)[0], cache=s.cache or "keep", hit=hit,  # type: ignore[arg-type]
                 prefix_tokens=s.prefix_tokens or 0, depth=n, cached_tokens=keep, new_tokens=n - keep),
