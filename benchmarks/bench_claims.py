@@ -305,7 +305,8 @@ def remote(args: argparse.Namespace) -> None:
         load = report([{**short, "concurrency": [1, 2], "requests": 4}])
         c1, c2 = (load["summary"][k]["metrics"] for k in ("short@c1", "short@c2"))
         t1, t2 = c1["ttft_ms"]["mean"], c2["ttft_ms"]["mean"]
-        u1, u2 = c1["unaccounted_ms"]["mean"], c2["unaccounted_ms"]["mean"]
+        # llama-cpp-python's server sends no timings: its queue wait after the headers is "server other"
+        u1, u2 = c1["server_other_ms"]["mean"], c2["server_other_ms"]["mean"]
     finally:
         proc.terminate()
         proc.wait(10)
@@ -313,8 +314,8 @@ def remote(args: argparse.Namespace) -> None:
     print(f"prefix cache: TTFT median fresh prompts {statistics.median(ttft['off']):.1f} ms, repeated prompt "
           f"{statistics.median(ttft['on']):.1f} ms: ratio {pair:.3f} (goal < 0.5)")
     print(f"concurrency: TTFT mean {t1:.1f} ms at 1, {t2:.1f} ms at 2: ratio {t2 / t1:.2f} (goal > 1.3); of the "
-          f"growth, {(u2 - u1) / (t2 - t1) * 100 if t2 != t1 else float('nan'):.0f} % is the unaccounted rest after the "
-          f"headers (goal > 50 %); mean in flight at 2: {load['load']['short@c2']['mean_in_flight']:.2f} (goal > 1.5)")
+          f"growth, {(u2 - u1) / (t2 - t1) * 100 if t2 != t1 else float('nan'):.0f} % is server time after the "
+          f"headers, server_other_ms (goal > 50 %); mean in flight at 2: {load['load']['short@c2']['mean_in_flight']:.2f} (goal > 1.5)")
 
 
 # ---------------------------------------------------------------------- gguf

@@ -151,20 +151,58 @@ class RunMetrics:
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def remote_figures(r: RemoteTiming) -> dict[str, float | None]:
-    """A server run's components and timing points in ms (ttftui.core.registry's remote metrics): the
-    client's clock, and the server's own account where it gave one."""
+def remote_parts_ns(r: RemoteTiming, ttft_ns: int) -> dict[str, int | None]:
+    """A server run's TTFT cut into parts on the client's clock, in ns, keyed by metric name: every
+    part >= 0, and connect + send + wait + other + prefill + unaccounted = ttft_ns exactly.
+
+    The client sees connect [0, C], send [C, S] (S: the request written), the response headers at H
+    and the TTFT point T; the server's own prefill is a duration on its clock (``prompt_ms``), not a
+    place on ours. It is placed as late as it can be: ending at E, the first text's arrival (the
+    first token is sent after the prefill; E = T unless ``server.ttft_at`` looks at something else),
+    and clipped to the window [S, E] it must fit in: P = min(prompt_ms, E - S), on [E - P, E].
+
+    * server_wait_ms = min(H, E - P) - S: the wait for the headers, up to where the prefill begins
+      (llama-server sends its headers after the slot has started: that overlap is the prefill's,
+      server_wait_overlap_ms, counted once, not twice);
+    * server_other_ms = (T - S) - wait - P: the server's time the client cannot attribute (after the
+      headers and before the prefill, sampling and sending the first token, and [E, T]); all of
+      T - H when the server gives no prefill of its own;
+    * unaccounted_ms = T - the parts: 0, as every ns of [0, T] is in one part (the TTFT point is
+      taken as the event arrives, before the client parses it).
+
+    The points are clamped into order (0 <= C <= S <= H <= T) so that no part is negative even when
+    the points are inconsistent (an old or edited recording)."""
+    t = max(ttft_ns, 0)
+    c = min(max(r.connect_ns, 0), t)
+    s = min(max(r.sent_ns, c), t)
+    h = min(max(r.headers_ns, s), t)
+    texts = [p for p in (r.first_reasoning_ns, r.first_content_ns) if p is not None]
+    e = min(max(min(texts, default=t), s), t)
+    prefill = None if r.server_prompt_ms is None else min(max(int(round(r.server_prompt_ms * NS_PER_MS)), 0), e - s)
+    begins = e - (prefill or 0)
+    wait = min(h, begins) - s
+    other = (t - s) - wait - (prefill or 0)
+    return {"connect_ms": c, "send_ms": s - c, "server_wait_ms": wait, "server_other_ms": other,
+            "server_prefill_in_ttft_ms": prefill,
+            "server_wait_overlap_ms": None if prefill is None else max(min(h, e) - begins, 0),
+            "unaccounted_ms": t - (s + wait + other + (prefill or 0))}
+
+
+def remote_figures(r: RemoteTiming, ttft_ns: int | None = None) -> dict[str, float | None]:
+    """A server run's components (``remote_parts_ns``; given its TTFT) and timing points in ms
+    (ttftui.core.registry's remote metrics): the client's clock, and the server's own account where
+    it gave one, as it gave it (``server_prefill_ms``: its ``prompt_ms``, unclipped)."""
     ms = lambda ns: None if ns is None else ns / NS_PER_MS  # noqa: E731
-    out: dict[str, float | None] = {
-        "connect_ms": ms(r.connect_ns),
-        "send_ms": ms(r.sent_ns - r.connect_ns),
-        "server_wait_ms": ms(r.headers_ns - r.sent_ns),
+    out: dict[str, float | None] = {}
+    if ttft_ns is not None:
+        out.update({k: ms(v) for k, v in remote_parts_ns(r, ttft_ns).items() if k != "unaccounted_ms"})
+    out.update({
         "server_prefill_ms": r.server_prompt_ms,
         "ttfb_ms": ms(r.headers_ns),
         "first_event_ms": ms(r.first_event_ns),
         "first_choice_ms": ms(r.first_choice_ns),
         "first_content_ms": ms(r.first_content_ns),
-    }
+    })
     if r.client_lag_ns is not None:
         out["client_lag_ms"] = ms(r.client_lag_ns)
     if r.server_predicted_n and r.server_predicted_ms:
@@ -246,10 +284,10 @@ def run_metrics(iteration: int, t_start_ns: int, fin: RunFinished, tokens: Itera
         extra.update(prefix_reuse_ms=None if p.reuse_ns is None else p.reuse_ns / NS_PER_MS,
                      prefix_save_ms=None if p.save_ns is None else p.save_ns / NS_PER_MS)
     if fin.remote is not None:  # a server's run: its components are the remote ones
-        extra.update(remote_figures(fin.remote))
-        comp_ms = sum(v for c in registry.components() if c.source == "remote" and c.component != "unaccounted"
-                      and (v := extra.get(c.name)) is not None)
-        unacc_ns = fin.ttft_ns - int(round(comp_ms * NS_PER_MS))
+        extra.update(remote_figures(fin.remote, fin.ttft_ns))
+        parts = remote_parts_ns(fin.remote, fin.ttft_ns)  # in ns: the parts add up to TTFT exactly
+        unacc_ns = fin.ttft_ns - sum(v for c in registry.components() if c.source == "remote"
+                                     and c.component != "unaccounted" and (v := parts.get(c.name)) is not None)
     else:
         comp_ns = sum(v or 0 for v in (fin.tokenize_ns, fin.cache_prep_ns, fin.prefill_ns, fin.first_sample_ns,
                                        fin.first_detok_ns))

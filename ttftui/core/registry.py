@@ -164,14 +164,25 @@ METRICS: tuple[Metric, ...] = (
     # A run against a server (ttftui --url) has these components instead of the engine's phases.
     _remote("connect_ms", "connect", "ms", "client: a new TCP connection to the server (0 when a kept-alive one "
             "was reused)", component="connect", colour="tokenize"),
-    _remote("send_ms", "send request", "ms", "client: t0 -> the request (headers and body) written",
-            component="send", colour="cache_prep"),
-    _remote("server_wait_ms", "server wait", "ms", "client: request written -> response headers (the "
-            "server's queue or slot wait, and what it does before answering)", component="wait",
-            colour="first_sample"),
-    _remote("server_prefill_ms", "server prefill", "ms", "the server's own account: llama-server timings.prompt_ms "
-            "(the prompt tokens it evaluated, not those it took from its cache)", component="server_prefill",
-            colour="prefill"),
+    _remote("send_ms", "send request", "ms", "client: t0 -> the request (headers and body) written, less "
+            "connect_ms", component="send", colour="cache_prep"),
+    # The server's part of TTFT (request written -> the TTFT point) cut so that the parts partition it:
+    # the server's prefill is a duration on its clock; it is placed as late as it can be (ending at the
+    # first text's arrival), the wait for the headers is what comes before it, and the rest is named
+    # (server other), never a negative remainder (ttftui.analysis.metrics.remote_parts_ns).
+    _remote("server_wait_ms", "server wait", "ms", "client: request written -> response headers, up to where the "
+            "server's prefill begins as placed in TTFT (server_prefill_in_ttft_ms): its queue or slot wait, and what "
+            "it does before answering; the rest of the wait for the headers is inside its prefill "
+            "(server_wait_overlap_ms: llama-server answers after the slot has started), counted once",
+            component="wait", colour="first_sample"),
+    _remote("server_other_ms", "server other", "ms", "the server's time in TTFT the client cannot attribute: "
+            "request written -> the TTFT point, less server_wait_ms and server_prefill_in_ttft_ms (after the "
+            "headers and before its prefill, sampling and sending the first token; all of it after the headers when "
+            "the server gives no prefill of its own)", component="server_other", colour="first_detok"),
+    _remote("server_prefill_in_ttft_ms", "server prefill", "ms", "the server's own prefill (server_prefill_ms) "
+            "placed on the client's clock as late as it can be, ending at the first text's arrival, and clipped to "
+            "request written -> that point (so TTFT's parts add up; it differs from server_prefill_ms only when "
+            "clipped)", component="server_prefill", colour="prefill", compare=False),
     Metric("unaccounted_ms", "unaccounted", "ms", "ttft_ms - sum of the components above (shown, never hidden)",
            component="unaccounted"),
     Metric("unaccounted_pct", "unaccounted %", "pct", "unaccounted_ms / ttft_ms x 100", table=False, compare=False,
@@ -234,6 +245,12 @@ METRICS: tuple[Metric, ...] = (
             "TTFT; ttft_ms also takes reasoning text)", table=False, compare=False),
     _remote("client_lag_ms", "client lag", "ms", "open loop: the request's scheduled arrival -> t0 (the client sent "
             "it late: every worker was busy, or it could not keep up); not part of TTFT", compare=False),
+    _remote("server_prefill_ms", "server's prefill", "ms", "the server's own account: llama-server "
+            "timings.prompt_ms (the prompt tokens it evaluated, not those it took from its cache), as it gave it; "
+            "TTFT's bar shows it placed in TTFT (server_prefill_in_ttft_ms)", table=False),
+    _remote("server_wait_overlap_ms", "wait in prefill", "ms", "the part of request written -> response headers "
+            "inside the server's prefill as placed in TTFT (llama-server sends its headers after the slot has "
+            "started): in server_prefill_in_ttft_ms, not in server_wait_ms", table=False, compare=False),
     _remote("server_decode_tps", "server decode tok/s", "tps", "the server's own account: predicted_n / "
             "predicted_ms x 1000", higher_is_better=True),
     # The server's prefix cache, by its own account (llama-server timings.cache_n / prompt_n): what a

@@ -20,6 +20,28 @@ def table_metrics() -> tuple[tuple[str, str, str], ...]:
                  for m in registry.METRICS if m.table)
 
 
+# Shorter words for the labels when some do not fit the metric column (a small screen: 13 characters
+# at 80 columns). The first is used in every label then, so that the server's rows read alike
+# (" srv wait", " srv prefill", "srv dec tok/s"); the others only in a label still too long. A
+# column wide enough keeps the registry's words.
+ABBREVIATIONS: tuple[tuple[str, str], ...] = (("server ", "srv "), ("decode ", "dec "), ("cache hit %", "cache %"))
+
+
+def fit_label(label: str, width: int, squeeze: bool | None = None) -> str:
+    """``label`` for a metric column ``width`` wide. ``squeeze`` (default: this label does not fit):
+    the column is too narrow for some label, so the first abbreviation applies; the others apply
+    while this label still does not fit (the table cuts what is left over)."""
+    if squeeze is None:
+        squeeze = len(label) > width
+    if not squeeze:
+        return label
+    for i, (long, short) in enumerate(ABBREVIATIONS):
+        if i and len(label) <= width:
+            break
+        label = label.replace(long, short)
+    return label
+
+
 class PercentileTable(DataTable):
     """Per scenario and metric: the configured percentiles, mean and n. Cells are updated in place,
     so the cursor and scroll position survive every refresh (no flicker, no jump)."""
@@ -77,25 +99,29 @@ class PercentileTable(DataTable):
             return
         self._stats_key = key
         names = self.columns_names
-        for name, st in stats.items():
-            for metric, label, unit in (*table_metrics(), *extra_metrics):
-                summ = st.metrics.get(metric)
-                if summ is None or (summ.n == 0 and f"{name}:{metric}" not in self._cells):
-                    continue  # not measured in this session (the engine's phases against a server)
-                cells = [name, label, *(R.fmt_num(summ.percentiles.get(pct_key(p)), unit) for p in percentiles),
-                         R.fmt_num(summ.mean, unit), str(summ.n)]
-                if len(names) > len(cells):
-                    cells.append(self._delta(name, metric, summ.percentiles.get("p50")))
-                rk = f"{name}:{metric}"
-                old = self._cells.get(rk)
-                widths = self._widths
-                if old is None:
-                    self.add_row(*(_cell(c, i, widths[i]) for i, c in enumerate(cells)), key=rk)
-                else:
-                    for i, (col, val) in enumerate(zip(names, cells)):
-                        if old[i] != val:
-                            self.update_cell(rk, col, _cell(val, i, widths[i]))
-                self._cells[rk] = cells
+        rows = [(name, st, metric, label, unit) for name, st in stats.items()
+                for metric, label, unit in (*table_metrics(), *extra_metrics)
+                if (summ := st.metrics.get(metric)) is not None and (summ.n or f"{name}:{metric}" in self._cells)]
+        # (a row not measured in this session is left out: the engine's phases against a server)
+        metric_w = self._widths[1] if len(self._widths) > 1 else PercentileTable.METRIC_W
+        squeeze = any(len(row[3]) > metric_w for row in rows)
+        for name, st, metric, label, unit in rows:
+            summ = st.metrics[metric]
+            cells = [name, fit_label(label, metric_w, squeeze),
+                     *(R.fmt_num(summ.percentiles.get(pct_key(p)), unit) for p in percentiles),
+                     R.fmt_num(summ.mean, unit), str(summ.n)]
+            if len(names) > len(cells):
+                cells.append(self._delta(name, metric, summ.percentiles.get("p50")))
+            rk = f"{name}:{metric}"
+            old = self._cells.get(rk)
+            widths = self._widths
+            if old is None:
+                self.add_row(*(_cell(c, i, widths[i]) for i, c in enumerate(cells)), key=rk)
+            else:
+                for i, (col, val) in enumerate(zip(names, cells)):
+                    if old[i] != val:
+                        self.update_cell(rk, col, _cell(val, i, widths[i]))
+            self._cells[rk] = cells
 
     def _delta(self, scenario: str, metric: str, value: float | None) -> str:
         base = (self.baseline or {}).get(scenario, {}).get(metric, {}).get("p50")
