@@ -6,8 +6,11 @@ stacked bar of component medians), TTFT and ITL distributions, one run's token t
 phases, then every token's gap), telemetry over the session with each run's prefill and decode
 shaded, the percentile tables, load, sweeps, alerts and goodput, failures. A session with
 conversations (``runs[].conversation``) also has TTFT against the turn, one line per conversation
-(NAME@CACHE: keep and off side by side), and per turn its depth and what the cache held. ``compare_html`` renders
-``ttftui compare``'s result: per metric the ratio, its significance and the verdict.
+(NAME@CACHE: keep and off side by side), and per turn its depth and what the cache held. A session
+with profiled runs (``runs[].ops``, ``--profile-ops``) has Inside prefill: per profiled scenario a
+stacked bar per prefill chunk (and decode) of the operation kinds, a bar per layer, the operations'
+table and what profiling cost (``ops_cost``). ``compare_html`` renders ``ttftui compare``'s result:
+per metric the ratio, its significance and the verdict.
 
 Everything that came from the report (names, messages, text) is escaped: a report is input from
 someone else, and it is drawn leniently: a number no measurement can be (beyond ``MAX_NUMBER``:
@@ -260,22 +263,38 @@ def token_timeline(run: dict[str, Any]) -> str:
 
 def run_phases(run: dict[str, Any]) -> list[tuple[str, float, str]]:
     """A run's TTFT components in order (prefill chunk by chunk; a server's prefill by its own
-    account), the unaccounted rest last."""
+    account, as placed in TTFT: a clipped one keeps its last chunks), the unaccounted rest last. A
+    component that is not a field of the run (or of its ``remote``) is one of its ``figures``."""
     out: list[tuple[str, float, str]] = []
     remote = run.get("remote") or {}
+    figures = run.get("figures") or {}
     for m in registry.components():
         key = m.component or ""
-        v = (remote.get(m.name) if m.source == "remote" else run.get(m.name))
+        where = remote if m.source == "remote" and m.name in remote else run if m.name in run else figures
+        v = where.get(m.name)
         if v is None or (key == "unaccounted" and v <= 0):
             continue
         chunks = run.get("prefill_chunks_ms") if key == "prefill" else (
-            remote.get("server_prefill_chunks_ms") if key == "server_prefill" else None)
+            _last_chunks(remote.get("server_prefill_chunks_ms") or [], v) if key == "server_prefill" else None)
         if chunks and len(chunks) > 1:
             for i, ch in enumerate(chunks):
                 out.append((f"{m.label} chunk {i + 1}", ch, COLOURS["prefill" if i % 2 == 0 else "prefill_alt"]))
         else:
             out.append((m.label, v, component_colour(key)))
     return out
+
+
+def _last_chunks(chunks: Sequence[float], total: float) -> list[float]:
+    """The server's prefill chunks that fit ``total`` ms, the last ones (its prefill as placed in
+    TTFT ends at the first token; a clipped one lost its beginning), the first kept cut to fit."""
+    out: list[float] = []
+    left = total
+    for ch in reversed(chunks):
+        if left <= 0:
+            break
+        out.append(min(ch, left))
+        left -= ch
+    return out[::-1]
 
 
 # ---------------------------------------------------------------------- tables
@@ -314,6 +333,8 @@ def report_html(rep: dict[str, Any], *, run_id: int | None = None, title: str = 
     parts.append(_distributions(runs, summary))
     say("token timeline")
     parts.append(_timeline(runs, run_id))
+    say("inside prefill")
+    parts.append(_inside_prefill(rep, runs))
     say("telemetry")
     parts.append(_telemetry(rep, runs))
     say("tables")
@@ -742,6 +763,189 @@ def _failures(rep: dict[str, Any]) -> str:
 def _config(rep: dict[str, Any]) -> str:
     cfg = json.dumps(rep.get("config") or {}, indent=2, ensure_ascii=False, allow_nan=False)
     return f'<h2 id="config">Configuration</h2><details><summary>config used</summary><pre>{esc(cfg)}</pre></details>'
+
+
+# ---------------------------------------------------------------------- inside prefill
+# The operation kinds' colours, by rank in the profiled run's prefill: a kind has the same colour in
+# every chunk's bar, decode's and the legend. The gap profiling adds (the spans outside the watched
+# nodes) is light grey.
+OPS_COLOURS = ("#3c78d8", "#e69138", "#6aa84f", "#8e7cc3", "#c27ba0", "#76a5af", "#cc0000", "#f1c232",
+               "#45818e", "#a64d79", "#b45f06", "#274e13")
+OPS_GAP = ("profiling gap", "#d5dbe1")
+MAX_OPS_BARS = 64  # chunks drawn per run (a report from elsewhere may claim thousands)
+MAX_OPS_ROWS = 24  # operation kinds in a table
+
+
+def _num(v: Any) -> float | None:
+    """A number of a report that can be drawn (finite, not a bool), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def ops_phase_kinds(ph: Any) -> list[tuple[str, float]]:
+    """A phase record's operation kinds as (kind, ms ≥ 0), in its order; entries without a number left out."""
+    out = []
+    for k in _list(ph.get("kinds") if isinstance(ph, dict) else None):
+        if isinstance(k, dict) and (ms := _num(k.get("ms"))) is not None:
+            out.append((str(k.get("kind")), max(ms, 0.0)))
+    return out
+
+
+def _ops_gap(ph: Any, kinds: list[tuple[str, float]]) -> float:
+    """The part of a phase's spans outside its watched nodes (0 when the report says nothing of it)."""
+    span = _num(ph.get("span_ms")) if isinstance(ph, dict) else None
+    return max(span - sum(ms for _, ms in kinds), 0.0) if span is not None else 0.0
+
+
+def ops_bars(rows: Sequence[tuple[str, list[tuple[str, float]], float]], colours: dict[str, str],
+             label: str) -> str:
+    """One horizontal stacked bar per row (label, [(kind, ms), ...], profiling gap ms): a rect per
+    kind (``class="op"``) then the gap's, all rows on one scale, each row's total at its end."""
+    label_w, h, gap_px = 110, 18, 8
+    total = max((sum(ms for _, ms in kinds) + g for _, kinds, g in rows), default=0.0) or 1.0
+    plot_w = W - label_w - 70
+    body = []
+    for i, (name, kinds, g) in enumerate(rows):
+        y = i * (h + gap_px) + 4
+        row_total = sum(ms for _, ms in kinds) + g
+        body.append(f'<g class="ops-row" data-row="{esc(name)}">')
+        body.append(_text(0, y + 13, name[:18]))
+        x = float(label_w)
+        for kind, ms in kinds:
+            w = ms / total * plot_w
+            pct = f" ({fmt(ms / row_total * 100, 'pct')})" if row_total else ""
+            body.append(_rect(x, y, w, h, colours.get(kind, "#999999"), f"{kind}: {fmt(ms)}{pct}",
+                              f' class="op" data-kind="{esc(kind)}"'))
+            x += w
+        if g > 0:
+            w = g / total * plot_w
+            body.append(_rect(x, y, w, h, OPS_GAP[1], f"{OPS_GAP[0]}: {fmt(g)}", ' class="gap"'))
+            x += w
+        body.append(_text(x + 4, y + 13, fmt(row_total)))
+        body.append("</g>")
+    height = len(rows) * (h + gap_px) + 24
+    body.append(_axis_x(label_w, label_w + plot_w, height - 20, 0, total, "ms"))
+    return _svg(W, height, "".join(body), label)
+
+
+def layer_chart(layers: Sequence[tuple[str, float]], label: str = "time per layer") -> str:
+    """One vertical bar per layer (name, ms), in the report's order (the embeddings and the output
+    head, layer null, are "head", in grey), as tall as its time; a layer's share in its title."""
+    vals = [(n, max(v, 0.0)) for n, v in layers if v is not None]
+    if not vals:
+        return _svg(W, 24, _text(0, 16, f"{label}: no per-layer times"), label)
+    height, top, bottom, left = 140, 8, 32, 60
+    plot_w, plot_h = W - left - 10, height - top - bottom
+    peak = max(v for _, v in vals) or 1.0
+    total = sum(v for _, v in vals) or 1.0
+    bw = plot_w / len(vals)
+    every = max(1, math.ceil(len(vals) / 24))
+    last = len(vals) - 1
+    shown = {i for i in range(0, last, every) if last - i >= every * 0.6} | {last}
+    body = [_text(left - 4, top + 10, fmt(peak), "end"), _text(left - 4, top + plot_h, "0", "end")]
+    for i, (n, v) in enumerate(vals):
+        hgt = v / peak * plot_h
+        x = left + i * bw
+        body.append(_rect(x + 0.5, top + plot_h - hgt, max(bw - 1, 0.5), hgt, "#9aa5b1" if n == "head" else "#3c78d8",
+                          f"layer {n}: {fmt(v)} ({fmt(v / total * 100, 'pct')})", ' class="layer"'))
+        if i in shown:
+            body.append(_text(x + bw / 2, top + plot_h + 14, n[:8], "middle"))
+    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#9aa5b1"/>')
+    body.append(_text(left + plot_w / 2, height - 2, "layer", "middle", ' class="dim"'))
+    return _svg(W, height, "".join(body), label)
+
+
+def _ops_colours(ops: dict[str, Any]) -> dict[str, str]:
+    """Kind -> colour: the prefill's kinds by time (largest first), then any only a chunk or decode has."""
+    phases = [ops.get("prefill"), *_list(ops.get("chunks")), ops.get("decode")]
+    first = sorted(ops_phase_kinds(ops.get("prefill")), key=lambda kv: -kv[1])
+    out: dict[str, str] = {}
+    for kind, _ in first + [kv for ph in phases for kv in ops_phase_kinds(ph)]:
+        if kind not in out:
+            out[kind] = OPS_COLOURS[len(out) % len(OPS_COLOURS)]
+    return out
+
+
+def profiled_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Scenario -> its last counted run with an operation profile (its last such run when none was
+    counted), scenarios in the order they first ran."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if not isinstance(r.get("ops"), dict):
+            continue
+        sc = str(r.get("scenario"))
+        if sc not in out or r.get("counted") or not out[sc].get("counted"):
+            out[sc] = r
+    return out
+
+
+def _ops_cost_line(cost: Any, scenario: str) -> str:
+    if not isinstance(cost, dict):
+        return ""
+    plain = cost.get("plain_scenario") or scenario.removesuffix("@ops")
+    ratio = _num(cost.get("ratio"))
+    if ratio is None:
+        return f'<p class="ops-cost dim">no plain runs of {esc(plain)} to set the profiled prefill against</p>'
+    return (f'<p class="ops-cost"><b>profiled prefill ×{ratio:.2f} the plain runs\'</b> <span class="dim">(p50 '
+            f'{fmt(cost.get("profiled_prefill_p50_ms"))} vs {fmt(cost.get("plain_prefill_p50_ms"))} of '
+            f'{esc(plain)}: what the graph callback costs; the shares below are of the profiled spans)</span></p>')
+
+
+def _inside_prefill(rep: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """Per profiled scenario (NAME@ops, ``--profile-ops``), its last counted run: a stacked bar per
+    prefill chunk (and decode) of the operation kinds, a bar per layer, the operations' table and
+    what profiling cost (``ops_cost``). Nothing when no run has ``ops``."""
+    prof = profiled_runs(runs)
+    if not prof:
+        return ""
+    costs = rep.get("ops_cost") if isinstance(rep.get("ops_cost"), dict) else {}
+    out = ['<h2 id="ops">Inside prefill</h2><p class="dim">profiled twins (--profile-ops): llama.cpp\'s graph '
+           'callback times each operation of the prefill, chunk by chunk; the grey rest of a bar is the gap '
+           'profiling adds (the spans outside the watched nodes). Hover a part for its value.</p>']
+    for sc, r in prof.items():
+        ops = r["ops"]
+        pre = ops.get("prefill") if isinstance(ops.get("prefill"), dict) else {}
+        colours = _ops_colours(ops)
+        chunks = [c for c in _list(ops.get("chunks")) if isinstance(c, dict)]
+        mode = ops.get("mode")
+        out.append(f'<h3>{esc(sc)} <span class="dim">run {esc(r.get("run_id"))}'
+                   f'{"" if r.get("counted") else " (not counted)"} · {esc(mode)} mode · prefill '
+                   f'{fmt(pre.get("span_ms"))} in {len(chunks)} chunk{"s" if len(chunks) != 1 else ""}, the watched '
+                   f'nodes\' compute {fmt(pre.get("compute_ms"))}</span></h3>')
+        out.append(_ops_cost_line(costs.get(sc), sc))
+        rows = []
+        for i, c in enumerate(chunks[:MAX_OPS_BARS]):
+            kinds = ops_phase_kinds(c)
+            rows.append((f"chunk {i + 1}", kinds, _ops_gap(c, kinds)))
+        if rows:
+            if len(chunks) > MAX_OPS_BARS:
+                out.append(f'<p class="dim">the first {MAX_OPS_BARS} of {len(chunks):,} chunks</p>')
+            out.append(ops_bars(rows, colours, f"{sc}: prefill chunks by operation kind"))
+        dec = ops.get("decode")
+        if isinstance(dec, dict):
+            kinds = ops_phase_kinds(dec)
+            out.append('<p class="dim">decode: every output token\'s graph together (a scale of its own)</p>')
+            out.append(ops_bars([("decode", kinds, _ops_gap(dec, kinds))], colours, f"{sc}: decode by operation kind"))
+        out.append(legend([*colours.items(), OPS_GAP]))
+        layers = [("head" if lt.get("layer") is None else str(lt.get("layer")), _num(lt.get("ms")))
+                  for lt in _list(pre.get("layers")) if isinstance(lt, dict)]
+        if layers:
+            out.append('<p class="dim">the prefill\'s time per layer (head: the embeddings and the output '
+                       'head)</p>' + layer_chart(layers, f"{sc}: time per layer"))
+        kinds = [k for k in _list(pre.get("kinds")) if isinstance(k, dict)]
+        trs = [[f'<i class="sw" style="background:{colours.get(str(k.get("kind")), "#999999")}"></i>'
+                f'{esc(k.get("kind"))}', fmt(k.get("ms"), ""), fmt(k.get("pct"), "pct"), fmt_count(k.get("count")),
+                fmt(k.get("bytes"), "bytes") if k.get("bytes") else ""] for k in kinds[:MAX_OPS_ROWS]]
+        if len(kinds) > MAX_OPS_ROWS:
+            trs.append([f'<span class="dim">{len(kinds) - MAX_OPS_ROWS:,} more kinds</span>', "", "", "", ""])
+        if trs:
+            out.append(table(("operation (prefill)", "ms", "% of the spans", "nodes", "bytes written"), trs, "ops"))
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------- compare

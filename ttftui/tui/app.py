@@ -38,6 +38,7 @@ from ttftui.tui.layout import Rows, share_rows
 from ttftui.tui.themes import ThemeFile, builtin_theme_names, load_theme_or_default
 from ttftui.tui.widgets import AlertsPanel, PercentileTable, StatusBar, TelemetryPanel, TokenStream, TTFTBar
 from ttftui.tui.widgets.hosts import HostsPanel, host_names
+from ttftui.tui.widgets.ops import has_profiled
 from ttftui.tui.widgets.requests import RequestLanes, has_load
 
 PANELS = {"1": "#ttft", "2": "#stream", "3": "#side", "4": "#table"}
@@ -125,6 +126,10 @@ class TtftApp(App[int]):
         Binding("g", "seek", "Seek"),
         Binding("t", "cycle_theme", "Theme"),
         Binding("w", "next_host", "Host", show=False),
+        # o: the TTFT headline by operation kind; shown only once a profiled run (--profile-ops) has
+        # ended, else the hidden one below says there is none
+        Binding("o", "ops_view", "Ops"),
+        Binding("o", "ops_none", "Ops", show=False),
         Binding("m", "maximize", "Max/restore"),
         Binding("1", "toggle_panel('1')", "Panels 1-4", key_display="1-4"),
         *(Binding(k, f"toggle_panel('{k}')", f"Panel {k}", show=False) for k in "234"),
@@ -162,6 +167,7 @@ class TtftApp(App[int]):
         self._tick_timer: Any = None
         self._extra: tuple[int, str] | None = None
         self._newest_ns: int | None = None  # engine time of the newest event folded
+        self._profiled = False  # a run with an operation profile (--profile-ops) has ended: o is offered
         self.frame_log = FrameLog.from_env()
 
     # ------------------------------------------------------------------ layout
@@ -295,6 +301,7 @@ class TtftApp(App[int]):
         if (reset := self.source.take_reset()) is not None:
             self.pump.state = reset  # replay seek: the folded state at the new position
         events = self.source.drain()
+        profiled = self._profiled
         # A run just ended: draw its results now, in the engine's idle gap between runs, not at the
         # next rationed frame, which may fall inside the next run's prefill.
         force = force or any(type(e) in (RunFinished, RunFailed) for e in events)
@@ -302,12 +309,21 @@ class TtftApp(App[int]):
             self._newest_ns = events[-1].t_ns
             n_alerts, n_notices = len(self.pump.state.alerts), len(self.pump.state.notices)
             self.pump.feed(events)
+            if not profiled and any(type(e) is RunFinished and e.ops is not None for e in events):
+                profiled = True
             self._show_notices(self.pump.state.notices[n_notices:])
             for a in self.pump.state.alerts[n_alerts:]:
                 if a.state == "firing":  # once per transition, never once per run
                     critical = a.severity == "critical"
                     self.notify(a.message, title="CRITICAL ALERT" if critical else "alert",
                                 severity="error" if critical else "warning", timeout=30 if critical else 8)
+        if reset is not None:  # a seek back may leave no profiled run
+            profiled = has_profiled(self.pump.state)
+        if profiled != self._profiled:
+            self._profiled = profiled
+            if not profiled:
+                self.w_ttft.set_ops_view(False)
+            self.refresh_bindings()  # the footer offers o (or no longer)
         err = self.source.error_message()
         if err and not self._failure_shown:
             self._failure_shown = True
@@ -425,6 +441,8 @@ class TtftApp(App[int]):
             return False  # hidden: meaningless live
         if action in self.LIVE_ONLY and mode != "live":
             return None  # shown disabled: a replay cannot run the engine
+        if action == "ops_view":
+            return self._profiled  # hidden until a profiled run has ended (then o is ops_none's)
         return True
 
     def _replay(self) -> Any:
@@ -506,6 +524,18 @@ class TtftApp(App[int]):
         order: list[str | None] = [None, *names]
         self.w_hosts.selected = order[(order.index(cur) + 1) % len(order)] if cur in order else names[0]
         self.redraw(force=True)
+
+    def action_ops_view(self) -> None:
+        """o: the TTFT headline switches between the components and the last profiled run's prefill
+        by operation kind, with the top operations, a strip per layer and what profiling cost."""
+        self.w_ttft.set_ops_view(not self.w_ttft.ops_view)
+        self.redraw(force=True)
+
+    def action_ops_none(self) -> None:
+        """o in a session without a profiled run: say so; nothing changes."""
+        self.notify("no profiled run in this session: --profile-ops (engine.profile_ops) gives every scenario a "
+                    "profiled twin, NAME@ops, whose prefill o shows by operation kind", title="inside prefill",
+                    timeout=5)
 
     def action_cycle_theme(self) -> None:
         names = builtin_theme_names()

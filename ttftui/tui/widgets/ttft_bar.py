@@ -1,6 +1,8 @@
 """The TTFT breakdown: the current (or last) run's components as they complete, then each scenario's
 medians (a sweep's on one scale, with its fit). A conversation's turn says so in the headline (its turn
-and how much of its prompt the cache held) and beside its median (the cache hit, not the fit)."""
+and how much of its prompt the cache held) and beside its median (the cache hit, not the fit). With
+``ops_view`` on (the app's ``o``), a profiled run's prefill by operation kind replaces the
+components in the headline (:mod:`ttftui.tui.widgets.ops`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ttftui.analysis.reducer import RunState, SessionState
 from ttftui.analysis.view import SessionView
 from ttftui.core import registry
 from ttftui.tui import render as R
+from ttftui.tui.widgets.ops import last_profiled, ops_headline
 from ttftui.tui.widgets.panel import Panel
 
 
@@ -26,12 +29,28 @@ class TTFTBar(Panel):
         super().__init__("TTFT breakdown", **kw)
         self._max_lines = 0
         self.core_lines = 1  # content lines of the headline: title, stacked bar and legend (the app keeps them)
+        # the headline shows the last profiled run's prefill by operation kind (--profile-ops) instead
+        # of the TTFT components; a state without such a run is drawn as ever
+        self.ops_view = False
 
     def on_resize(self) -> None:
         self._max_lines = 0  # a new width wraps the legend differently
         super().on_resize()
 
+    def set_ops_view(self, on: bool) -> None:
+        """Switch the headline between the TTFT components and a profiled run's operations; the
+        panel may shrink (its height is otherwise never lowered), the next ``show`` redraws."""
+        if on != self.ops_view:
+            self.ops_view = on
+            self._max_lines = 0
+            self._key = None
+
     def view_key(self, state: SessionState, view: SessionView, now_ns: int) -> Any:
+        if self.ops_view and (prof := last_profiled(state)) is not None:
+            # the profiled run's operations, and the medians and the cost below: they change as runs end
+            last = state.runs.last()
+            return ("ops", prof.run_id, len(state.runs), last and last.run_id,
+                    self.theme_file and self.theme_file.name)
         cur = state.current
         live = cur is not None and not cur.tokens
         # While a phase runs only its elapsed time changes (the app draws about once a second then).
@@ -47,7 +66,10 @@ class TTFTBar(Panel):
         width = max(self.content_size.width, 20)
         out = Text()
         title, parts, chunks, steps, total, note, conv = _current_parts(state, view, now_ns)
-        if parts is None:
+        prof = last_profiled(state) if self.ops_view else None
+        if prof is not None:
+            out.append_text(ops_headline(th, prof, view, width))
+        elif parts is None:
             out.append("waiting for the first run…", style="dim")
         else:
             label = _headline(title, f"  TTFT {R.fmt_ms(total)}", note, conv, width)
