@@ -12,7 +12,7 @@ conversation goes to that server on 127.0.0.1 with ``cache_prompt`` true and fal
 account (timings.cache_n, prompt_n, prompt_ms) is printed beside the client's TTFT.
 
 Usage:  python benchmarks/bench_conversation.py [--rounds 5] [--turns 8] [--user 256] [--answer 32]
-                                                 [--threads 2] [--llama-server PATH]
+                                                 [--threads 2] [--llama-server PATH [--skip-local]]
 """
 
 from __future__ import annotations
@@ -189,10 +189,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="", help="GGUF (default: the demo model)")
     ap.add_argument("--llama-server", default="", help="llama.cpp's llama-server binary: the server side too")
+    ap.add_argument("--skip-local", action="store_true", help="only the server side")
     args = ap.parse_args()
     print(f"bench_conversation: {args.turns} turns x ({args.user} + {args.answer}) tokens, {args.rounds} rounds, "
           f"{args.threads} threads", flush=True)
-    local(args)
+    if not args.skip_local:
+        local(args)
     if args.llama_server:
         server(args)
 

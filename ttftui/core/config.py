@@ -373,10 +373,14 @@ class ScenarioConfig(Strict):
 
 
 def _default_scenarios() -> list[ScenarioConfig]:
+    chat = {"kind": "conversation", "turns": 3, "system_tokens": 32, "user_tokens": 128, "max_tokens": 32}
     return [
         ScenarioConfig(name="short", prompt_tokens=128, max_tokens=50),
         ScenarioConfig(name="medium", prompt_tokens=512, max_tokens=100),
         ScenarioConfig(name="long", prompt_tokens=2048, max_tokens=100),
+        # a conversation, with the KV cache kept between turns and without (docs/conversations.md)
+        *(ScenarioConfig.model_validate(sc) for sc in _expand_conversation({**chat, "name": "chat",
+                                                                           "cache": ["keep", "off"]})),
     ]
 
 

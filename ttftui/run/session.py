@@ -122,9 +122,20 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
         # a scenario chosen with engine.profile_ops brings its profiled twin
         group += [f"{g}@ops" for g in list(group) if f"{g}@ops" in known and f"{g}@ops" not in group]
         if not group:
-            raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(known)})")
+            raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(_shown(config))})")
         chosen.extend(g for g in group if g not in chosen)
     return chosen
+
+
+def _shown(config: Config) -> list[str]:
+    """The scenario names an error lists: a conversation's turns as one entry, ``chat@keep@t1..t3``."""
+    out: list[str] = []
+    for s in config.scenarios:
+        if s.conversation is None:
+            out.append(s.name)
+        elif s.turn == 1:
+            out.append(f"{s.name}..t{s.turns}" if (s.turns or 1) > 1 else s.name)
+    return out
 
 
 def host_facts() -> dict[str, Any]:
