@@ -16,11 +16,10 @@ def test_repository_config_documents_the_defaults():
     assert load_config(ROOT / "config.toml") == Config()
 
 
-def test_default_scenarios_are_the_classic_three_and_a_conversation():
+def test_default_scenarios_are_the_classic_three():
     c = Config()
-    assert [(s.name, s.prompt_tokens, s.max_tokens) for s in c.scenarios[:3]] == [
+    assert [(s.name, s.prompt_tokens, s.max_tokens) for s in c.scenarios] == [
         ("short", 128, 50), ("medium", 512, 100), ("long", 2048, 100)]
-    assert [s.name for s in c.scenarios[3:]] == [f"chat@{c}@t{k}" for c in ("keep", "off") for k in (1, 2, 3)]
     assert c.report.percentiles == [50, 90, 95, 99]
 
 

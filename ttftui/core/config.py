@@ -243,6 +243,9 @@ class ScenarioConfig(Strict):
     cache: Literal["keep", "off"] | None = Field(
         None, description="conversation: keep = the KV cache holds the conversation between turns and only the new "
                           "tokens are evaluated; off = every turn from an empty cache; a list runs both")
+    think_time_ms: float = Field(
+        0.0, ge=0, le=3_600_000, description="conversation under load (concurrency): each user's pause between "
+                                            "receiving a turn's answer and sending its next turn")
     conversation: str | None = Field(None, description="set for a conversation's turn: its conversation (NAME@CACHE)")
     turn: int | None = Field(None, ge=1, description="set for a conversation's turn: 1-based")
     profile_ops: bool = Field(False, description="set for a profiled twin (engine.profile_ops): NAME@ops")
@@ -309,6 +312,8 @@ class ScenarioConfig(Strict):
             raise ValueError("needs prompt_tokens (or a prompt / prompt_file)")
         if self.concurrency is not None and self.rate is not None:
             raise ValueError("give either concurrency (closed loop) or rate (open loop), not both")
+        if self.think_time_ms and self.kind != "conversation":
+            raise ValueError('think_time_ms applies to kind = "conversation" (a pause between turns)')
         if not self.is_load:
             for key in ("requests", "warmup_requests"):
                 if getattr(self, key) is not None:
@@ -348,8 +353,16 @@ class ScenarioConfig(Strict):
         if self.prompt_tokens is not None or self.chat:
             raise ValueError('kind = "conversation" builds its prompts from system_tokens, user_tokens and the '
                              'answers: no prompt_tokens, no chat')
-        if self.is_load:
-            raise ValueError('kind = "conversation" runs turn after turn: no concurrency or rate')
+        if self.rate is not None or self.trace is not None:
+            raise ValueError('kind = "conversation" holds conversations turn after turn: no rate (concurrency = N '
+                             'runs N users at once, each holding its own)')
+        if self.concurrency is not None:
+            for key in ("requests", "warmup_requests"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f'kind = "conversation" under load counts conversations (run.warmup, then '
+                                     f'run.iterations, per user): no {key}')
+        elif self.think_time_ms:
+            raise ValueError("think_time_ms is each user's pause between turns under load: set concurrency")
         if self.conversation is None or self.turn is None or self.cache is None:  # pragma: no cover - expanded
             raise ValueError("a conversation's turns are expanded from it (set turns, user_tokens and cache)")
 
@@ -373,14 +386,10 @@ class ScenarioConfig(Strict):
 
 
 def _default_scenarios() -> list[ScenarioConfig]:
-    chat = {"kind": "conversation", "turns": 3, "system_tokens": 32, "user_tokens": 128, "max_tokens": 32}
     return [
         ScenarioConfig(name="short", prompt_tokens=128, max_tokens=50),
         ScenarioConfig(name="medium", prompt_tokens=512, max_tokens=100),
         ScenarioConfig(name="long", prompt_tokens=2048, max_tokens=100),
-        # a conversation, with the KV cache kept between turns and without (docs/conversations.md)
-        *(ScenarioConfig.model_validate(sc) for sc in _expand_conversation({**chat, "name": "chat",
-                                                                           "cache": ["keep", "off"]})),
     ]
 
 
