@@ -2,6 +2,10 @@
 (requests on a schedule, Poisson or constant arrivals, or a request trace's own timestamps), and
 what the session makes of them.
 
+A conversation with ``concurrency = N`` is N users at once, each holding its own conversation turn
+after turn (``think_time_ms`` between turns); its turns' requests are one family in the figures,
+under the conversation's name (NAME@CACHE), while each turn keeps its own per-run statistics.
+
 A load scenario has ``concurrency``, ``rate`` or ``trace`` (only against a server: ``--url``). A
 trace is an open loop whose schedule is the trace's (:func:`arrival_offsets_ns`, its timestamps
 divided by ``trace_speed``); its requests' lengths and prompts are built by
@@ -48,12 +52,19 @@ class LoadPlan:
     max_in_flight: int
     trace: str | None = None  # arrival "trace": the trace file, replayed ``trace_speed`` times as fast
     trace_speed: float = 1.0
+    # a conversation under load: ``concurrency`` users, each holding conversations of ``turns`` turns
+    # (n_warmup / n_counted are then one turn's requests: run.warmup / run.iterations per user)
+    turns: int = 0
+    think_ms: float = 0.0
 
     @property
     def total(self) -> int:
         return self.n_warmup + self.n_counted
 
     def describe(self) -> str:
+        if self.turns:
+            think = f", thinking {self.think_ms:g} ms between turns" if self.think_ms else ""
+            return f"{self.concurrency} users, each holding conversations of {self.turns} turns{think}"
         if self.mode == "closed":
             return f"closed loop, {self.concurrency} in flight"
         if self.arrival == "trace":
@@ -63,6 +74,10 @@ class LoadPlan:
 
 def plan_for(run: RunConfig, s: ScenarioConfig) -> LoadPlan | None:
     """The load plan of a scenario, or None for an ordinary one (one run after another)."""
+    if s.concurrency is not None and s.conversation is not None:  # a turn of a conversation under load
+        c = s.concurrency
+        return LoadPlan("closed", c, None, s.arrival, n_warmup=run.warmup * c, n_counted=run.iterations * c,
+                        max_in_flight=c, turns=s.turns or 1, think_ms=s.think_time_ms)
     if s.concurrency is not None:
         c = s.concurrency
         return LoadPlan("closed", c, None, s.arrival,
@@ -214,21 +229,26 @@ def session_load(state: SessionState) -> dict[str, LoadFigures]:
         plan = plan_for(cfg.run, s)
         if plan is None:
             continue
-        rules = per_run_rules(cfg.alerts, s.name)
+        # a conversation under load is one family: every turn's requests, under its name (NAME@CACHE)
+        key = s.conversation if plan.turns and s.conversation else s.name
+        if key in out:
+            continue
+        names = ({x.name for x in cfg.scenarios if x.conversation == key} if key != s.name else {s.name})
+        rules = {n: per_run_rules(cfg.alerts, n) for n in names}
         reqs = []
         for r in state.runs:
-            if r.scenario != s.name or r.end_ns is None:
+            if r.scenario not in names or r.end_ns is None:
                 continue
             m, fin = r.metrics, r.finished
             lag = fin.remote.client_lag_ns if fin is not None and fin.remote is not None else None
             reqs.append(Request(start_ns=r.started.t_ns, end_ns=r.end_ns, warmup=r.warmup, ok=m is not None,
-                                good=m is not None and meets_every(rules, m),
+                                good=m is not None and meets_every(rules[r.scenario], m),
                                 n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag,
                                 worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None))
-        figs = load_figures(plan, reqs, slo=bool(rules))
+        figs = load_figures(plan, reqs, slo=any(rules.values()))
         if figs is not None:
             figs = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
-            out[s.name] = replace(figs, workers=per_worker(reqs))
+            out[key] = replace(figs, workers=per_worker(reqs))
     return out
 
 

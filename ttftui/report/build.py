@@ -273,7 +273,12 @@ def _sweeps(view: SessionView) -> dict[str, SweepRecord]:
 
 def _load(view: SessionView) -> dict[str, LoadRecord]:
     cfg = view.state.config
-    return {name: LoadRecord(**asdict(f), sweep=cfg.scenario(name).load if cfg is not None else None)
+
+    def sweep(name: str) -> str | None:  # a conversation under load is keyed by its name (NAME@CACHE), not a turn's
+        s = next((x for x in cfg.scenarios if name in (x.name, x.conversation)), None) if cfg is not None else None
+        return s.load if s is not None else None
+
+    return {name: LoadRecord(**asdict(f), sweep=sweep(name))
             for name, f in view.load.items()}  # asdict turns the workers' figures into dicts too
 
 

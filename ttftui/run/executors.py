@@ -48,6 +48,9 @@ class LoadExecutor(Protocol):
 
     def close(self) -> None: ...
 
+    # optional: ``run_conversations(turns, plan, n_each, warm) -> int`` (conversations under load,
+    # :meth:`LocalLoad.run_conversations`); an executor without it cannot hold conversations
+
 
 class HostsExecutor(Protocol):
     """Runs scenarios on engines elsewhere; each unit is what one engine runs in one go."""
@@ -96,6 +99,25 @@ class LocalLoad:
             return loop.closed(n, plan.concurrency or 1)
         offsets = arrival_offsets_ns(plan, n, r.config.run.seed + (1 if warm else 0), prep.scenario.name)
         return loop.open(offsets, plan.max_in_flight)
+
+    def run_conversations(self, turns: Sequence[PreparedScenario], plan: LoadPlan, n_each: int, warm: bool) -> int:
+        """One phase of a conversation under load: ``plan.concurrency`` users at once, each a worker
+        of its own holding ``n_each`` conversations (every turn of ``turns`` in order, ``think_ms``
+        between turns); each request is a run of the turn it sends. The users' texts are cut before
+        the phase. Returns how many turns were not sent."""
+        r, engine = self.runner, self.engine
+        users = plan.concurrency or 1
+        cut = getattr(engine, "prepare_conversations", None)
+        if cut is not None:  # untimed, before any request: nothing but the requests while it is measured
+            cut(turns, users, n_each)
+
+        def one(w: Any, u: int, t: int) -> None:
+            r.one_run(engine.clock, w.run, turns[t], warm)
+
+        c = r.controls
+        loop = LoadLoop(engine.worker, lambda w, i, due: None, stop=c.stop, paused=c.paused, skip=c.skip_scenario)
+        return loop.users(lambda u: engine.worker(user=u), users, n_each, len(turns),  # type: ignore[call-arg]
+                          one, think_s=plan.think_ms / 1000)
 
     def close(self) -> None:
         pass

@@ -1,7 +1,9 @@
 """The threads that send a load phase's requests: a closed loop (``k`` workers, each sending its
 next request when its last one ended) or an open loop (requests due on a schedule, handed to up to
 ``max_workers`` workers). Used by the session for a server it reaches itself, and by each Ray
-client worker (ttftui.cluster.clients) for its share: the same code in both places.
+client worker (ttftui.cluster.clients) for its share: the same code in both places. A conversation
+under load is a third loop (:meth:`LoadLoop.users`): each worker a user holding its own
+conversation, turn after turn, with a think time between turns.
 
 ``one(worker, i, due_ns)`` sends request ``i`` of the phase (``due_ns``: when it was due, open loop
 only) with ``worker``, a client of its own (``make_worker()``; closed after its thread ends). Pause
@@ -99,6 +101,39 @@ class LoadLoop:
                 due.put(None)
             self._join(threads, errors)
         return len(offsets_ns) - sent + dropped[0]
+
+    def users(self, make_worker: Callable[[int], Any], k: int, n_each: int, turns: int,
+              one: Callable[[Any, int, int], None], think_s: float = 0.0) -> int:
+        """``k`` users at once, each a thread with a client of its own (``make_worker(u)``) holding
+        ``n_each`` conversations of ``turns`` turns, one after another: ``one(worker, u, t)`` sends turn
+        ``t`` (0-based) of user ``u``'s conversation and returns when its answer has ended; the user
+        then thinks ``think_s`` seconds before its next turn (not before a conversation's first).
+        Pause holds back each user's next turn, skip and stop send no more (a stop ends a think at
+        once); returns how many turns were not sent."""
+        left = [0]
+        ids = iter(range(k))
+
+        def user() -> None:
+            with self._lock:
+                u = next(ids)
+            w = make_worker(u)
+            try:
+                for c in range(n_each):
+                    for t in range(turns):
+                        if t and think_s > 0:
+                            self.stop.wait(think_s)
+                        if self.hold():
+                            with self._lock:
+                                left[0] += (n_each - c) * turns - t
+                            return
+                        one(w, u, t)
+            finally:
+                w.close()
+
+        if k < 1 or n_each < 1 or turns < 1:
+            return 0
+        self._join(*self._start(user, k))
+        return left[0]
 
     def _start(self, fn: Callable[[], None], k: int) -> tuple[list[threading.Thread], list[BaseException]]:
         errors: list[BaseException] = []

@@ -400,6 +400,10 @@ class SessionRunner:
         c = self.controls
         rc = self.config.run
         c.skip_scenario.clear()
+        load = plan_for(rc, turns[0].scenario)
+        if load is not None:
+            self._run_conversation_load(engine, turns, load)
+            return
         total = rc.warmup + rc.iterations
         for k in range(total):
             for j, prep in enumerate(turns):
@@ -461,6 +465,26 @@ class SessionRunner:
         if self.after_run is not None:
             with self._lock:  # the alert evaluator folds ends one at a time
                 self.after_run(end)
+
+    def _run_conversation_load(self, engine: Engine, turns: list[PreparedScenario], load: LoadPlan) -> None:
+        """A conversation under load: ``concurrency`` users at once, each holding its own conversations
+        (run.warmup each as warm-up, then run.iterations each), turn after turn with its think time
+        between turns. A phase ends when every user's last turn has; pause, skip and stop as for load."""
+        c, rc = self.controls, self.config.run
+        users = load.concurrency or 1
+        if self._load is None:
+            self._load = (self.executors.load or LocalLoad)(self, engine)
+        run = getattr(self._load, "run_conversations", None)
+        if run is None:
+            raise ConfigError(f"conversation {turns[0].scenario.conversation}: conversations under load are held by "
+                              "users sent from this process; this session's load executor cannot hold them")
+        for warm, n_each in ((True, rc.warmup), (False, rc.iterations)):
+            if n_each == 0 or c.stop.is_set() or c.skip_scenario.is_set():
+                continue
+            with engine.observe_load(self.publish):
+                left = run(turns, load, n_each, warm)
+            if left:
+                self.plan.drop(left + (users * rc.iterations * len(turns) if warm else 0))
 
     # ------------------------------------------------------------------ load: overlapping requests
     def _run_load(self, engine: Engine, prep: PreparedScenario, load: LoadPlan) -> None:

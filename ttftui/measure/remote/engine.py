@@ -146,9 +146,12 @@ class RemoteEngine(Engine):
         self._probing = False
         self._lost: str | None = None  # why the server counts as lost, once it does
         self._n_noticed = 0  # notices of impossible figures so far (MAX_FIGURE_NOTICES at most)
-        # conversations (kind = "conversation"): each one's texts and its turns so far, by NAME@CACHE
-        self._conversations: dict[str, _Conversation] = {}
-        self._pieces: dict[tuple[str, int, int], tuple[str, int]] = {}  # (conversation, round, piece) -> text, n
+        # conversations (kind = "conversation"): each one's texts and its turns so far, by NAME@CACHE and
+        # user (None: turn after turn; a load worker's index under load: each user holds its own)
+        self._conversations: dict[tuple[str, int | None], _Conversation] = {}
+        # (conversation, round, piece) -> text, n; a user's conversation is named NAME@CACHE/userU
+        self._pieces: dict[tuple[str, int, int], tuple[str, int]] = {}
+        self._tok_lock = threading.Lock()  # users cut and count their prompts with one tokenizer
         self._conv_noted: set[str] = set()  # notices said once
         self._text_tok: _TextOnly | None = None  # the server's tokenizer, a text alone
         # per-request prompts (a trace, a prompts file, length distributions): built with each load phase
@@ -375,16 +378,38 @@ class RemoteEngine(Engine):
         prompts the driver built, so every worker sends what a local load would."""
         self._variants[(s.name, self._variant(run_id))] = (text, n_tokens)
 
-    def worker(self) -> "RemoteWorker":
-        return RemoteWorker(self)
+    def worker(self, user: int | None = None) -> "RemoteWorker":
+        """A client of its own; ``user``: a conversation's user under load, holding its own conversation."""
+        return RemoteWorker(self, user)
+
+    def prepare_conversations(self, turns: list[PreparedScenario], users: int, n_each: int) -> None:
+        """Cut, untimed, the texts of each user's next ``n_each`` conversations (rounds) of the turns
+        ``turns`` (a load phase asks the server nothing but its requests while it is measured)."""
+        if not turns:
+            return
+        first = turns[0].scenario
+        try:
+            for u in range(users):
+                conv = self._conversations.get((first.conversation or first.name, u))
+                start = (conv.round + 1) if conv is not None else 0
+                for rnd in range(start, start + min(n_each, MAX_ROUNDS_PREPARED)):
+                    for p in turns:
+                        s = p.scenario
+                        if s.turn == 1 and s.system_tokens:
+                            self._piece(s, rnd, 0, u)
+                        self._piece(s, rnd, s.turn or 1, u)
+        except RequestFailed as e:
+            raise ModelLoadFailed(f"cannot build the prompts of conversation {first.conversation} with the server's "
+                                  f"tokenizer: {e}") from None
 
     def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
             stop: threading.Event) -> RunFinished:
         return self.request(self.ep, prepared, run_id, warmup, publish, stop)
 
     def request(self, ep: Endpoint, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
-                stop: threading.Event, due_ns: int | None = None) -> RunFinished:
-        """One streamed request on ``ep``; ``due_ns``: when it was scheduled (open loop)."""
+                stop: threading.Event, due_ns: int | None = None, user: int | None = None) -> RunFinished:
+        """One streamed request on ``ep``; ``due_ns``: when it was scheduled (open loop); ``user``: the
+        conversation's user under load (its own conversation so far is sent)."""
         s = prepared.scenario
         if stop.is_set():
             raise RunStopped()
@@ -396,7 +421,11 @@ class RemoteEngine(Engine):
             if tok is not None:
                 tok.stop = stop.is_set
             if s.kind == "conversation":
-                turn = self._turn_prompt(s, publish)
+                if user is None:
+                    turn = self._turn_prompt(s, publish)
+                else:  # users share the tokenizer (and its connection): one at a time, untimed
+                    with self._tok_lock:
+                        turn = self._turn_prompt(s, publish, user)
                 text, n_prompt = turn.text, turn.n_tokens
             elif s.per_request:  # its own, built with its phase (prepare_requests)
                 text, n_prompt = prepared.prompt_text, prepared.prompt_tokens
@@ -413,6 +442,8 @@ class RemoteEngine(Engine):
             path, body = self._body(s, text, cache_prompt=True if s.trace is not None else None)
         else:
             path, body = self._turn_body(s, turn)
+            if user is not None:  # the OpenAI "user": a router may keep each user's requests on one replica
+                body["user"] = f"ttftui-user-{user}"
         clock = self.clock
         prev = [0]
 
@@ -435,7 +466,7 @@ class RemoteEngine(Engine):
         if not res.stopped:
             self._answered(ok=True)
         if turn is not None:
-            fin = self._turn_finished(s, turn, res, fin, publish)
+            fin = self._turn_finished(s, turn, res, fin, publish, user)
         return fin
 
     # ------------------------------------------------------------------ conversations: turn after turn
@@ -457,12 +488,12 @@ class RemoteEngine(Engine):
         # the turn's prompt as planned: the conversation so far (answers of max_tokens) and its message
         return PreparedScenario(s, prompt_text=text, prompt_tokens=s.depth_before + (s.user_tokens or 0))
 
-    def _piece(self, s: ScenarioConfig, rnd: int, piece: int) -> tuple[str, int]:
+    def _piece(self, s: ScenarioConfig, rnd: int, piece: int, user: int | None = None) -> tuple[str, int]:
         """(text, tokens) of a conversation's system prompt (piece 0) or turn ``piece``'s user message
         in its round ``rnd``: exactly system_tokens / user_tokens of the server's tokens (the text alone:
         the BOS, the separators or the chat template come on top), each cut at another place of the
-        text, so that no two pieces, rounds or conversations share a prefix."""
-        key = (s.conversation or s.name, rnd, piece)
+        text, so that no two pieces, rounds, conversations or users share a prefix."""
+        key = (_holder(s, user), rnd, piece)
         got = self._pieces.get(key)
         if got is not None:
             return got
@@ -485,11 +516,14 @@ class RemoteEngine(Engine):
             self._text_tok = _TextOnly(self.tokenizer)
         return self._text_tok
 
-    def _turn_prompt(self, s: ScenarioConfig, publish: Publish) -> "_Turn":
+    def _turn_prompt(self, s: ScenarioConfig, publish: Publish, user: int | None = None) -> "_Turn":
         """What turn ``s.turn`` sends: turn 1 starts a new round of its conversation (new texts);
-        a later turn continues the round, and cannot be sent when the turn before it has no answer."""
+        a later turn continues the round, and cannot be sent when the turn before it has no answer.
+        Under load each user holds a conversation of its own (its own texts and answers)."""
         name, k = s.conversation or s.name, s.turn or 1
-        conv = self._conversations.setdefault(name, _Conversation())
+        conv = self._conversations.setdefault((name, user), _Conversation())
+        if user is not None:
+            name = _holder(s, user)
         if k == 1:
             conv.round += 1
             conv.history = []
@@ -498,8 +532,8 @@ class RemoteEngine(Engine):
             raise RunError(f"not sent: turn {k} of conversation {name} continues turn {k - 1}, which has no answer "
                            f"({'it failed or was stopped' if conv.round >= 0 else 'turn 1 has not run'})")
         try:
-            system = self._piece(s, conv.round, 0)[0] if s.system_tokens else ""
-            user, n_user = self._piece(s, conv.round, k)
+            system = self._piece(s, conv.round, 0, user)[0] if s.system_tokens else ""
+            said, n_user = self._piece(s, conv.round, k, user)
         except PromptTooLong as e:
             raise RunError(f"not sent: {e}") from None
         history = conv.history[: k - 1]
@@ -508,7 +542,7 @@ class RemoteEngine(Engine):
             messages = [{"role": "system", "content": system}] if system else []
             for u, a in history:
                 messages += [{"role": "user", "content": u.text}, {"role": "assistant", "content": a.text}]
-            messages.append({"role": "user", "content": user})
+            messages.append({"role": "user", "content": said})
             if tok is not None:  # the contents' tokens (the server's chat template comes on top: see usage)
                 n = (s.system_tokens if system else 0) + n_user
                 for u, a in history:
@@ -517,14 +551,14 @@ class RemoteEngine(Engine):
                     n += u.n_tokens + a.n_tokens  # type: ignore[operator]
             else:
                 n = max(1, sum(len(m["content"]) for m in messages) // 4)
-            return _Turn(round=conv.round, user=_Said(user, n_user), text=user, n_tokens=n, messages=messages)
+            return _Turn(round=conv.round, user=_Said(said, n_user), text=said, n_tokens=n, messages=messages)
         parts = [system] if system else []
         for u, a in history:
             parts += [TURN_SEPARATOR if parts else "", u.text, a.text]
-        parts += [TURN_SEPARATOR if parts else "", user]
+        parts += [TURN_SEPARATOR if parts else "", said]
         text = "".join(parts)
         n = len(tok.tokenize(text, chat=False)) if tok is not None else max(1, len(text) // 4)
-        return _Turn(round=conv.round, user=_Said(user, n_user), text=text, n_tokens=n)
+        return _Turn(round=conv.round, user=_Said(said, n_user), text=text, n_tokens=n)
 
     def _turn_body(self, s: ScenarioConfig, turn: "_Turn") -> tuple[str, dict[str, Any]]:
         """The request of a turn. The scenario's cache setting wins over ``server.prefix_cache``:
@@ -537,11 +571,11 @@ class RemoteEngine(Engine):
         return path, body
 
     def _turn_finished(self, s: ScenarioConfig, turn: "_Turn", res: StreamResult, fin: RunFinished,
-                       publish: Publish) -> RunFinished:
+                       publish: Publish, user: int | None = None) -> RunFinished:
         """The turn's answer joins its conversation; its end says how much of the prompt the server
         took from its cache, by the server's own account (never a number of ours)."""
         name, k = s.conversation or s.name, s.turn or 1
-        conv = self._conversations[name]
+        conv = self._conversations[(name, user)]
         if conv.round == turn.round:  # (a turn 1 started meanwhile would have begun another round)
             answer = "".join(c.text for c in res.chunks if c.kind == "content")
             conv.history = conv.history[: k - 1] + [(turn.user, _Said(answer, None))]
@@ -717,6 +751,13 @@ MAX_FIGURE_NOTICES = 20
 MAX_COUNT = 100_000_000  # tokens: more than any context holds
 MAX_ROUNDS_PREPARED = 64  # a conversation's rounds whose texts prepare cuts up front (the rest: before their turn 1)
 TURN_SEPARATOR = "\n\n"  # /completions: before each user message, after the system prompt or the last answer
+
+
+def _holder(s: ScenarioConfig, user: int | None) -> str:
+    """Whose conversation a turn continues: its conversation (NAME@CACHE), or under load one user's
+    of it (NAME@CACHE/userU: texts of that user's own, cut at other places)."""
+    name = s.conversation or s.name
+    return name if user is None else f"{name}/user{user}"
 
 
 @dataclass
@@ -924,13 +965,13 @@ def prometheus_gauges(text: str) -> dict[str, float]:
 class RemoteWorker(Worker):
     """A client of its own (one kept-alive connection) sharing the engine's prompts and facts."""
 
-    def __init__(self, engine: RemoteEngine):
-        self.engine = engine
+    def __init__(self, engine: RemoteEngine, user: int | None = None):
+        self.engine, self.user = engine, user
         self.ep = engine._endpoint()
 
     def run(self, prepared: PreparedScenario, run_id: int, warmup: bool, publish: Publish,
             stop: threading.Event, due_ns: int | None = None) -> RunFinished:
-        return self.engine.request(self.ep, prepared, run_id, warmup, publish, stop, due_ns)
+        return self.engine.request(self.ep, prepared, run_id, warmup, publish, stop, due_ns, self.user)
 
     def close(self) -> None:
         self.ep.close()
