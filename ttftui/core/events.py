@@ -278,7 +278,7 @@ class PrefixTiming:
 @dataclass(**_frozen)
 class OpKind:
     """One kind of graph operation in a phase: its compute time, how many nodes, bytes they moved
-    (copies: CPY, CONT, SET_ROWS, GET_ROWS)."""
+    (copies: CPY, CONT, DUP, GET_ROWS)."""
 
     kind: str
     ns: Int64

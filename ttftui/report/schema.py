@@ -168,7 +168,7 @@ class OpKindRecord(_M):
     ms: float
     pct: float = Field(description="of the phase's llama_decode span")
     count: int
-    bytes: int = Field(description="bytes the nodes wrote (copies: CPY, CONT, SET_ROWS, GET_ROWS)")
+    bytes: int = Field(description="bytes the nodes wrote (copies: CPY, CONT, DUP, GET_ROWS)")
 
 
 class LayerRecord(_M):

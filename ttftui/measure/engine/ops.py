@@ -30,7 +30,9 @@ import llama_cpp as L
 from ttftui.core.events import LayerTime, OpKind, OpsPhase
 
 NO_COMPUTE = frozenset({"NONE", "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"})
-COPIES = frozenset({"CPY", "CONT", "DUP", "SET_ROWS", "GET_ROWS"})  # bytes moved are kept for these
+# bytes moved are kept for these: their result is what they wrote (SET_ROWS's result is the whole cache
+# it writes rows into, so its bytes would not be what it moved: left out)
+COPIES = frozenset({"CPY", "CONT", "DUP", "GET_ROWS"})
 _LAYER = re.compile(r"-(\d+)(?: \(.*\))?$")
 _ggml: Any = None
 
