@@ -37,6 +37,8 @@ class FakeServer:
         self.mode = mode
         self.models, self.llama, self.tokens, self.after, self.huge_mb = models, llama, tokens, after, huge_mb
         self.n_answered = 0  # completion requests answered so far (die_after / stall_after count them)
+        self.n_done = 0  # answers written whole ("ok" streams), and the condition die_after waits on
+        self.done = threading.Condition()
         self.gone = threading.Event()  # stall_after: the server has stopped answering anything
         self._never = threading.Event()
         self.stall_s = stall_s
@@ -135,6 +137,9 @@ class FakeServer:
                     mode = "close_mid" if nth > outer.after else "ok"
                 if mode in ("die_after", "stall_after") and nth > outer.after:
                     if mode == "die_after":
+                        # the first ``after`` answers are written whole first (with 8 in flight, a later request
+                        # may arrive while they stream): "died after N answers" is then a fact, not a race
+                        outer.done.wait_for(lambda: outer.n_done >= outer.after, timeout=10)
                         os._exit(0)  # the whole process, at once: connections reset, the port refuses
                     outer.gone.set()
                     outer.hang()
@@ -172,6 +177,10 @@ class FakeServer:
                 end = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
                        "usage": {"prompt_tokens": 12, "completion_tokens": 1 + outer.n_words}}
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+                self.wfile.flush()
+                with outer.done:
+                    outer.n_done += 1
+                    outer.done.notify_all()
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
