@@ -19,6 +19,42 @@ def _chunk(text: str) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """What a test server's handler starts from: HTTP/1.1, quiet, and a JSON answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a: Any) -> None:
+        pass
+
+    def _json(self, status: int, doc: Any) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """A test server on 127.0.0.1, in a thread of this process: ``serve(Handler)`` in the constructor,
+    then ``with`` starts and stops it; ``url`` is its OpenAI base URL."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # a burst of 64 connections at once is accepted, not reset
 

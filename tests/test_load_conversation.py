@@ -12,7 +12,6 @@ import json
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,13 +21,14 @@ from ttftui.core.config import Config
 from ttftui.measure.remote.engine import TURN_SEPARATOR
 
 from .conftest import cli, free_port, wait_ready
+from .fake_server import JsonHandler, LoopbackServer
 from .test_remote import _amx, _llama_server_binary
 from .test_remote_conversation import BOS, _ids, _lcp
 
 THINK_MS = 100
 
 
-class UsersServer:
+class UsersServer(LoopbackServer):
     """llama-server's /props, /tokenize and /detokenize (a token a character) and streamed /completions, whose cache
     keeps every prompt and answer it was sent with ``cache_prompt`` and serves the longest prefix of
     any (its ``timings.cache_n``). Each completion is recorded: its body, when it arrived and when its
@@ -40,19 +40,7 @@ class UsersServer:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, status: int, doc: Any) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(JsonHandler):
 
             def do_GET(self) -> None:
                 if self.path.endswith("/models"):
@@ -101,18 +89,7 @@ class UsersServer:
                 self.wfile.flush()
                 rec["t_out"] = time.monotonic_ns()  # the answer's end left before the client could read it
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "UsersServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 TALK = ('[[scenarios]]\nname = "talk"\nkind = "conversation"\nturns = 3\nuser_tokens = 24\nsystem_tokens = 16\n'

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ttftui.measure.engine.base import RunError
 from ttftui.measure.remote.engine import TURN_SEPARATOR, RemoteEngine
 
 from .conftest import cli, free_port, wait_ready
+from .fake_server import JsonHandler, LoopbackServer
 from .test_remote import _amx, _llama_server_binary
 
 BOS = 1
@@ -46,7 +46,7 @@ def _lcp(a: list[int], b: list[int]) -> int:
     return n
 
 
-class ConversationServer:
+class ConversationServer(LoopbackServer):
     """An OpenAI-compatible server with a prefix cache and an account of it, over a tokenizer of one
     token a character. ``flavour``: "llama" (llama-server: /props, /tokenize, one slot whose cache
     holds the last prompt and its answer, reused when the request says ``cache_prompt``; its
@@ -65,19 +65,7 @@ class ConversationServer:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, status: int, doc: Any) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(JsonHandler):
 
             def do_GET(self) -> None:
                 if self.path.endswith("/models"):
@@ -146,18 +134,7 @@ class ConversationServer:
                                                              lie(len(prompt))}
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "ConversationServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 TALK = {"name": "talk", "kind": "conversation", "turns": 3, "user_tokens": 24, "system_tokens": 16, "max_tokens": 4}

@@ -10,7 +10,6 @@ import json
 import re
 import statistics
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ttftui.measure.datasets import dataset_order, draw_lengths, phase_rng
 from ttftui.measure.trace import RequestBuilder
 
 from .conftest import assert_one_line_error, cli
+from .fake_server import JsonHandler, LoopbackServer
 
 URL = "http://127.0.0.1:9/v1"
 
@@ -63,7 +63,7 @@ class PieceTokenizer:
         return "".join(self.pieces.get(t, "") for t in tokens)
 
 
-class CachingServer:
+class CachingServer(LoopbackServer):
     """A llama-server lookalike on 127.0.0.1: /props, /tokenize and /detokenize (PieceTokenizer), and
     /v1/completions that streams two chunks and ends with llama-server's ``timings``: its prefix cache
     is every prompt it has evaluated, and ``cache_n`` is the longest prefix (in tokens) the prompt shares
@@ -77,19 +77,7 @@ class CachingServer:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, status: int, doc: Any) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(JsonHandler):
 
             def do_GET(self) -> None:
                 if self.path.endswith("/models"):
@@ -139,18 +127,7 @@ class CachingServer:
                                    "predicted_n": 2, "predicted_ms": 0.01}}
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "CachingServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
     def prompt_tokens(self, i: int) -> list[int]:
         return self.tok.tokenize(self.bodies[i]["prompt"])
