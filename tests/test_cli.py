@@ -103,7 +103,7 @@ def test_headless_path_does_not_import_textual():
     [
         (["--model", "/nonexistent/model.gguf"], 3, r"model file not found: /nonexistent/model.gguf"),
         (["--model", str(ROOT / "config.toml")], 4, r"is not a GGUF file"),
-        (["--scenario", "nope"], 8, r"unknown scenario 'nope' \(this config defines: short, medium, long\)"),
+        (["--scenario", "nope"], 8, r"unknown scenario 'nope' \(this config defines: short, medium, long, chat@keep@t1..t3, chat@off@t1..t3\)"),
         (["--iterations", "0"], 2, r"--iterations: must be at least 1, got 0"),
         (["--iterations", "-3"], 2, r"--iterations: must be at least 1, got -3"),
         (["--warmup", "-1"], 2, r"--warmup: must be 0 or more"),

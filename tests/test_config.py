@@ -16,11 +16,29 @@ def test_repository_config_documents_the_defaults():
     assert load_config(ROOT / "config.toml") == Config()
 
 
-def test_default_scenarios_are_the_classic_three():
+def test_default_scenarios_are_the_classic_three_and_an_optional_chat():
     c = Config()
-    assert [(s.name, s.prompt_tokens, s.max_tokens) for s in c.scenarios] == [
+    plain = [s for s in c.scenarios if not s.optional]
+    assert [(s.name, s.prompt_tokens, s.max_tokens) for s in plain] == [
         ("short", 128, 50), ("medium", 512, 100), ("long", 2048, 100)]
+    chat = [s for s in c.scenarios if s.optional]
+    assert [(s.name, s.conversation, s.turn, s.cache) for s in chat] == [
+        (f"chat@{cache}@t{k}", f"chat@{cache}", k, cache) for cache in ("keep", "off") for k in (1, 2, 3)]
+    assert {(s.kind, s.system_tokens, s.user_tokens, s.max_tokens) for s in chat} == {("conversation", 32, 128, 32)}
     assert c.report.percentiles == [50, 90, 95, 99]
+
+
+def test_an_optional_scenario_runs_only_when_named():
+    from ttftui.run.session import select_scenarios, without_unchosen_optional
+    c = Config()
+    assert select_scenarios(c, None) == ["short", "medium", "long"]
+    assert select_scenarios(c, ["chat"]) == [f"chat@{cache}@t{k}" for cache in ("keep", "off") for k in (1, 2, 3)]
+    assert select_scenarios(c, ["chat@off"]) == ["chat@off@t1", "chat@off@t2", "chat@off@t3"]
+    # a plain session's config is the classic three: load options never meet the conversation
+    assert [s.name for s in without_unchosen_optional(c, None).scenarios] == ["short", "medium", "long"]
+    assert [s.name for s in without_unchosen_optional(c, ["short"]).scenarios] == ["short", "medium", "long"]
+    kept = without_unchosen_optional(c, ["chat@keep"]).scenarios
+    assert [s.name for s in kept] == ["short", "medium", "long", "chat@keep@t1", "chat@keep@t2", "chat@keep@t3"]
 
 
 def write(tmp_path, text):

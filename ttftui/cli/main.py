@@ -33,7 +33,7 @@ from ttftui.report.html import compare_html, pick_run, report_html
 from ttftui.report.schema import report_schema
 from ttftui.run.recording import Recorder, default_recording_path, read_recording
 from ttftui.run.replay import SPEEDS
-from ttftui.run.session import select_scenarios
+from ttftui.run.session import select_scenarios, without_unchosen_optional
 
 SUBCOMMANDS = ("replay", "compare", "report", "serve", "doctor", "schema")
 
@@ -227,6 +227,7 @@ def _checked_run(args: argparse.Namespace) -> tuple[Any, list[str]]:
     config = load_config(args.config, _overrides(args))
     if args.concurrency and args.rate:
         raise ConfigError("give either --concurrency (closed loop) or --rate (open loop), not both")
+    config = without_unchosen_optional(config, args.scenario)  # the default chat only when named
     config = with_trace(config, args.trace, args.trace_speed)
     config = with_load(config, concurrency=args.concurrency, rate=args.rate, requests=args.requests)
     config = resolve_workloads(config)  # traces and prompt files read and checked now, before anything starts

@@ -249,6 +249,8 @@ class ScenarioConfig(Strict):
     conversation: str | None = Field(None, description="set for a conversation's turn: its conversation (NAME@CACHE)")
     turn: int | None = Field(None, ge=1, description="set for a conversation's turn: 1-based")
     profile_ops: bool = Field(False, description="set for a profiled twin (engine.profile_ops): NAME@ops")
+    optional: bool = Field(False, description="runs only when --scenario names it: a session without --scenario "
+                                              "leaves it out (the default config's chat)")
     prefix_tokens: int | None = Field(None, ge=1, description="shared_prefix: tokens of the prefix every request "
                                                               "shares (then user_tokens of its own); cache = keep "
                                                               "evaluates it once and restores it for each request")
@@ -385,11 +387,17 @@ class ScenarioConfig(Strict):
                 or self.max_tokens_dist is not None)
 
 
+# The default config's conversation: optional (ttftui --scenario chat runs it; a plain session does not).
+DEFAULT_CHAT: dict[str, Any] = {"name": "chat", "kind": "conversation", "turns": 3, "system_tokens": 32,
+                                "user_tokens": 128, "max_tokens": 32, "cache": ["keep", "off"], "optional": True}
+
+
 def _default_scenarios() -> list[ScenarioConfig]:
     return [
         ScenarioConfig(name="short", prompt_tokens=128, max_tokens=50),
         ScenarioConfig(name="medium", prompt_tokens=512, max_tokens=100),
         ScenarioConfig(name="long", prompt_tokens=2048, max_tokens=100),
+        *(ScenarioConfig.model_validate(sc) for sc in _expand_conversation(DEFAULT_CHAT)),
     ]
 
 
@@ -700,6 +708,10 @@ class Config(Strict):
     @model_validator(mode="before")
     @classmethod
     def _sweeps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scenarios" not in data:
+            # the built-in scenarios, expanded like a file's: profiled twins, a matrix's cells
+            data = {**data, "scenarios": [s.model_dump(mode="python", exclude_defaults=True)
+                                          for s in _default_scenarios()]}
         return expand_profiled(expand_matrix(expand_sweeps(data)))
 
     @model_validator(mode="after")

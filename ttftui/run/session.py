@@ -105,10 +105,11 @@ def execute_run(clock: Any, run: Callable[..., Any], prep: PreparedScenario, rid
 
 
 def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
-    """Scenario names to run, in the order given (or config order); unknown names are an error."""
+    """Scenario names to run, in the order given (or config order, its optional scenarios left out);
+    unknown names are an error."""
     known = [s.name for s in config.scenarios]
     if not names:
-        return known
+        return [s.name for s in config.scenarios if not s.optional]
     chosen: list[str] = []
     for n in names:
         # a swept scenario's own name selects every scenario it was expanded into
@@ -125,6 +126,17 @@ def select_scenarios(config: Config, names: Iterable[str] | None) -> list[str]:
             raise UnknownScenario(f"unknown scenario {n!r} (this config defines: {', '.join(_shown(config))})")
         chosen.extend(g for g in group if g not in chosen)
     return chosen
+
+
+def without_unchosen_optional(config: Config, names: Iterable[str] | None) -> Config:
+    """The config without the optional scenarios that ``names`` (``--scenario``) does not choose, so
+    that a plain session's config, recording and report are what they were before it had any: load
+    options do not apply to them, and nothing lists them."""
+    if not any(s.optional for s in config.scenarios):
+        return config
+    chosen = set(select_scenarios(config, names)) if names else set()
+    kept = [s for s in config.scenarios if not s.optional or s.name in chosen]
+    return config.model_copy(update={"scenarios": kept})
 
 
 def _shown(config: Config) -> list[str]:
