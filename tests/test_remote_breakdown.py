@@ -158,6 +158,22 @@ def test_the_dashboards_bar_and_the_html_breakdown_show_server_other():
     assert [p[1] for p in phases[-2:]] == [15.0, 10.0]  # clipped: its last chunks, the first of them cut
 
 
+def test_the_dashboards_bar_cuts_a_clipped_server_prefills_chunks_as_the_html_does():
+    """The server did 60 ms of prefill in chunks of 30, 20, 10; TTFT holds 25 ms of it (clipped to its
+    window). The bar's chunk segments are the last 25 ms: 15 + 10, so they add up to the component
+    and every segment of the bar to TTFT, never more."""
+    th = load_theme("dark")
+    parts = {"connect": 0.1, "send": 0.1, "wait": 0.4, "server_other": 1.0, "server_prefill": 25.0, "unaccounted": 0.0}
+    segs = R.component_segments(th, parts, [30.0, 20.0, 10.0])
+    pre = [s.ms for s in segs if s.key == "server_prefill"]
+    assert pre == [15.0, 10.0] and sum(s.ms for s in segs) == pytest.approx(sum(parts.values()))
+    run = {"remote": {"server_prefill_chunks_ms": [30.0, 20.0, 10.0]}, "figures": {"server_prefill_in_ttft_ms": 25.0}}
+    assert [p[1] for p in run_phases(run) if p[0].startswith("server prefill")] == pre
+    # chunks that fit (the engine's own, exactly its prefill) are drawn as they are
+    local = R.component_segments(th, {"prefill": 60.0}, [30.0, 20.0, 10.0])
+    assert [s.ms for s in local] == [30.0, 20.0, 10.0]
+
+
 def test_every_remote_label_fits_the_percentile_tables_metric_column():
     """At 80 columns the metric column is 13 characters: "server prefill" was cut to "server prefi".
     Squeezed, the server's rows say "srv"; a wide column keeps the registry's words."""

@@ -188,6 +188,21 @@ def remote_parts_ns(r: RemoteTiming, ttft_ns: int) -> dict[str, int | None]:
             "unaccounted_ms": t - (s + wait + other + (prefill or 0))}
 
 
+def chunks_in_ttft(chunks: Sequence[float], total: float) -> list[float]:
+    """Prefill chunks as the ``total`` ms of prefill that TTFT holds. A server's chunks are its whole
+    prefill by its own account; placed in TTFT (``remote_parts_ns``) it ends at the first token and a
+    clipped one lost its beginning: the last chunks are kept, the first kept cut to fit. Chunks that
+    add up to no more than ``total`` (the engine's own, exactly its prefill) are kept as they are."""
+    out: list[float] = []
+    left = max(total, 0.0)
+    for ch in reversed(chunks):
+        if left <= 0:
+            break
+        out.append(min(max(ch, 0.0), left))
+        left -= ch
+    return out[::-1]
+
+
 def remote_figures(r: RemoteTiming, ttft_ns: int | None = None) -> dict[str, float | None]:
     """A server run's components (``remote_parts_ns``; given its TTFT) and timing points in ms
     (ttftui.core.registry's remote metrics): the client's clock, and the server's own account where

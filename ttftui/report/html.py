@@ -27,6 +27,7 @@ import math
 import statistics
 from typing import Any, Callable, Iterable, Sequence
 
+from ttftui.analysis.metrics import chunks_in_ttft
 from ttftui.core import registry
 from ttftui.core.sane import utf8_text
 
@@ -275,26 +276,13 @@ def run_phases(run: dict[str, Any]) -> list[tuple[str, float, str]]:
         if v is None or (key == "unaccounted" and v <= 0):
             continue
         chunks = run.get("prefill_chunks_ms") if key == "prefill" else (
-            _last_chunks(remote.get("server_prefill_chunks_ms") or [], v) if key == "server_prefill" else None)
+            chunks_in_ttft(remote.get("server_prefill_chunks_ms") or [], v) if key == "server_prefill" else None)
         if chunks and len(chunks) > 1:
             for i, ch in enumerate(chunks):
                 out.append((f"{m.label} chunk {i + 1}", ch, COLOURS["prefill" if i % 2 == 0 else "prefill_alt"]))
         else:
             out.append((m.label, v, component_colour(key)))
     return out
-
-
-def _last_chunks(chunks: Sequence[float], total: float) -> list[float]:
-    """The server's prefill chunks that fit ``total`` ms, the last ones (its prefill as placed in
-    TTFT ends at the first token; a clipped one lost its beginning), the first kept cut to fit."""
-    out: list[float] = []
-    left = total
-    for ch in reversed(chunks):
-        if left <= 0:
-            break
-        out.append(min(ch, left))
-        left -= ch
-    return out[::-1]
 
 
 # ---------------------------------------------------------------------- tables

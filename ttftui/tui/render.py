@@ -15,6 +15,7 @@ from typing import Sequence
 from rich.text import Text
 from textual.color import Color
 
+from ttftui.analysis.metrics import chunks_in_ttft
 from ttftui.core import registry
 from ttftui.core.events import DiffusionStep, DiffusionTiming, TokenEmitted
 from ttftui.core.textsafe import visible
@@ -143,7 +144,7 @@ def component_segments(theme: ThemeFile, parts: dict[str, float], chunks: Sequen
         if ms is None:
             continue
         if key in ("prefill", "server_prefill") and len(chunks) > 1:
-            for i, ch in enumerate(chunks):
+            for i, ch in enumerate(chunks_in_ttft(chunks, ms)):
                 segs.append(Segment(key, ch, c.prefill if i % 2 == 0 else c.prefill_alt))
             continue
         if key in ("step_forward", "step_select") and steps:
