@@ -323,8 +323,85 @@ def compare_reports(base: dict[str, Any], cand: dict[str, Any], *, gates: list[d
                          "ratio": ratio, "change_pct": _finite((ratio - 1) * 100) if ratio is not None else None,
                          "n_baseline": sb_m.get("n"), "n_candidate": sc_m.get("n"), "p_value": p})
     _holm(rows, alpha)
+    ops, ops_layers = _ops_rows(base, cand, common, notes)
     return {"baseline": base["_path"], "candidate": cand["_path"], "alpha": alpha, "notes": notes, "rows": rows,
-            "gates": gate_results}
+            "gates": gate_results, "ops": ops, "ops_layers": ops_layers}
+
+
+# ------------------------------------------------------------ profiled runs: prefill by operation
+GAPS = "(profiling gaps)"  # span - compute: what the callback itself added between the nodes
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def _prefill_profiles(report: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    """The counted runs' prefill profiles (``runs[].ops.prefill``) of one scenario."""
+    out = []
+    for r in report.get("runs", []):
+        ops = r.get("ops") if r.get("scenario") == scenario and r.get("counted") else None
+        pre = ops.get("prefill") if isinstance(ops, dict) else None
+        if isinstance(pre, dict) and pre.get("span_ms"):
+            out.append(pre)
+    return out
+
+
+def _by_kind(profiles: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per operation kind, the median over runs of its ms and of its share of the prefill span (%); a
+    kind a run lacks counts 0 in it (flash attention on has no SOFT_MAX). Profiling's own gaps are a
+    kind of their own, so the kinds partition the span."""
+    kinds = {k["kind"] for p in profiles for k in p.get("kinds") or []} | {GAPS}
+    out = {}
+    for kind in kinds:
+        ms, pct = [], []
+        for p in profiles:
+            if kind == GAPS:
+                v = max(0.0, p["span_ms"] - (p.get("compute_ms") or 0.0))
+            else:
+                v = sum(k["ms"] for k in p.get("kinds") or [] if k["kind"] == kind)
+            ms.append(v)
+            pct.append(v / p["span_ms"] * 100)
+        out[kind] = (_median(ms), _median(pct))
+    return out
+
+
+def _by_layer(profiles: list[dict[str, Any]]) -> dict[int | None, float]:
+    layers = {x.get("layer") for p in profiles for x in p.get("layers") or []}
+    return {la: _median([sum(x["ms"] for x in p.get("layers") or [] if x.get("layer") == la) for p in profiles])
+            for la in layers}
+
+
+def _ops_rows(base: dict[str, Any], cand: dict[str, Any], common: list[str],
+              notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """For every scenario both reports profiled by operation (NAME@ops): prefill per operation kind
+    and per layer, baseline against candidate (medians over counted runs; descriptive: the registry's
+    prefill_matmul_pct / prefill_attention_pct rows above carry the significance tests)."""
+    kinds_out: list[dict[str, Any]] = []
+    layers_out: list[dict[str, Any]] = []
+    for name in common:
+        pb, pc = _prefill_profiles(base, name), _prefill_profiles(cand, name)
+        if not pb or not pc:
+            if pb or pc:
+                notes.append(f"scenario {name}: only the {'baseline' if pb else 'candidate'} was profiled by "
+                             "operation (no per-operation difference)")
+            continue
+        kb, kc = _by_kind(pb), _by_kind(pc)
+        order = sorted(set(kb) | set(kc), key=lambda k: (k == GAPS, -max(kb.get(k, (0, 0))[0], kc.get(k, (0, 0))[0]), k))
+        for kind in order:
+            (bms, bpct), (cms, cpct) = kb.get(kind, (0.0, 0.0)), kc.get(kind, (0.0, 0.0))
+            kinds_out.append({"scenario": name, "kind": kind, "baseline_ms": bms, "candidate_ms": cms,
+                              "delta_ms": cms - bms, "ratio": _finite(cms / bms) if bms > 0 else None,
+                              "baseline_pct": bpct, "candidate_pct": cpct, "delta_pct_points": cpct - bpct,
+                              "n_baseline": len(pb), "n_candidate": len(pc)})
+        lb, lc = _by_layer(pb), _by_layer(pc)
+        for la in sorted(set(lb) | set(lc), key=lambda x: (x is None, x if x is not None else 0)):
+            bms, cms = lb.get(la, 0.0), lc.get(la, 0.0)
+            layers_out.append({"scenario": name, "layer": la, "baseline_ms": bms, "candidate_ms": cms,
+                               "delta_ms": cms - bms, "ratio": _finite(cms / bms) if bms > 0 else None})
+    return kinds_out, layers_out
 
 
 def _gate_text(g: dict[str, Any]) -> str:
@@ -401,17 +478,50 @@ def render_table(result: dict[str, Any]) -> str:
     lines = [f"baseline:  {result['baseline']}", f"candidate: {result['candidate']}"]
     for n in result["notes"]:
         lines.append(f"note: {n}")
-    head = (f"{'scenario':<10} {'metric':<16} {'base p50':>10} {'cand p50':>10} {'ratio':>7} {'change':>8} "
+    sw = max([10] + [len(r["scenario"]) for r in result["rows"]])  # columns as wide as their longest name
+    mw = max([16] + [len(r["metric"]) for r in result["rows"]])
+    head = (f"{'scenario':<{sw}} {'metric':<{mw}} {'base p50':>10} {'cand p50':>10} {'ratio':>7} {'change':>8} "
             f"{'p (Holm)':>9}  verdict")
     lines += ["", head, "-" * len(head)]
     for r in result["rows"]:
         change = f"{r['change_pct']:+.1f}%" if r["change_pct"] is not None else "–"
         pv = f"{r['p_adjusted']:.3g}" if r["p_adjusted"] is not None else "n<2"
         verdict = r["verdict"] + (" *" if r["significant"] else "")
-        lines.append(f"{r['scenario']:<10} {r['metric']:<16} {_num(r['baseline_p50'], 10)} {_num(r['candidate_p50'], 10)} "
+        lines.append(f"{r['scenario']:<{sw}} {r['metric']:<{mw}} {_num(r['baseline_p50'], 10)} {_num(r['candidate_p50'], 10)} "
                      f"{_num(r['ratio'], 7)} {change:>8} {pv:>9}  {verdict}")
     lines += ["", f"* significant at alpha = {result['alpha']:g}: Mann-Whitney U, two-sided, on per-run values "
               "(ITL: pooled token gaps), Holm-adjusted over the table. 'worse' is higher for *_ms, lower for *_tps."]
+    lines += _ops_table(result.get("ops") or [], result.get("ops_layers") or [])
     for g in result["gates"]:
         lines.append(f"gate {'PASS' if g['passed'] else 'FAIL'}: {g['message']}")
     return "\n".join(_safe(line) for line in lines) + "\n"
+
+
+def _signed(v: float, digits: int) -> str:
+    """+1.25 / -0.40 / 0.00: a change too small to show has no sign."""
+    r = round(v, digits)
+    return f"{r:+.{digits}f}" if r else f"{0:.{digits}f}"
+
+
+def _ops_table(ops: list[dict[str, Any]], layers: list[dict[str, Any]]) -> list[str]:
+    """Inside prefill, per profiled scenario: each operation kind's median ms and share of the span,
+    baseline -> candidate; then the layers that moved most."""
+    if not ops:
+        return []
+    lines: list[str] = []
+    for name in dict.fromkeys(r["scenario"] for r in ops):
+        rows = [r for r in ops if r["scenario"] == name]
+        n = f"n = {rows[0]['n_baseline']} / {rows[0]['n_candidate']}"
+        head = (f"{'operation':<22} {'base ms':>9} {'cand ms':>9} {'delta ms':>9} {'base %':>7} {'cand %':>7} "
+                f"{'delta pp':>9}")
+        lines += ["", f"inside prefill, {name} (profiled runs, median per run, {n}):", head, "-" * len(head)]
+        for r in rows:
+            lines.append(f"{r['kind'][:22]:<22} {_num(r['baseline_ms'], 9)} {_num(r['candidate_ms'], 9)} "
+                         f"{_signed(r['delta_ms'], 2):>9} {r['baseline_pct']:>7.1f} {r['candidate_pct']:>7.1f} "
+                         f"{_signed(r['delta_pct_points'], 1):>9}")
+        moved = sorted((x for x in layers if x["scenario"] == name and x["layer"] is not None),
+                       key=lambda x: -abs(x["delta_ms"]))[:3]
+        if moved:
+            lines.append("layers that moved most: " + ", ".join(
+                f"{x['layer']} {x['baseline_ms']:.2f} -> {x['candidate_ms']:.2f} ms" for x in moved))
+    return lines

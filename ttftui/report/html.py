@@ -957,11 +957,35 @@ def compare_html(result: dict[str, Any], base: str, cand: str) -> str:
                     f'<span class="{cls}">{esc(v)}{" *" if r.get("significant") else ""}</span>'])
     body.append('<h2 id="table">Per metric</h2>' + table(
         ("scenario", "metric", "baseline p50", "candidate p50", "ratio", "p (Holm)", "verdict"), trs))
+    body.append(_compare_ops(result.get("ops") or [], result.get("ops_layers") or []))
     gates = result.get("gates") or []
     if gates:
         body.append('<h2 id="gates">Gates</h2>' + table(
             ("gate", "result"), ([esc(g.get("message")), esc("PASS" if g.get("passed") else "FAIL")] for g in gates)))
     return _page("ttftui compare", "".join(body))
+
+
+def _compare_ops(ops: list[dict[str, Any]], layers: list[dict[str, Any]]) -> str:
+    """Inside prefill (scenarios both reports profiled by operation): per kind, baseline and candidate
+    ms and share of the span, and the change in percentage points; per layer, ms and ratio."""
+    if not ops:
+        return ""
+    out = ['<h2 id="ops">Inside prefill, by operation (profiled runs)</h2>']
+    for name in dict.fromkeys(str(r.get("scenario")) for r in ops):
+        rows = [r for r in ops if str(r.get("scenario")) == name]
+        out.append(f"<h3>{esc(name)}</h3><p class=\"dim\">median per counted run; n = "
+                   f"{esc(rows[0].get('n_baseline'))} / {esc(rows[0].get('n_candidate'))}</p>")
+        out.append(table(("operation", "baseline ms", "candidate ms", "Δ ms", "baseline %", "candidate %", "Δ pp"),
+                         ([esc(r.get("kind")), fmt(r.get("baseline_ms"), ""), fmt(r.get("candidate_ms"), ""),
+                           fmt(r.get("delta_ms"), ""), fmt(r.get("baseline_pct"), ""), fmt(r.get("candidate_pct"), ""),
+                           fmt(r.get("delta_pct_points"), "")] for r in rows)))
+        ls = [x for x in layers if str(x.get("scenario")) == name]
+        if ls:
+            out.append(table(("layer", "baseline ms", "candidate ms", "ratio"),
+                             ([esc("head/embeddings" if x.get("layer") is None else x.get("layer")),
+                               fmt(x.get("baseline_ms"), ""), fmt(x.get("candidate_ms"), ""), fmt(x.get("ratio"), "")]
+                              for x in ls)))
+    return "".join(out)
 
 
 def _ratio_plot(rows: list[dict[str, Any]]) -> str:

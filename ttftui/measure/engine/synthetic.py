@@ -80,21 +80,28 @@ class CostModel:
 OP_SHARES: tuple[tuple[str, float, int], ...] = (
     ("MUL_MAT", 0.60, 7), ("FLASH_ATTN_EXT", 0.12, 1), ("RMS_NORM", 0.06, 2), ("ROPE", 0.05, 2),
     ("ADD", 0.05, 2), ("MUL", 0.05, 2), ("SWIGLU", 0.05, 1), ("SET_ROWS", 0.02, 2))
+# model.flash_attn = "off": attention is the kq / kqv matmuls and a SOFT_MAX, and takes a larger share
+OP_SHARES_NO_FLASH: tuple[tuple[str, float, int], ...] = (
+    ("MUL_MAT", 0.56, 7), ("MUL_MAT (attention)", 0.10, 2), ("SOFT_MAX", 0.06, 1), ("RMS_NORM", 0.06, 2),
+    ("ROPE", 0.05, 2), ("ADD", 0.05, 2), ("MUL", 0.05, 2), ("SWIGLU", 0.05, 1), ("SET_ROWS", 0.02, 2))
 PROFILE_GAP = 0.03
 PROFILE_SLOWDOWN = 1.6
 
 
-def synthetic_ops(chunks_ns: list[int], decode_ns: int, n_tokens: int, n_layers: int) -> OpsProfile:
-    """The operation profile a profiled twin's run reports, from the cost model's chunk times."""
+def synthetic_ops(chunks_ns: list[int], decode_ns: int, n_tokens: int, n_layers: int,
+                  flash: bool = True) -> OpsProfile:
+    """The operation profile a profiled twin's run reports, from the cost model's chunk times (with
+    flash attention or without: the shares move, the chunk times stay the cost model's)."""
+    shares = OP_SHARES if flash else OP_SHARES_NO_FLASH
 
     def phase(kind: str, index: int | None, span: int, graphs: int) -> OpsPhase:
         compute = int(span * (1 - PROFILE_GAP))
         kinds = tuple(OpKind(kind=k, ns=int(compute * share), count=nodes * n_layers * graphs)
-                      for k, share, nodes in OP_SHARES)
+                      for k, share, nodes in shares)
         total = sum(k.ns for k in kinds)
         per_layer = total // n_layers
         layers = tuple(LayerTime(layer=i, ns=per_layer + (total - per_layer * n_layers if i == n_layers - 1 else 0),
-                                 nodes=sum(nd for _, _, nd in OP_SHARES) * graphs) for i in range(n_layers))
+                                 nodes=sum(nd for _, _, nd in shares) * graphs) for i in range(n_layers))
         return OpsPhase(phase=kind, index=index, span_ns=span, compute_ns=total, kinds=kinds,  # type: ignore[arg-type]
                         layers=layers)
 
@@ -254,7 +261,8 @@ class SyntheticEngine(Engine):
             first_sample_ns=sample_ns, first_detok_ns=ttft_t - t_sample_end,
             stop_reason=stop_reason, llama_perf=None,
             ops=None if not s.profile_ops else synthetic_ops(
-                chunks, max(t - ttft_t, 0), n_out, (self._model.n_layers if self._model and self._model.n_layers else 30)),
+                chunks, max(t - ttft_t, 0), n_out, (self._model.n_layers if self._model and self._model.n_layers else 30),
+                flash=self.config.model.flash_attn != "off"),
             prefix=None if s.kind != "shared_prefix" else PrefixTiming(
                 group=s.name.rsplit("@", 1)[0], cache=s.cache or "keep", hit=hit,  # type: ignore[arg-type]
                 prefix_tokens=s.prefix_tokens or 0, depth=n, cached_tokens=keep, new_tokens=n - keep),
