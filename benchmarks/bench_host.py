@@ -5,7 +5,9 @@ Same model, prompt (exactly N tokens), threads, n_batch, context size and flash 
 side; greedy; interleaved round by round, the order alternating, with an untimed pause between runs
 (so one side's idle compute threads never overlap the other's run). Printed per prompt size: the
 medians of TTFT, decode tok/s and the largest inter-token gap (max ITL, over every counted run) for
-each side, and the ratios host / in-process and host / llama-cpp-python.
+each side, and the ratios host / in-process and host / llama-cpp-python; and for the two ttftui sides
+the unaccounted part of TTFT in µs (TTFT less its timed phases: what happens between two timing
+points, the engine host's event writing included).
 
 Then a synthetic stream at 5,000 tok/s through the engine host's pipe: every token must arrive
 (indices contiguous, count = the runs' own count), and the stream's rate and the delivery lag (from
@@ -46,8 +48,10 @@ def engine_run(engine, prep, run_id: int) -> dict:
                      threading.Event())
     gaps = [t.dt_ns / 1e6 for t in toks[1:]]
     decode_s = (fin.e2e_ns - fin.ttft_ns) / 1e9
+    timed = fin.tokenize_ns + fin.cache_prep_ns + fin.prefill_ns + fin.first_sample_ns + fin.first_detok_ns
     return {"ttft_ms": fin.ttft_ns / 1e6, "decode_tps": (fin.n_output_tokens - 1) / decode_s,
-            "max_itl_ms": max(gaps), "text": "".join(t.text for t in toks)}
+            "max_itl_ms": max(gaps), "unaccounted_us": (fin.ttft_ns - timed) / 1e3,
+            "text": "".join(t.text for t in toks)}
 
 
 def lcp_run(llm: Llama, prompt: str, n_gen: int) -> dict:
@@ -60,7 +64,7 @@ def lcp_run(llm: Llama, prompt: str, n_gen: int) -> dict:
         text.append(chunk["choices"][0]["text"])
     gaps = [(b - a) / 1e6 for a, b in zip(stamps, stamps[1:])]
     return {"ttft_ms": (stamps[0] - t0) / 1e6, "decode_tps": (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9),
-            "max_itl_ms": max(gaps), "text": "".join(text)}
+            "max_itl_ms": max(gaps), "unaccounted_us": float("nan"), "text": "".join(text)}
 
 
 def stream_check(n_tokens: int, rate: float) -> None:
@@ -147,11 +151,12 @@ def main() -> int:
             for key, label, agg in (("ttft_ms", "TTFT ms (median)", statistics.median),
                                     ("decode_tps", "decode tok/s (median)", statistics.median),
                                     ("max_itl_ms", "max ITL ms (worst run)", max),
-                                    ("max_itl_ms", "max ITL ms (median run)", statistics.median)):
+                                    ("max_itl_ms", "max ITL ms (median run)", statistics.median),
+                                    ("unaccounted_us", "unaccounted µs (median)", statistics.median)):
                 v = {k: agg(x[key] for x in res[k]) for k in sides}
                 v.setdefault("llama-cpp-py", float("nan"))
                 # paired per round: host / in-process, to read the ratio against the machine's own drift
-                pair = [a[key] / b[key] for a, b in zip(res["host"], res["in-process"])]
+                pair = [a[key] / b[key] if b[key] else float("nan") for a, b in zip(res["host"], res["in-process"])]
                 rows.append((sc.prompt_tokens, label, v["host"], v["in-process"], v["llama-cpp-py"],
                              v["host"] / v["in-process"], v["host"] / v["llama-cpp-py"], min(pair), max(pair)))
         inproc.close()

@@ -638,6 +638,22 @@ def event_to_json(event: Any) -> bytes:
     return EVENT_ADAPTER.dump_json(event)
 
 
+_PHASE_NAMES = frozenset(get_args(PhaseName))
+
+
+def phase_to_json(ev: PhaseTimed) -> bytes:
+    """``event_to_json(ev)`` of a :class:`PhaseTimed`, byte for byte, without pydantic's serializer.
+    The engine host writes one between two of TTFT's timing points, and there, with the caches cold
+    after a prefill chunk, pydantic's path took 30-70 µs on a 2-core Xeon (this one takes a few).
+    Anything but plain ints and a known phase name goes the general way."""
+    t, rid, ph, d, ch, nt = ev.t_ns, ev.run_id, ev.phase, ev.duration_ns, ev.chunk, ev.n_tokens
+    if (ph not in _PHASE_NAMES or type(t) is not int or type(rid) is not int or type(d) is not int
+            or not (ch is None or type(ch) is int) or not (nt is None or type(nt) is int)):
+        return event_to_json(ev)
+    return (b'{"type":"phase","t_ns":%d,"run_id":%d,"phase":"%s","duration_ns":%d,"chunk":%s,"n_tokens":%s}'
+            % (t, rid, ph.encode(), d, b"null" if ch is None else b"%d" % ch, b"null" if nt is None else b"%d" % nt))
+
+
 def event_from_json(line: str | bytes) -> Any:
     """Parse and validate one JSON event; raises ``pydantic.ValidationError`` when it is not one."""
     return EVENT_ADAPTER.validate_json(line)

@@ -34,7 +34,7 @@ from typing import Any, Callable
 # Loaded after llama_cpp (see __main__): these pull in pydantic-core, numpy (metrics) and psutil.
 from ttftui.core.config import Config, ScenarioConfig
 from ttftui.core.errors import TtftuiError
-from ttftui.core.events import DiffusionStep, ModelFacts, PhaseTimed, TokenEmitted, event_to_json
+from ttftui.core.events import DiffusionStep, ModelFacts, PhaseTimed, TokenEmitted, event_to_json, phase_to_json
 from ttftui.measure.engine.base import Engine, PreparedScenario, RunStopped
 from ttftui.measure.engine_process import HEARTBEAT_ENV, PARENT_ENV
 
@@ -61,7 +61,8 @@ class Wire:
                 view = view[n:]
 
     def event(self, ev: Any) -> None:
-        self.write(event_to_json(ev) + b"\n")
+        # a phase's event is written between two of TTFT's timing points: its own short way there
+        self.write((phase_to_json(ev) if type(ev) is PhaseTimed else event_to_json(ev)) + b"\n")
 
     def reply(self, obj: dict[str, Any]) -> None:
         self.write(b"!" + json.dumps(obj, separators=(",", ":")).encode() + b"\n")
