@@ -69,8 +69,14 @@ class FakeServer:
 
     def __init__(self, mode: str = "ok", stall_s: float = 3.0, delay_s: float = 0.0, chunk_s: float = 0.0,
                  n_words: int = 2, batch: int = 0, batch_timeout_s: float = 60.0, models: str = "ok",
-                 llama: bool = False, tokens: str = "ok", after: int = 0, huge_mb: int = 600):
+                 llama: bool = False, tokens: str = "ok", after: int = 0, huge_mb: int = 600,
+                 cache: tuple[int, int] | None = None):
         self.mode = mode
+        # ``cache`` = (looked up, found): each answer says it found 9 of its 12 prompt tokens in a prefix
+        # cache (usage.prompt_tokens_details.cached_tokens) and adds (looked up, found) tokens to
+        # vLLM's /metrics counters, which GET /metrics serves with its queue gauges
+        self.cache = cache
+        self.cache_queried = self.cache_hits = 0
         self.models, self.llama, self.tokens, self.after, self.huge_mb = models, llama, tokens, after, huge_mb
         self.n_answered = 0  # completion requests answered so far (die_after / stall_after count them)
         self.n_done = 0  # answers written whole ("ok" streams), and the condition die_after waits on
@@ -113,9 +119,9 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _raw(self, status: int, body: bytes) -> None:
+            def _raw(self, status: int, body: bytes, ctype: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -132,6 +138,15 @@ class FakeServer:
                         self._raw(200, hostile.MODELS[shape])
                     else:
                         self._json(200, {"object": "list", "data": [{"id": "fake-model"}]})
+                elif outer.cache is not None and self.path == "/metrics":
+                    with outer.lock:
+                        text = ("# TYPE vllm:num_requests_running gauge\n"
+                                f'vllm:num_requests_running{{model_name="fake-model"}} {outer.active}.0\n'
+                                f'vllm:num_requests_waiting{{model_name="fake-model"}} 0.0\n'
+                                "# TYPE vllm:prefix_cache_queries_total counter\n"
+                                f'vllm:prefix_cache_queries_total{{model_name="fake-model"}} {outer.cache_queried}.0\n'
+                                f'vllm:prefix_cache_hits_total{{model_name="fake-model"}} {outer.cache_hits}.0\n')
+                    self._raw(200, text.encode(), "text/plain")
                 elif outer.llama and self.path == "/props":
                     self._json(200, {"default_generation_settings": {}, "build_info": "fake"})
                 else:
@@ -210,8 +225,13 @@ class FakeServer:
                         self.wfile.flush()
                         time.sleep(outer.chunk_s)
                     self.wfile.write(_chunk((" world", " again")[k % 2]))
-                end = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 1 + outer.n_words}}
+                end: dict[str, Any] = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
+                                       "usage": {"prompt_tokens": 12, "completion_tokens": 1 + outer.n_words}}
+                if outer.cache is not None:
+                    end["usage"]["prompt_tokens_details"] = {"cached_tokens": 9}
+                    with outer.lock:  # counted before the answer ends: a reading after it holds it
+                        outer.cache_queried += outer.cache[0]
+                        outer.cache_hits += outer.cache[1]
                 self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
                 self.wfile.flush()
                 with outer.done:

@@ -327,6 +327,65 @@ def test_the_servers_queue_is_read_from_its_metrics_and_kept_to_the_counted_span
     assert with_server_queue(f, [Request(100, 200, False, True, True, 1)], []) is f  # no reading: nothing claimed
 
 
+def test_the_servers_prefix_cache_over_the_counted_requests():
+    """Its per-request account, token-weighted over the requests that gave one; its /metrics counters'
+    difference from the last reading before the first counted request to the first after the last."""
+    from ttftui.analysis.load import with_server_cache
+    from ttftui.core.events import ServerSample
+
+    def req(start: int, end: int, n: int, cached: int | None, ok: bool = True) -> Request:
+        return Request(start, end, warmup=False, ok=ok, good=ok, n_output=1, n_prompt=n, cached=cached)
+
+    counted = [req(100, 200, 100, 80), req(150, 300, 300, 0), req(160, 310, 50, None), req(170, 320, 40, 40, ok=False)]
+    f = load_figures(LoadPlan("closed", 2, None, "poisson", 0, 2, 4), counted)
+
+    def sample(t: int, queried: int | None, hits: int | None) -> ServerSample:
+        return ServerSample(t_ns=t, source="metrics", requests_processing=1, requests_deferred=0,
+                            prefix_cache_queried=queried, prefix_cache_hits=hits)
+
+    samples = [sample(10, 1000, 100), sample(90, 2000, 500), sample(200, 2100, 550), sample(330, 2600, 700),
+               sample(400, 9000, 9000)]
+    g = with_server_cache(f, counted, samples)
+    # 80 of 400 prompt tokens; the request that said nothing and the failed one are left out
+    assert g.server_cache_hit_pct == pytest.approx(20.0) and g.server_cache_reported == 2
+    # from the reading at 90 (the last before 100) to the one at 330 (the first after 320): 200 of 600
+    assert g.server_metrics_cache_hit_pct == pytest.approx(200 / 600 * 100) and g.server_metrics_cache_queried == 600
+    # no reading after the last counted request, or counters that went back (a restart): no claim
+    assert with_server_cache(f, counted, samples[:3]).server_metrics_cache_hit_pct is None
+    restarted = with_server_cache(f, counted, [sample(90, 2000, 500), sample(330, 10, 5)])
+    assert restarted.server_metrics_cache_hit_pct is None and restarted.server_metrics_cache_queried is None
+    idle = with_server_cache(f, counted, [sample(90, 2000, 500), sample(330, 2000, 500)])
+    assert idle.server_metrics_cache_hit_pct is None and idle.server_metrics_cache_queried == 0
+    # a server that says nothing of its cache (llama-server's /slots, a reading without the counters)
+    quiet = with_server_cache(f, [req(100, 200, 100, None)], [sample(90, None, None), sample(330, None, None)])
+    assert (quiet.server_cache_hit_pct, quiet.server_cache_reported, quiet.server_metrics_cache_hit_pct) == (None, 0, None)
+
+
+def test_a_load_against_a_server_with_a_prefix_cache_reports_its_hit_rate(tmp_path):
+    """The fake server finds 9 of each request's 12 prompt tokens in its cache and counts 60 of 100
+    looked up in its vLLM-style /metrics: both accounts reach the load record and the HTML."""
+    out = tmp_path / "r.json"
+    with FakeServer("ok", delay_s=0.05, cache=(100, 60)) as srv:
+        r = cli("--headless", "-q", "--url", srv.url, "--scenario", "short", "--concurrency", "2", "--requests", "6",
+                "--set", "server.queue_poll_ms=50", "--set", "server.prefix_cache=on", "-o", str(out), timeout=300)
+        looked_up = srv.cache_queried  # counted before each answer's end is written: every answer's is in
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    load = report["load"]["short"]
+    counted = [x for x in report["runs"] if x["counted"]]
+    assert len(counted) == 6 and all(x["figures"]["server_cached_tokens_count"] == 9 for x in counted)
+    want = sum(9 for _ in counted) / sum(x["n_prompt_tokens"] for x in counted) * 100
+    assert load["server_cache_hit_pct"] == pytest.approx(want) and load["server_cache_reported"] == 6
+    assert load["server_metrics_cache_hit_pct"] == pytest.approx(60.0)
+    # every counted request's lookup is in the difference; warm-ups at most besides (8 answers in all)
+    assert looked_up == 800 and 600 <= load["server_metrics_cache_queried"] <= 800
+    assert load["server_metrics_cache_queried"] % 100 == 0
+    page = cli("report", str(out), "--html", str(tmp_path / "r.html"))
+    assert page.returncode == 0, page.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "server cache hit" in html and "(its /metrics, " in html
+
+
 # ---------------------------------------------------------------------- a server that stops answering
 @pytest.mark.parametrize("load, sig, code", [
     (("--concurrency", "64", "--requests", "128"), signal.SIGINT, 130),

@@ -360,6 +360,29 @@ def test_server_figures_are_checked_one_by_one():
                                                     [])
 
 
+def test_usages_cached_tokens_are_the_servers_account_of_its_prefix_cache():
+    """vLLM and SGLang say it in usage.prompt_tokens_details.cached_tokens (llama-server in its timings,
+    which win where both are given); more cached tokens than the prompt has is refused as impossible."""
+    from ttftui.analysis.metrics import remote_figures
+    from ttftui.core.events import RemoteTiming
+    from ttftui.measure.remote.engine import server_figures
+
+    fig, why = server_figures({"prompt_tokens": 40, "prompt_tokens_details": {"cached_tokens": 30}}, None, [], 9.0)
+    assert fig["usage_cached_tokens"] == 30 and why == []
+    r = RemoteTiming(usage_prompt_tokens=40, usage_cached_tokens=30, end_ns=5_000_000)
+    f = remote_figures(r, 4_000_000)
+    assert f["server_cached_tokens_count"] == 30 and f["server_cache_hit_pct"] == pytest.approx(75.0)
+    both = remote_figures(RemoteTiming(usage_prompt_tokens=40, usage_cached_tokens=30, server_cache_n=8,
+                                       server_prompt_n=32, end_ns=5_000_000), 4_000_000)
+    assert both["server_cached_tokens_count"] == 8 and both["server_cache_hit_pct"] == pytest.approx(20.0)
+    fig, why = server_figures({"prompt_tokens": 40, "prompt_tokens_details": {"cached_tokens": 41}}, None, [], 9.0)
+    assert fig["usage_cached_tokens"] is None
+    assert why == ["usage.prompt_tokens_details.cached_tokens = 41 is more than its prompt_tokens 40"]
+    fig, why = server_figures({"prompt_tokens_details": {"cached_tokens": -1}}, None, [], 9.0)
+    assert fig["usage_cached_tokens"] is None and why == ["usage.prompt_tokens_details.cached_tokens = -1 is negative"]
+    assert "server_cache_hit_pct" not in remote_figures(RemoteTiming(end_ns=5_000_000), 4_000_000)
+
+
 # ---------------------------------------------------------------------- credentials in the URL
 def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_written(tmp_path):
     """http://user:password@host/v1: the password goes to the server as HTTP Basic authentication

@@ -147,6 +147,13 @@ class LoadFigures:
     server_processing_max: int | None = None
     server_deferred_max: int | None = None
     server_deferred_mean: float | None = None
+    # The server's prefix cache over the counted requests. Its per-request account (llama-server's
+    # timings.cache_n, vLLM's usage cached_tokens), token-weighted: cached / prompt tokens of the
+    # requests that reported one; and its /metrics counters' difference across them (vLLM, SGLang).
+    server_cache_hit_pct: float | None = None
+    server_cache_reported: int = 0  # counted requests whose answer said how many tokens were cached
+    server_metrics_cache_hit_pct: float | None = None
+    server_metrics_cache_queried: int | None = None  # prompt tokens the server looked up meanwhile
     # Ray client workers: each one's counted requests (merged figures above pool every request)
     workers: dict[str, "WorkerFigures"] | None = None
 
@@ -173,6 +180,8 @@ class Request:
     client_lag_ns: int | None = None
     worker: str | None = None  # the Ray client worker that sent it
     ttft_ms: float | None = None
+    n_prompt: int = 0
+    cached: int | None = None  # prompt tokens the server says it took from its cache (None: it did not say)
 
 
 def load_figures(plan: LoadPlan, requests: Iterable[Request], slo: bool = False) -> LoadFigures | None:
@@ -241,13 +250,18 @@ def session_load(state: SessionState) -> dict[str, LoadFigures]:
                 continue
             m, fin = r.metrics, r.finished
             lag = fin.remote.client_lag_ns if fin is not None and fin.remote is not None else None
+            cached = m.value("server_cached_tokens_count") if m is not None else None
             reqs.append(Request(start_ns=r.started.t_ns, end_ns=r.end_ns, warmup=r.warmup, ok=m is not None,
                                 good=m is not None and meets_every(rules[r.scenario], m),
                                 n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag,
-                                worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None))
+                                worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None,
+                                n_prompt=fin.n_prompt_tokens if fin is not None else 0,
+                                cached=int(cached) if cached is not None else None))
         figs = load_figures(plan, reqs, slo=any(rules.values()))
         if figs is not None:
-            figs = with_server_queue(figs, [r for r in reqs if not r.warmup], state.server_samples)
+            counted = [r for r in reqs if not r.warmup]
+            figs = with_server_cache(with_server_queue(figs, counted, state.server_samples), counted,
+                                     state.server_samples)
             out[key] = replace(figs, workers=per_worker(reqs))
     return out
 
@@ -266,6 +280,34 @@ def with_server_queue(f: LoadFigures, counted: list[Request], samples: Iterable[
                    server_processing_max=max(proc) if proc else None,
                    server_deferred_max=max(deferred) if deferred else None,
                    server_deferred_mean=sum(deferred) / len(deferred) if deferred else None)
+
+
+def with_server_cache(f: LoadFigures, counted: list[Request], samples: Iterable[Any]) -> LoadFigures:
+    """``f`` with the server's prefix cache over its counted requests: the per-request account,
+    token-weighted, and the /metrics counters' difference from the last reading before the first
+    counted request started to the first reading after the last one ended (a reading's server-wide
+    counters: any other traffic, and requests of this phase still in flight at either reading, fall
+    in it too)."""
+
+    told = [r for r in counted if r.ok and r.cached is not None and r.n_prompt > 0]
+    if told:
+        f = replace(f, server_cache_hit_pct=sum(r.cached for r in told) / sum(r.n_prompt for r in told) * 100,
+                    server_cache_reported=len(told))
+    lo = min(r.start_ns for r in counted)
+    hi = max(r.end_ns for r in counted)
+    read = [x for x in samples if getattr(x, "prefix_cache_queried", None) is not None
+            and getattr(x, "prefix_cache_hits", None) is not None]
+    before = [x for x in read if x.t_ns <= lo]
+    after = [x for x in read if x.t_ns >= hi]
+    if not before or not after:
+        return f
+    a, b = before[-1], after[0]
+    queried, hits = b.prefix_cache_queried - a.prefix_cache_queried, b.prefix_cache_hits - a.prefix_cache_hits
+    if queried < 0 or hits < 0:  # the server restarted meanwhile: its counters went back, no difference holds
+        return f
+    if queried == 0:  # nothing looked up meanwhile: no rate
+        return replace(f, server_metrics_cache_queried=0)
+    return replace(f, server_metrics_cache_hit_pct=min(hits / queried, 1.0) * 100, server_metrics_cache_queried=queried)
 
 
 def per_worker(reqs: list[Request]) -> dict[str, WorkerFigures] | None:

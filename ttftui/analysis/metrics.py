@@ -226,6 +226,10 @@ def remote_figures(r: RemoteTiming, ttft_ns: int | None = None) -> dict[str, flo
         out["server_cached_tokens_count"] = float(r.server_cache_n)
         seen = r.server_cache_n + r.server_prompt_n
         out["server_cache_hit_pct"] = r.server_cache_n / seen * 100.0 if seen > 0 else None
+    elif (r.usage_cached_tokens is not None and r.usage_prompt_tokens  # vLLM, SGLang: usage's details
+          and r.usage_cached_tokens <= r.usage_prompt_tokens):  # (more is refused as impossible when read)
+        out["server_cached_tokens_count"] = float(r.usage_cached_tokens)
+        out["server_cache_hit_pct"] = r.usage_cached_tokens / r.usage_prompt_tokens * 100.0
     return out
 
 

@@ -334,6 +334,7 @@ class RemoteTiming:
     prompt_counted_by: str | None = None  # how the prompt's length was known: "server tokenizer", "usage", ...
     usage_prompt_tokens: Int64 | None = None
     usage_completion_tokens: Int64 | None = None
+    usage_cached_tokens: Int64 | None = None  # usage.prompt_tokens_details.cached_tokens (vLLM, SGLang, OpenAI)
     server_prompt_n: Int64 | None = None  # llama-server timings: prompt tokens it evaluated (the uncached part)
     server_prompt_ms: float | None = None
     server_cache_n: Int64 | None = None  # prompt tokens it took from its cache
@@ -495,6 +496,11 @@ class ServerSample:
     requests_deferred: Int64 | None = None  # waiting for a free slot: the server's queue
     slots_busy: Int64 | None = None
     slots_total: Int64 | None = None
+    # The server's prefix cache, cumulative since it started, in prompt tokens (its /metrics counters:
+    # vLLM's prefix_cache_queries_total / prefix_cache_hits_total, SGLang's prompt_tokens_total /
+    # cached_tokens_total); None: not reported.
+    prefix_cache_queried: Int64 | None = None
+    prefix_cache_hits: Int64 | None = None
 
 
 @dataclass(**_frozen)

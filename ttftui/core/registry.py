@@ -253,14 +253,15 @@ METRICS: tuple[Metric, ...] = (
             "started): in server_prefill_in_ttft_ms, not in server_wait_ms", table=False, compare=False),
     _remote("server_decode_tps", "server decode tok/s", "tps", "the server's own account: predicted_n / "
             "predicted_ms x 1000", higher_is_better=True),
-    # The server's prefix cache, by its own account (llama-server timings.cache_n / prompt_n): what a
-    # trace replay (scenario key trace) is about; compare is left to the reader (the traffic decides it
-    # as much as the server does).
+    # The server's prefix cache, by its own account (llama-server timings.cache_n / prompt_n, else
+    # usage.prompt_tokens_details.cached_tokens / prompt_tokens): what a trace replay (scenario key
+    # trace) is about; compare is left to the reader (the traffic decides it as much as the server does).
     _remote("server_cached_tokens_count", "server cached tokens", "count", "the server's own account: prompt "
-            "tokens it took from its prefix cache (llama-server timings.cache_n)", table=False, compare=False),
+            "tokens it took from its prefix cache (llama-server timings.cache_n; vLLM, SGLang "
+            "usage.prompt_tokens_details.cached_tokens)", table=False, compare=False),
     _remote("server_cache_hit_pct", "server cache hit %", "pct", "the server's own account: cache_n / (cache_n + "
-            "prompt_n) x 100, the share of the prompt it took from its prefix cache instead of evaluating it",
-            compare=False),
+            "prompt_n) x 100 (llama-server), cached_tokens / prompt_tokens x 100 (usage's details): the share of "
+            "the prompt it took from its prefix cache instead of evaluating it", compare=False),
     Metric("llama_prefill_diff_pct", "prefill vs llama.cpp %", "pct",
            "(ttftui's prefill_ms - llama.cpp's t_p_eval_ms) / t_p_eval_ms x 100, 1-token chunks left out on "
            "both sides", table=False, compare=False, rule=False, in_help=False),

@@ -664,10 +664,24 @@ def _load(load: dict[str, Any]) -> str:
         how = f"c={f.get('concurrency')}" if f.get("mode") == "closed" else f"{f.get('rate')}/s {f.get('arrival')}"
         rows.append([esc(name), esc(how), fmt(f.get("request_rate"), ""), fmt(f.get("goodput_rps"), ""),
                      fmt(f.get("output_tps"), ""), f'{fmt(f.get("mean_in_flight"), "")} / {esc(f.get("max_in_flight"))}',
-                     esc(f.get("n_failed")), fmt(f.get("client_lag_max_ms")), esc(f.get("server_deferred_max"))])
+                     esc(f.get("n_failed")), fmt(f.get("client_lag_max_ms")), esc(f.get("server_deferred_max")),
+                     _cache_cell(f)])
     return ('<h2 id="load">Load</h2>' + table(("scenario", "load", "req/s", "goodput req/s", "tok/s",
                                                "in flight mean / max", "failed", "client lag max",
-                                               "server deferred max"), rows))
+                                               "server deferred max", "server cache hit"), rows))
+
+
+def _cache_cell(f: dict[str, Any]) -> str:
+    """The server's prefix-cache hit rate over the counted requests: its per-request account
+    (token-weighted, with how many requests gave one) and its /metrics counters, where it gave them."""
+    parts = []
+    if f.get("server_cache_hit_pct") is not None:
+        parts.append(f'{fmt(f.get("server_cache_hit_pct"), "pct")} <span class="dim">({esc(f.get("server_cache_reported"))} '
+                     "answers)</span>")
+    if f.get("server_metrics_cache_hit_pct") is not None:
+        parts.append(f'{fmt(f.get("server_metrics_cache_hit_pct"), "pct")} <span class="dim">(its /metrics, '
+                     f'{fmt(f.get("server_metrics_cache_queried"), "count")} tokens looked up)</span>')
+    return " · ".join(parts) or "–"
 
 
 def _hosts(hosts: dict[str, Any]) -> str:

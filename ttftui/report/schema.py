@@ -22,7 +22,7 @@ from ttftui.core.events import AlertChanged, DeviceFacts, DiffusionFacts, ModelF
 SCHEMA_VERSION = 5  # 2: runs against a server (remote), the engine's phases nullable, crash, engine_host;
 # 3: load scenarios (load, remote.client_lag_ms); 4: Ray engine hosts (hosts, runs[].worker of a host);
 # 5: diffusion models (diffusion, runs[].diffusion), conversations and shared prefixes (runs[].conversation,
-# runs[].prefix), profiled runs (runs[].ops, ops_cost)
+# runs[].prefix), profiled runs (runs[].ops, ops_cost), a load's server cache figures (load[].server_cache_*)
 REPORT_KIND = "ttftui.report"
 
 
@@ -77,6 +77,9 @@ class RemoteRecord(_M):
                                                       "or the usage it reported")
     usage_prompt_tokens: int | None
     usage_completion_tokens: int | None
+    usage_cached_tokens: int | None = Field(None, description="usage.prompt_tokens_details.cached_tokens: prompt "
+                                                              "tokens the server took from its prefix cache (vLLM, "
+                                                              "SGLang); with prompt_tokens, its cache hit rate")
     server_prompt_n: int | None = Field(description="llama-server timings: prompt tokens it evaluated")
     server_cache_n: int | None = Field(description="llama-server timings: prompt tokens it took from its cache "
                                                    "(prefix caching is never silent)")
@@ -434,6 +437,17 @@ class LoadRecord(_M):
     server_deferred_max: int | None = Field(None, description="the server's own account: most requests waiting for "
                                                               "a slot (llama-server requests_deferred)")
     server_deferred_mean: float | None = None
+    server_cache_hit_pct: float | None = Field(None, description="the server's own account, request by request "
+                                                                 "(llama-server timings.cache_n, usage cached_tokens): "
+                                                                 "cached / prompt tokens of the counted requests that "
+                                                                 "reported one, x 100 (token-weighted)")
+    server_cache_reported: int = Field(0, description="counted requests whose answer gave a cached-token count")
+    server_metrics_cache_hit_pct: float | None = Field(
+        None, description="the server's /metrics prefix-cache counters (vLLM prefix_cache_hits / queries, SGLang "
+                          "cached_tokens / prompt_tokens), their difference from the last reading before the first "
+                          "counted request to the first after the last one, x 100 (server-wide: other traffic counts)")
+    server_metrics_cache_queried: int | None = Field(None, description="prompt tokens the server looked up in its "
+                                                                       "prefix cache meanwhile, by those counters")
     workers: dict[str, WorkerRecord] | None = Field(None, description="Ray client workers (--ray): each one's counted "
                                                     "requests; the figures above and the summary pool them all")
 

@@ -34,6 +34,7 @@ import dataclasses
 import math
 import os
 import threading
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -66,6 +67,12 @@ QUEUE_GAUGES = (
     ("sglang:num_running_reqs", "sglang:num_queue_reqs"),  # SGLang
 )
 LLAMA_CPP_PYTHON = "llama-cpp-python server"
+FINAL_READING_S = 2.0  # the queue poller's last reading, after the load phase: at most this long
+# A server's prefix cache in its /metrics: (prompt tokens looked up, prompt tokens found) counters.
+PREFIX_CACHE_COUNTERS = (
+    ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"),  # vLLM (V1 engine)
+    ("sglang:prompt_tokens_total", "sglang:cached_tokens_total"),  # SGLang (summed over cache_source)
+)
 
 
 class _RemoteTokenizer:
@@ -237,9 +244,12 @@ class RemoteEngine(Engine):
                     return None
                 g = prometheus_gauges(text)
                 running, waiting = self._queue_gauges
+                queried, hits = next(((g.get(q), g.get(h)) for q, h in PREFIX_CACHE_COUNTERS if q in g and h in g),
+                                     (None, None))
                 return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
                                     requests_processing=_count(g.get(running))[0],
-                                    requests_deferred=_count(g.get(waiting))[0])
+                                    requests_deferred=_count(g.get(waiting))[0],
+                                    prefix_cache_queried=_count(queried)[0], prefix_cache_hits=_count(hits)[0])
             if self.queue_source == "slots":
                 st, doc, _ = ep.get_json(ep.root_path("/slots"), stop=stop)
                 if st != 200 or not isinstance(doc, list):
@@ -714,7 +724,7 @@ class RemoteEngine(Engine):
             finish_reason=res.finish_reason,
             server_kind=self.kind, prompt_counted_by=self.counted_by(s),
             usage_prompt_tokens=fig["usage_prompt_tokens"], usage_completion_tokens=fig["usage_completion_tokens"],
-            server_prompt_n=fig["server_prompt_n"], server_prompt_ms=fig["server_prompt_ms"],
+            usage_cached_tokens=fig["usage_cached_tokens"], server_prompt_n=fig["server_prompt_n"], server_prompt_ms=fig["server_prompt_ms"],
             server_cache_n=fig["server_cache_n"], server_predicted_n=fig["server_predicted_n"],
             server_predicted_ms=fig["server_predicted_ms"], n_progress=len(res.progress),
             client_lag_ns=client_lag_ns, **(progress_chunks(res.progress) if fig["progress_ok"] else {}),
@@ -848,11 +858,14 @@ def server_figures(usage: dict[str, Any] | None, timings: dict[str, Any] | None,
     """The server's own account (``usage``, llama-server's ``timings`` and prompt progress),
     validated: impossible values are None, and each one's reason is in the list returned."""
     usage, timings = usage or {}, timings or {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
     out: dict[str, Any] = {}
     problems: list[str] = []
     for field, doc, key, check in (
         ("usage_prompt_tokens", usage, "prompt_tokens", _count),
         ("usage_completion_tokens", usage, "completion_tokens", _count),
+        ("usage_cached_tokens", details, "cached_tokens", _count),
         ("server_prompt_n", timings, "prompt_n", _count),
         ("server_cache_n", timings, "cache_n", _count),
         ("server_predicted_n", timings, "predicted_n", _count),
@@ -862,8 +875,12 @@ def server_figures(usage: dict[str, Any] | None, timings: dict[str, Any] | None,
         v = doc.get(key)
         out[field], why = check(v)
         if why is not None:
-            where = "usage" if doc is usage else "timings"
+            where = "usage" if doc is usage else "usage.prompt_tokens_details" if doc is details else "timings"
             problems.append(f"{where}.{key} = {_short(v)} is {why}")
+    cached, prompt = out["usage_cached_tokens"], out["usage_prompt_tokens"]
+    if cached is not None and prompt is not None and cached > prompt:
+        problems.append(f"usage.prompt_tokens_details.cached_tokens = {cached} is more than its prompt_tokens {prompt}")
+        out["usage_cached_tokens"] = None
     out["progress_ok"] = True
     for _, pp in progress:
         for key, check in (("processed", _count), ("time_ms", lambda v: _ms(v, request_ms))):
@@ -916,7 +933,13 @@ class QueuePoller:
                 if sample is not None:
                     self.publish(sample)
                 if self._stop.wait(self.interval_s):
-                    return
+                    break
+            # one reading after the last request: the server's counters (its prefix cache) as they
+            # stand at the end, so that the phase's difference holds every counted request
+            deadline = time.monotonic() + FINAL_READING_S  # a lost server does not hold the session's end
+            sample = self.engine.read_queue(ep, stop=lambda: time.monotonic() > deadline)
+            if sample is not None:
+                self.publish(sample)
         finally:
             ep.close()
 

@@ -67,6 +67,9 @@ class RequestLanes(LinePanel):
                 if f.goodput_rps is not None:
                     head.append(f" · goodput {f.goodput_rps:.2f} req/s")
                 head.append(f" · max {f.max_in_flight} in flight", style="dim")
+                hit = f.server_cache_hit_pct if f.server_cache_hit_pct is not None else f.server_metrics_cache_hit_pct
+                if hit is not None:  # the server's own account of its prefix cache
+                    head.append(f" · server cache hit {hit:.0f} %")
         q = state.server_samples.last()
         if fl and q is not None and now_ns - q.t_ns < 2_000_000_000:  # the server's own view, if recent
             if q.source == "metrics":
