@@ -339,19 +339,21 @@ def test_the_servers_prefix_cache_over_the_counted_requests():
     counted = [req(100, 200, 100, 80), req(150, 300, 300, 0), req(160, 310, 50, None), req(170, 320, 40, 40, ok=False)]
     f = load_figures(LoadPlan("closed", 2, None, "poisson", 0, 2, 4), counted)
 
-    def sample(t: int, queried: int | None, hits: int | None) -> ServerSample:
+    def sample(t: int, queried: int | None, hits: int | None, sent: int | None = None) -> ServerSample:
         return ServerSample(t_ns=t, source="metrics", requests_processing=1, requests_deferred=0,
-                            prefix_cache_queried=queried, prefix_cache_hits=hits)
+                            prefix_cache_queried=queried, prefix_cache_hits=hits, sent_ns=sent)
 
-    samples = [sample(10, 1000, 100), sample(90, 2000, 500), sample(200, 2100, 550), sample(330, 2600, 700),
-               sample(400, 9000, 9000)]
+    # (the reading answered at 325 was asked for at 310, before the last request ended: it may miss it)
+    samples = [sample(10, 1000, 100), sample(90, 2000, 500), sample(200, 2100, 550), sample(325, 2500, 650, 310),
+               sample(330, 2600, 700, 321), sample(400, 9000, 9000)]
     g = with_server_cache(f, counted, samples)
     # 80 of 400 prompt tokens; the request that said nothing and the failed one are left out
     assert g.server_cache_hit_pct == pytest.approx(20.0) and g.server_cache_reported == 2
-    # from the reading at 90 (the last before 100) to the one at 330 (the first after 320): 200 of 600
+    # from the reading answered at 90 (the last before 100) to the one asked for at 321 (the first after
+    # 320): 200 of 600
     assert g.server_metrics_cache_hit_pct == pytest.approx(200 / 600 * 100) and g.server_metrics_cache_queried == 600
     # no reading after the last counted request, or counters that went back (a restart): no claim
-    assert with_server_cache(f, counted, samples[:3]).server_metrics_cache_hit_pct is None
+    assert with_server_cache(f, counted, samples[:4]).server_metrics_cache_hit_pct is None
     restarted = with_server_cache(f, counted, [sample(90, 2000, 500), sample(330, 10, 5)])
     assert restarted.server_metrics_cache_hit_pct is None and restarted.server_metrics_cache_queried is None
     idle = with_server_cache(f, counted, [sample(90, 2000, 500), sample(330, 2000, 500)])

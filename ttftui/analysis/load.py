@@ -284,10 +284,10 @@ def with_server_queue(f: LoadFigures, counted: list[Request], samples: Iterable[
 
 def with_server_cache(f: LoadFigures, counted: list[Request], samples: Iterable[Any]) -> LoadFigures:
     """``f`` with the server's prefix cache over its counted requests: the per-request account,
-    token-weighted, and the /metrics counters' difference from the last reading before the first
-    counted request started to the first reading after the last one ended (a reading's server-wide
-    counters: any other traffic, and requests of this phase still in flight at either reading, fall
-    in it too)."""
+    token-weighted, and the /metrics counters' difference from the last reading answered before the
+    first counted request started to the first reading asked for after the last one ended (so that
+    every counted request's lookups fall between the two; the counters are the server's, whole: other
+    traffic, and warm-ups in flight at the first reading, count in them too)."""
 
     told = [r for r in counted if r.ok and r.cached is not None and r.n_prompt > 0]
     if told:
@@ -298,7 +298,7 @@ def with_server_cache(f: LoadFigures, counted: list[Request], samples: Iterable[
     read = [x for x in samples if getattr(x, "prefix_cache_queried", None) is not None
             and getattr(x, "prefix_cache_hits", None) is not None]
     before = [x for x in read if x.t_ns <= lo]
-    after = [x for x in read if x.t_ns >= hi]
+    after = [x for x in read if (x.sent_ns if getattr(x, "sent_ns", None) is not None else x.t_ns) >= hi]
     if not before or not after:
         return f
     a, b = before[-1], after[0]

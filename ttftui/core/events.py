@@ -501,6 +501,7 @@ class ServerSample:
     # cached_tokens_total); None: not reported.
     prefix_cache_queried: Int64 | None = None
     prefix_cache_hits: Int64 | None = None
+    sent_ns: Int64 | None = None  # when the reading was asked for (its counters are from between then and t_ns)
 
 
 @dataclass(**_frozen)

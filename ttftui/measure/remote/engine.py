@@ -237,6 +237,7 @@ class RemoteEngine(Engine):
     def read_queue(self, ep: Endpoint, stop: Any = None) -> ServerSample | None:
         """One reading of the server's queue, or None when it did not answer (``stop()``: give up
         the reading in flight at once)."""
+        sent = self.clock.now_ns()
         try:
             if self.queue_source == "metrics":
                 st, text = ep.get_text(ep.root_path("/metrics"), stop=stop)
@@ -249,7 +250,8 @@ class RemoteEngine(Engine):
                 return ServerSample(t_ns=self.clock.now_ns(), source="metrics",
                                     requests_processing=_count(g.get(running))[0],
                                     requests_deferred=_count(g.get(waiting))[0],
-                                    prefix_cache_queried=_count(queried)[0], prefix_cache_hits=_count(hits)[0])
+                                    prefix_cache_queried=_count(queried)[0], prefix_cache_hits=_count(hits)[0],
+                                    sent_ns=sent)
             if self.queue_source == "slots":
                 st, doc, _ = ep.get_json(ep.root_path("/slots"), stop=stop)
                 if st != 200 or not isinstance(doc, list):
@@ -907,6 +909,7 @@ class QueuePoller:
     def __init__(self, engine: RemoteEngine, publish: Publish, interval_s: float):
         self.engine, self.publish, self.interval_s = engine, publish, interval_s
         self._stop = threading.Event()
+        self._first = threading.Event()  # the first reading has been answered (or given up)
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "QueuePoller":
@@ -923,6 +926,9 @@ class QueuePoller:
             return self
         self._thread = threading.Thread(target=self._loop, name="ttftui-queue", daemon=True)
         self._thread.start()
+        # the first reading before any request is sent: the counters' starting point (untimed; at most
+        # FINAL_READING_S, a server slow to answer it does not hold the load back longer)
+        self._first.wait(FINAL_READING_S)
         return self
 
     def _loop(self) -> None:
@@ -932,6 +938,7 @@ class QueuePoller:
                 sample = self.engine.read_queue(ep, stop=self._stop.is_set)
                 if sample is not None:
                     self.publish(sample)
+                self._first.set()
                 if self._stop.wait(self.interval_s):
                     break
             # one reading after the last request: the server's counters (its prefix cache) as they
