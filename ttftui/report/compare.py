@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -332,12 +333,6 @@ def compare_reports(base: dict[str, Any], cand: dict[str, Any], *, gates: list[d
 GAPS = "(profiling gaps)"  # span - compute: what the callback itself added between the nodes
 
 
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-
-
 def _prefill_profiles(report: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
     """The counted runs' prefill profiles (``runs[].ops.prefill``) of one scenario."""
     out = []
@@ -364,13 +359,13 @@ def _by_kind(profiles: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
                 v = sum(k["ms"] for k in p.get("kinds") or [] if k["kind"] == kind)
             ms.append(v)
             pct.append(v / p["span_ms"] * 100)
-        out[kind] = (_median(ms), _median(pct))
+        out[kind] = (statistics.median(ms), statistics.median(pct))
     return out
 
 
 def _by_layer(profiles: list[dict[str, Any]]) -> dict[int | None, float]:
     layers = {x.get("layer") for p in profiles for x in p.get("layers") or []}
-    return {la: _median([sum(x["ms"] for x in p.get("layers") or [] if x.get("layer") == la) for p in profiles])
+    return {la: statistics.median([sum(x["ms"] for x in p.get("layers") or [] if x.get("layer") == la) for p in profiles])
             for la in layers}
 
 
