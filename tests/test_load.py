@@ -4,6 +4,7 @@ what reached it (the fake server; the real one is in test_remote)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import statistics
@@ -361,6 +362,10 @@ def test_the_servers_prefix_cache_over_the_counted_requests():
     # a server that says nothing of its cache (llama-server's /slots, a reading without the counters)
     quiet = with_server_cache(f, [req(100, 200, 100, None)], [sample(90, None, None), sample(330, None, None)])
     assert (quiet.server_cache_hit_pct, quiet.server_cache_reported, quiet.server_metrics_cache_hit_pct) == (None, 0, None)
+    assert g.trace_reusable_pct is None  # not a trace
+    # a trace's requests: what its sharing allows, over the same prompt tokens (the failed one left out)
+    traced = [dataclasses.replace(r, reusable=k) for r, k in zip(counted, (50, 150, 0, 40))]
+    assert with_server_cache(f, traced, []).trace_reusable_pct == pytest.approx(200 / 450 * 100)
 
 
 def test_a_load_against_a_server_with_a_prefix_cache_reports_its_hit_rate(tmp_path):

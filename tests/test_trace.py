@@ -319,9 +319,18 @@ def test_unnamed_blocks_are_the_requests_own(tmp_path):
 
 
 def test_the_ideal_reuse_of_a_trace_counts_leading_blocks_seen_before(tmp_path):
-    t = read_trace(write_trace(tmp_path / "t.jsonl", TRACE))
+    path = write_trace(tmp_path / "t.jsonl", TRACE)
+    t = read_trace(path)
     # the 2nd reuses block 10 (512), the 4th blocks 10 and 11 (1024); 14 is new; the 3rd nothing
     assert t.reusable_tokens(4, 512) == (512 + 1024, 1100 + 900 + 600 + 1300)
+    # each request's prompt says its own part of it; a phase starts from nothing seen, as each phase's
+    # text is its own
+    b = RequestBuilder(42, nonce="test")
+    for warm in (True, False):
+        reqs = _build(_scenario(path), 4, PieceTokenizer(), warm=warm, builder=b)
+        assert [r.reusable_tokens for r in reqs] == [0, 512, 0, 1024]
+        assert [sum(r.reusable_tokens for r in reqs[:n]) for n in range(1, 5)] == [
+            t.reusable_tokens(n, 512)[0] for n in range(1, 5)]
 
 
 # ---------------------------------------------------------------------- datasets and distributions
@@ -451,6 +460,13 @@ def test_the_report_has_the_servers_own_cache_hits_per_run_and_per_scenario(trac
     assert sum(h > 40 for h in hits) == 2 and sum(h < 1 for h in hits) == 2  # the 2nd and 4th reuse the 1st's blocks
     m = report["summary"]["trace"]["metrics"]["server_cache_hit_pct"]
     assert m["n"] == 4 and m["mean"] == pytest.approx(statistics.fmean(hits))
+    # the whole trace: what the server served against what its sharing allows, over the same tokens
+    load, runs = report["load"]["trace"], report["runs"]
+    assert sorted(r["remote"]["trace_reusable_tokens"] for r in runs) == [0, 0, 512, 1024]
+    prompt = sum(r["n_prompt_tokens"] for r in runs)
+    assert load["trace_reusable_pct"] == pytest.approx((512 + 1024) / prompt * 100)
+    assert load["server_cache_hit_pct"] == pytest.approx(sum(c for c, _ in srv.accounts) / prompt * 100)
+    assert load["server_cache_reported"] == 4
 
 
 def test_a_trace_sessions_recording_replays_to_the_same_figures(trace_session):

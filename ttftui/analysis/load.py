@@ -154,6 +154,7 @@ class LoadFigures:
     server_cache_reported: int = 0  # counted requests whose answer said how many tokens were cached
     server_metrics_cache_hit_pct: float | None = None
     server_metrics_cache_queried: int | None = None  # prompt tokens the server looked up meanwhile
+    trace_reusable_pct: float | None = None  # a trace: what an unbounded prefix cache could have served
     # Ray client workers: each one's counted requests (merged figures above pool every request)
     workers: dict[str, "WorkerFigures"] | None = None
 
@@ -182,6 +183,7 @@ class Request:
     ttft_ms: float | None = None
     n_prompt: int = 0
     cached: int | None = None  # prompt tokens the server says it took from its cache (None: it did not say)
+    reusable: int | None = None  # a trace's request: its tokens in blocks an earlier request had sent
 
 
 def load_figures(plan: LoadPlan, requests: Iterable[Request], slo: bool = False) -> LoadFigures | None:
@@ -256,7 +258,9 @@ def session_load(state: SessionState) -> dict[str, LoadFigures]:
                                 n_output=fin.n_output_tokens if fin is not None else 0, client_lag_ns=lag,
                                 worker=r.started.worker, ttft_ms=m.ttft_ms if m is not None else None,
                                 n_prompt=fin.n_prompt_tokens if fin is not None else 0,
-                                cached=int(cached) if cached is not None else None))
+                                cached=int(cached) if cached is not None else None,
+                                reusable=fin.remote.trace_reusable_tokens
+                                if fin is not None and fin.remote is not None else None))
         figs = load_figures(plan, reqs, slo=any(rules.values()))
         if figs is not None:
             counted = [r for r in reqs if not r.warmup]
@@ -293,6 +297,10 @@ def with_server_cache(f: LoadFigures, counted: list[Request], samples: Iterable[
     if told:
         f = replace(f, server_cache_hit_pct=sum(r.cached for r in told) / sum(r.n_prompt for r in told) * 100,
                     server_cache_reported=len(told))
+    traced = [r for r in counted if r.ok and r.reusable is not None and r.n_prompt > 0]
+    if traced:  # over the same prompt tokens as the server's account, where both are given
+        f = replace(f, trace_reusable_pct=min(sum(r.reusable for r in traced) / sum(r.n_prompt for r in traced), 1.0)
+                    * 100)
     lo = min(r.start_ns for r in counted)
     hi = max(r.end_ns for r in counted)
     read = [x for x in samples if getattr(x, "prefix_cache_queried", None) is not None

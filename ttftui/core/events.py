@@ -346,6 +346,8 @@ class RemoteTiming:
     server_chunk_tokens: tuple[Int64, ...] = ()
     # open loop: the request was sent this long after its scheduled arrival (the client fell behind)
     client_lag_ns: Int64 | None = None
+    # a trace's request: its prompt tokens in leading blocks an earlier request of the phase sent
+    trace_reusable_tokens: Int64 | None = None
 
 
 @dataclass(**_frozen)

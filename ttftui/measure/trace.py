@@ -59,9 +59,13 @@ class RequestPrompt(PreparedScenario):
     blocks are shared by every request that has them, so a long trace holds each block's text once,
     not every prompt's). ``scenario`` is the scenario with this request's ``max_tokens``."""
 
-    def __init__(self, scenario: ScenarioConfig, parts: Sequence[str], n_tokens: int, line: int | None = None):
+    def __init__(self, scenario: ScenarioConfig, parts: Sequence[str], n_tokens: int, line: int | None = None,
+                 reusable_tokens: int | None = None):
         self._parts = tuple(parts)
         self.line = line  # the trace's or the dataset's line it comes from
+        # a trace's request: its tokens in leading blocks an earlier request of its phase already sent
+        # (what an unbounded prefix cache could serve; Trace.reusable_tokens, request by request)
+        self.reusable_tokens = reusable_tokens
         super().__init__(scenario, "", n_tokens)
 
     @property  # type: ignore[override]
@@ -138,6 +142,8 @@ class RequestBuilder:
         blocks = _BlockTexts(self._pool_for(s, specs, tok, lead), salt, _block_tokens(s), specs)
         counted: dict[object, int] = {}
         by_max: dict[int, ScenarioConfig] = {s.max_tokens: s}  # the scenario with each max_tokens, made once
+        seen: set[object] = set()  # a trace's blocks sent so far in this phase
+        block = _block_tokens(s)
         out = []
         for spec in specs:
             sc = by_max.get(spec.max_tokens)
@@ -151,7 +157,15 @@ class RequestBuilder:
                 continue
             assert spec.input_length is not None
             parts, n_tokens = blocks.prompt(spec, tok, overhead)
-            out.append(RequestPrompt(sc, parts, n_tokens, spec.line))
+            reuse = None
+            if s.trace is not None:  # a prefix cache serves a prefix: the leading blocks seen before
+                reuse, lead = 0, True
+                for j, b in enumerate(spec.blocks):
+                    lead = lead and b in seen
+                    if lead:
+                        reuse += min(block, spec.input_length - j * block)
+                    seen.add(b)
+            out.append(RequestPrompt(sc, parts, n_tokens, spec.line, reusable_tokens=reuse))
         return out
 
     # ------------------------------------------------------------------ what each request sends

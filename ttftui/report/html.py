@@ -681,6 +681,8 @@ def _cache_cell(f: dict[str, Any]) -> str:
     if f.get("server_metrics_cache_hit_pct") is not None:
         parts.append(f'{fmt(f.get("server_metrics_cache_hit_pct"), "pct")} <span class="dim">(its /metrics, '
                      f'{fmt(f.get("server_metrics_cache_queried"), "count")} tokens looked up)</span>')
+    if f.get("trace_reusable_pct") is not None:
+        parts.append(f'<span class="dim">the trace allows {fmt(f.get("trace_reusable_pct"), "pct")}</span>')
     return " · ".join(parts) or "–"
 
 

@@ -91,6 +91,9 @@ class RemoteRecord(_M):
     server_prefill_chunks_ms: list[float] = Field(default_factory=list, description="the server's own account: its "
                                                   "prefill batch by batch, from its prompt-progress events")
     server_prefill_chunk_tokens: list[int] = Field(default_factory=list)
+    trace_reusable_tokens: int | None = Field(None, description="a trace's request: its prompt tokens in leading "
+                                                                "blocks an earlier request of the phase already sent "
+                                                                "(what an unbounded prefix cache could serve)")
 
 
 class DecodeBreakdown(_M):
@@ -448,6 +451,10 @@ class LoadRecord(_M):
                           "counted request to the first after the last one, x 100 (server-wide: other traffic counts)")
     server_metrics_cache_queried: int | None = Field(None, description="prompt tokens the server looked up in its "
                                                                        "prefix cache meanwhile, by those counters")
+    trace_reusable_pct: float | None = Field(None, description="a trace: the share of the counted requests' prompt "
+                                                               "tokens in leading blocks an earlier request had sent, "
+                                                               "x 100: what an unbounded prefix cache could serve, "
+                                                               "beside server_cache_hit_pct (what it did)")
     workers: dict[str, WorkerRecord] | None = Field(None, description="Ray client workers (--ray): each one's counted "
                                                     "requests; the figures above and the summary pool them all")
 

@@ -475,6 +475,9 @@ class RemoteEngine(Engine):
         except RunError:  # it answered, with no text: a failed run, but the server is there
             self._answered(ok=False)
             raise
+        reuse = getattr(prepared, "reusable_tokens", None)  # a trace's request (ttftui.measure.trace)
+        if reuse is not None and fin.remote is not None:
+            fin = dataclasses.replace(fin, remote=dataclasses.replace(fin.remote, trace_reusable_tokens=reuse))
         if not res.stopped:
             self._answered(ok=True)
         if turn is not None:
