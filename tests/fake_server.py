@@ -28,12 +28,30 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
     def _json(self, status: int, doc: Any) -> None:
-        body = json.dumps(doc).encode()
+        self._raw(status, json.dumps(doc).encode())
+
+    def _raw(self, status: int, body: bytes, ctype: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _body(self) -> Any:
+        """The request's JSON body."""
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+    def _lookalike_get(self, model: str, *, props: bool = True, version: bool = False) -> None:
+        """GET as a llama-server (``props``: its /props) or a vLLM (``version``: its /version) answers it:
+        /models lists ``model``; anything else is 404."""
+        if self.path.endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": model}]})
+        elif props and self.path == "/props":
+            self._json(200, {"default_generation_settings": {}, "build_info": "fake"})
+        elif version and self.path == "/version":
+            self._json(200, {"version": "fake"})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
 
 
 class LoopbackServer:
@@ -105,26 +123,7 @@ class FakeServer:
         self.auth: list[str | None] = []  # each request's Authorization header
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, status: int, doc: Any) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _raw(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(JsonHandler):
 
             def do_GET(self) -> None:
                 outer.auth.append(self.headers.get("Authorization"))

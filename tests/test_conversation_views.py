@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
-from ttftui.analysis.reducer import fold
 from ttftui.core.events import PhaseTimed, RunStarted
-from ttftui.report.build import build_report, report_json
 from ttftui.report.html import fmt, fmt_count, report_html
 from ttftui.tui.app import TtftApp
 from ttftui.tui.widgets import TTFTBar
 
-from .tui_support import StaticSource, fixed_clock, synthetic_session
+from .tui_support import StaticSource, fixed_clock, report_text, synthetic_session
+from .tui_support import html_section as section
 
 TURNS = 4
 CHAT = [{"name": "chat", "kind": "conversation", "turns": TURNS, "user_tokens": 48, "max_tokens": 8,
@@ -34,18 +33,11 @@ def _events() -> tuple[Any, ...]:
 
 @functools.cache
 def _report_text() -> str:
-    return report_json(build_report(fold(list(_events()))))
+    return report_text(_events())
 
 
 def report() -> dict[str, Any]:
     return json.loads(_report_text())
-
-
-def section(page: str, sid: str) -> str:
-    """The page from the ``<h2 id=sid>`` to the next ``<h2``."""
-    m = re.search(rf'<h2 id="{sid}">.*?(?=<h2 |$)', page, flags=re.S)
-    assert m, sid
-    return m.group(0)
 
 
 # ------------------------------------------------------------------------------- the HTML report
@@ -107,7 +99,7 @@ def test_the_breakdown_names_each_turns_cached_and_new_tokens():
 
 
 def test_a_report_without_conversations_has_no_such_section():
-    rep = json.loads(report_json(build_report(fold(synthetic_session(iterations=1, warmup=0)))))
+    rep = json.loads(report_text(synthetic_session(iterations=1, warmup=0)))
     page = report_html(rep)
     assert 'id="conversations"' not in page and " cached + " not in page
 

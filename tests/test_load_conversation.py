@@ -43,15 +43,10 @@ class UsersServer(LoopbackServer):
         class Handler(JsonHandler):
 
             def do_GET(self) -> None:
-                if self.path.endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": "users-model"}]})
-                elif self.path == "/props":
-                    self._json(200, {"default_generation_settings": {}, "build_info": "fake"})
-                else:
-                    self._json(404, {"error": {"message": "not found"}})
+                self._lookalike_get("users-model")
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                body = self._body()
                 if self.path == "/tokenize":
                     self._json(200, {"tokens": ([BOS] if body.get("add_special") else []) + _ids(body["content"])})
                 elif self.path == "/detokenize":

@@ -14,12 +14,12 @@ from typing import Any
 
 from ttftui.analysis.reducer import fold
 from ttftui.core.config import Config
-from ttftui.report.build import build_report, report_json
 from ttftui.report.html import fmt, fmt_count, report_html
 from ttftui.tui.app import TtftApp
 from ttftui.tui.widgets import TTFTBar
 
-from .tui_support import StaticSource, fixed_clock, synthetic_session
+from .tui_support import StaticSource, fixed_clock, report_text, synthetic_session
+from .tui_support import html_section as section
 
 # 300 prompt tokens in batches of 128: three prefill chunks
 SCENARIOS = [{"name": "p", "prompt_tokens": 300, "max_tokens": 6}]
@@ -39,17 +39,11 @@ def _events() -> tuple[Any, ...]:
 
 @functools.cache
 def _report_text() -> str:
-    return report_json(build_report(fold(list(_events()))))
+    return report_text(_events())
 
 
 def report() -> dict[str, Any]:
     return json.loads(_report_text())
-
-
-def section(page: str, sid: str) -> str:
-    m = re.search(rf'<h2 id="{sid}">.*?(?=<h2 |$)', page, flags=re.S)
-    assert m, sid
-    return m.group(0)
 
 
 def the_run(rep: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +107,7 @@ def test_the_table_and_the_cost_hold_the_reports_values():
 
 
 def test_a_report_without_profiled_runs_has_no_such_section():
-    rep = json.loads(report_json(build_report(fold(synthetic_session(iterations=1, warmup=0)))))
+    rep = json.loads(report_text(synthetic_session(iterations=1, warmup=0)))
     page = report_html(rep)
     assert 'id="ops"' not in page and "Inside prefill" not in page and 'class="ops-row"' not in page
 

@@ -68,17 +68,11 @@ class ConversationServer(LoopbackServer):
         class Handler(JsonHandler):
 
             def do_GET(self) -> None:
-                if self.path.endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": "conversation-model"}]})
-                elif self.path == "/props" and outer.flavour == "llama":
-                    self._json(200, {"default_generation_settings": {}, "build_info": "fake"})
-                elif self.path == "/version" and outer.flavour in ("vllm", "plain"):
-                    self._json(200, {"version": "fake"})
-                else:
-                    self._json(404, {"error": {"message": "not found"}})
+                self._lookalike_get("conversation-model", props=outer.flavour == "llama",
+                                    version=outer.flavour in ("vllm", "plain"))
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                body = self._body()
                 if outer.flavour == "llama" and self.path == "/tokenize":
                     self._json(200, {"tokens": ([BOS] if body.get("add_special") else []) + _ids(body["content"])})
                 elif outer.flavour == "llama" and self.path == "/detokenize":
@@ -172,6 +166,15 @@ class Driver:
         self.engine.close()
 
 
+def conversations(srv: "ConversationServer", *convs: str, **config: Any) -> tuple[Driver, list[list[RunFinished]]]:
+    """Each conversation of ``convs`` held once against ``srv``, in order; the driver closed after."""
+    d = Driver(_config(srv.url, **config))
+    try:
+        return d, [d.conversation(c)[0] for c in convs]
+    finally:
+        d.close()
+
+
 def _conv(fins: list[RunFinished]) -> list[dict[str, Any]]:
     out = []
     for f in fins:
@@ -187,12 +190,7 @@ def test_the_cache_kept_rises_turn_by_turn_and_off_stays_at_zero_by_the_servers_
     off false. Each turn's prompt is the last one, its answer as it streamed, and a new user message
     of exactly user_tokens; the server's cache_n rises turn by turn with keep and is 0 with off."""
     with ConversationServer("llama") as srv:
-        d = Driver(_config(srv.url))
-        try:
-            (keep,) = d.conversation("talk@keep")
-            (off,) = d.conversation("talk@off")
-        finally:
-            d.close()
+        d, (keep, off) = conversations(srv, "talk@keep", "talk@off")
     assert [b["cache_prompt"] for b in srv.bodies] == [True] * 3 + [False] * 3
     prompts = [b["prompt"] for b in srv.bodies]
     for conv in (prompts[:3], prompts[3:]):
@@ -268,11 +266,7 @@ def test_each_round_is_a_new_conversation_and_a_turn_without_its_predecessor_is_
 
 def test_chat_sends_the_conversation_as_messages():
     with ConversationServer("llama") as srv:
-        d = Driver(_config(srv.url, cache=("keep",), api="chat"))
-        try:
-            (keep,) = d.conversation("talk@keep")
-        finally:
-            d.close()
+        d, (keep,) = conversations(srv, "talk@keep", cache=("keep",), api="chat")
     roles = [[m["role"] for m in b["messages"]] for b in srv.bodies]
     assert roles == [["system", "user"], ["system", "user", "assistant", "user"],
                      ["system", "user", "assistant", "user", "assistant", "user"]]
@@ -289,12 +283,7 @@ def test_chat_sends_the_conversation_as_messages():
 # ---------------------------------------------------------------------- a vLLM-like server
 def test_vllm_off_salts_every_request_and_its_usage_is_the_account():
     with ConversationServer("vllm") as srv:
-        d = Driver(_config(srv.url))
-        try:
-            (keep,) = d.conversation("talk@keep")
-            (off,) = d.conversation("talk@off")
-        finally:
-            d.close()
+        d, (keep, off) = conversations(srv, "talk@keep", "talk@off")
     assert d.engine.kind == "vLLM" and d.engine.tokenizer is None
     assert all("cache_salt" not in b and "cache_prompt" not in b for b in srv.bodies[:3])
     salts = [b["cache_salt"] for b in srv.bodies[3:]]
@@ -310,11 +299,7 @@ def test_vllm_off_salts_every_request_and_its_usage_is_the_account():
 def test_an_impossible_or_missing_cache_account_is_not_reported_with_a_notice():
     lies = {2: lambda depth: depth + 1, 3: lambda depth: -3}  # turn 2: more than its prompt; turn 3: negative
     with ConversationServer("vllm", lies=lies) as srv:
-        d = Driver(_config(srv.url, cache=("keep",)))
-        try:
-            (keep,) = d.conversation("talk@keep")
-        finally:
-            d.close()
+        d, (keep,) = conversations(srv, "talk@keep", cache=("keep",))
     c = _conv(keep)
     assert c[0]["counted_by"] == "server usage"
     for x in c[1:]:
@@ -325,11 +310,7 @@ def test_an_impossible_or_missing_cache_account_is_not_reported_with_a_notice():
     assert sum("gives no account of its prefix cache" in n for n in notes) == 1
 
     with ConversationServer("plain") as srv:  # usage, nothing of a cache
-        d = Driver(_config(srv.url, cache=("keep",)))
-        try:
-            (keep,) = d.conversation("talk@keep")
-        finally:
-            d.close()
+        d, (keep,) = conversations(srv, "talk@keep", cache=("keep",))
     assert all(x["counted_by"] == "not reported" and x["cached_tokens"] == 0 for x in _conv(keep))
     assert [n for n in d.notices() if "gives no account of its prefix cache" in n]
 

@@ -80,15 +80,10 @@ class CachingServer(LoopbackServer):
         class Handler(JsonHandler):
 
             def do_GET(self) -> None:
-                if self.path.endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": "lookalike"}]})
-                elif self.path == "/props":
-                    self._json(200, {"default_generation_settings": {}, "build_info": "lookalike"})
-                else:
-                    self._json(404, {"error": {"message": "not found"}})
+                self._lookalike_get("lookalike")
 
             def do_POST(self) -> None:
-                doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                doc = self._body()
                 tok = outer.tok
                 if self.path == "/tokenize":
                     text = doc["content"]

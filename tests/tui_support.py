@@ -3,7 +3,8 @@ clock, and a record of the control calls the keys made."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 from ttftui.core.config import Config
 from ttftui.core.events import RunStarted, SessionFinished
@@ -84,3 +85,18 @@ def fixed_clock(events: list[Any]):
     """A clock frozen just after the last event (so "elapsed" and "so far" are deterministic)."""
     last = max((getattr(e, "t_ns", 0) for e in events if not isinstance(e, SessionFinished)), default=0)
     return lambda: last + 1_000_000
+
+
+def report_text(events: Iterable[Any]) -> str:
+    """The JSON report a session's events make, as headless writes it."""
+    from ttftui.analysis.reducer import fold
+    from ttftui.report.build import build_report, report_json
+
+    return report_json(build_report(fold(list(events))))
+
+
+def html_section(page: str, sid: str) -> str:
+    """An HTML report from its ``<h2 id=sid>`` to the next ``<h2``."""
+    m = re.search(rf'<h2 id="{sid}">.*?(?=<h2 |$)', page, flags=re.S)
+    assert m, sid
+    return m.group(0)

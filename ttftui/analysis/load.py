@@ -303,10 +303,9 @@ def with_server_cache(f: LoadFigures, counted: list[Request], samples: Iterable[
                     * 100)
     lo = min(r.start_ns for r in counted)
     hi = max(r.end_ns for r in counted)
-    read = [x for x in samples if getattr(x, "prefix_cache_queried", None) is not None
-            and getattr(x, "prefix_cache_hits", None) is not None]
+    read = [x for x in samples if x.prefix_cache_queried is not None and x.prefix_cache_hits is not None]
     before = [x for x in read if x.t_ns <= lo]
-    after = [x for x in read if (x.sent_ns if getattr(x, "sent_ns", None) is not None else x.t_ns) >= hi]
+    after = [x for x in read if (x.sent_ns if x.sent_ns is not None else x.t_ns) >= hi]
     if not before or not after:
         return f
     a, b = before[-1], after[0]

@@ -831,10 +831,15 @@ def with_load(cfg: Config, *, concurrency: list[int] | None = None, rate: list[f
         if requests is not None:
             sc["requests"] = requests
     flag = "--concurrency" if concurrency is not None else "--rate" if rate is not None else "--requests"
+    return _revalidated(data, flag, key_in_source=True)
+
+
+def _revalidated(changed: dict[str, Any], flag: str, **where: Any) -> Config:
+    """The config a command-line option changed, validated again: a problem is one line naming the option."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(changed)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(flag, e, key_in_source=True)) from None
+        raise ConfigError(format_validation_error(flag, e, **where)) from None
     except ValueError as e:
         raise ConfigError(f"{flag}: {e}") from None
 
@@ -861,12 +866,7 @@ def with_trace(cfg: Config, trace: str | None = None, speed: float | None = None
     if speed is not None:
         for sc in traced:
             sc["trace_speed"] = speed
-    try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(flag, e, data=data)) from None
-    except ValueError as e:
-        raise ConfigError(f"{flag}: {e}") from None
+    return _revalidated(data, flag, data=data)
 
 
 def resolve_workloads(cfg: Config) -> Config:

@@ -26,7 +26,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from ttftui.core.errors import ConfigError
 from ttftui.core.inputs import MiB, read_input
@@ -79,18 +79,24 @@ class Trace:
         """(prompt tokens of the first ``n`` requests whose blocks an earlier request already sent,
         all their prompt tokens): what an unbounded prefix cache would serve. A request reuses its
         leading blocks up to the first one not seen before (a prefix cache serves a prefix)."""
-        seen: set[int] = set()
+        seen: set[object] = set()
         reused = total = 0
         for r in self.requests[:n]:
             total += r.input_length
-            lead = True
-            for j, h in enumerate(r.hash_ids):
-                if lead and h in seen:
-                    reused += min(block_tokens, r.input_length - j * block_tokens)
-                else:
-                    lead = False
-                seen.add(h)
+            reused += leading_reuse(r.hash_ids, r.input_length, block_tokens, seen)
         return reused, total
+
+
+def leading_reuse(blocks: Sequence[object], input_length: int, block_tokens: int, seen: set[object]) -> int:
+    """A request's prompt tokens in its leading blocks already in ``seen`` (a prefix cache serves a
+    prefix: up to the first block not seen before); its blocks are then added to ``seen``."""
+    reused, lead = 0, True
+    for j, b in enumerate(blocks):
+        lead = lead and b in seen
+        if lead:
+            reused += min(block_tokens, input_length - j * block_tokens)
+        seen.add(b)
+    return reused
 
 
 def blocks_of(n_tokens: int, block_tokens: int) -> int:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
 from ttftui.core.config import ScenarioConfig
-from ttftui.core.workload import DEFAULT_BLOCK_TOKENS, blocks_of, read_prompts, read_trace
+from ttftui.core.workload import DEFAULT_BLOCK_TOKENS, blocks_of, leading_reuse, read_prompts, read_trace
 from ttftui.measure.datasets import dataset_order, draw_lengths, phase_rng
 from ttftui.measure.engine.base import PreparedScenario
 from ttftui.measure.prompts import scenario_source_text
@@ -157,14 +157,7 @@ class RequestBuilder:
                 continue
             assert spec.input_length is not None
             parts, n_tokens = blocks.prompt(spec, tok, overhead)
-            reuse = None
-            if s.trace is not None:  # a prefix cache serves a prefix: the leading blocks seen before
-                reuse, lead = 0, True
-                for j, b in enumerate(spec.blocks):
-                    lead = lead and b in seen
-                    if lead:
-                        reuse += min(block, spec.input_length - j * block)
-                    seen.add(b)
+            reuse = leading_reuse(spec.blocks, spec.input_length, block, seen) if s.trace is not None else None
             out.append(RequestPrompt(sc, parts, n_tokens, spec.line, reusable_tokens=reuse))
         return out
 
