@@ -23,7 +23,7 @@ from ttftui.measure.remote.engine import TURN_SEPARATOR
 from .conftest import cli, free_port, wait_ready
 from .fake_server import JsonHandler, LoopbackServer
 from .test_remote import _amx, _llama_server_binary
-from .test_remote_conversation import BOS, _ids, _lcp
+from .test_remote_conversation import BOS, _ids, _lcp, answer_char_tokenizer
 
 THINK_MS = 100
 
@@ -47,10 +47,8 @@ class UsersServer(LoopbackServer):
 
             def do_POST(self) -> None:
                 body = self._body()
-                if self.path == "/tokenize":
-                    self._json(200, {"tokens": ([BOS] if body.get("add_special") else []) + _ids(body["content"])})
-                elif self.path == "/detokenize":
-                    self._json(200, {"content": "".join(chr(t - 2) for t in body["tokens"] if t >= 2)})
+                if answer_char_tokenizer(self, body):
+                    pass
                 elif self.path.endswith("/completions"):
                     self._complete(body)
                 else:

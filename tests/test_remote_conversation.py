@@ -37,6 +37,17 @@ def _ids(text: str) -> list[int]:
     return [ord(c) + 2 for c in text]  # one token a character: lengths are easy to check
 
 
+def answer_char_tokenizer(h: JsonHandler, body: dict[str, Any]) -> bool:
+    """llama-server's /tokenize and /detokenize, a token a character (``_ids``); False: another path."""
+    if h.path == "/tokenize":
+        h._json(200, {"tokens": ([BOS] if body.get("add_special") else []) + _ids(body["content"])})
+    elif h.path == "/detokenize":
+        h._json(200, {"content": "".join(chr(t - 2) for t in body["tokens"] if t >= 2)})
+    else:
+        return False
+    return True
+
+
 def _lcp(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -73,10 +84,8 @@ class ConversationServer(LoopbackServer):
 
             def do_POST(self) -> None:
                 body = self._body()
-                if outer.flavour == "llama" and self.path == "/tokenize":
-                    self._json(200, {"tokens": ([BOS] if body.get("add_special") else []) + _ids(body["content"])})
-                elif outer.flavour == "llama" and self.path == "/detokenize":
-                    self._json(200, {"content": "".join(chr(t - 2) for t in body["tokens"] if t >= 2)})
+                if outer.flavour == "llama" and answer_char_tokenizer(self, body):
+                    pass
                 elif self.path.endswith("/completions"):
                     self._complete(body)
                 else:
